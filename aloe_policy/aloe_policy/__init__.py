@@ -1,0 +1,1 @@
+"""Flow-matching VLA policy (ROS-free model core), asynchronous inference node and action executor node."""

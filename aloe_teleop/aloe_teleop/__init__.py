@@ -1,0 +1,1 @@
+"""Operator takeover devices, episode labelling and the rosbag2 MCAP recorder."""

@@ -1,0 +1,17 @@
+# Source me (bash): the ALOE workspace environment set up by scripts/setup.sh.
+_aloe_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+_aloe_venv="${ALOE_VENV:-$_aloe_root/.venv}"
+# shellcheck disable=SC1091
+source "$_aloe_venv/bin/activate"
+if [[ -z "${ROS_DISTRO:-}" ]]; then
+  export AMENT_PREFIX_PATH="$_aloe_venv${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}"
+fi
+# colcon's setup scripts reference unset variables; relax nounset while sourcing.
+_aloe_u=$-; set +u
+# shellcheck disable=SC1091
+source "$_aloe_root/install/setup.bash" 2>/dev/null
+[[ $_aloe_u == *u* ]] && set -u
+export MUJOCO_GL="${MUJOCO_GL:-osmesa}" PYOPENGL_PLATFORM="${PYOPENGL_PLATFORM:-osmesa}"
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1   # nothing may download weights at run time
+export ALOE_ROOT="$_aloe_root"
+unset _aloe_root _aloe_venv _aloe_u
