@@ -12,6 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from rosbags.typesys import Stores, get_typestore, get_types_from_msg
+from rosbags.typesys.base import Nodetype
 from rosbags.typesys.store import Typestore
 
 ALOE_MSG_NAMES = ("ActionChunk", "ExecutedAction", "Intervention", "EpisodeEvent", "ValueEstimate")
@@ -64,8 +65,30 @@ def register_aloe_types(typestore: Typestore, msg_dir: Path | None = None) -> Ty
             types.update(get_types_from_msg(path.read_text(), f"aloe_msgs/msg/{name}"))
         except Exception as exc:  # rosbags raises several parser error types
             raise TypeRegistrationError(f"cannot parse {path}: {exc}") from exc
+    _check_references(typestore, types, msg_dir)
     typestore.register(types)
     return typestore
+
+
+def _referenced_type(nodetype, spec) -> str | None:
+    """The message type a field refers to (NAME, or a sequence/array of NAME), else None."""
+    if nodetype == Nodetype.NAME:
+        return spec
+    if nodetype in (Nodetype.ARRAY, Nodetype.SEQUENCE):
+        return _referenced_type(*spec[0])
+    return None
+
+
+def _check_references(typestore: Typestore, types: dict, msg_dir: Path) -> None:
+    # rosbags' parser is lenient ("this is not a field" parses as a field of type "this"):
+    # every referenced type must be known, or the definition is malformed.
+    for typename, (_, fields) in types.items():
+        for field_name, (nodetype, spec) in fields:
+            ref = _referenced_type(nodetype, spec)
+            if ref is not None and ref not in types and ref not in typestore.types:
+                raise TypeRegistrationError(
+                    f"cannot parse {msg_dir / typename.rsplit('/', 1)[-1]}.msg: field {field_name!r} "
+                    f"refers to unknown type {ref!r}")
 
 
 @lru_cache(maxsize=None)
