@@ -1,0 +1,264 @@
+"""The ALOE critic: an ensemble of K chunk-level Q networks for the **current** policy.
+
+Read top to bottom (DESIGN.md, "The learning algorithm"; arXiv 2602.12691):
+
+    Q_k(o_t, A_t)        k = 1..K, one value per H-step action chunk A_t
+    y   = R_t^H + gamma^H (1 - done) * Agg_k[ mean_j Qbar_k(o_{t+H}, A'_j) ],   A'_j ~ pi(.|o_{t+H})
+    L   = sum_k mean_batch (Q_k(o_t, A_t) - y)^2
+    Qbar <- tau Q + (1 - tau) Qbar                                             (Polyak)
+    V(o) = Agg_k[ mean_j Q_k(o, A_j) ],  A_j ~ pi(.|o)
+    A(o_t, A_t) = Agg_k Q_k(o_t, A_t) - V(o_t)
+
+The value *signal* (how y is built) lives in ``values.py``: ``aloe`` (above), and the
+baselines ``td1`` and ``progress`` trained with this same network on the same data.
+
+Design choices (documented here because they change numbers):
+
+* The K heads share one observation encoder (the image CNN is the expensive part); each head
+  is an independent MLP over [features, flattened chunk], initialised independently. The
+  encoder is trained by the sum of the heads' losses and has its own Polyak target copy.
+* pi is fixed while the critic is fit, so A'_j ~ pi(.|o) is drawn once per observation per
+  iteration (``PolicySampleBank``, n samples per observation). The target's expectation is
+  the same as drawing fresh samples every batch, at a fraction of the cost of running the
+  flow policy inside every critic step.
+* ``conservative_aggregate`` default: ``subset_min`` with subset_size 2 (REDQ-style): the
+  minimum over a random pair of ensemble members. Bootstrapping on actions of pi that the data
+  may never contain over-estimates (the maximisation-like bias the paper guards against); a
+  min over a small subset gives a pessimism that does not grow with K (the min over all K
+  does) and needs no scale calibration (``mean_std``'s kappa is in units of the ensemble's
+  spread, which changes with K, data size and training time). Without a generator the
+  *expectation* over random subsets is used: deterministic, same mean target, lower variance.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+AGGREGATION_RULES = ("subset_min", "mean_std")
+
+
+@dataclass
+class CriticConfig:
+    """Critic network and fitting hyper-parameters (the value method is ``TrainConfig.method``)."""
+
+    ensemble_size: int = 10          # K Q-networks
+    critic_hidden_dim: int = 256     # width of each Q head MLP
+    critic_layers: int = 2           # hidden layers per Q head
+    critic_lr: float = 3e-4
+    critic_steps: int = 2000         # gradient steps per iteration
+    critic_batch_size: int = 256
+    critic_grad_clip: float = 10.0
+    tau: float = 0.005               # Polyak rate of the target networks Qbar
+    num_policy_samples: int = 8      # n: A'_j ~ pi per observation (mean_j in the target and V)
+    aggregate: str = "subset_min"    # conservative aggregation rule over the ensemble
+    subset_size: int = 2             # subset_min: members per subset
+    kappa: float = 1.0               # mean_std: mean - kappa * std
+
+    def __post_init__(self):
+        if self.aggregate not in AGGREGATION_RULES:
+            raise ValueError(f"aggregate must be one of {AGGREGATION_RULES}, got {self.aggregate!r}")
+        if not 1 <= self.subset_size <= self.ensemble_size:
+            raise ValueError(f"subset_size must be in 1..ensemble_size={self.ensemble_size}, got {self.subset_size}")
+
+
+def conservative_aggregate(values: torch.Tensor, rule: str = "subset_min", subset_size: int = 2,
+                           kappa: float = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Aggregate ensemble values (K, ...) -> (...), never above the ensemble mean.
+
+    ``subset_min``: min over a random subset of ``subset_size`` members. With a generator one
+    subset is drawn (shared by the whole batch, as REDQ does); without, the exact expectation
+    over all subsets: E[min] = sum_i v_(i) C(K-i, m-1) / C(K, m), v_(1) <= ... <= v_(K).
+    ``mean_std``: mean_k - kappa * std_k (population std).
+    """
+    K = values.shape[0]
+    if rule == "mean_std":
+        return values.mean(0) - kappa * values.std(0, unbiased=False)
+    if rule != "subset_min":
+        raise ValueError(f"unknown aggregation rule {rule!r}; use one of {AGGREGATION_RULES}")
+    m = int(subset_size)
+    if not 1 <= m <= K:
+        raise ValueError(f"subset_size {m} must be in 1..{K}")
+    if generator is not None:
+        idx = torch.randperm(K, generator=generator)[:m].to(values.device)
+        return values.index_select(0, idx).min(0).values
+    ordered = values.sort(0).values
+    w = torch.tensor([math.comb(K - i, m - 1) for i in range(1, K + 1)], dtype=values.dtype,
+                     device=values.device) / math.comb(K, m)
+    return torch.tensordot(w, ordered, dims=([0], [0]))
+
+
+class EnsembleLinear(nn.Module):
+    """K independent linear layers applied in one batched matmul: (K, N, i) -> (K, N, o)."""
+
+    def __init__(self, ensemble_size: int, in_features: int, out_features: int):
+        super().__init__()
+        bound = 1.0 / math.sqrt(in_features)
+        self.weight = nn.Parameter(torch.empty(ensemble_size, in_features, out_features).uniform_(-bound, bound))
+        self.bias = nn.Parameter(torch.empty(ensemble_size, 1, out_features).uniform_(-bound, bound))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.baddbmm(self.bias, x, self.weight)
+
+
+class QEnsemble(nn.Module):
+    """K chunk-level Q heads: (features (N, F), chunks (N, H*A)) -> (K, N)."""
+
+    def __init__(self, ensemble_size: int, feature_dim: int, chunk_dim: int, hidden_dim: int, layers: int):
+        super().__init__()
+        dims = [feature_dim + chunk_dim] + [hidden_dim] * layers
+        self.layers = nn.ModuleList(EnsembleLinear(ensemble_size, i, o) for i, o in zip(dims[:-1], dims[1:]))
+        self.out = EnsembleLinear(ensemble_size, dims[-1], 1)
+        self.ensemble_size = ensemble_size
+
+    def forward(self, features: torch.Tensor, chunks: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([features, chunks], -1).unsqueeze(0).expand(self.ensemble_size, -1, -1)
+        for layer in self.layers:
+            x = torch.relu(layer(x))
+        return self.out(x).squeeze(-1)
+
+
+class ChunkCritic(nn.Module):
+    """Ensemble of K chunk-level Q networks Q_k(o_t, A_t) with Polyak target copies Qbar_k.
+
+    ``encoder``: any module mapping an observation batch to (B, feature_dim) features; the
+    default in the trainer is ``aloe_policy.model.ObservationEncoder`` (``PolicyObservationFeatures``),
+    small-MDP tests pass a one-hot MLP. Chunks are (B, H, A) or (B, n, H, A), action units.
+    """
+
+    def __init__(self, encoder: nn.Module, feature_dim: int, chunk_horizon: int, action_dim: int,
+                 config: CriticConfig | None = None):
+        super().__init__()
+        self.config = config or CriticConfig()
+        self.chunk_horizon, self.action_dim, self.feature_dim = int(chunk_horizon), int(action_dim), int(feature_dim)
+        self.encoder = encoder
+        self.q = QEnsemble(self.config.ensemble_size, feature_dim, chunk_horizon * action_dim,
+                           self.config.critic_hidden_dim, self.config.critic_layers)
+        self.target_encoder = copy.deepcopy(encoder)
+        self.target_q = copy.deepcopy(self.q)
+        for p in list(self.target_encoder.parameters()) + list(self.target_q.parameters()):
+            p.requires_grad_(False)
+
+    def q_values(self, obs, chunks: torch.Tensor, target: bool = False, features: torch.Tensor | None = None
+                 ) -> torch.Tensor:
+        """Q_k(o, A) for every member: chunks (B, H, A) -> (K, B); (B, n, H, A) -> (K, B, n)."""
+        encoder, heads = (self.target_encoder, self.target_q) if target else (self.encoder, self.q)
+        feats = encoder(obs) if features is None else features
+        B = feats.shape[0]
+        if chunks.dim() == 3:
+            return heads(feats, chunks.reshape(B, -1))
+        n = chunks.shape[1]
+        q = heads(feats.repeat_interleave(n, 0), chunks.reshape(B * n, -1))
+        return q.reshape(-1, B, n)
+
+    def trainable_parameters(self):
+        return list(self.encoder.parameters()) + list(self.q.parameters())
+
+    @torch.no_grad()
+    def polyak_update(self, tau: float) -> None:
+        """Qbar <- tau Q + (1 - tau) Qbar (encoder and heads)."""
+        for online, target in ((self.encoder, self.target_encoder), (self.q, self.target_q)):
+            for p, tp in zip(online.parameters(), target.parameters()):
+                tp.lerp_(p, tau)
+            for b, tb in zip(online.buffers(), target.buffers()):
+                tb.copy_(b)
+
+    def aggregate(self, values: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        c = self.config
+        return conservative_aggregate(values, c.aggregate, c.subset_size, c.kappa, generator)
+
+    @torch.no_grad()
+    def evaluate(self, obs, chunks: torch.Tensor, policy_chunks: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Q, V, advantage, ensemble std of Q for recorded chunks (B, H, A) given pi's samples
+        (B, n, H, A) at the same observations. Deterministic (expected subset-min)."""
+        feats = self.encoder(obs)
+        q_k = self.q_values(obs, chunks, features=feats)                    # (K, B)
+        v_k = self.q_values(obs, policy_chunks, features=feats).mean(-1)    # mean_j -> (K, B)
+        q, v = self.aggregate(q_k), self.aggregate(v_k)
+        return {"q": q, "v": v, "advantage": q - v, "q_std": q_k.std(0, unbiased=False)}
+
+
+class PolicySampleBank:
+    """n chunks A_j ~ pi(.|o) per observation tick, drawn once per critic fit (pi is fixed then).
+
+    ``chunks(ticks)`` -> (B, n, H, A) float32 for global tick ids of a TransitionDataset.
+    """
+
+    def __init__(self, policy, dataset, n: int, ticks=None, batch_size: int = 64, seed: int = 0,
+                 device: str | torch.device = "cpu", progress: bool = False):
+        ticks = np.unique(np.concatenate([dataset.obs_tick[dataset.indices], dataset.next_tick[dataset.indices]])
+                          if ticks is None else np.asarray(ticks))
+        self.row = np.full(dataset.num_ticks, -1, np.int64)
+        self.row[ticks] = np.arange(len(ticks))
+        gen = torch.Generator(device="cpu").manual_seed(seed)
+        out = []
+        it = range(0, len(ticks), batch_size)
+        if progress:
+            from tqdm import tqdm
+            it = tqdm(it, desc="sample pi(.|o)", unit="batch")
+        with torch.no_grad():
+            for s in it:
+                obs = dataset.observations(ticks[s:s + batch_size])
+                out.append(_sample(policy, obs, n, gen).float().cpu())
+        self.samples = torch.cat(out) if out else torch.zeros(0, n, dataset.chunk_horizon, dataset.action_dim)
+        self.n = n
+
+    def chunks(self, ticks) -> torch.Tensor:
+        rows = self.row[np.asarray(ticks, np.int64)]
+        if (rows < 0).any():
+            raise KeyError("observation ticks not in the policy sample bank; build it over these ticks")
+        return self.samples[torch.from_numpy(rows)]
+
+
+def _sample(policy, obs, n: int, generator: torch.Generator) -> torch.Tensor:
+    """policy.sample(obs, n, generator) -> (B, n, H, A); policies without a generator argument also work."""
+    try:
+        return policy.sample(obs, n, generator=generator)
+    except TypeError:
+        return policy.sample(obs, n)
+
+
+# ---------------------------------------------------------------------------------------------
+# Saving / loading (safetensors + JSON), so evaluation and replay can load a critic
+# ---------------------------------------------------------------------------------------------
+
+CRITIC_WEIGHTS = "critic.safetensors"
+CRITIC_CONFIG = "critic_config.json"
+
+
+def save_critic(critic: ChunkCritic, directory: str | Path, extra: dict | None = None) -> None:
+    """Write critic.safetensors (online + target weights) and critic_config.json."""
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in critic.state_dict().items()}
+    save_file(state, str(directory / CRITIC_WEIGHTS))
+    meta = {"critic": asdict(critic.config), "chunk_horizon": critic.chunk_horizon,
+            "action_dim": critic.action_dim, "feature_dim": critic.feature_dim}
+    meta.update(extra or {})
+    (directory / CRITIC_CONFIG).write_text(json.dumps(meta, indent=1, sort_keys=True))
+
+
+def load_critic_state(critic: ChunkCritic, directory: str | Path) -> dict:
+    """Load weights saved by save_critic into a critic of the same shape; returns the JSON meta."""
+    from safetensors.torch import load_file
+
+    directory = Path(directory)
+    missing = [f for f in (CRITIC_WEIGHTS, CRITIC_CONFIG) if not (directory / f).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{directory}: no critic ({', '.join(missing)} missing); train one with "
+                                "aloe-train --method aloe|td1|progress")
+    critic.load_state_dict(load_file(str(directory / CRITIC_WEIGHTS)))
+    return json.loads((directory / CRITIC_CONFIG).read_text())
+
+
+def read_critic_meta(directory: str | Path) -> dict:
+    return json.loads((Path(directory) / CRITIC_CONFIG).read_text())

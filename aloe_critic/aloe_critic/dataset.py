@@ -1,0 +1,688 @@
+"""Bags -> episodes -> chunked transitions (ROS-free ingestion for the critic and the trainer).
+
+One bag (a rosbag2 MCAP directory, one episode) is decoded **once** into a columnar cache of
+``.npy`` files, one per column, opened with ``mmap_mode="r"``; the cache entry is keyed by the
+sha256 of the bag's ``.mcap`` bytes plus the decoding parameters, so later runs reuse it and
+never re-parse a bag.
+
+Per control tick t (one ``/aloe/executed_action`` message, ordered by header stamp):
+
+* o_t: the newest image of every camera, joint_states and ee_pose with header stamp <= t
+  (converted by ``aloe_policy.observation``), and the episode's task text. Leading ticks before
+  every observation stream has produced a message are dropped (the policy could not have
+  acted on them either).
+* a_t: the action really sent, whatever its source (POLICY / HUMAN / HOLD).
+* r_t: ``/aloe/reward`` when recorded (each message is credited to the newest tick logged
+  before it: the reward follows the action that caused it); otherwise sparse, 1 at the
+  SUCCESS tick (the last tick stamped <= the SUCCESS event) and 0 elsewhere. Ticks after the
+  episode's end event are not part of the episode.
+
+A transition at tick t (``TransitionDataset``):
+
+* ``chunks``: A_t = a_t .. a_{t+H-1}. Past the episode end the chunk is padded by repeating
+  the last executed action; with a terminal end (done) the padded steps earn no reward, so
+  padding never changes R_t^H or the target.
+* ``returns``: R_t^H = sum_{i<H} gamma^i r_{t+i} (rewards past the end are 0).
+* ``next`` observation o_{t+H}; ``done`` = the chunk reaches the end of an episode that ended
+  in SUCCESS or FAILURE. An episode cut without an outcome (ABORT, crash) is not terminal: its
+  last H-1 transitions bootstrap from the last recorded observation (the best available
+  stand-in for the unrecorded o_{t+H}).
+* ``mc_returns``: discounted return-to-go G_t = sum_i gamma^i r_{t+i} to the episode end
+  (the Monte-Carlo value of the behaviour; used by the ``progress`` baseline).
+* provenance: bag, episode, policy_id, source mix fractions over the chunk's real ticks
+  (POLICY, HUMAN, HOLD), ``is_intervention`` (any HUMAN tick in the chunk), episode outcome.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+import torch
+import yaml
+
+from aloe_policy.observation import (ObservationError, ProprioSpec, compressed_to_rgb, image_to_rgb,
+                                     proprio_vector, resize_rgb)
+
+log = logging.getLogger(__name__)
+
+SOURCE_POLICY, SOURCE_HUMAN, SOURCE_HOLD = 0, 1, 2
+SOURCE_NAMES = ("POLICY", "HUMAN", "HOLD")
+OUTCOMES = ("SUCCESS", "FAILURE", "ABORT", "UNKNOWN")
+TERMINAL_OUTCOMES = ("SUCCESS", "FAILURE")
+EVENT_NAMES = {0: "START", 1: "SUCCESS", 2: "FAILURE", 3: "ABORT"}
+
+# Bump when the cached columns' meaning changes: old entries are then ignored, not misread.
+CACHE_VERSION = 1
+
+
+class SkippedBagWarning(UserWarning):
+    """A bag could not be ingested (corrupt, truncated, unknown types); it was skipped."""
+
+
+class BagError(RuntimeError):
+    """This bag cannot be turned into an episode; the message says why."""
+
+
+@dataclass
+class IngestionConfig:
+    """How bags are decoded. Every field that changes the decoded numbers is part of the cache key."""
+
+    cache_dir: str = "~/.cache/aloe/episodes"
+    cameras: list[str] | None = None          # None: every /camera/<name>/image_raw (or /compressed) topic
+    image_size: int = 64                      # images resized to (size, size, 3)
+    proprio_joints: list[str] = field(default_factory=lambda: ProprioSpec().joints)
+    gripper_joints: list[str] = field(default_factory=lambda: ProprioSpec().gripper_joints)
+    use_velocity: bool = True
+    use_ee_pose: bool = True
+    topic_joint_states: str = "/joint_states"
+    topic_ee_pose: str = "/aloe/ee_pose"
+    topic_task: str = "/aloe/task"
+    topic_executed_action: str = "/aloe/executed_action"
+    topic_episode_event: str = "/aloe/episode_event"
+    topic_reward: str = "/aloe/reward"
+
+    @property
+    def proprio_spec(self) -> ProprioSpec:
+        return ProprioSpec(joints=list(self.proprio_joints), gripper_joints=list(self.gripper_joints),
+                           use_velocity=self.use_velocity, use_ee_pose=self.use_ee_pose)
+
+    def decode_key(self) -> str:
+        """Digest of everything (but the bag bytes) that determines the cached columns."""
+        d = asdict(self)
+        d.pop("cache_dir")
+        d["cache_version"] = CACHE_VERSION
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
+
+
+@dataclass
+class Episode:
+    """One episode as per-tick columns (numpy, memory-mapped when loaded from the cache).
+
+    images[cam]: (T, h, w, 3) uint8 RGB; proprio: (T, P) float32; actions: (T, A) float32 in
+    action units; sources: (T,) uint8 SOURCE_*; rewards: (T,) float32; stamps: (T,) int64 ns
+    (tick header stamps); chunk_ids: (T,) uint64; policy_index: (T,) int32 into ``policy_ids``
+    (-1 for HUMAN/HOLD ticks).
+    """
+
+    images: dict[str, np.ndarray]
+    proprio: np.ndarray
+    actions: np.ndarray
+    sources: np.ndarray
+    rewards: np.ndarray
+    stamps: np.ndarray
+    chunk_ids: np.ndarray
+    policy_index: np.ndarray
+    policy_ids: list[str]
+    task: str = ""
+    outcome: str = "UNKNOWN"
+    bag: str = ""
+    bag_hash: str = ""
+    episode_id: str = ""
+
+    @property
+    def terminal(self) -> bool:
+        return self.outcome in TERMINAL_OUTCOMES
+
+    def __len__(self) -> int:
+        return int(self.actions.shape[0])
+
+    @classmethod
+    def from_arrays(cls, actions, proprio, rewards, *, images=None, sources=None, outcome="SUCCESS", task="",
+                    policy_id="", bag="", episode_id="", stamps=None) -> "Episode":
+        """An in-memory episode (synthetic data, tests); same semantics as an ingested bag."""
+        actions = np.asarray(actions, np.float32)
+        T = actions.shape[0]
+        sources = np.zeros(T, np.uint8) if sources is None else np.asarray(sources, np.uint8)
+        return cls(images={k: np.asarray(v, np.uint8) for k, v in (images or {}).items()},
+                   proprio=np.asarray(proprio, np.float32).reshape(T, -1), actions=actions, sources=sources,
+                   rewards=np.asarray(rewards, np.float32),
+                   stamps=np.arange(T, dtype=np.int64) * 100_000_000 if stamps is None else np.asarray(stamps, np.int64),
+                   chunk_ids=np.zeros(T, np.uint64),
+                   policy_index=np.where(sources == SOURCE_POLICY, 0, -1).astype(np.int32),
+                   policy_ids=[policy_id], task=task, outcome=outcome, bag=bag, bag_hash="", episode_id=episode_id)
+
+
+# ---------------------------------------------------------------------------------------------
+# Bag decoding
+# ---------------------------------------------------------------------------------------------
+
+_COLUMNS = ("proprio", "actions", "sources", "rewards", "stamps", "chunk_ids", "policy_index")
+
+
+def find_bags(paths: Iterable[str | os.PathLike]) -> list[Path]:
+    """Expand paths into bag directories: a bag dir (holding metadata.yaml or *.mcap) is taken as
+    is, a ``.mcap`` file means its directory, any other directory is searched one level down."""
+    bags: list[Path] = []
+    for p in map(Path, paths):
+        p = p.expanduser()
+        if p.is_file() and p.suffix == ".mcap":
+            bags.append(p.parent)
+        elif p.is_dir() and ((p / "metadata.yaml").exists() or any(p.glob("*.mcap"))):
+            bags.append(p)
+        elif p.is_dir():
+            bags.extend(sorted(c for c in p.iterdir() if c.is_dir() and ((c / "metadata.yaml").exists()
+                                                                         or any(c.glob("*.mcap")))))
+        else:
+            raise FileNotFoundError(f"{p}: not a bag directory, .mcap file or directory of bags")
+    seen, unique = set(), []
+    for b in bags:
+        if b.resolve() not in seen:
+            seen.add(b.resolve())
+            unique.append(b)
+    return unique
+
+
+def bag_content_hash(bag_dir: Path) -> str:
+    """sha256 over the bag's .mcap files (sorted by name): the cache key of its decoded episode."""
+    files = sorted(Path(bag_dir).glob("*.mcap"))
+    if not files:
+        raise BagError("no .mcap file in the bag directory")
+    h = hashlib.sha256()
+    for f in files:
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+def _stamp_ns(header) -> int:
+    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
+
+
+def _read_custom_data(bag_dir: Path) -> dict:
+    info = yaml.safe_load((bag_dir / "metadata.yaml").read_text()) or {}
+    info = info.get("rosbag2_bagfile_information", {})
+    custom = dict(info.get("custom_data") or {})
+    if isinstance(custom.get("policy_ids"), str):
+        text = custom["policy_ids"]
+        try:
+            parsed = yaml.safe_load(text)
+        except yaml.YAMLError:
+            parsed = None
+        custom["policy_ids"] = ([str(x) for x in parsed] if isinstance(parsed, list)
+                                else [s.strip() for s in text.split(",") if s.strip()])
+    custom["_message_count"] = int(info.get("message_count", -1))
+    return custom
+
+
+def _ensure_indexed(bag_dir: Path) -> None:
+    """A crash-cut bag has no metadata.yaml: rebuild it with the recorder's reindex_bag."""
+    if (bag_dir / "metadata.yaml").exists():
+        return
+    try:
+        from aloe_teleop.recorder import reindex_bag
+    except ImportError as exc:
+        raise BagError("no metadata.yaml and aloe_teleop.recorder.reindex_bag is not available "
+                       f"to rebuild it ({exc})") from exc
+    try:
+        reindex_bag(bag_dir)
+    except Exception as exc:  # reindexing a damaged bag can fail in many ways
+        raise BagError(f"no metadata.yaml and reindex_bag failed: {exc}") from exc
+    if not (bag_dir / "metadata.yaml").exists():
+        raise BagError("no metadata.yaml, and reindex_bag did not write one")
+
+
+def _newest_at_or_before(stamps: np.ndarray, ticks: np.ndarray) -> np.ndarray:
+    """Index of the newest message with stamp <= tick, for each tick (-1 if none). stamps sorted."""
+    return np.searchsorted(stamps, ticks, side="right") - 1
+
+
+def decode_bag(bag_dir: Path, config: IngestionConfig) -> tuple[dict[str, np.ndarray], dict]:
+    """Parse one bag into per-tick columns + metadata (the expensive step the cache avoids).
+
+    Raises BagError with the reason when the bag cannot be used.
+    """
+    from rosbags.rosbag2 import Reader
+
+    from aloe_teleop.bag_layout import make_typestore
+
+    typestore = make_typestore()
+    custom = _read_custom_data(bag_dir)
+    try:
+        reader = Reader(bag_dir)
+        reader.open()
+    except Exception as exc:
+        raise BagError(f"cannot open: {exc}") from exc
+    try:
+        by_topic = {c.topic: c for c in reader.connections}
+        if config.topic_executed_action not in by_topic:
+            raise BagError(f"no {config.topic_executed_action} topic (control ticks) in the bag")
+        if config.cameras is None:
+            cameras = sorted({t.split("/")[2] for t in by_topic if t.startswith("/camera/")
+                              and t.endswith(("/image_raw", "/image_raw/compressed"))})
+        else:
+            cameras = list(config.cameras)
+        cam_topics = {}
+        for cam in cameras:
+            raw, comp = f"/camera/{cam}/image_raw", f"/camera/{cam}/image_raw/compressed"
+            if raw in by_topic:
+                cam_topics[raw] = cam
+            elif comp in by_topic:
+                cam_topics[comp] = cam
+            else:
+                raise BagError(f"camera {cam!r}: neither {raw} nor {comp} recorded")
+        wanted = {config.topic_executed_action, config.topic_joint_states, config.topic_task,
+                  config.topic_episode_event, config.topic_reward, *cam_topics}
+        if config.use_ee_pose:
+            wanted.add(config.topic_ee_pose)
+        for name in (config.topic_joint_states,) + ((config.topic_ee_pose,) if config.use_ee_pose else ()):
+            if name not in by_topic:
+                raise BagError(f"no {name} topic in the bag (needed for proprio)")
+        conns = [c for c in reader.connections if c.topic in wanted]
+        for c in conns:
+            if c.msgtype not in typestore.types:
+                raise BagError(f"topic {c.topic} has unknown message type {c.msgtype}")
+
+        ticks, images, joints, ees, tasks, events, rewards = [], {c: [] for c in cameras}, [], [], [], [], []
+        spec = config.proprio_spec
+        n_read = 0
+        try:
+            for conn, logtime, raw in reader.messages(connections=conns):
+                n_read += 1
+                msg = typestore.deserialize_cdr(raw, conn.msgtype)
+                topic = conn.topic
+                if topic == config.topic_executed_action:
+                    ticks.append((_stamp_ns(msg.header), logtime, np.asarray(msg.action, np.float32),
+                                  int(msg.source), int(msg.chunk_id), str(msg.policy_id)))
+                elif topic in cam_topics:
+                    if conn.msgtype.endswith("CompressedImage"):
+                        rgb = compressed_to_rgb(msg.format, msg.data)
+                    else:
+                        rgb = image_to_rgb(msg.encoding, msg.height, msg.width, msg.step, msg.data)
+                    images[cam_topics[topic]].append((_stamp_ns(msg.header), resize_rgb(rgb, config.image_size)))
+                elif topic == config.topic_joint_states:
+                    joints.append((_stamp_ns(msg.header), list(msg.name), np.asarray(msg.position),
+                                   np.asarray(msg.velocity)))
+                elif topic == config.topic_ee_pose:
+                    p = msg.pose.position
+                    ees.append((_stamp_ns(msg.header), np.array([p.x, p.y, p.z])))
+                elif topic == config.topic_task:
+                    tasks.append(str(msg.data))
+                elif topic == config.topic_episode_event:
+                    events.append((_stamp_ns(msg.header), int(msg.event), str(msg.task), str(msg.episode_id)))
+                elif topic == config.topic_reward:
+                    rewards.append((logtime, float(msg.data)))
+        except (BagError, ObservationError):
+            raise
+        except Exception as exc:  # rosbags/mcap raise many types on truncated or corrupt chunks
+            raise BagError(f"corrupt or truncated after {n_read} messages: {type(exc).__name__}: {exc}") from exc
+        expected = sum(c.msgcount for c in conns)
+        if n_read < expected:
+            raise BagError(f"truncated: read {n_read} of the {expected} messages metadata.yaml lists")
+    finally:
+        reader.close()
+
+    if not ticks:
+        raise BagError(f"no {config.topic_executed_action} messages (no control ticks)")
+    ticks.sort(key=lambda x: x[0])
+    tick_stamps = np.array([t[0] for t in ticks], np.int64)
+
+    # Episode end: ticks after the end event belong to no episode.
+    end_events = [e for e in events if e[1] in (1, 2, 3)]
+    outcome = str(custom.get("outcome") or (EVENT_NAMES[end_events[-1][1]] if end_events else "UNKNOWN")).upper()
+    if outcome not in OUTCOMES:
+        outcome = "UNKNOWN"
+    end_stamp = end_events[-1][0] if end_events else None
+    keep = np.ones(len(ticks), bool) if end_stamp is None else tick_stamps <= end_stamp
+    if end_stamp is not None and not keep.any():
+        keep[0] = True  # end event stamped before every tick: keep the first so the outcome still lands
+
+    # Observation alignment: newest message with stamp <= tick.
+    def aligned(stream):
+        stream.sort(key=lambda x: x[0])
+        idx = _newest_at_or_before(np.array([s[0] for s in stream], np.int64), tick_stamps)
+        return idx
+
+    streams = {"joint_states": joints}
+    if config.use_ee_pose:
+        streams["ee_pose"] = ees
+    for cam in cameras:
+        streams[f"camera {cam}"] = images[cam]
+    idx = {}
+    for name, stream in streams.items():
+        if not stream:
+            raise BagError(f"no {name} messages")
+        idx[name] = aligned(stream)
+        keep &= idx[name] >= 0
+    if not keep.any():
+        raise BagError("no control tick has every observation stream (images, joint_states, ee_pose) before it")
+    sel = np.flatnonzero(keep)
+
+    proprio = np.stack([proprio_vector(spec, joints[idx["joint_states"][i]][1], joints[idx["joint_states"][i]][2],
+                                       joints[idx["joint_states"][i]][3],
+                                       ees[idx["ee_pose"][i]][1] if config.use_ee_pose else None) for i in sel])
+    dims = {ticks[i][2].shape[0] for i in sel}
+    if len(dims) != 1:
+        raise BagError(f"executed actions have different sizes {sorted(dims)}")
+    actions = np.stack([ticks[i][2] for i in sel]).astype(np.float32)
+    if not np.all(np.isfinite(actions)):
+        raise BagError("executed actions contain NaN or inf")
+    sources = np.array([ticks[i][3] for i in sel], np.uint8)
+    policy_ids = list(dict.fromkeys([ticks[i][5] for i in sel if ticks[i][3] == SOURCE_POLICY and ticks[i][5]]))
+    for pid in custom.get("policy_ids") or []:
+        if pid not in policy_ids:
+            policy_ids.append(pid)
+    policy_index = np.array([policy_ids.index(ticks[i][5]) if ticks[i][3] == SOURCE_POLICY and ticks[i][5]
+                             in policy_ids else -1 for i in sel], np.int32)
+
+    T = len(sel)
+    reward = np.zeros(T, np.float32)
+    if rewards:
+        log_times = np.array([ticks[i][1] for i in sel], np.int64)
+        order = np.argsort(log_times, kind="stable")
+        for t_log, value in rewards:
+            j = np.searchsorted(log_times[order], t_log, side="right") - 1
+            if j >= 0:
+                reward[order[j]] += value
+    elif outcome == "SUCCESS":
+        succ = [e for e in end_events if e[1] == 1]
+        k = T - 1
+        if succ:
+            k = int(np.searchsorted(tick_stamps[sel], succ[-1][0], side="right") - 1)
+            k = min(max(k, 0), T - 1)
+        reward[k] = 1.0
+
+    task = str(custom.get("task") or (tasks[-1] if tasks else next((e[2] for e in events if e[2]), "")))
+    episode_id = str(custom.get("episode_id") or next((e[3] for e in events if e[3]), bag_dir.name))
+    columns = {
+        "proprio": proprio.astype(np.float32), "actions": actions, "sources": sources, "rewards": reward,
+        "stamps": tick_stamps[sel], "chunk_ids": np.array([ticks[i][4] for i in sel], np.uint64),
+        "policy_index": policy_index,
+    }
+    for cam in cameras:
+        frames = images[cam]
+        columns[f"image_{cam}"] = np.stack([frames[idx[f"camera {cam}"][i]][1] for i in sel])
+    meta = {"task": task, "outcome": outcome, "policy_ids": policy_ids, "cameras": cameras,
+            "episode_id": episode_id, "num_ticks": T, "dropped_leading_ticks": int((~keep[:sel[0]]).sum())}
+    return columns, meta
+
+
+def _load_cached(entry: Path, bag_dir: Path, bag_hash: str) -> Episode:
+    meta = json.loads((entry / "meta.json").read_text())
+    cols = {name: np.load(entry / f"{name}.npy", mmap_mode="r") for name in _COLUMNS}
+    images = {cam: np.load(entry / f"image_{cam}.npy", mmap_mode="r") for cam in meta["cameras"]}
+    return Episode(images=images, policy_ids=meta["policy_ids"], task=meta["task"], outcome=meta["outcome"],
+                   bag=str(bag_dir), bag_hash=bag_hash, episode_id=meta["episode_id"], **cols)
+
+
+def load_episode(bag_dir: str | os.PathLike, config: IngestionConfig) -> tuple[Episode, bool]:
+    """One bag -> Episode, decoded once and then served from the cache. Returns (episode, from_cache).
+
+    Raises BagError when the bag cannot be used.
+    """
+    bag_dir = Path(bag_dir).expanduser()
+    _ensure_indexed(bag_dir)
+    bag_hash = bag_content_hash(bag_dir)
+    cache_root = Path(config.cache_dir).expanduser()
+    entry = cache_root / f"{bag_hash[:24]}-{config.decode_key()}"
+    if (entry / "meta.json").exists():
+        try:
+            return _load_cached(entry, bag_dir, bag_hash), True
+        except (OSError, ValueError, KeyError) as exc:
+            log.warning("cache entry %s unreadable (%s); decoding %s again", entry, exc, bag_dir)
+            shutil.rmtree(entry, ignore_errors=True)
+    columns, meta = decode_bag(bag_dir, config)
+    cache_root.mkdir(parents=True, exist_ok=True)
+    # Write beside the final name and rename: a killed ingestion never leaves a half entry.
+    tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", dir=cache_root))
+    for name, arr in columns.items():
+        np.save(tmp / f"{name}.npy", arr)
+    meta.update(bag=str(bag_dir), bag_hash=bag_hash)
+    (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+    try:
+        os.rename(tmp, entry)
+    except OSError:  # a concurrent ingestion won the race; its entry is identical
+        shutil.rmtree(tmp, ignore_errors=True)
+    return _load_cached(entry, bag_dir, bag_hash), False
+
+
+@dataclass
+class IngestionReport:
+    episodes: list[Episode]
+    decoded: list[str] = field(default_factory=list)    # bags parsed this run
+    cached: list[str] = field(default_factory=list)     # bags served from the cache
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (bag, reason)
+
+
+def ingest_bags(paths: Iterable[str | os.PathLike], config: IngestionConfig | None = None,
+                progress: bool = False) -> IngestionReport:
+    """Every usable bag under ``paths`` -> episodes. An unusable bag gets one SkippedBagWarning
+    naming it and why, and the rest are still used."""
+    config = config or IngestionConfig()
+    bags = find_bags(paths)
+    report = IngestionReport(episodes=[])
+    it = bags
+    if progress:
+        from tqdm import tqdm
+        it = tqdm(bags, desc="ingest bags", unit="bag")
+    for bag in it:
+        try:
+            episode, from_cache = load_episode(bag, config)
+        except (BagError, ObservationError) as exc:
+            report.skipped.append((str(bag), str(exc)))
+            warnings.warn(f"skipping bag {bag}: {exc}", SkippedBagWarning, stacklevel=2)
+            continue
+        (report.cached if from_cache else report.decoded).append(str(bag))
+        report.episodes.append(episode)
+    return report
+
+
+# ---------------------------------------------------------------------------------------------
+# Chunked transitions
+# ---------------------------------------------------------------------------------------------
+
+def discounted_chunk_returns(rewards: np.ndarray, horizon: int, gamma: float) -> np.ndarray:
+    """R_t^H = sum_{i<H} gamma^i r_{t+i} for every t of one episode (rewards past the end are 0)."""
+    T = len(rewards)
+    padded = np.concatenate([np.asarray(rewards, np.float64), np.zeros(horizon)])
+    out = np.zeros(T)
+    for i in range(horizon):
+        out += gamma ** i * padded[i:i + T]
+    return out.astype(np.float32)
+
+
+def discounted_return_to_go(rewards: np.ndarray, gamma: float) -> np.ndarray:
+    """G_t = sum_{i>=0} gamma^i r_{t+i} to the episode end (Monte-Carlo return of the behaviour)."""
+    out = np.zeros(len(rewards))
+    acc = 0.0
+    for t in range(len(rewards) - 1, -1, -1):
+        acc = float(rewards[t]) + gamma * acc
+        out[t] = acc
+    return out.astype(np.float32)
+
+
+@dataclass
+class TransitionBatch:
+    """Torch batch of B transitions. obs / next_obs follow docs/interfaces.md (images uint8
+    (B, h, w, 3), proprio (B, P) float32, task list[str]); chunks / next_chunks: (B, H, A) float32;
+    returns (R_t^H), mc_returns, done: (B,) float32; obs_tick / next_tick: (B,) int64 global tick
+    ids (keys of per-observation caches such as the policy sample bank); index: (B,) transition ids."""
+
+    obs: dict
+    chunks: torch.Tensor
+    returns: torch.Tensor
+    done: torch.Tensor
+    next_obs: dict
+    next_chunks: torch.Tensor
+    mc_returns: torch.Tensor
+    obs_tick: torch.Tensor
+    next_tick: torch.Tensor
+    index: torch.Tensor
+
+    def to(self, device) -> "TransitionBatch":
+        def mv(x):
+            if isinstance(x, torch.Tensor):
+                return x.to(device)
+            if isinstance(x, dict):
+                return {k: mv(v) for k, v in x.items()}
+            return x
+        return TransitionBatch(**{k: mv(v) for k, v in self.__dict__.items()})
+
+
+class TransitionDataset(torch.utils.data.Dataset):
+    """Chunked transitions of a list of episodes (see the module docstring for the semantics).
+
+    Columns are numpy arrays over transitions (``len(self)`` of them): ``chunks`` (N, H, A),
+    ``returns`` (N,), ``mc_returns`` (N,), ``done`` (N,), ``obs_tick`` / ``next_tick`` (N,)
+    global tick ids, ``next_transition`` (N,) the transition at t+H (itself at the episode end),
+    and provenance: ``episode`` (N,), ``bag`` list, ``policy_id`` (N,) object, ``source_fraction``
+    (N, 3) over POLICY/HUMAN/HOLD, ``is_intervention`` (N,) bool, ``outcome`` (N,) object.
+    ``filter(...)`` returns a view restricted to some provenance.
+    """
+
+    def __init__(self, episodes: Sequence[Episode], chunk_horizon: int, gamma: float):
+        if not episodes:
+            raise ValueError("no episodes: nothing to build transitions from (were all bags skipped?)")
+        self.episodes = list(episodes)
+        self.chunk_horizon, self.gamma = int(chunk_horizon), float(gamma)
+        H = self.chunk_horizon
+        dims = {e.actions.shape[1] for e in episodes}
+        if len(dims) != 1:
+            raise ValueError(f"episodes have different action sizes {sorted(dims)}")
+        self.action_dim = dims.pop()
+        self.cameras = sorted(episodes[0].images)
+        for e in episodes:
+            if sorted(e.images) != self.cameras:
+                raise ValueError(f"episode {e.bag or e.episode_id} has cameras {sorted(e.images)}, "
+                                 f"expected {self.cameras}")
+        lengths = np.array([len(e) for e in episodes])
+        self.tick_offset = np.concatenate([[0], np.cumsum(lengths)])
+        self.num_ticks = int(self.tick_offset[-1])
+        self.tick_episode = np.repeat(np.arange(len(episodes)), lengths)
+        self.tick_in_episode = np.concatenate([np.arange(n) for n in lengths])
+        self.proprio = np.concatenate([np.asarray(e.proprio, np.float32) for e in episodes])
+        self.tasks = [e.task for e in episodes]
+        self.bags = [e.bag for e in episodes]
+
+        cols = {k: [] for k in ("chunks", "returns", "mc_returns", "done", "obs_tick", "next_tick",
+                                "next_transition", "policy_id", "source_fraction", "is_intervention", "outcome")}
+        for ei, e in enumerate(episodes):
+            T = len(e)
+            off = self.tick_offset[ei]
+            t = np.arange(T)
+            steps = np.minimum(t[:, None] + np.arange(H)[None, :], T - 1)   # pad: repeat last action
+            cols["chunks"].append(np.asarray(e.actions, np.float32)[steps])
+            cols["returns"].append(discounted_chunk_returns(e.rewards, H, gamma))
+            cols["mc_returns"].append(discounted_return_to_go(e.rewards, gamma))
+            cols["done"].append(((t + H >= T) & e.terminal).astype(np.float32))
+            cols["obs_tick"].append(off + t)
+            cols["next_tick"].append(off + np.minimum(t + H, T - 1))
+            cols["next_transition"].append(off + np.where(t + H < T, t + H, t))
+            src = np.asarray(e.sources)
+            real = (t[:, None] + np.arange(H)[None, :]) < T
+            real_src = np.where(real, src[steps], 255)
+            n_real = real.sum(1, keepdims=True)
+            frac = np.stack([(real_src == s).sum(1) for s in range(3)], 1) / n_real
+            cols["source_fraction"].append(frac.astype(np.float32))
+            cols["is_intervention"].append((real_src == SOURCE_HUMAN).any(1))
+            pidx = np.asarray(e.policy_index)[steps]
+            pid = np.array([e.policy_ids[row[row >= 0][0]] if (row >= 0).any() else "" for row in
+                            np.where(real, pidx, -1)], dtype=object)
+            cols["policy_id"].append(pid)
+            cols["outcome"].append(np.full(T, e.outcome, dtype=object))
+        for k, v in cols.items():
+            setattr(self, k, np.concatenate(v))
+        self.episode = self.tick_episode  # transitions are one per tick
+        self._view = np.arange(self.num_ticks)
+
+    # -- views ---------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._view)
+
+    @property
+    def indices(self) -> np.ndarray:
+        """Transition ids (rows of the column arrays) in this view."""
+        return self._view
+
+    def filter(self, *, policy_id: str | Sequence[str] | None = None, outcome: str | Sequence[str] | None = None,
+               is_intervention: bool | None = None, min_policy_fraction: float | None = None,
+               bags: Sequence[str] | None = None, mask: np.ndarray | None = None) -> "TransitionDataset":
+        """A view restricted by provenance (all given conditions must hold). Columns are shared."""
+        keep = np.ones(len(self.done), bool)
+        as_set = lambda v: {v} if isinstance(v, str) else set(v)  # noqa: E731
+        if policy_id is not None:
+            keep &= np.isin(self.policy_id, list(as_set(policy_id)))
+        if outcome is not None:
+            keep &= np.isin(self.outcome, [o.upper() for o in as_set(outcome)])
+        if is_intervention is not None:
+            keep &= self.is_intervention == bool(is_intervention)
+        if min_policy_fraction is not None:
+            keep &= self.source_fraction[:, SOURCE_POLICY] >= min_policy_fraction
+        if bags is not None:
+            wanted = {str(Path(b)) for b in bags}
+            keep &= np.isin(self.episode, [i for i, b in enumerate(self.bags) if str(Path(b)) in wanted])
+        if mask is not None:
+            keep &= np.asarray(mask, bool)
+        view = object.__new__(TransitionDataset)
+        view.__dict__.update(self.__dict__)
+        view._view = self._view[keep[self._view]]
+        return view
+
+    # -- observations --------------------------------------------------------------------------
+    def observations(self, ticks) -> dict:
+        """Observations of global tick ids -> obs dict (torch; images uint8 (B, h, w, 3))."""
+        ticks = np.asarray(ticks, np.int64)
+        ep = self.tick_episode[ticks]
+        local = self.tick_in_episode[ticks]
+        images = {}
+        for cam in self.cameras:
+            first = np.asarray(self.episodes[0].images[cam])
+            out = np.empty((len(ticks),) + first.shape[1:], np.uint8)
+            for e in np.unique(ep):
+                sel = np.flatnonzero(ep == e)
+                out[sel] = np.asarray(self.episodes[e].images[cam][local[sel]])
+            images[cam] = torch.from_numpy(out)
+        return {"images": images, "proprio": torch.from_numpy(self.proprio[ticks]),
+                "task": [self.tasks[e] for e in ep]}
+
+    def batch(self, transitions) -> TransitionBatch:
+        """Transition ids (rows, as in ``indices``) -> TransitionBatch."""
+        i = np.asarray(transitions, np.int64)
+        nt = self.next_transition[i]
+        return TransitionBatch(
+            obs=self.observations(self.obs_tick[i]), chunks=torch.from_numpy(self.chunks[i]),
+            returns=torch.from_numpy(self.returns[i]), done=torch.from_numpy(self.done[i]),
+            next_obs=self.observations(self.next_tick[i]), next_chunks=torch.from_numpy(self.chunks[nt]),
+            mc_returns=torch.from_numpy(self.mc_returns[i]), obs_tick=torch.from_numpy(self.obs_tick[i]),
+            next_tick=torch.from_numpy(self.next_tick[i]), index=torch.from_numpy(i))
+
+    def sample(self, batch_size: int, rng: np.random.Generator) -> TransitionBatch:
+        """Uniform random batch (with replacement) from this view."""
+        return self.batch(self._view[rng.integers(0, len(self._view), size=batch_size)])
+
+    def iter_batches(self, batch_size: int) -> Iterator[TransitionBatch]:
+        """Every transition of the view once, in order."""
+        for s in range(0, len(self._view), batch_size):
+            yield self.batch(self._view[s:s + batch_size])
+
+    def __getitem__(self, k: int) -> dict:
+        """One transition as a dict of numpy/str (for a torch DataLoader with a custom collate)."""
+        i = int(self._view[k])
+        b = self.batch([i])
+        return {"index": i, "chunk": b.chunks[0], "return": float(b.returns[0]), "done": float(b.done[0])}
+
+    def provenance(self, transitions) -> list[dict]:
+        """Per transition: bag, episode_id, policy_id, source fractions, is_intervention, outcome."""
+        out = []
+        for i in np.asarray(transitions, np.int64):
+            e = self.episodes[self.episode[i]]
+            f = self.source_fraction[i]
+            out.append({"bag": e.bag, "episode_id": e.episode_id, "tick": int(self.tick_in_episode[i]),
+                        "policy_id": str(self.policy_id[i]), "policy_fraction": float(f[0]),
+                        "human_fraction": float(f[1]), "hold_fraction": float(f[2]),
+                        "is_intervention": bool(self.is_intervention[i]), "outcome": str(self.outcome[i])})
+        return out
+
+    def behaviour_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """(proprio (N, P), chunks (N, H, A)) of this view: what fit_normalization needs."""
+        return self.proprio[self.obs_tick[self._view]], self.chunks[self._view]

@@ -1,0 +1,122 @@
+"""Value signals for the chunk critic, and the loop that fits it.
+
+Same network (``ChunkCritic``), same data, only the regression target differs:
+
+* ``aloe``     y = R_t^H + gamma^H (1 - done) Agg_k[ mean_j Qbar_k(o_{t+H}, A'_j) ],  A'_j ~ pi  (current policy)
+* ``td1``      y = R_t^H + gamma^H (1 - done) Agg_k[ Qbar_k(o_{t+H}, A_{t+H}) ]   (recorded next chunk:
+               one-step SARSA-style TD, i.e. the value of the *behaviour* that collected the data)
+* ``progress`` y = G_t = sum_i gamma^i r_{t+i}  (Monte-Carlo return-to-go of the behaviour, the
+               RECAP-like progress signal; no bootstrapping)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .critic import ChunkCritic, CriticConfig, PolicySampleBank
+
+VALUE_METHODS = ("aloe", "td1", "progress")
+
+
+def chunked_td_target(returns: torch.Tensor, done: torch.Tensor, next_value: torch.Tensor, gamma: float,
+                      chunk_horizon: int) -> torch.Tensor:
+    """y = R_t^H + gamma^H (1 - done) * next_value; all (B,)."""
+    return returns + gamma ** chunk_horizon * (1.0 - done) * next_value
+
+
+@torch.no_grad()
+def aloe_target(critic: ChunkCritic, batch, next_policy_chunks: torch.Tensor, gamma: float,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+    """ALOE target for the current policy; next_policy_chunks: (B, n, H, A) ~ pi(.|o_{t+H})."""
+    q_next = critic.q_values(batch.next_obs, next_policy_chunks, target=True)      # (K, B, n)
+    v_next = critic.aggregate(q_next.mean(-1), generator)                           # Agg_k mean_j
+    return chunked_td_target(batch.returns, batch.done, v_next, gamma, critic.chunk_horizon)
+
+
+@torch.no_grad()
+def td1_target(critic: ChunkCritic, batch, gamma: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One-step (one-chunk) TD of the behaviour: bootstrap on the recorded next chunk A_{t+H}."""
+    q_next = critic.q_values(batch.next_obs, batch.next_chunks, target=True)        # (K, B)
+    return chunked_td_target(batch.returns, batch.done, critic.aggregate(q_next, generator), gamma,
+                             critic.chunk_horizon)
+
+
+def progress_target(batch) -> torch.Tensor:
+    """Monte-Carlo return-to-go of the behaviour (no bootstrap)."""
+    return batch.mc_returns
+
+
+def value_target(method: str, critic: ChunkCritic, batch, gamma: float, bank: PolicySampleBank | None = None,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+    if method == "aloe":
+        if bank is None:
+            raise ValueError("the aloe target needs samples of the current policy (a PolicySampleBank)")
+        return aloe_target(critic, batch, bank.chunks(batch.next_tick.cpu().numpy()).to(batch.returns.device),
+                           gamma, generator)
+    if method == "td1":
+        return td1_target(critic, batch, gamma, generator)
+    if method == "progress":
+        return progress_target(batch)
+    raise ValueError(f"unknown value method {method!r}; use one of {VALUE_METHODS}")
+
+
+def fit_critic(critic: ChunkCritic, dataset, method: str, bank: PolicySampleBank | None = None,
+               config: CriticConfig | None = None, seed: int = 0, device: str | torch.device = "cpu",
+               progress: bool = False, log_every: int = 50) -> list[dict]:
+    """Fit ``critic`` on ``dataset`` with the value signal ``method``; returns the training curve
+    (rows: step, critic_loss, q_mean, target_mean).
+
+    loss = sum_k mean_batch (Q_k(o_t, A_t) - y)^2, Adam, Polyak-averaged targets after each step.
+    """
+    config = config or critic.config
+    if method not in VALUE_METHODS:
+        raise ValueError(f"unknown value method {method!r}; use one of {VALUE_METHODS}")
+    gamma = dataset.gamma
+    if dataset.chunk_horizon != critic.chunk_horizon:
+        raise ValueError(f"dataset chunk_horizon {dataset.chunk_horizon} != critic's {critic.chunk_horizon}")
+    rng = np.random.default_rng(seed)
+    gen = torch.Generator().manual_seed(seed)
+    critic.to(device).train()
+    opt = torch.optim.Adam(critic.trainable_parameters(), lr=config.critic_lr)
+    curve = []
+    steps = range(config.critic_steps)
+    if progress:
+        from tqdm import tqdm
+        steps = tqdm(steps, desc=f"critic ({method})", unit="step")
+    for step in steps:
+        batch = dataset.sample(config.critic_batch_size, rng).to(device)
+        y = value_target(method, critic, batch, gamma, bank, gen)
+        q = critic.q_values(batch.obs, batch.chunks)                                   # (K, B)
+        critic_loss = ((q - y.unsqueeze(0)) ** 2).mean(1).sum()
+        opt.zero_grad(set_to_none=True)
+        critic_loss.backward()
+        torch.nn.utils.clip_grad_norm_(critic.trainable_parameters(), config.critic_grad_clip)
+        opt.step()
+        if method != "progress":  # progress regresses fixed returns; no target network involved
+            critic.polyak_update(config.tau)
+        if step % log_every == 0 or step == config.critic_steps - 1:
+            curve.append({"step": step, "critic_loss": float(critic_loss.detach()) / q.shape[0],
+                          "q_mean": float(q.detach().mean()), "target_mean": float(y.mean())})
+            if progress:
+                steps.set_postfix(loss=f"{curve[-1]['critic_loss']:.4g}")
+    if method == "progress":
+        critic.polyak_update(1.0)
+    return curve
+
+
+@torch.no_grad()
+def chunk_values(critic: ChunkCritic, dataset, bank: PolicySampleBank, batch_size: int = 256,
+                 device: str | torch.device = "cpu") -> dict[str, np.ndarray]:
+    """Q, V, advantage and ensemble std of Q for every recorded chunk of ``dataset`` (its view
+    order). V uses the bank's samples of the current policy at o_t."""
+    critic.to(device).eval()
+    out = {k: [] for k in ("q", "v", "advantage", "q_std")}
+    for batch in dataset.iter_batches(batch_size):
+        batch = batch.to(device)
+        pol = bank.chunks(batch.obs_tick.cpu().numpy()).to(device)
+        res = critic.evaluate(batch.obs, batch.chunks, pol)
+        for k in out:
+            out[k].append(res[k].cpu().numpy())
+    critic.train()
+    return {k: np.concatenate(v) if v else np.zeros(0, np.float32) for k, v in out.items()}

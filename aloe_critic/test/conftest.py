@@ -1,0 +1,5 @@
+"""aloe_critic test set-up: the machine is shared, keep torch to one thread."""
+
+import torch
+
+torch.set_num_threads(1)
