@@ -1,0 +1,133 @@
+"""Bag ingestion: tick alignment, chunk padding, R^H, provenance, cache reuse, bad bags skipped."""
+
+import os
+import warnings
+
+import numpy as np
+import pytest
+
+import aloe_critic.dataset as dataset_mod
+from aloe_critic.dataset import (IngestionConfig, SkippedBagWarning, TransitionDataset, ingest_bags)
+
+POLICY = "abcdef0123456789"
+SOURCES = [0, 0, 0, 1, 1, 2, 0, 0]  # ticks 3, 4 HUMAN (takeover), tick 5 HOLD
+
+
+def config(tmp_path):
+    return IngestionConfig(cache_dir=str(tmp_path / "cache"), image_size=8)
+
+
+def test_ingestion_aligns_ticks_pads_chunks_and_keeps_provenance(tmp_path, episode_bag):
+    bag = episode_bag("ep0", sources=SOURCES, policy_id=POLICY)
+    report = ingest_bags([bag], config(tmp_path))
+    assert report.skipped == [] and len(report.episodes) == 1
+    ep = report.episodes[0]
+    # o_t = newest message stamped <= tick t: frame k (10 ms before), never frame 100+k (50 ms after)
+    np.testing.assert_array_equal(ep.images["front"][:, 0, 0, 0], np.arange(8))
+    np.testing.assert_array_equal(ep.proprio[:, 0], np.arange(8))      # joint 1 position
+    np.testing.assert_array_equal(ep.proprio[:, -3], np.arange(8))     # EE x
+    assert ep.proprio.shape == (8, 18) and ep.task == "pick the cube" and ep.outcome == "SUCCESS"
+    np.testing.assert_array_equal(ep.rewards, [0] * 7 + [1])           # sparse: 1 at the SUCCESS tick
+
+    d = TransitionDataset(report.episodes, chunk_horizon=3, gamma=0.5)
+    assert len(d) == 8
+    np.testing.assert_array_equal(d.chunks[6, :, 0], [6, 7, 7])        # padded with the last action
+    np.testing.assert_array_equal(d.chunks[2, :, 3], [2, 3, 4])
+    np.testing.assert_allclose(d.returns, [0, 0, 0, 0, 0, 0.25, 0.5, 1.0])
+    np.testing.assert_array_equal(d.done, [0, 0, 0, 0, 0, 1, 1, 1])
+    np.testing.assert_array_equal(d.next_tick, [3, 4, 5, 6, 7, 7, 7, 7])
+    np.testing.assert_allclose(d.source_fraction[2], [1 / 3, 2 / 3, 0])
+    np.testing.assert_allclose(d.source_fraction[4], [1 / 3, 1 / 3, 1 / 3])
+    np.testing.assert_allclose(d.source_fraction[7], [1, 0, 0])        # only the real tick counts
+    np.testing.assert_array_equal(d.is_intervention, [0, 1, 1, 1, 1, 0, 0, 0])
+    assert d.policy_id[3] == "" and d.policy_id[4] == POLICY
+    prov = d.provenance([3])[0]
+    assert prov["bag"] == str(bag) and prov["outcome"] == "SUCCESS" and prov["human_fraction"] == pytest.approx(2 / 3)
+
+    b = d.batch([0, 4])
+    assert b.obs["images"]["front"].shape == (2, 8, 8, 3) and b.obs["task"] == ["pick the cube"] * 2
+    assert int(b.next_obs["images"]["front"][0, 0, 0, 0]) == 3        # o_{t+H}
+    np.testing.assert_array_equal(b.next_chunks[0, :, 0].numpy(), [3, 4, 5])
+
+
+def test_reward_topic_replaces_sparse_success_reward(tmp_path, episode_bag):
+    bag = episode_bag("ep0", num_ticks=4, rewards=[0.1, 0.2, 0.3, 0.4])
+    ep = ingest_bags([bag], config(tmp_path)).episodes[0]
+    np.testing.assert_allclose(ep.rewards, [0.1, 0.2, 0.3, 0.4], rtol=1e-6)
+
+
+def test_aborted_episode_bootstraps_from_last_observation(tmp_path, episode_bag):
+    bag = episode_bag("ep0", num_ticks=5, outcome="ABORT")
+    d = TransitionDataset(ingest_bags([bag], config(tmp_path)).episodes, chunk_horizon=2, gamma=0.9)
+    np.testing.assert_array_equal(d.done, 0)
+    np.testing.assert_array_equal(d.returns, 0)
+    np.testing.assert_array_equal(d.next_tick, [2, 3, 4, 4, 4])
+
+
+def test_cache_is_reused_without_reparsing(tmp_path, episode_bag, monkeypatch):
+    bags = [episode_bag(f"ep{i}", sources=SOURCES) for i in range(2)]
+    first = ingest_bags([tmp_path / "bags"], config(tmp_path))
+    assert sorted(first.decoded) == sorted(map(str, bags)) and first.cached == []
+
+    calls = []
+    monkeypatch.setattr(dataset_mod, "decode_bag", lambda *a, **k: calls.append(a) or pytest.fail("re-parsed"))
+    second = ingest_bags([tmp_path / "bags"], config(tmp_path))
+    assert calls == [] and second.decoded == [] and sorted(second.cached) == sorted(map(str, bags))
+    ep = second.episodes[0]
+    assert isinstance(ep.images["front"], np.memmap) and isinstance(ep.actions, np.memmap)
+    np.testing.assert_array_equal(ep.actions, first.episodes[0].actions)
+    # a different decoding parameter is a different cache entry, decoded once more
+    monkeypatch.undo()
+    third = ingest_bags([bags[0]], IngestionConfig(cache_dir=str(tmp_path / "cache"), image_size=4))
+    assert third.decoded == [str(bags[0])] and third.episodes[0].images["front"].shape[1:] == (4, 4, 3)
+
+
+def test_truncated_bag_is_skipped_with_one_warning_and_others_load(tmp_path, episode_bag):
+    good = [episode_bag(f"ep{i}") for i in range(2)]
+    bad = episode_bag("cut")
+    mcap = next(bad.glob("*.mcap"))
+    os.truncate(mcap, mcap.stat().st_size // 2)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        report = ingest_bags([tmp_path / "bags"], config(tmp_path))
+    skipped = [w for w in caught if issubclass(w.category, SkippedBagWarning)]
+    assert len(skipped) == 1 and "cut" in str(skipped[0].message)
+    assert [b for b, _ in report.skipped] == [str(bad)]
+    assert sorted(e.bag for e in report.episodes) == sorted(map(str, good))
+
+
+def test_bag_with_unknown_action_type_is_skipped(tmp_path, episode_bag):
+    bag = episode_bag("ep0")
+    meta = bag / "metadata.yaml"
+    meta.write_text(meta.read_text().replace("aloe_msgs/msg/ExecutedAction", "other_msgs/msg/Unknown"))
+    with pytest.warns(SkippedBagWarning, match="ep0"):
+        report = ingest_bags([bag], config(tmp_path))
+    assert report.episodes == [] and len(report.skipped) == 1
+
+
+def test_bag_without_metadata_is_reindexed_or_reported(tmp_path, episode_bag):
+    bag = episode_bag("crashed", metadata=False)
+    try:
+        from aloe_teleop.recorder import reindex_bag  # noqa: F401
+    except ImportError:
+        with pytest.warns(SkippedBagWarning, match="reindex_bag"):
+            report = ingest_bags([bag], config(tmp_path))
+        assert report.episodes == []
+    else:
+        report = ingest_bags([bag], config(tmp_path))
+        assert len(report.episodes) == 1 and len(report.episodes[0]) == 8
+
+
+def test_filters_select_by_provenance(tmp_path, episode_bag):
+    episode_bag("a", sources=SOURCES, outcome="SUCCESS")
+    episode_bag("b", outcome="FAILURE", policy_id="1111111111111111")
+    d = TransitionDataset(ingest_bags([tmp_path / "bags"], config(tmp_path)).episodes, chunk_horizon=3, gamma=0.9)
+    assert len(d) == 16
+    assert len(d.filter(outcome="FAILURE")) == 8
+    assert len(d.filter(is_intervention=True)) == 4
+    assert set(d.policy_id[d.filter(policy_id="1111111111111111").indices]) == {"1111111111111111"}
+    both = d.filter(outcome="SUCCESS").filter(is_intervention=False)
+    assert len(both) == 4 and not d.is_intervention[both.indices].any()
+    rng = np.random.default_rng(0)
+    batch = both.sample(32, rng)
+    assert set(batch.index.numpy()) <= set(both.indices)
