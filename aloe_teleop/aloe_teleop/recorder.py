@@ -1,0 +1,1009 @@
+"""The episode recorder core: serialized messages -> one rosbag2 MCAP bag per episode.
+
+ROS-free (no rclpy): ``recorder_node`` feeds it (stamp, topic, CDR bytes) from raw subscriptions;
+the trainer's ingestion calls :func:`reindex_bag` and :func:`load_episode_metadata`.
+
+Bag layout (see docs/interfaces.md, "Bags")::
+
+    <output_dir>/<episode_id>/                 one directory per episode (rosbag2 bag)
+        <episode_id>_0.mcap                    MCAP, profile ros2, cdr messages, ros2msg schemas
+        metadata.yaml                          rosbag2 metadata version 8 (read by Jazzy and Kilted)
+
+``metadata.yaml`` exists only once the bag was closed (or re-indexed after a crash); its
+``custom_data`` (string -> string, JSON for structured values) is listed in ``CUSTOM_DATA_KEYS``.
+
+Why the MCAP is written with the ``mcap`` library and not rosbags' Writer: rosbags keeps a 1 MiB
+chunk in memory and only writes the index at close, with no public way to flush mid-file, so a
+``kill -9`` could lose everything since the last 1 MiB and the file would have no footer (rosbags
+cannot open it at all). ``mcap.Writer.flush()`` ends the current chunk and writes it out; this
+module flushes every ``flush_interval_s`` and :func:`reindex_bag` turns a cut file back into a
+complete one in place (truncate to the last whole record, append index + footer), so a crash
+loses at most the last flush interval. The rosbags typestore (``bag_layout.make_typestore``)
+still provides every message definition and type hash.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import os
+import re
+import shutil
+import struct
+import threading
+import time
+import zlib
+from dataclasses import dataclass, field
+from io import BytesIO
+from pathlib import Path
+from typing import Callable, Iterable
+
+import yaml
+from mcap.data_stream import ReadDataStream, RecordBuilder
+from mcap.opcode import Opcode
+from mcap.reader import make_reader
+from mcap.records import (
+    Channel,
+    Chunk,
+    ChunkIndex,
+    DataEnd,
+    Footer,
+    Header,
+    MessageIndex,
+    Metadata,
+    MetadataIndex,
+    Schema,
+    Statistics,
+    SummaryOffset,
+)
+from mcap.writer import CompressionType, Writer as McapWriter
+from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
+from rosbags.rosbag2.metadata import dump_qos_v8
+
+from aloe_teleop.bag_layout import TOPIC_EPISODE_EVENT, TOPIC_TASK, make_typestore
+
+LOG = logging.getLogger("aloe_teleop.recorder")
+
+BAG_FORMAT_VERSION = "1"
+ROSBAG2_METADATA_VERSION = 8  # string QoS profiles; parsed by rosbag2 Jazzy (8) and Kilted (9)
+MCAP_MAGIC = b"\x89MCAP0\r\n"
+EVENT_NAMES = {0: "START", 1: "SUCCESS", 2: "FAILURE", 3: "ABORT"}
+SOURCE_NAMES = {0: "POLICY", 1: "HUMAN", 2: "HOLD"}
+
+# custom_data keys written to metadata.yaml (all values are strings; (json) ones are JSON text).
+CUSTOM_DATA_KEYS = {
+    "aloe_bag_format": "layout version of these keys ('1')",
+    "episode_id": "EpisodeEvent.episode_id of the START event",
+    "task": "language instruction (START event's task, else the latest task topic message)",
+    "outcome": "SUCCESS | FAILURE | ABORT | INCOMPLETE (no end event in the bag)",
+    "end_reason": "event | new_start | disk_full | write_error | shutdown | crash",
+    "reward": "terminal reward of the end event (float), 0.0 when INCOMPLETE",
+    "policy_ids": "(json) list of ActionChunk/ExecutedAction policy_id values, in order first seen",
+    "takeovers": "number of operator takeovers (Intervention.active rising edges)",
+    "executed_ticks": "(json) ExecutedAction count per source {POLICY, HUMAN, HOLD}",
+    "message_counts": "(json) {topic: messages in the bag}",
+    "dropped_messages": "(int) messages lost to recorder queue overflow while the bag was open",
+    "start_time_ns": "stamp of the START event (recorder clock, ns)",
+    "end_time_ns": "stamp of the end event, or of the last message when INCOMPLETE",
+    "reindexed": "'true' when metadata.yaml was rebuilt by reindex_bag after a crash",
+}
+
+_MSGTYPE_EVENT = "aloe_msgs/msg/EpisodeEvent"
+_MSGTYPE_INTERVENTION = "aloe_msgs/msg/Intervention"
+_MSGTYPE_EXECUTED = "aloe_msgs/msg/ExecutedAction"
+_MSGTYPE_CHUNK = "aloe_msgs/msg/ActionChunk"
+_MSGTYPE_STRING = "std_msgs/msg/String"
+
+
+class BagError(RuntimeError):
+    """A bag could not be written, repaired or read; the message says what to do."""
+
+
+# --------------------------------------------------------------------------------------------
+# QoS and topic configuration
+# --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class QosInfo:
+    """A publisher's offered QoS in rmw enum values (ROS-free copy of rclpy's QoSProfile)."""
+
+    history: int = 1          # KEEP_LAST
+    depth: int = 10
+    reliability: int = 1      # RELIABLE
+    durability: int = 2       # VOLATILE
+    liveliness: int = 1       # AUTOMATIC
+    deadline_ns: int = 0
+    lifespan_ns: int = 0
+    liveliness_lease_duration_ns: int = 0
+
+    def to_rosbags(self) -> Qos:
+        def t(ns: int) -> QosTime:
+            # rmw's "infinite" (unset) durations are stored as the max values, like rosbag2 does.
+            if ns <= 0 or ns >= 2**63 - 1:
+                return QosTime(2147483647, 4294967295)
+            return QosTime(ns // 1_000_000_000, ns % 1_000_000_000)
+
+        return Qos(QosHistory(self.history), self.depth, QosReliability(self.reliability),
+                   QosDurability(self.durability), t(self.deadline_ns), t(self.lifespan_ns),
+                   QosLiveliness(self.liveliness), t(self.liveliness_lease_duration_ns), False)
+
+    @property
+    def transient_local(self) -> bool:
+        return self.durability == 1
+
+
+def parse_topic_entry(entry: str) -> tuple[str, str]:
+    """``"/topic"`` or ``"/topic:pkg/msg/Type"`` -> (topic, msgtype or '')."""
+    topic, _, msgtype = entry.strip().partition(":")
+    if not topic.startswith("/"):
+        raise ValueError(f"topic {entry!r}: give absolute topic names ('/joint_states')")
+    if msgtype and msgtype.count("/") != 2:
+        raise ValueError(f"topic {entry!r}: type must look like 'sensor_msgs/msg/Image'")
+    return topic, msgtype
+
+
+def dump_qos_profiles(profiles: Iterable[QosInfo]) -> str:
+    return dump_qos_v8([p.to_rosbags() for p in profiles])
+
+
+# --------------------------------------------------------------------------------------------
+# Episode summary (custom_data), computed from the recorded stream itself
+# --------------------------------------------------------------------------------------------
+
+class EpisodeSummary:
+    """Derives the bag's custom_data from the messages written to it.
+
+    Only small control messages are decoded (EpisodeEvent, Intervention, ExecutedAction,
+    ActionChunk, the task String), by type, so the same code serves the live recorder and
+    :func:`reindex_bag` on a bag cut by a crash.
+    """
+
+    def __init__(self, task_topic: str = TOPIC_TASK):
+        self.task_topic = task_topic
+        self.typestore = make_typestore()
+        self.episode_id = ""
+        self.event_task = ""
+        self.topic_task = ""
+        self.outcome = "INCOMPLETE"
+        self.reward = 0.0
+        self.policy_ids: list[str] = []
+        self.takeovers = 0
+        self._operator_active = False
+        self.executed_ticks = {name: 0 for name in SOURCE_NAMES.values()}
+        self.message_counts: dict[str, int] = collections.defaultdict(int)
+        self.start_time_ns = 0
+        self.end_time_ns = 0
+        self.first_stamp = 0
+        self.last_stamp = 0
+        self.decode_errors = 0
+
+    def observe(self, topic: str, msgtype: str, stamp_ns: int, data: bytes) -> None:
+        self.message_counts[topic] += 1
+        if not self.first_stamp:
+            self.first_stamp = stamp_ns
+        self.last_stamp = max(self.last_stamp, stamp_ns)
+        if msgtype not in (_MSGTYPE_EVENT, _MSGTYPE_INTERVENTION, _MSGTYPE_EXECUTED, _MSGTYPE_CHUNK) \
+                and not (msgtype == _MSGTYPE_STRING and topic == self.task_topic):
+            return
+        try:
+            msg = self.typestore.deserialize_cdr(bytes(data), msgtype)
+        except Exception:  # a malformed control message must not stop recording
+            self.decode_errors += 1
+            return
+        if msgtype == _MSGTYPE_EVENT:
+            if msg.event == 0:
+                self.episode_id = self.episode_id or msg.episode_id
+                self.event_task = msg.task or self.event_task
+                self.start_time_ns = self.start_time_ns or stamp_ns
+            elif msg.event in EVENT_NAMES:
+                self.outcome = EVENT_NAMES[msg.event]
+                self.reward = float(msg.reward)
+                self.end_time_ns = stamp_ns
+                self.episode_id = self.episode_id or msg.episode_id
+        elif msgtype == _MSGTYPE_INTERVENTION:
+            if msg.active and not self._operator_active:
+                self.takeovers += 1
+            self._operator_active = bool(msg.active)
+        elif msgtype in (_MSGTYPE_EXECUTED, _MSGTYPE_CHUNK):
+            if msg.policy_id and msg.policy_id not in self.policy_ids:
+                self.policy_ids.append(msg.policy_id)
+            if msgtype == _MSGTYPE_EXECUTED:
+                name = SOURCE_NAMES.get(msg.source)
+                if name:
+                    self.executed_ticks[name] += 1
+        else:
+            self.topic_task = msg.data
+
+    @property
+    def task(self) -> str:
+        return self.event_task or self.topic_task
+
+    def custom_data(self, end_reason: str, dropped: int = 0) -> dict[str, str]:
+        return {
+            "aloe_bag_format": BAG_FORMAT_VERSION,
+            "episode_id": self.episode_id,
+            "task": self.task,
+            "outcome": self.outcome,
+            "end_reason": end_reason,
+            "reward": repr(float(self.reward)),
+            "policy_ids": json.dumps(self.policy_ids),
+            "takeovers": str(self.takeovers),
+            "executed_ticks": json.dumps(self.executed_ticks),
+            "message_counts": json.dumps(dict(self.message_counts)),
+            "dropped_messages": str(int(dropped)),
+            "start_time_ns": str(self.start_time_ns or self.first_stamp),
+            "end_time_ns": str(self.end_time_ns or self.last_stamp),
+        }
+
+
+# --------------------------------------------------------------------------------------------
+# rosbag2 metadata.yaml
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class TopicRecord:
+    topic: str
+    msgtype: str
+    qos_profiles: str  # rosbag2 v8 offered_qos_profiles YAML string
+    type_hash: str
+    count: int = 0
+
+
+def rosbag2_metadata(relative_files: list[str], topics: list[TopicRecord], start_ns: int, end_ns: int,
+                     custom_data: dict[str, str]) -> dict:
+    """The ``rosbag2_bagfile_information`` mapping of metadata.yaml (version 8 layout)."""
+    count = sum(t.count for t in topics)
+    duration = max(0, end_ns - start_ns) if count else 0
+    start = start_ns if count else 0
+    return {
+        "version": ROSBAG2_METADATA_VERSION,
+        "storage_identifier": "mcap",
+        "duration": {"nanoseconds": duration},
+        "starting_time": {"nanoseconds_since_epoch": start},
+        "message_count": count,
+        "topics_with_message_count": [
+            {"topic_metadata": {"name": t.topic, "type": t.msgtype, "serialization_format": "cdr",
+                                "offered_qos_profiles": t.qos_profiles,
+                                "type_description_hash": t.type_hash},
+             "message_count": t.count}
+            for t in topics],
+        "compression_format": "",
+        "compression_mode": "",
+        "relative_file_paths": list(relative_files),
+        "files": [{"path": name, "starting_time": {"nanoseconds_since_epoch": start},
+                   "duration": {"nanoseconds": duration}, "message_count": count}
+                  for name in relative_files],
+        "custom_data": dict(custom_data),
+        "ros_distro": os.environ.get("ROS_DISTRO", "kilted"),
+    }
+
+
+def write_metadata_yaml(bag_dir: Path, info: dict) -> None:
+    """Write metadata.yaml atomically (temp file + rename), so it is either whole or absent."""
+    text = yaml.safe_dump({"rosbag2_bagfile_information": info}, sort_keys=False,
+                          default_flow_style=False, width=1_000_000)
+    tmp = bag_dir / "metadata.yaml.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, bag_dir / "metadata.yaml")
+
+
+def load_episode_metadata(bag_dir: Path | str) -> dict:
+    """custom_data of an episode bag with JSON/int values decoded (for ingestion).
+
+    Re-indexes the bag first when it has no metadata.yaml (cut by a crash).
+    """
+    bag_dir = Path(bag_dir)
+    if not (bag_dir / "metadata.yaml").is_file():
+        reindex_bag(bag_dir)
+    info = yaml.safe_load((bag_dir / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+    raw = info.get("custom_data") or {}
+    out: dict = dict(raw)
+    for key in ("policy_ids", "executed_ticks", "message_counts"):
+        if key in raw:
+            out[key] = json.loads(raw[key])
+    for key in ("takeovers", "dropped_messages", "start_time_ns", "end_time_ns"):
+        if key in raw:
+            out[key] = int(raw[key])
+    if "reward" in raw:
+        out["reward"] = float(raw["reward"])
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# MCAP bag writer (one episode)
+# --------------------------------------------------------------------------------------------
+
+def _compression(name: str) -> CompressionType:
+    table = {"": CompressionType.NONE, "none": CompressionType.NONE, "zstd": CompressionType.ZSTD,
+             "lz4": CompressionType.LZ4}
+    if name not in table:
+        raise ValueError(f"compression {name!r}: use one of none, zstd, lz4")
+    return table[name]
+
+
+class McapBagWriter:
+    """Writes one rosbag2 MCAP bag directory; flushable at any time, crash-repairable.
+
+    ``write`` takes already-serialized CDR bytes (never deserializes). ``flush`` ends the
+    current chunk, writes it and fsyncs: everything written before a flush survives a crash.
+    """
+
+    def __init__(self, bag_dir: Path, *, chunk_size: int = 4 * 2**20, compression: str = "none",
+                 fsync: bool = True, typestore=None):
+        self.bag_dir = Path(bag_dir)
+        self.bag_dir.mkdir(parents=True, exist_ok=False)
+        self.mcap_path = self.bag_dir / f"{self.bag_dir.name}_0.mcap"
+        self.typestore = typestore or make_typestore()
+        self.fsync = fsync
+        self._file = open(self.mcap_path, "xb")
+        self._writer = McapWriter(self._file, chunk_size=chunk_size, compression=_compression(compression))
+        self._writer.start(profile="ros2", library="aloe_teleop.recorder (mcap python)")
+        self._schemas: dict[str, int] = {}
+        self._channels: dict[str, int] = {}
+        self.topics: dict[str, TopicRecord] = {}
+        self.start_ns = 2**63 - 1
+        self.end_ns = 0
+        self.bytes_written = 0
+        self.flushed_offset = self._file.tell()
+        self.closed = False
+
+    def add_topic(self, topic: str, msgtype: str, qos_profiles: str = "") -> None:
+        if topic in self._channels:
+            return
+        if msgtype not in self._schemas:
+            try:
+                msgdef, _ = self.typestore.generate_msgdef(msgtype, ros_version=2)
+            except Exception as exc:
+                raise BagError(f"no message definition for {msgtype} (topic {topic}): register it in "
+                               f"aloe_teleop.bag_layout.make_typestore ({exc})") from exc
+            self._schemas[msgtype] = self._writer.register_schema(msgtype, "ros2msg", msgdef.encode())
+        type_hash = self.typestore.hash_rihs01(msgtype)
+        self._channels[topic] = self._writer.register_channel(
+            topic, "cdr", self._schemas[msgtype],
+            {"offered_qos_profiles": qos_profiles, "topic_type_hash": type_hash})
+        self.topics[topic] = TopicRecord(topic, msgtype, qos_profiles, type_hash)
+
+    def has_topic(self, topic: str) -> bool:
+        return topic in self._channels
+
+    def write(self, topic: str, stamp_ns: int, data: bytes) -> None:
+        record = self.topics[topic]
+        self._writer.add_message(self._channels[topic], log_time=stamp_ns, data=data,
+                                 publish_time=stamp_ns, sequence=record.count)
+        record.count += 1
+        self.bytes_written += len(data)
+        self.start_ns = min(self.start_ns, stamp_ns)
+        self.end_ns = max(self.end_ns, stamp_ns)
+
+    def flush(self) -> None:
+        self._writer.flush()
+        if self.fsync:
+            os.fsync(self._file.fileno())
+        self.flushed_offset = self._file.tell()
+
+    def metadata(self, custom_data: dict[str, str]) -> dict:
+        return rosbag2_metadata([self.mcap_path.name], list(self.topics.values()),
+                                self.start_ns, self.end_ns, custom_data)
+
+    def close(self, custom_data: dict[str, str]) -> None:
+        """Finish the MCAP (index, footer), then write metadata.yaml: a closed bag has both."""
+        info = self.metadata(custom_data)
+        self._writer.add_metadata("rosbag2", {"serialized_metadata": yaml.safe_dump(info, sort_keys=False)})
+        self._writer.finish()
+        self._file.flush()
+        if self.fsync:
+            os.fsync(self._file.fileno())
+        self._file.close()
+        self.closed = True
+        write_metadata_yaml(self.bag_dir, info)
+
+    def salvage(self, custom_data: dict[str, str]) -> None:
+        """After a write error (disk full): keep what was flushed, make it a valid bag.
+
+        Truncates to the last successful flush (the MCAP writer's state is unknown after a
+        failed write), then repairs the file in place and writes metadata.yaml.
+        """
+        try:
+            self._file.close()
+        except OSError:
+            pass  # the buffered bytes that failed to write are dropped with the file object
+        self.closed = True
+        with open(self.mcap_path, "r+b") as f:
+            f.truncate(self.flushed_offset)
+        # Counts are recomputed from what is in the file; only keep what the file cannot tell.
+        keep = ("end_reason", "dropped_messages")
+        reindex_bag(self.bag_dir, extra_custom_data={k: custom_data[k] for k in keep if k in custom_data})
+
+
+# --------------------------------------------------------------------------------------------
+# Crash repair and reindex
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class _ChunkScan:
+    start: int
+    length: int
+    chunk: Chunk
+    index: dict[int, list[tuple[int, int]]] = field(default_factory=dict)  # channel -> (time, offset)
+    index_offsets: dict[int, int] = field(default_factory=dict)
+    index_end: int = 0
+
+
+def _mcap_is_complete(f) -> bool:
+    size = f.seek(0, os.SEEK_END)
+    if size < 8 + 9 + 20 + 8:
+        return False
+    f.seek(size - 8)
+    if f.read(8) != MCAP_MAGIC:
+        return False
+    f.seek(0)
+    try:
+        return make_reader(f).get_summary() is not None
+    except Exception:
+        return False
+
+
+def _chunk_records(chunk: Chunk):
+    """Yield (opcode, offset_in_uncompressed, body) of every record inside a chunk; CRC-checked."""
+    if chunk.compression == "":
+        data = chunk.data
+    elif chunk.compression == "zstd":
+        import zstandard
+        data = zstandard.decompress(chunk.data, chunk.uncompressed_size)
+    elif chunk.compression == "lz4":
+        import lz4.frame
+        data = lz4.frame.decompress(chunk.data)
+    else:
+        raise BagError(f"unsupported chunk compression {chunk.compression!r}")
+    if len(data) != chunk.uncompressed_size or (chunk.uncompressed_crc and zlib.crc32(data) != chunk.uncompressed_crc):
+        raise BagError("chunk failed its size/CRC check")
+    pos = 0
+    while pos < len(data):
+        op, length = struct.unpack_from("<BQ", data, pos)
+        body_start = pos + 9
+        if body_start + length > len(data):
+            raise BagError("chunk record overruns the chunk")
+        yield op, pos, data[body_start:body_start + length]
+        pos = body_start + length
+
+
+def repair_mcap(path: Path) -> dict:
+    """Make an MCAP cut by a crash complete again, in place; returns what was done.
+
+    Keeps every whole record of the data section (chunks are CRC-checked), drops the partial
+    tail, rebuilds the last chunk's message indexes and appends a fresh summary (schemas,
+    channels, statistics, chunk and metadata indexes) and footer. A complete file is untouched.
+    """
+    path = Path(path)
+    with open(path, "r+b") as f:
+        if _mcap_is_complete(f):
+            return {"repaired": False, "bytes_dropped": 0}
+        size = f.seek(0, os.SEEK_END)
+        f.seek(0)
+        head = f.read(8)
+        if size < 8 and MCAP_MAGIC.startswith(head):  # died before the first flush
+            f.seek(0)
+            f.truncate(0)
+            f.write(MCAP_MAGIC)
+            size = 8
+        elif head != MCAP_MAGIC:
+            raise BagError(f"{path} is not an MCAP file (bad magic); it cannot be recovered")
+        schemas: dict[int, Schema] = {}
+        channels: dict[int, Channel] = {}
+        chunks: list[_ChunkScan] = []
+        metadata_indexes: list[MetadataIndex] = []
+        stats_counts: dict[int, int] = collections.defaultdict(int)
+        t_min, t_max = 2**64 - 1, 0
+        pos = 8
+        good_end = 8
+        seen_header = False
+        while pos + 9 <= size:
+            f.seek(pos)
+            op, length = struct.unpack("<BQ", f.read(9))
+            end = pos + 9 + length
+            if end > size or op in (Opcode.DATA_END, Opcode.FOOTER) or op == 0:
+                break
+            body = f.read(length)
+            if not seen_header and op != Opcode.HEADER:
+                break
+            try:
+                if op == Opcode.HEADER:
+                    seen_header = True
+                elif op == Opcode.SCHEMA:
+                    s = Schema.read(ReadDataStream(BytesIO(body)))
+                    schemas[s.id] = s
+                elif op == Opcode.CHANNEL:
+                    c = Channel.read(ReadDataStream(BytesIO(body)))
+                    channels[c.id] = c
+                elif op == Opcode.CHUNK:
+                    chunk = Chunk.read(ReadDataStream(BytesIO(body)))
+                    scan = _ChunkScan(pos, 9 + length, chunk)
+                    for rop, roff, rbody in _chunk_records(chunk):
+                        if rop == Opcode.SCHEMA:
+                            s = Schema.read(ReadDataStream(BytesIO(rbody)))
+                            schemas[s.id] = s
+                        elif rop == Opcode.CHANNEL:
+                            c = Channel.read(ReadDataStream(BytesIO(rbody)))
+                            channels[c.id] = c
+                        elif rop == Opcode.MESSAGE:
+                            cid, _seq, log_time = struct.unpack_from("<HIQ", rbody, 0)
+                            scan.index.setdefault(cid, []).append((log_time, roff))
+                    chunks.append(scan)
+                elif op == Opcode.MESSAGE_INDEX:
+                    if chunks:
+                        (cid,) = struct.unpack_from("<H", body, 0)
+                        chunks[-1].index_offsets[cid] = pos
+                        chunks[-1].index_end = end
+                elif op == Opcode.METADATA:
+                    m = Metadata.read(ReadDataStream(BytesIO(body)))
+                    metadata_indexes.append(MetadataIndex(offset=pos, length=9 + length, name=m.name))
+                elif op == Opcode.MESSAGE:
+                    raise BagError("unchunked MCAP messages are not supported by repair_mcap")
+            except Exception as exc:  # any damage ends the recoverable prefix
+                if isinstance(exc, BagError) and "unchunked" in str(exc):
+                    raise
+                LOG.warning("%s: record at byte %d is damaged (%s); cutting the file there", path, pos, exc)
+                break
+            pos = end
+            good_end = end
+        # The last chunk's message indexes may be partial: cut right after that chunk and
+        # write them again from the scan.
+        cut = good_end
+        if chunks:
+            last = chunks[-1]
+            cut = last.start + last.length
+            metadata_indexes = [m for m in metadata_indexes if m.offset + m.length <= cut]
+        dropped = size - cut
+        f.seek(cut)
+        f.truncate(cut)
+        builder = RecordBuilder()
+        if not seen_header:  # cut inside the header record: nothing else can be there either
+            Header(profile="ros2", library="aloe_teleop.recorder (repaired)").write(builder)
+        if chunks:
+            last = chunks[-1]
+            last.index_offsets = {}
+            for cid, entries in last.index.items():
+                last.index_offsets[cid] = cut + builder.count
+                MessageIndex(channel_id=cid, records=entries).write(builder)
+            last.index_end = cut + builder.count
+        for scan in chunks:
+            for cid, entries in scan.index.items():
+                stats_counts[cid] += len(entries)
+            if scan.index:
+                t_min = min(t_min, scan.chunk.message_start_time)
+                t_max = max(t_max, scan.chunk.message_end_time)
+        DataEnd(data_section_crc=0).write(builder)
+        summary_start = cut + builder.count
+        offsets: list[SummaryOffset] = []
+
+        def group(opcode: int, records: list) -> None:
+            if not records:
+                return
+            start = builder.count
+            for r in records:
+                r.write(builder)
+            offsets.append(SummaryOffset(group_opcode=opcode, group_start=cut + start,
+                                         group_length=builder.count - start))
+
+        group(Opcode.SCHEMA, list(schemas.values()))
+        group(Opcode.CHANNEL, list(channels.values()))
+        message_count = sum(stats_counts.values())
+        group(Opcode.STATISTICS, [Statistics(
+            attachment_count=0, channel_count=len(channels), channel_message_counts=dict(stats_counts),
+            chunk_count=len(chunks), message_count=message_count,
+            message_end_time=t_max if message_count else 0,
+            message_start_time=t_min if message_count else 0,
+            metadata_count=len(metadata_indexes), schema_count=len(schemas))])
+        group(Opcode.CHUNK_INDEX, [ChunkIndex(
+            chunk_start_offset=s.start, chunk_length=s.length,
+            message_index_offsets=dict(s.index_offsets),
+            message_index_length=(s.index_end - (s.start + s.length)) if s.index_offsets else 0,
+            message_start_time=s.chunk.message_start_time, message_end_time=s.chunk.message_end_time,
+            compression=s.chunk.compression, compressed_size=len(s.chunk.data),
+            uncompressed_size=s.chunk.uncompressed_size) for s in chunks])
+        group(Opcode.METADATA_INDEX, metadata_indexes)
+        summary_offset_start = cut + builder.count
+        for o in offsets:
+            o.write(builder)
+        Footer(summary_start=summary_start, summary_offset_start=summary_offset_start,
+               summary_crc=0).write(builder)
+        f.write(builder.end())
+        f.write(MCAP_MAGIC)
+        f.flush()
+        os.fsync(f.fileno())
+    return {"repaired": True, "bytes_dropped": dropped, "messages": message_count}
+
+
+def reindex_bag(bag_dir: Path | str, *, task_topic: str = TOPIC_TASK,
+                extra_custom_data: dict[str, str] | None = None) -> dict:
+    """Rebuild metadata.yaml of a bag (like ``ros2 bag reindex``), repairing a crash-cut MCAP.
+
+    Every ``*.mcap`` file of ``bag_dir`` is first made complete by :func:`repair_mcap` (the
+    partial tail after the last whole chunk is dropped), then read once to count messages and
+    recompute custom_data (episode_id, task, outcome, policy_ids, takeovers, ...). Values of
+    ``extra_custom_data`` (e.g. end_reason) win over the recomputed ones; without it an existing
+    metadata.yaml's end_reason/dropped_messages are kept, and a bag that had none is marked
+    ``end_reason: crash`` and ``reindexed: true``. Returns the ``rosbag2_bagfile_information`` dict.
+    """
+    bag_dir = Path(bag_dir)
+    files = sorted(bag_dir.glob("*.mcap"))
+    if not files:
+        raise BagError(f"{bag_dir}: no .mcap file; is this an aloe_teleop bag directory?")
+    previous: dict[str, str] = {}
+    meta_path = bag_dir / "metadata.yaml"
+    if meta_path.is_file():
+        try:
+            previous = (yaml.safe_load(meta_path.read_text())["rosbag2_bagfile_information"]
+                        .get("custom_data") or {})
+        except Exception:
+            previous = {}
+    summary = EpisodeSummary(task_topic)
+    topics: dict[str, TopicRecord] = {}
+    start_ns, end_ns = 2**63 - 1, 0
+    repaired = False
+    for path in files:
+        result = repair_mcap(path)
+        repaired = repaired or result["repaired"]
+        if result["repaired"]:
+            LOG.warning("%s: repaired after an unclean stop, %d trailing bytes dropped",
+                        path, result["bytes_dropped"])
+        with open(path, "rb") as f:
+            reader = make_reader(f)
+            for channel in (reader.get_summary().channels.values() if reader.get_summary() else []):
+                schema = reader.get_summary().schemas.get(channel.schema_id)
+                if channel.topic not in topics and schema is not None:
+                    topics[channel.topic] = TopicRecord(
+                        channel.topic, schema.name, channel.metadata.get("offered_qos_profiles", ""),
+                        channel.metadata.get("topic_type_hash", ""))
+            for schema, channel, message in reader.iter_messages(log_time_order=True):
+                rec = topics.get(channel.topic)
+                if rec is None:
+                    rec = topics[channel.topic] = TopicRecord(
+                        channel.topic, schema.name if schema else "",
+                        channel.metadata.get("offered_qos_profiles", ""),
+                        channel.metadata.get("topic_type_hash", ""))
+                rec.count += 1
+                start_ns = min(start_ns, message.log_time)
+                end_ns = max(end_ns, message.log_time)
+                summary.observe(channel.topic, rec.msgtype, message.log_time, message.data)
+    for rec in topics.values():
+        if not rec.type_hash:
+            try:
+                rec.type_hash = summary.typestore.hash_rihs01(rec.msgtype)
+            except Exception:
+                rec.type_hash = ""
+    had_metadata = bool(previous)
+    custom = summary.custom_data(
+        end_reason=previous.get("end_reason", "crash") if had_metadata else "crash",
+        dropped=int(previous.get("dropped_messages", "0") or 0))
+    if repaired or not had_metadata:
+        custom["reindexed"] = "true"
+    custom.update(extra_custom_data or {})
+    info = rosbag2_metadata([p.name for p in files], list(topics.values()), start_ns, end_ns, custom)
+    write_metadata_yaml(bag_dir, info)
+    return info
+
+
+# --------------------------------------------------------------------------------------------
+# The recorder: queue + writer thread + episode state machine
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class RecorderConfig:
+    output_dir: str = "bags"
+    episode_event_topic: str = TOPIC_EPISODE_EVENT
+    task_topic: str = TOPIC_TASK
+    latched_topics: tuple[str, ...] = (TOPIC_TASK,)
+    flush_interval_s: float = 1.0
+    chunk_size: int = 4 * 2**20
+    compression: str = "none"
+    fsync: bool = True
+    queue_max_mb: float = 512.0
+    queue_max_messages: int = 100_000
+    min_free_mb: float = 500.0
+    disk_check_interval_s: float = 1.0
+
+
+class RecorderQueue:
+    """FIFO bounded by bytes and by count; ``put`` never blocks (callbacks must not)."""
+
+    def __init__(self, max_bytes: int, max_items: int):
+        self.max_bytes = max_bytes
+        self.max_items = max_items
+        self._items: collections.deque = collections.deque()
+        self._bytes = 0
+        self._cond = threading.Condition()
+        self.dropped = 0
+        self.high_water_bytes = 0
+
+    def put(self, item: tuple[int, str, bytes]) -> bool:
+        size = len(item[2])
+        with self._cond:
+            if self._bytes + size > self.max_bytes or len(self._items) >= self.max_items:
+                self.dropped += 1
+                return False
+            self._items.append(item)
+            self._bytes += size
+            self.high_water_bytes = max(self.high_water_bytes, self._bytes)
+            self._cond.notify()
+        return True
+
+    def get_batch(self, timeout: float, max_items: int = 256) -> list:
+        with self._cond:
+            if not self._items:
+                self._cond.wait(timeout)
+            batch = []
+            while self._items and len(batch) < max_items:
+                item = self._items.popleft()
+                self._bytes -= len(item[2])
+                batch.append(item)
+            return batch
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+def safe_dir_name(episode_id: str) -> str:
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", episode_id).strip("._")
+    return name or "episode"
+
+
+def disk_free_bytes(path: str | Path) -> int:
+    """Free bytes for an unprivileged writer on the filesystem holding ``path``."""
+    return shutil.disk_usage(path).free
+
+
+class Recorder:
+    """Episode recorder: ``enqueue`` from subscription callbacks, a thread writes the bags.
+
+    Every message goes through one FIFO so EpisodeEvents split the stream exactly where they
+    were received. START opens ``<output_dir>/<episode_id>/`` (latched topics first, then the
+    event); SUCCESS/FAILURE/ABORT is written, then the bag is closed with its custom_data.
+    Messages outside an episode are counted, not recorded.
+    """
+
+    def __init__(self, config: RecorderConfig, logger=None,
+                 free_bytes: Callable[[str | Path], int] = disk_free_bytes,
+                 clock_ns: Callable[[], int] = time.time_ns):
+        self.config = config
+        self.log = logger or LOG
+        self.free_bytes = free_bytes
+        self.clock_ns = clock_ns
+        self.output_dir = Path(config.output_dir).expanduser()
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        self.typestore = make_typestore()
+        self.queue = RecorderQueue(int(config.queue_max_mb * 2**20), config.queue_max_messages)
+        self.topic_types: dict[str, str] = {config.episode_event_topic: _MSGTYPE_EVENT}
+        self.topic_qos: dict[str, str] = {}
+        self.latched = set(config.latched_topics)
+        self._latched_last: dict[str, tuple[int, bytes]] = {}
+        self._bag: McapBagWriter | None = None
+        self._summary: EpisodeSummary | None = None
+        self._dropped_at_open = 0
+        self._last_flush = time.monotonic()
+        self._last_disk_check = 0.0
+        self._last_drop_log = 0.0
+        self._dropped_logged = 0
+        self.disk_full = False
+        self.stats = collections.Counter()
+        self.closed_bags: list[Path] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="aloe_recorder_writer", daemon=True)
+
+    # ---- called from the node's threads --------------------------------------------------
+    def set_topic(self, topic: str, msgtype: str, qos_profiles: Iterable[QosInfo] = (),
+                  latched: bool = False) -> None:
+        """Declare a topic's type (and offered QoS) before its messages are enqueued."""
+        profiles = list(qos_profiles)
+        self.topic_qos[topic] = dump_qos_profiles(profiles)
+        self.topic_types[topic] = msgtype
+        if latched or (profiles and all(p.transient_local for p in profiles)):
+            self.latched.add(topic)
+
+    def enqueue(self, stamp_ns: int, topic: str, data: bytes) -> bool:
+        """Subscription callback body: O(1), never blocks; returns False when the queue is full."""
+        return self.queue.put((stamp_ns, topic, data))
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Drain the queue, close an open bag (end_reason shutdown), join the writer thread."""
+        self._stop.set()
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            self.log.error(f"recorder writer thread did not stop within {timeout}s; "
+                           f"{len(self.queue)} queued messages are lost")
+
+    @property
+    def recording(self) -> bool:
+        return self._bag is not None
+
+    @property
+    def current_bag(self) -> Path | None:
+        return self._bag.bag_dir if self._bag else None
+
+    # ---- writer thread -------------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            batch = self.queue.get_batch(timeout=min(0.1, self.config.flush_interval_s))
+            for stamp, topic, data in batch:
+                try:
+                    self._handle(stamp, topic, data)
+                except Exception as exc:  # never let one message kill the writer thread
+                    self.stats["errors"] += 1
+                    self.log.error(f"recorder: failed on a message of {topic}: {exc!r}")
+            self._periodic()
+            if self._stop.is_set() and not batch and len(self.queue) == 0:
+                break
+        if self._bag is not None:
+            self._close("shutdown")
+        self._report_drops(force=True)
+
+    def _periodic(self) -> None:
+        now = time.monotonic()
+        self._report_drops()
+        if self._bag is None:
+            return
+        if now - self._last_flush >= self.config.flush_interval_s:
+            if not self._flush():
+                return
+        if now - self._last_disk_check >= self.config.disk_check_interval_s:
+            self._last_disk_check = now
+            free = self.free_bytes(self.output_dir)
+            if free < self.config.min_free_mb * 2**20:
+                self.log.error(
+                    f"recorder: free disk space {free / 2**20:.0f} MB at {self.output_dir} is below "
+                    f"min_free_mb={self.config.min_free_mb:.0f}: closing bag {self._bag.bag_dir} cleanly "
+                    f"and stopping recording; free disk space, then start a new episode")
+                self.disk_full = True
+                self._close("disk_full")
+
+    def _flush(self) -> bool:
+        self._last_flush = time.monotonic()
+        if self._bag is None:
+            return False
+        try:
+            self._bag.flush()
+        except OSError as exc:
+            self._write_failed(exc)
+            return False
+        return True
+
+    def _report_drops(self, force: bool = False) -> None:
+        dropped = self.queue.dropped
+        if dropped != self._dropped_logged and (force or time.monotonic() - self._last_drop_log > 1.0):
+            self.log.error(
+                f"recorder: queue full, {dropped - self._dropped_logged} messages dropped "
+                f"({dropped} in total); raise queue_max_mb or flush_interval_s, or record fewer topics")
+            self._dropped_logged = dropped
+            self._last_drop_log = time.monotonic()
+
+    def _handle(self, stamp: int, topic: str, data: bytes) -> None:
+        self.stats["received"] += 1
+        if topic == self.config.episode_event_topic:
+            self._handle_event(stamp, data)
+            return
+        if topic in self.latched:
+            self._latched_last[topic] = (stamp, data)
+        if self._bag is None:
+            self.stats["outside_episode"] += 1
+            return
+        self._write(topic, stamp, data)
+
+    def _write(self, topic: str, stamp: int, data: bytes) -> None:
+        bag = self._bag
+        msgtype = self.topic_types.get(topic)
+        if msgtype is None:
+            self.stats["unknown_type"] += 1
+            return
+        try:
+            if not bag.has_topic(topic):
+                bag.add_topic(topic, msgtype, self.topic_qos.get(topic, ""))
+            bag.write(topic, stamp, data)
+        except OSError as exc:
+            self._write_failed(exc)
+            return
+        self.stats["written"] += 1
+        self._summary.observe(topic, msgtype, stamp, data)
+
+    def _handle_event(self, stamp: int, data: bytes) -> None:
+        try:
+            event = self.typestore.deserialize_cdr(bytes(data), _MSGTYPE_EVENT)
+        except Exception as exc:
+            self.log.error(f"recorder: undecodable EpisodeEvent ignored: {exc!r}")
+            return
+        name = EVENT_NAMES.get(event.event, f"unknown({event.event})")
+        if event.event == 0:
+            if self._bag is not None:
+                self.log.warning(f"recorder: START of episode '{event.episode_id}' while "
+                                 f"'{self._summary.episode_id}' is open (no end event): closing it as INCOMPLETE")
+                self._close("new_start")
+            if self._open(event.episode_id, stamp):
+                self._write(self.config.episode_event_topic, stamp, data)
+            return
+        if self._bag is None:
+            self.log.warning(f"recorder: {name} for episode '{event.episode_id}' but no bag is open; ignored")
+            return
+        if event.episode_id != self._summary.episode_id:
+            self.log.warning(f"recorder: {name} names episode '{event.episode_id}' but the open bag is "
+                             f"'{self._summary.episode_id}'; closing it anyway")
+        self._write(self.config.episode_event_topic, stamp, data)
+        if self._bag is not None:
+            self._close("event")
+
+    def _open(self, episode_id: str, stamp: int) -> bool:
+        free = self.free_bytes(self.output_dir)
+        if free < self.config.min_free_mb * 2**20:
+            self.disk_full = True
+            self.log.error(
+                f"recorder: not recording episode '{episode_id}': free disk space {free / 2**20:.0f} MB at "
+                f"{self.output_dir} is below min_free_mb={self.config.min_free_mb:.0f}; free disk space")
+            return False
+        self.disk_full = False
+        name = safe_dir_name(episode_id)
+        bag_dir = self.output_dir / name
+        n = 1
+        while bag_dir.exists():
+            n += 1
+            bag_dir = self.output_dir / f"{name}_{n}"
+        if n > 1:
+            self.log.warning(f"recorder: {self.output_dir / name} exists; recording episode into {bag_dir}")
+        try:
+            self._bag = McapBagWriter(bag_dir, chunk_size=self.config.chunk_size,
+                                      compression=self.config.compression, fsync=self.config.fsync,
+                                      typestore=self.typestore)
+        except OSError as exc:
+            self.log.error(f"recorder: cannot create bag {bag_dir}: {exc}; episode not recorded")
+            return False
+        self._summary = EpisodeSummary(self.config.task_topic)
+        self._dropped_at_open = self.queue.dropped
+        self._last_flush = time.monotonic()
+        self._last_disk_check = time.monotonic()
+        # Declare every known topic up front (like ros2 bag record), then the latched state.
+        for topic, msgtype in self.topic_types.items():
+            try:
+                self._bag.add_topic(topic, msgtype, self.topic_qos.get(topic, ""))
+            except BagError as exc:
+                self.log.error(f"recorder: {exc}")
+        for topic, (_old_stamp, latched_data) in sorted(self._latched_last.items()):
+            self._write(topic, stamp, latched_data)
+        self.log.info(f"recorder: episode '{episode_id}' recording to {bag_dir}")
+        return True
+
+    def _close(self, end_reason: str) -> None:
+        bag, summary = self._bag, self._summary
+        self._bag = None
+        custom = summary.custom_data(end_reason, dropped=self.queue.dropped - self._dropped_at_open)
+        try:
+            bag.close(custom)
+        except OSError as exc:
+            self.log.error(f"recorder: closing {bag.bag_dir} failed ({exc}); salvaging the flushed part")
+            custom["end_reason"] = "write_error"
+            self._salvage(bag, custom)
+            return
+        self.closed_bags.append(bag.bag_dir)
+        counts = ", ".join(f"{t}={c}" for t, c in summary.message_counts.items())
+        self.log.info(f"recorder: closed {bag.bag_dir} outcome={custom['outcome']} reason={end_reason} "
+                      f"takeovers={custom['takeovers']} messages: {counts}")
+
+    def _write_failed(self, exc: OSError) -> None:
+        bag, summary = self._bag, self._summary
+        self._bag = None
+        self.disk_full = True
+        self.log.error(f"recorder: writing {bag.bag_dir} failed ({exc}); keeping everything up to the "
+                       f"last flush and stopping this episode's recording; check the disk")
+        custom = summary.custom_data("write_error", dropped=self.queue.dropped - self._dropped_at_open)
+        self._salvage(bag, custom)
+
+    def _salvage(self, bag: McapBagWriter, custom: dict[str, str]) -> None:
+        try:
+            bag.salvage(custom)
+            self.closed_bags.append(bag.bag_dir)
+        except Exception as exc:
+            self.log.error(f"recorder: could not finish {bag.bag_dir} ({exc!r}); run "
+                           f"aloe_teleop.recorder.reindex_bag on it once disk space is available")

@@ -1,0 +1,171 @@
+"""recorder_node: records the configured topics to one rosbag2 MCAP bag per episode.
+
+Wiring only: raw (serialized) subscriptions whose callbacks enqueue (stamp, topic, bytes) into
+:class:`aloe_teleop.recorder.Recorder`, which owns the writer thread, the episode state machine,
+flushing, the disk-space guard and the bag metadata.
+
+Subscription QoS follows the publishers, like ``ros2 bag record``: a topic is subscribed once a
+publisher is discovered, best-effort if any publisher is best-effort, transient-local when all
+publishers are (latched topics, re-written at the start of every bag). The episode event and task
+topics are subscribed at once (reliable; the task transient-local) so no event is missed.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import rclpy
+import rclpy.executors
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rcl_interfaces.msg import ParameterDescriptor
+
+from aloe_teleop import bag_layout
+from aloe_teleop.recorder import QosInfo, Recorder, RecorderConfig, parse_topic_entry
+
+DEFAULT_TOPICS = [
+    bag_layout.TOPIC_CAMERA_FMT.format(name="front") + ":sensor_msgs/msg/Image",
+    bag_layout.TOPIC_JOINT_STATES + ":sensor_msgs/msg/JointState",
+    "/aloe/ee_pose:geometry_msgs/msg/PoseStamped",
+    bag_layout.TOPIC_TASK + ":std_msgs/msg/String",
+    bag_layout.TOPIC_ACTION_CHUNK + ":aloe_msgs/msg/ActionChunk",
+    bag_layout.TOPIC_EXECUTED_ACTION + ":aloe_msgs/msg/ExecutedAction",
+    bag_layout.TOPIC_INTERVENTION + ":aloe_msgs/msg/Intervention",
+    bag_layout.TOPIC_EPISODE_EVENT + ":aloe_msgs/msg/EpisodeEvent",
+    bag_layout.TOPIC_REWARD + ":std_msgs/msg/Float32",
+    bag_layout.TOPIC_COMMAND + ":std_msgs/msg/Float64MultiArray",
+]
+
+
+def message_class(msgtype: str):
+    """'sensor_msgs/msg/Image' -> the rclpy message class (needed for the raw subscription)."""
+    pkg, kind, name = msgtype.split("/")
+    return getattr(importlib.import_module(f"{pkg}.{kind}"), name)
+
+
+def qos_info(profile) -> QosInfo:
+    return QosInfo(history=int(profile.history), depth=int(profile.depth),
+                   reliability=int(profile.reliability), durability=int(profile.durability),
+                   liveliness=int(profile.liveliness), deadline_ns=profile.deadline.nanoseconds,
+                   lifespan_ns=profile.lifespan.nanoseconds,
+                   liveliness_lease_duration_ns=profile.liveliness_lease_duration.nanoseconds)
+
+
+class RecorderNode(Node):
+    def __init__(self):
+        super().__init__("recorder_node")
+        d = ParameterDescriptor
+        self.declare_parameter("output_dir", "aloe_bags", d(description="bags go to <output_dir>/<episode_id>/"))
+        self.declare_parameter("topics", DEFAULT_TOPICS, d(
+            description="topics to record: '/topic' (type from the ROS graph) or '/topic:pkg/msg/Type'"))
+        self.declare_parameter("episode_event_topic", bag_layout.TOPIC_EPISODE_EVENT)
+        self.declare_parameter("task_topic", bag_layout.TOPIC_TASK)
+        self.declare_parameter("latched_topics", [bag_layout.TOPIC_TASK], d(
+            description="topics whose last message is re-written at the start of every bag"))
+        self.declare_parameter("flush_interval_s", 1.0, d(description="a crash loses at most this much"))
+        self.declare_parameter("chunk_size", 4 * 2**20, d(description="MCAP chunk size, bytes"))
+        self.declare_parameter("compression", "none", d(description="MCAP chunk compression: none, zstd, lz4"))
+        self.declare_parameter("fsync", True, d(description="fsync at every flush (power-loss safety)"))
+        self.declare_parameter("queue_max_mb", 512.0, d(description="writer queue bound; overflow is counted and logged"))
+        self.declare_parameter("min_free_mb", 500.0, d(description="close the bag and stop below this free disk space"))
+        self.declare_parameter("disk_check_interval_s", 1.0)
+        self.declare_parameter("qos_depth", 500, d(description="subscription history depth"))
+        self.declare_parameter("discovery_period_s", 0.25, d(description="how often the graph is polled for publishers"))
+        self.declare_parameter("status_period_s", 10.0)
+
+        p = lambda name: self.get_parameter(name).value  # noqa: E731
+        self.event_topic = p("episode_event_topic")
+        self.task_topic = p("task_topic")
+        config = RecorderConfig(
+            output_dir=p("output_dir"), episode_event_topic=self.event_topic, task_topic=self.task_topic,
+            latched_topics=tuple(p("latched_topics")), flush_interval_s=float(p("flush_interval_s")),
+            chunk_size=int(p("chunk_size")), compression=p("compression"), fsync=bool(p("fsync")),
+            queue_max_mb=float(p("queue_max_mb")), min_free_mb=float(p("min_free_mb")),
+            disk_check_interval_s=float(p("disk_check_interval_s")))
+        self.qos_depth = int(p("qos_depth"))
+        self.wanted: dict[str, str] = {}  # topic -> type ('' = from the graph)
+        for entry in p("topics"):
+            topic, msgtype = parse_topic_entry(entry)
+            self.wanted[topic] = msgtype
+        self.wanted.setdefault(self.event_topic, "aloe_msgs/msg/EpisodeEvent")
+        self.wanted.setdefault(self.task_topic, "std_msgs/msg/String")
+
+        self.recorder = Recorder(config, logger=self.get_logger(),
+                                 clock_ns=lambda: self.get_clock().now().nanoseconds)
+        self.subscriptions_by_topic = {}
+        # Control topics are subscribed now, with the QoS their publishers are specified with.
+        self._subscribe(self.event_topic, "aloe_msgs/msg/EpisodeEvent", [])
+        self._subscribe(self.task_topic, "std_msgs/msg/String", [], latched=True)
+        self.create_timer(float(p("discovery_period_s")), self._discover)
+        self.create_timer(float(p("status_period_s")), self._status)
+        self.recorder.start()
+        self.get_logger().info(
+            f"recording {len(self.wanted)} topics to {config.output_dir}/<episode_id>/ "
+            f"(flush every {config.flush_interval_s}s, min_free_mb {config.min_free_mb:.0f}); "
+            f"waiting for {self.event_topic} START")
+
+    def _subscribe(self, topic: str, msgtype: str, publishers, latched: bool = False) -> None:
+        profiles = [qos_info(info.qos_profile) for info in publishers]
+        best_effort = any(q.reliability == int(ReliabilityPolicy.BEST_EFFORT) for q in profiles)
+        transient = latched or (profiles and all(q.transient_local for q in profiles))
+        qos = QoSProfile(
+            history=HistoryPolicy.KEEP_LAST, depth=self.qos_depth,
+            reliability=ReliabilityPolicy.BEST_EFFORT if best_effort else ReliabilityPolicy.RELIABLE,
+            durability=DurabilityPolicy.TRANSIENT_LOCAL if transient else DurabilityPolicy.VOLATILE)
+        try:
+            cls = message_class(msgtype)
+        except (ImportError, AttributeError, ValueError) as exc:
+            self.get_logger().error(f"cannot record {topic}: message type {msgtype} not importable ({exc}); "
+                                    f"install its interface package")
+            self.subscriptions_by_topic[topic] = None
+            return
+        self.recorder.set_topic(topic, msgtype, profiles, latched=transient)
+        enqueue, clock = self.recorder.enqueue, self.get_clock()
+
+        def on_message(data: bytes) -> None:  # raw CDR bytes; never deserialized here
+            enqueue(clock.now().nanoseconds, topic, data)
+
+        self.subscriptions_by_topic[topic] = self.create_subscription(cls, topic, on_message, qos, raw=True)
+        self.get_logger().info(f"subscribed {topic} [{msgtype}] "
+                               f"{'best-effort' if best_effort else 'reliable'}"
+                               f"{', transient-local' if transient else ''}")
+
+    def _discover(self) -> None:
+        pending = [t for t in self.wanted if t not in self.subscriptions_by_topic]
+        if not pending:
+            return
+        graph = dict(self.get_topic_names_and_types())
+        for topic in pending:
+            publishers = self.get_publishers_info_by_topic(topic)
+            if not publishers:
+                continue
+            msgtype = self.wanted[topic] or (graph.get(topic) or [""])[0]
+            if not msgtype:
+                continue
+            if self.wanted[topic] and topic in graph and msgtype not in graph[topic]:
+                self.get_logger().warning(f"{topic}: configured type {msgtype} but the graph has "
+                                          f"{graph[topic]}; recording as {msgtype}")
+            self._subscribe(topic, msgtype, publishers)
+
+    def _status(self) -> None:
+        r = self.recorder
+        self.get_logger().info(
+            f"status: {'recording ' + str(r.current_bag) if r.recording else 'idle'}; "
+            f"written {r.stats['written']}, queued {len(r.queue)}, dropped {r.queue.dropped}, "
+            f"bags closed {len(r.closed_bags)}")
+
+    def destroy_node(self):
+        self.recorder.stop()
+        super().destroy_node()
+
+
+def main(args=None):
+    rclpy.init(args=args)
+    node = RecorderNode()
+    try:
+        rclpy.spin(node)
+    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
+        pass
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
