@@ -1,0 +1,18 @@
+"""ROS-free VLA model: config (config.py), tensors in/out (processing.py), networks and checkpoints
+(modeling.py), frozen text encoder (text_encoder.py), the policy API for other VLAs (adapters.py).
+
+Never imports rclpy: the trainer and the nodes both use it.
+"""
+
+from .config import ConfigError, PolicyConfig
+from .modeling import (CheckpointError, FlowMatchingPolicy, ObservationEncoder, compute_policy_id,
+                       validate_checkpoint)
+from .processing import Normalizer, ObservationError, ObservationProcessor
+from .text_encoder import TextEncoder, TextEncoderError
+
+__all__ = [
+    "PolicyConfig", "ConfigError",
+    "FlowMatchingPolicy", "ObservationEncoder", "validate_checkpoint", "CheckpointError", "compute_policy_id",
+    "Normalizer", "ObservationProcessor", "ObservationError",
+    "TextEncoder", "TextEncoderError",
+]

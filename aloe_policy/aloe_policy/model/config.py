@@ -1,0 +1,149 @@
+"""`PolicyConfig`: every knob of the built-in flow-matching VLA, in one typed place.
+
+The config is saved inside every checkpoint (``config.json``) and is part of the policy_id, so
+two checkpoints with the same weights but a different horizon or action bounds are different
+policies. ``from_dict`` validates everything and rejects unknown keys (a typo must not silently
+fall back to a default).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+SIM_ACTION_NAMES = ("dx", "dy", "dz", "rx", "ry", "rz", "grip")
+
+
+class ConfigError(ValueError):
+    """A PolicyConfig (or its JSON) is invalid; the message says which field and why."""
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """Configuration of `FlowMatchingPolicy` / `ObservationEncoder`.
+
+    Defaults match the simulated Panda (docs/interfaces.md): one 64x64 ``front`` camera,
+    18-d proprio, 7-d EE-delta action in [-1, 1], 10-step chunks at 0.1 s per step.
+    """
+
+    # --- observation -------------------------------------------------------------------------
+    camera_names: tuple[str, ...] = ("front",)
+    image_size: int = 64                 # images are resized to (image_size, image_size)
+    proprio_dim: int = 18                # P: 7 joint pos [rad], 7 joint vel [rad/s], gripper, EE xyz [m]
+    text_embed_dim: int = 384            # all-MiniLM-L6-v2 sentence embedding size
+    text_encoder: str = "all-MiniLM-L6-v2"  # frozen; recorded for provenance only
+    # --- action ------------------------------------------------------------------------------
+    action_dim: int = 7                  # A
+    action_names: tuple[str, ...] = SIM_ACTION_NAMES
+    action_low: tuple[float, ...] = (-1.0,) * 7    # per-dimension bounds, action units
+    action_high: tuple[float, ...] = (1.0,) * 7
+    chunk_horizon: int = 10              # H: actions per chunk
+    control_period_s: float = 0.1        # seconds between two actions of a chunk
+    # --- network -----------------------------------------------------------------------------
+    cnn_channels: tuple[int, ...] = (32, 64, 64)   # one stride-2 3x3 conv per entry, per camera
+    cnn_pool_size: int = 4               # CNN output is average-pooled to pool x pool cells (keeps layout)
+    hidden_dim: int = 256                # observation feature size (ObservationEncoder.feature_dim)
+    head_hidden_dim: int = 512           # velocity-field MLP width
+    head_layers: int = 3                 # residual blocks in the velocity-field MLP
+    time_embed_dim: int = 64             # sinusoidal embedding of the flow time t
+    dropout: float = 0.1                 # in the observation fusion MLP (training only)
+    # --- flow matching -----------------------------------------------------------------------
+    flow_steps: int = 10                 # Euler steps from noise (t=0) to action (t=1) in sample()
+    # --- normalisation -----------------------------------------------------------------------
+    norm_std_floor: float = 1e-3         # std below this (constant dims) is raised to it
+
+    def __post_init__(self):
+        # Accept lists (JSON) everywhere a tuple is expected; frozen -> object.__setattr__.
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, list):
+                object.__setattr__(self, f.name, tuple(value))
+        self.validate()
+
+    # ------------------------------------------------------------------------------------------
+    def validate(self) -> None:
+        """Raise ConfigError naming the first invalid field."""
+        def positive_int(name):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+                raise ConfigError(f"PolicyConfig.{name} must be a positive integer, got {v!r}")
+
+        def number(name, lo=None, hi=None, lo_open=False):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise ConfigError(f"PolicyConfig.{name} must be a finite number, got {v!r}")
+            if lo is not None and (v <= lo if lo_open else v < lo):
+                raise ConfigError(f"PolicyConfig.{name} must be {'>' if lo_open else '>='} {lo}, got {v!r}")
+            if hi is not None and v >= hi:
+                raise ConfigError(f"PolicyConfig.{name} must be < {hi}, got {v!r}")
+
+        def str_tuple(name):
+            v = getattr(self, name)
+            if not isinstance(v, tuple) or not v or not all(isinstance(s, str) and s for s in v):
+                raise ConfigError(f"PolicyConfig.{name} must be a non-empty list of non-empty strings, got {v!r}")
+            if len(set(v)) != len(v):
+                raise ConfigError(f"PolicyConfig.{name} has duplicates: {v!r}")
+
+        for name in ("image_size", "proprio_dim", "text_embed_dim", "action_dim", "chunk_horizon",
+                     "cnn_pool_size", "hidden_dim", "head_hidden_dim", "head_layers", "time_embed_dim",
+                     "flow_steps"):
+            positive_int(name)
+        number("control_period_s", lo=0.0, lo_open=True)
+        number("dropout", lo=0.0, hi=1.0)
+        number("norm_std_floor", lo=0.0, lo_open=True)
+        str_tuple("camera_names")
+        bad_cams = [n for n in self.camera_names if "." in n]
+        if bad_cams:  # camera names become parameter names ("encoder.cameras.<name>...")
+            raise ConfigError(f"PolicyConfig.camera_names must not contain '.', got {bad_cams}")
+        str_tuple("action_names")
+        if not isinstance(self.text_encoder, str):
+            raise ConfigError(f"PolicyConfig.text_encoder must be a string, got {self.text_encoder!r}")
+        if (not isinstance(self.cnn_channels, tuple) or not self.cnn_channels
+                or not all(isinstance(c, int) and not isinstance(c, bool) and c > 0 for c in self.cnn_channels)):
+            raise ConfigError(f"PolicyConfig.cnn_channels must be a non-empty list of positive integers, "
+                              f"got {self.cnn_channels!r}")
+        if len(self.action_names) != self.action_dim:
+            raise ConfigError(f"PolicyConfig.action_names has {len(self.action_names)} entries but action_dim is "
+                              f"{self.action_dim}: give one name per action dimension")
+        for name in ("action_low", "action_high"):
+            v = getattr(self, name)
+            if (not isinstance(v, tuple) or len(v) != self.action_dim
+                    or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v)):
+                raise ConfigError(f"PolicyConfig.{name} must be {self.action_dim} finite numbers (one per action "
+                                  f"dimension), got {v!r}")
+        bad = [n for n, lo, hi in zip(self.action_names, self.action_low, self.action_high) if not lo < hi]
+        if bad:
+            raise ConfigError(f"PolicyConfig.action_low must be < action_high for every dimension; not for {bad}")
+
+    # ------------------------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        """JSON-safe dict (tuples -> lists, floats stay floats)."""
+        out = {}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, tuple):
+                v = [float(x) if f.name in ("action_low", "action_high") else x for x in v]
+            out[f.name] = v
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "PolicyConfig":
+        """Inverse of `to_dict`; missing keys take defaults, unknown keys are an error."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"policy config must be a JSON object, got {type(data).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown PolicyConfig keys {unknown}; known keys are {sorted(known)}")
+        try:
+            return cls(**data)
+        except TypeError as exc:  # e.g. an unhashable value where a scalar belongs
+            raise ConfigError(f"invalid policy config: {exc}") from exc
+
+    def replace(self, **changes) -> "PolicyConfig":
+        """A copy with some fields changed (validated)."""
+        return dataclasses.replace(self, **changes)
+
+
+__all__ = ["PolicyConfig", "ConfigError", "SIM_ACTION_NAMES"]

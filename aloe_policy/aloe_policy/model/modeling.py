@@ -1,0 +1,413 @@
+"""The built-in VLA: `ObservationEncoder` + a flow-matching action-chunk head (`FlowMatchingPolicy`).
+
+Flow matching as rectified flow (Liu et al. 2022; the pi0 action expert uses the same recipe):
+    x0 ~ N(0, I) noise, x1 = normalised action chunk (H, A), t ~ U(0, 1)
+    x_t = (1 - t) x0 + t x1,   target velocity u = x1 - x0
+    loss = || v_theta(x_t, t, o) - u ||^2  (mean over H, A; one value per sample, times its weight)
+Sampling integrates dx/dt = v_theta(x, t, o) from t = 0 (noise) to t = 1 with `flow_steps` Euler
+steps, un-normalises and clips to the action bounds.
+
+Checkpoint = a directory with ``model.safetensors`` (trainable weights) and ``config.json``
+(format version, PolicyConfig, normalisation stats, text-embedding cache, policy_id).
+policy_id = first 16 hex chars of sha256(weights bytes + canonical JSON of config and
+normalisation); the text cache is excluded because it is a cache of a frozen encoder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from .config import ConfigError, PolicyConfig
+from .processing import (Normalizer, ObservationProcessor, as_tensor, check_chunks, check_finite,
+                         single_to_batch)
+from .text_encoder import TextEncoder
+
+FORMAT = "aloe_policy.flow_matching"
+FORMAT_VERSION = 1
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint directory is missing, corrupt or inconsistent; the message says which part."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Observation encoder (reused by the critic)
+# ---------------------------------------------------------------------------------------------
+class CameraEncoder(nn.Module):
+    """float32 (B, 3, S, S) in [0, 1] -> (B, out_dim). Stride-2 convs, then a coarse spatial grid
+    (average-pooled to pool x pool) so where things are in the image survives."""
+
+    def __init__(self, channels: tuple[int, ...], pool_size: int, out_dim: int):
+        super().__init__()
+        layers, c_in = [], 3
+        for c in channels:
+            layers += [nn.Conv2d(c_in, c, 3, stride=2, padding=1), nn.GroupNorm(math.gcd(8, c), c), nn.SiLU()]
+            c_in = c
+        self.conv = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(pool_size)
+        self.proj = nn.Linear(c_in * pool_size * pool_size, out_dim)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        x = self.conv(image * 2.0 - 1.0)
+        return self.proj(self.pool(x).flatten(1))
+
+
+class ObservationEncoder(nn.Module):
+    """Prepared batch (see processing.py) -> observation feature (B, feature_dim).
+
+    One small CNN per camera, an MLP on normalised proprio, a linear projection of the frozen
+    text embedding; concatenated and fused by an MLP (with dropout).
+    """
+
+    def __init__(self, config: PolicyConfig):
+        super().__init__()
+        self.config = config
+        d = config.hidden_dim
+        self.cameras = nn.ModuleDict({cam: CameraEncoder(config.cnn_channels, config.cnn_pool_size, d)
+                                      for cam in config.camera_names})
+        self.proprio = nn.Sequential(nn.Linear(config.proprio_dim, d), nn.SiLU(), nn.Linear(d, d))
+        self.text = nn.Linear(config.text_embed_dim, d)
+        n_parts = len(config.camera_names) + 2
+        self.fuse = nn.Sequential(nn.Linear(n_parts * d, d), nn.SiLU(), nn.Dropout(config.dropout),
+                                  nn.Linear(d, d))
+
+    @property
+    def feature_dim(self) -> int:
+        return self.config.hidden_dim
+
+    def forward(self, batch: Mapping) -> torch.Tensor:
+        parts = [self.cameras[cam](batch["images"][cam]) for cam in self.config.camera_names]
+        parts += [self.proprio(batch["proprio"]), self.text(batch["text"])]
+        return self.fuse(torch.cat(parts, dim=-1))
+
+
+# ---------------------------------------------------------------------------------------------
+# Velocity field v_theta(x_t, t, o)
+# ---------------------------------------------------------------------------------------------
+def time_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
+    """t (N,) in [0, 1] -> (N, dim) sinusoidal features at frequencies 1..1000 rad per unit t."""
+    half = dim // 2
+    freqs = torch.exp(torch.linspace(0.0, math.log(1000.0), half, device=t.device, dtype=t.dtype))
+    args = t[:, None] * freqs[None]
+    emb = torch.cat([torch.sin(args), torch.cos(args)], dim=-1)
+    return nn.functional.pad(emb, (0, dim - 2 * half))
+
+
+class ResidualBlock(nn.Module):
+    """h + W2 silu(W1 LN(h) + cond): the condition (time + observation) enters every block."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.fc1 = nn.Linear(dim, dim)
+        self.fc2 = nn.Linear(dim, dim)
+
+    def forward(self, h: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        return h + self.fc2(nn.functional.silu(self.fc1(self.norm(h)) + cond))
+
+
+class VelocityField(nn.Module):
+    """(x_t (N, H, A), t (N,), feature (N, F)) -> velocity (N, H, A), all in normalised action space."""
+
+    def __init__(self, config: PolicyConfig, feature_dim: int):
+        super().__init__()
+        self.config = config
+        d, flat = config.head_hidden_dim, config.chunk_horizon * config.action_dim
+        self.in_x = nn.Linear(flat, d)
+        self.in_t = nn.Sequential(nn.Linear(config.time_embed_dim, d), nn.SiLU(), nn.Linear(d, d))
+        self.in_obs = nn.Linear(feature_dim, d)
+        self.blocks = nn.ModuleList(ResidualBlock(d) for _ in range(config.head_layers))
+        self.out = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, flat))
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, feature: torch.Tensor) -> torch.Tensor:
+        cond = self.in_t(time_embedding(t, self.config.time_embed_dim)) + self.in_obs(feature)
+        h = self.in_x(x_t.flatten(1)) + cond
+        for block in self.blocks:
+            h = block(h, cond)
+        return self.out(h).view_as(x_t)
+
+
+# ---------------------------------------------------------------------------------------------
+# The policy
+# ---------------------------------------------------------------------------------------------
+class FlowMatchingPolicy(nn.Module):
+    """Language-conditioned visuomotor policy producing H-step action chunks by flow matching.
+
+    API (docs/interfaces.md): `sample`, `loss`, `fit_normalization`, `save_pretrained`,
+    `from_pretrained`, `policy_id`, plus `predict_chunk` for one observation.
+    """
+
+    def __init__(self, config: PolicyConfig | None = None, text_encoder: TextEncoder | None = None):
+        super().__init__()
+        self.config = config if config is not None else PolicyConfig()
+        self.encoder = ObservationEncoder(self.config)
+        self.velocity = VelocityField(self.config, self.encoder.feature_dim)
+        # Not nn.Modules: frozen / non-trainable state, saved in config.json instead of the weights.
+        self.normalizer = Normalizer(self.config)
+        self.text_encoder = text_encoder or TextEncoder(embed_dim=self.config.text_embed_dim)
+        if self.text_encoder.embed_dim != self.config.text_embed_dim:
+            raise ConfigError(f"text encoder gives {self.text_encoder.embed_dim}-d embeddings but "
+                              f"config.text_embed_dim is {self.config.text_embed_dim}")
+        self.processor = ObservationProcessor(self.config, self.normalizer, self.text_encoder)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    # --- data ---------------------------------------------------------------------------------
+    def fit_normalization(self, proprio, actions) -> None:
+        """Set mean/std from the training data: proprio (N, P), actions (N, H, A) in action units."""
+        self.normalizer.fit(proprio, actions)
+
+    def prepare(self, obs: Mapping) -> dict:
+        """Raw observation dict -> prepared batch on this policy's device (processing.py)."""
+        return self.processor(obs, self.device)
+
+    def _noise(self, shape, generator: torch.Generator | None, uniform: bool = False) -> torch.Tensor:
+        # Drawn on the generator's device then moved, so a CPU generator gives the same numbers
+        # whatever device the policy runs on.
+        device = generator.device if generator is not None else self.device
+        draw = torch.rand if uniform else torch.randn
+        return draw(shape, generator=generator, device=device).to(self.device)
+
+    # --- training -----------------------------------------------------------------------------
+    def loss(self, obs: Mapping, chunks, weights=None, *, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Per-sample weighted flow-matching loss, (B,) float32.
+
+        chunks: (B, H, A) executed action chunks in action units; weights: (B,) >= 0 or None (all 1).
+        A sample with weight 0 contributes exactly nothing (its loss term is multiplied by 0).
+        """
+        batch = self.prepare(obs)
+        n = batch["proprio"].shape[0]
+        x1 = self.normalizer.normalize_actions(check_chunks(chunks, self.config, n, self.device))
+        x0 = self._noise(x1.shape, generator)
+        t = self._noise((n,), generator, uniform=True)
+        tt = t[:, None, None]
+        x_t = (1.0 - tt) * x0 + tt * x1
+        v = self.velocity(x_t, t, self.encoder(batch))
+        per_sample = ((v - (x1 - x0)) ** 2).mean(dim=(1, 2))
+        if weights is None:
+            return per_sample
+        w = as_tensor(weights, "weights").to(device=self.device, dtype=torch.float32)
+        if tuple(w.shape) != (n,):
+            raise ValueError(f"weights must be (B,) = ({n},), got {tuple(w.shape)}")
+        check_finite(w, "weights")
+        if (w < 0).any():
+            raise ValueError("weights must be >= 0 (advantage weights are exp(A/beta) clipped to [0, w_max])")
+        return per_sample * w
+
+    # --- inference ----------------------------------------------------------------------------
+    @torch.no_grad()
+    def sample(self, obs: Mapping, n: int = 1, generator: torch.Generator | None = None) -> torch.Tensor:
+        """n action chunks per observation: float32 (B, n, H, A) in action units, within bounds.
+
+        Always runs the network in eval mode (no dropout); the mode is restored afterwards.
+        """
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"n must be a positive integer, got {n!r}")
+        was_training = self.training
+        self.eval()
+        try:
+            return self.sample_prepared(self.prepare(obs), n, generator)
+        finally:
+            self.train(was_training)
+
+    @torch.no_grad()
+    def sample_prepared(self, batch: Mapping, n: int = 1, generator: torch.Generator | None = None) -> torch.Tensor:
+        """`sample` on an already prepared batch (the observation is encoded once, repeated n times)."""
+        c = self.config
+        feature = self.encoder(batch)
+        b = feature.shape[0]
+        feature = feature.repeat_interleave(n, dim=0)                       # (B*n, F)
+        x = self._noise((b * n, c.chunk_horizon, c.action_dim), generator)  # t = 0: noise
+        dt = 1.0 / c.flow_steps
+        for k in range(c.flow_steps):
+            t = torch.full((b * n,), k * dt, device=x.device)
+            x = x + dt * self.velocity(x, t, feature)
+        actions = self.normalizer.unnormalize_actions(x)
+        low = torch.tensor(c.action_low, dtype=actions.dtype, device=actions.device)
+        high = torch.tensor(c.action_high, dtype=actions.dtype, device=actions.device)
+        return torch.maximum(torch.minimum(actions, high), low).view(b, n, c.chunk_horizon, c.action_dim)
+
+    def predict_chunk(self, obs_single: Mapping, generator: torch.Generator | None = None) -> np.ndarray:
+        """One observation (images (h, w, 3), proprio (P,), task str) -> float32 (H, A) numpy chunk."""
+        batch = single_to_batch(obs_single)
+        chunks = self.sample(batch, n=1, generator=generator)
+        if chunks.shape[0] != 1:
+            raise ValueError(f"predict_chunk takes one observation, got a batch of {chunks.shape[0]}")
+        return chunks[0, 0].cpu().numpy()
+
+    # --- identity and checkpoints -------------------------------------------------------------
+    def _hashed_metadata(self) -> dict:
+        return {"format_version": FORMAT_VERSION, "config": self.config.to_dict(),
+                "normalization": self.normalizer.to_dict()}
+
+    @property
+    def policy_id(self) -> str:
+        """16 hex chars: sha256 over the weights (names, dtypes, shapes, bytes) + canonical config JSON."""
+        return compute_policy_id(self.state_dict(), self._hashed_metadata())
+
+    def save_pretrained(self, directory: str | os.PathLike) -> str:
+        """Write ``model.safetensors`` + ``config.json`` into `directory` atomically; return policy_id.
+
+        Files are written to a temporary sibling directory, fsynced, then renamed into place, so
+        a crash leaves either the old checkpoint or the new one, never a mix or half a file.
+        """
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        if directory.exists() and not directory.is_dir():
+            raise FileExistsError(f"{directory} exists and is not a directory")
+        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        policy_id = compute_policy_id(state, self._hashed_metadata())
+        meta = {"format": FORMAT, **self._hashed_metadata(), "policy_id": policy_id,
+                "text_embeddings": self.text_encoder.cache_to_dict()}
+        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
+        try:
+            save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": FORMAT, "policy_id": policy_id})
+            (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=1) + "\n")
+            for name in (WEIGHTS_FILE, CONFIG_FILE):
+                _fsync(tmp / name)
+            if directory.exists():  # swap: old -> aside, new -> place, drop old
+                aside = directory.parent / f".{directory.name}.old-{uuid.uuid4().hex[:8]}"
+                os.rename(directory, aside)
+                os.rename(tmp, directory)
+                shutil.rmtree(aside, ignore_errors=True)
+            else:
+                os.rename(tmp, directory)
+            _fsync(directory.parent)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return policy_id
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike, device: str | torch.device = "cpu",
+                        text_encoder: TextEncoder | None = None) -> "FlowMatchingPolicy":
+        """Load a checkpoint written by `save_pretrained`; raises CheckpointError saying what is wrong.
+
+        Checks: both files, JSON, format version, config, every tensor present with the shape the
+        config implies and finite, normalisation stats, text cache, and that the content still hashes
+        to the recorded policy_id (files not edited or mixed from two saves).
+        """
+        directory = Path(directory)
+        if not directory.is_dir():
+            raise CheckpointError(f"checkpoint directory {directory} does not exist")
+        for name in (WEIGHTS_FILE, CONFIG_FILE):
+            if not (directory / name).is_file():
+                raise CheckpointError(f"checkpoint {directory} is missing {name}")
+        try:
+            meta = json.loads((directory / CONFIG_FILE).read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise CheckpointError(f"{CONFIG_FILE} is not valid JSON: {exc}") from exc
+        if not isinstance(meta, dict):
+            raise CheckpointError(f"{CONFIG_FILE} must hold a JSON object, got {type(meta).__name__}")
+        if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
+            raise CheckpointError(f"{CONFIG_FILE}: format {meta.get('format')!r} version "
+                                  f"{meta.get('format_version')!r} is not {FORMAT!r} version {FORMAT_VERSION}")
+        try:
+            config = PolicyConfig.from_dict(meta.get("config"))
+        except ConfigError as exc:
+            raise CheckpointError(f"{CONFIG_FILE}: invalid config: {exc}") from exc
+
+        try:
+            from safetensors.torch import load_file
+
+            state = load_file(str(directory / WEIGHTS_FILE))
+        except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
+            raise CheckpointError(f"{WEIGHTS_FILE} cannot be read (truncated or corrupt?): {exc}") from exc
+
+        policy = cls(config, text_encoder=text_encoder or TextEncoder(embed_dim=config.text_embed_dim))
+        expected = policy.state_dict()
+        missing = sorted(set(expected) - set(state))
+        unexpected = sorted(set(state) - set(expected))
+        if missing or unexpected:
+            raise CheckpointError(f"{WEIGHTS_FILE} does not match the config: missing tensors {missing[:5]}, "
+                                  f"unexpected tensors {unexpected[:5]}")
+        for key, ref in expected.items():
+            t = state[key]
+            if t.shape != ref.shape or t.dtype != ref.dtype:
+                raise CheckpointError(
+                    f"tensor {key!r} is {tuple(t.shape)} {t.dtype} in {WEIGHTS_FILE} but the config "
+                    f"(action_dim={config.action_dim}, chunk_horizon={config.chunk_horizon}, "
+                    f"proprio_dim={config.proprio_dim}, hidden_dim={config.hidden_dim}) needs "
+                    f"{tuple(ref.shape)} {ref.dtype}")
+            if t.is_floating_point() and not torch.isfinite(t).all():
+                raise CheckpointError(f"tensor {key!r} in {WEIGHTS_FILE} contains NaN or inf")
+        policy.load_state_dict(state, strict=True)
+        try:
+            policy.normalizer.load_dict(meta.get("normalization"))
+            policy.text_encoder.load_cache(meta.get("text_embeddings", {}))
+        except ValueError as exc:
+            raise CheckpointError(f"{CONFIG_FILE}: {exc}") from exc
+        actual = policy.policy_id
+        if meta.get("policy_id") != actual:
+            raise CheckpointError(f"checkpoint content hashes to policy_id {actual} but {CONFIG_FILE} records "
+                                  f"{meta.get('policy_id')!r}: the files were edited or come from two different "
+                                  "saves; re-save it with save_pretrained")
+        return policy.to(device).eval()
+
+
+def compute_policy_id(state_dict: Mapping[str, torch.Tensor], hashed_metadata: dict) -> str:
+    """First 16 hex chars of sha256(weights in key order + canonical JSON of config/normalisation)."""
+    h = hashlib.sha256()
+    for key in sorted(state_dict):
+        t = state_dict[key].detach().cpu().contiguous()
+        h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    h.update(json.dumps(hashed_metadata, sort_keys=True, separators=(",", ":")).encode())
+    return h.hexdigest()[:16]
+
+
+def validate_checkpoint(directory: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[bool, str]:
+    """Fully check a checkpoint before it is used; never raises.
+
+    Returns (True, summary) or (False, what is wrong). Beyond `from_pretrained`'s checks it runs
+    a test forward pass: sample() on a dummy observation must give finite (1, 1, H, A) chunks
+    within the bounds. The dummy uses a cached instruction embedding (or zeros), so it never
+    loads the sentence encoder.
+    """
+    try:
+        policy = FlowMatchingPolicy.from_pretrained(directory, device=device)
+        c = policy.config
+        known = policy.text_encoder.known_instructions
+        text = (policy.text_encoder.encode(known[:1]) if known else torch.zeros(1, c.text_embed_dim))
+        batch = {"images": {cam: torch.full((1, 3, c.image_size, c.image_size), 0.5, device=policy.device)
+                            for cam in c.camera_names},
+                 "proprio": torch.zeros(1, c.proprio_dim, device=policy.device),
+                 "text": text.to(policy.device)}
+        out = policy.sample_prepared(batch, n=1, generator=torch.Generator().manual_seed(0))
+        shape = (1, 1, c.chunk_horizon, c.action_dim)
+        if tuple(out.shape) != shape:
+            return False, f"test forward pass gave shape {tuple(out.shape)}, expected {shape}"
+        if not torch.isfinite(out).all():
+            return False, "test forward pass produced NaN or inf actions"
+    except CheckpointError as exc:
+        return False, f"checkpoint {directory} rejected: {exc}"
+    except Exception as exc:  # noqa: BLE001 - the contract is: never raise, say what failed
+        return False, f"checkpoint {directory} rejected: test forward pass failed: {type(exc).__name__}: {exc}"
+    return True, (f"checkpoint {directory} OK: policy_id {policy.policy_id}, H={c.chunk_horizon}, "
+                  f"A={c.action_dim}, cameras {list(c.camera_names)}, {len(known)} cached instructions")
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
