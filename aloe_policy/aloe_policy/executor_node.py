@@ -1,0 +1,289 @@
+"""executor_node: the only node that commands the robot.
+
+A timer at ``control_rate_hz`` (on sim time when ``use_sim_time`` is true: one tick per
+period of /clock) decides each tick, in this order:
+
+1. an ``Intervention`` with active=true received within ``intervention_timeout_s``
+   -> the operator's action (source HUMAN);
+2. the observation topic silent for ``observation_timeout_s`` -> HOLD_STALE_OBS;
+3. no chunk yet -> NO_POLICY; newest chunk rejected -> HOLD_MALFORMED / HOLD_REJECTED_POLICY
+   until a good chunk arrives; newest chunk too old or used up -> HOLD_STALE_CHUNK;
+4. otherwise the action for now from the newest chunks (``aloe_policy.chunking``) -> RUNNING.
+
+Every command passes the per-dimension bounds and rate limits (HOLD sends ``hold_command``
+within bounds, not rate limited: stopping is the safe action). Each tick publishes the
+command through the output adapter and one ``aloe_msgs/ExecutedAction``, HOLD included.
+States are logged once on change; status goes to /diagnostics.
+"""
+
+from __future__ import annotations
+
+import rclpy
+from aloe_msgs.msg import ActionChunk, ExecutedAction, Intervention
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy.clock import Clock, ClockType
+from rclpy.exceptions import ParameterUninitializedException
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import JointState
+
+import numpy as np
+
+from aloe_policy.chunking import (NS_PER_S, BlendMode, ChunkBlender, ChunkSpec, action_problems,
+                                  limits_from_lists, make_chunk)
+from aloe_policy.command_adapters import ADAPTER_NAMES, AdapterError, make_adapter
+
+SIM_ACTION_NAMES = ["dx", "dy", "dz", "rx", "ry", "rz", "grip"]
+
+NO_POLICY = "NO_POLICY"
+RUNNING = "RUNNING"
+HUMAN = "HUMAN"
+HOLD_STALE_CHUNK = "HOLD_STALE_CHUNK"
+HOLD_STALE_OBS = "HOLD_STALE_OBS"
+HOLD_MALFORMED = "HOLD_MALFORMED"
+HOLD_REJECTED_POLICY = "HOLD_REJECTED_POLICY"
+
+_LEVEL = {RUNNING: DiagnosticStatus.OK, HUMAN: DiagnosticStatus.OK, NO_POLICY: DiagnosticStatus.WARN,
+          HOLD_STALE_CHUNK: DiagnosticStatus.WARN, HOLD_STALE_OBS: DiagnosticStatus.WARN,
+          HOLD_MALFORMED: DiagnosticStatus.ERROR, HOLD_REJECTED_POLICY: DiagnosticStatus.ERROR}
+
+
+def _stamp_ns(stamp) -> int:
+    return int(stamp.sec) * NS_PER_S + int(stamp.nanosec)
+
+
+class ExecutorNode(Node):
+    def __init__(self, **kwargs):
+        super().__init__("executor_node", **kwargs)
+        p = self._declare
+        self.action_names = list(p("action_names", SIM_ACTION_NAMES, "names of the D action dimensions, in order"))
+        self.action_dim = len(self.action_names)
+        rate = p("control_rate_hz", 10.0, "control timer rate (on sim time when use_sim_time)",
+                 floating_range=(0.1, 1000.0))
+        self.period_ns = int(round(NS_PER_S / rate))
+        horizon = p("chunk_horizon", 0, "expected chunk horizon H; 0 accepts any", integer_range=(0, 100000))
+        mode = BlendMode.parse(p("blending_mode", "linear", "newest | linear | temporal_ensemble"))
+        blend_steps = p("blend_steps", 3, "linear cross-fade length in ticks", integer_range=(0, 1000))
+        decay = p("ensemble_decay", 0.01, "temporal_ensemble weight exp(-decay * i), i=0 the oldest chunk")
+        lower = p("action_lower", [-1.0] * self.action_dim, "per-dimension lower bound (action units); [] none",
+                  array_type=Parameter.Type.DOUBLE_ARRAY)
+        upper = p("action_upper", [1.0] * self.action_dim, "per-dimension upper bound (action units); [] none",
+                  array_type=Parameter.Type.DOUBLE_ARRAY)
+        max_rate = p("max_rate", [], "per-dimension max change in action units per second (<=0: unlimited); [] none",
+                     array_type=Parameter.Type.DOUBLE_ARRAY)
+        hold = p("hold_command", [], "command sent while holding (action units); [] = zeros",
+                 array_type=Parameter.Type.DOUBLE_ARRAY)
+        self.chunk_timeout_ns = int(p("chunk_timeout_s", 1.0, "hold when the newest chunk's observation is older; "
+                                      "0 disables") * NS_PER_S)
+        self.obs_timeout_ns = int(p("observation_timeout_s", 0.5, "hold when observation_topic is silent this "
+                                    "long; 0 disables") * NS_PER_S)
+        self.intervention_timeout_ns = int(p("intervention_timeout_s", 0.25, "an active Intervention counts "
+                                             "this long after its last message") * NS_PER_S)
+        allowed = p("allowed_policy_ids", [], "accept chunks only from these policy ids; [] any",
+                    array_type=Parameter.Type.STRING_ARRAY)
+        blocked = p("blocked_policy_ids", [], "never execute chunks from these policy ids",
+                    array_type=Parameter.Type.STRING_ARRAY)
+        chunk_topic = p("action_chunk_topic", "/aloe/action_chunk", "aloe_msgs/ActionChunk input")
+        intervention_topic = p("intervention_topic", "/aloe/intervention", "aloe_msgs/Intervention input")
+        obs_topic = p("observation_topic", "/joint_states", "sensor_msgs/JointState watched for staleness")
+        command_topic = p("command_topic", "/aloe/command", "robot command output")
+        executed_topic = p("executed_action_topic", "/aloe/executed_action", "aloe_msgs/ExecutedAction output")
+        adapter = p("output_adapter", "float64_multi_array", f"one of {list(ADAPTER_NAMES)}")
+        joint_names = p("joint_names", [], "joint_trajectory / moveit_py joint names; [] = action_names",
+                        array_type=Parameter.Type.STRING_ARRAY)
+        frame_id = p("frame_id", "base_link", "twist_stamped header.frame_id")
+        twist_scale = p("twist_scale", 1.0, "twist_stamped: action * scale = m/s, rad/s")
+        group = p("moveit_planning_group", "", "moveit_py planning group")
+
+        self.spec = ChunkSpec(self.action_dim, horizon, tuple(self.action_names), frozenset(allowed),
+                              frozenset(blocked))
+        self.limits = limits_from_lists(self.action_dim, lower, upper, max_rate)
+        if hold and len(hold) != self.action_dim:
+            raise ValueError(f"hold_command has {len(hold)} entries, expected action_dim={self.action_dim}")
+        self.hold_command = self.limits.clip(np.asarray(hold or [0.0] * self.action_dim, dtype=np.float64))
+        self.blender = ChunkBlender(mode, blend_steps, decay)
+        self.adapter = make_adapter(adapter, self, topic=command_topic, action_names=self.action_names,
+                                    joint_names=joint_names, control_period_s=self.period_ns / NS_PER_S,
+                                    frame_id=frame_id, twist_scale=twist_scale, moveit_planning_group=group)
+
+        self.state, self.hold_reason = "STARTING", ""  # first tick logs the first real state
+        self.rejection: tuple[str, str] | None = None  # (state, reason) while the newest chunk is bad
+        self._rejected_run = 0
+        self._last_problems: list[str] | None = None
+        self.intervention: Intervention | None = None
+        self.intervention_ns = 0
+        self.obs_ns: int | None = None
+        self.previous = self.hold_command.copy()  # rate limits start from the hold command
+        self.last_tick_ns: int | None = None
+        self.ticks = self.missed_ticks = self.chunks_received = self.chunks_rejected = 0
+
+        reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        self.executed_pub = self.create_publisher(ExecutedAction, executed_topic, QoSProfile(depth=100))
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.create_subscription(ActionChunk, chunk_topic, self._on_chunk, reliable)
+        self.create_subscription(Intervention, intervention_topic, self._on_intervention, reliable)
+        self.create_subscription(JointState, obs_topic, self._on_observation, qos_profile_sensor_data)
+        self.timer = self.create_timer(self.period_ns / NS_PER_S, self._tick)
+        # Diagnostics on the steady clock: they keep coming while sim time is paused.
+        self.create_timer(1.0, self._publish_diagnostics, clock=Clock(clock_type=ClockType.STEADY_TIME))
+        self.get_logger().info(
+            f"executor ready: {rate:g} Hz, {self.action_dim} dims {self.action_names}, blending {mode.value}, "
+            f"adapter {adapter} -> {command_topic}, chunks from {chunk_topic}, observation {obs_topic}, "
+            f"use_sim_time={self.get_parameter('use_sim_time').value}; holding until a chunk arrives")
+
+    def _declare(self, name, default, description, *, floating_range=None, integer_range=None, array_type=None):
+        descriptor = ParameterDescriptor(description=description, read_only=True)
+        if floating_range:
+            descriptor.floating_point_range = [FloatingPointRange(from_value=floating_range[0],
+                                                                  to_value=floating_range[1])]
+        if integer_range:
+            descriptor.integer_range = [IntegerRange(from_value=integer_range[0], to_value=integer_range[1])]
+        if array_type is not None and not default:
+            # An empty list has no type in ROS parameters: declare the type, read [] when unset.
+            self.declare_parameter(name, array_type, descriptor)
+            try:
+                return list(self.get_parameter(name).value)
+            except ParameterUninitializedException:
+                return []
+        return self.declare_parameter(name, default, descriptor).value
+
+    # ---- inputs -------------------------------------------------------------------------
+    def _now_ns(self) -> int:
+        return self.get_clock().now().nanoseconds
+
+    def _on_chunk(self, msg: ActionChunk) -> None:
+        self.chunks_received += 1
+        chunk, problems = make_chunk(
+            self.spec, chunk_id=msg.chunk_id, policy_id=msg.policy_id,
+            observation_stamp_ns=_stamp_ns(msg.observation_stamp),
+            control_period_ns=_stamp_ns(msg.control_period), horizon=msg.horizon, action_dim=msg.action_dim,
+            action_names=msg.action_names, actions=msg.actions)
+        if problems:
+            self.chunks_rejected += 1
+            state = HOLD_REJECTED_POLICY if all("policy_id" in p for p in problems) else HOLD_MALFORMED
+            reason = f"chunk {msg.chunk_id} from policy '{msg.policy_id}' rejected: " + "; ".join(problems)
+            if problems != self._last_problems:  # one line per distinct problem, not per chunk
+                self.get_logger().error(f"{reason}; not executed, holding until a good chunk arrives")
+            self._last_problems, self._rejected_run = problems, self._rejected_run + 1
+            self.rejection = (state, reason)
+            return
+        if not self.blender.add(chunk):
+            self.get_logger().debug(f"chunk {msg.chunk_id} ignored: not newer than the newest chunk")
+            return
+        if self.rejection is not None:
+            self.get_logger().info(f"good chunk {chunk.chunk_id} after {self._rejected_run} rejected chunk(s)")
+        self.rejection, self._rejected_run, self._last_problems = None, 0, None
+
+    def _on_intervention(self, msg: Intervention) -> None:
+        self.intervention, self.intervention_ns = msg, self._now_ns()
+
+    def _on_observation(self, msg: JointState) -> None:
+        self.obs_ns = self._now_ns()
+
+    # ---- control tick -------------------------------------------------------------------
+    def _decide(self, now_ns: int):
+        """-> (state, action (D,) or None for hold, hold_reason, chunk_id, index, policy_id)."""
+        iv = self.intervention
+        if iv is not None and iv.active and now_ns - self.intervention_ns <= self.intervention_timeout_ns:
+            problems = action_problems(iv.action, self.action_dim)
+            if problems:
+                return HOLD_MALFORMED, None, "operator action rejected: " + "; ".join(problems), 0, 0, ""
+            return HUMAN, np.asarray(iv.action, dtype=np.float64), "", 0, 0, ""
+        if self.obs_timeout_ns > 0:
+            if self.obs_ns is None:
+                return HOLD_STALE_OBS, None, "no observation received yet", 0, 0, ""
+            age = now_ns - self.obs_ns
+            if age > self.obs_timeout_ns:
+                return (HOLD_STALE_OBS, None, f"no observation for {age * 1e-9:.3f} s "
+                        f"(> observation_timeout_s {self.obs_timeout_ns * 1e-9:g})", 0, 0, "")
+        if self.rejection is not None:
+            return self.rejection[0], None, self.rejection[1], 0, 0, ""
+        if self.blender.newest is None:
+            return NO_POLICY, None, "no chunk received (is policy_node running with a checkpoint?)", 0, 0, ""
+        stale = self.blender.stale_reason(now_ns, self.chunk_timeout_ns)
+        if stale:
+            return HOLD_STALE_CHUNK, None, stale, 0, 0, ""
+        blended = self.blender.action_at(now_ns)
+        return RUNNING, blended.action, "", blended.chunk_id, blended.index_in_chunk, blended.policy_id
+
+    def _tick(self) -> None:
+        now = self.get_clock().now()
+        now_ns = now.nanoseconds
+        if self.last_tick_ns is not None:
+            gap = now_ns - self.last_tick_ns
+            if gap > 1.5 * self.period_ns:
+                self.missed_ticks += int(round(gap / self.period_ns)) - 1
+        self.last_tick_ns = now_ns
+        self.ticks += 1
+        if self.obs_ns == 0:  # received on sim time before the first /clock: count it as received now
+            self.obs_ns = now_ns
+        if self.intervention is not None and self.intervention_ns == 0:
+            self.intervention_ns = now_ns
+        state, action, reason, chunk_id, index, policy_id = self._decide(now_ns)
+        if action is None:
+            command, source = self.hold_command.copy(), ExecutedAction.SOURCE_HOLD
+        else:
+            command = self.limits.apply(action, self.previous, self.period_ns / NS_PER_S)
+            source = ExecutedAction.SOURCE_HUMAN if state == HUMAN else ExecutedAction.SOURCE_POLICY
+        self.previous = command
+        stamp = now.to_msg()
+        self.adapter.send(command, stamp)
+        msg = ExecutedAction(action=[float(x) for x in command], source=source, chunk_id=int(chunk_id),
+                             index_in_chunk=int(index), policy_id=policy_id, hold_reason=reason)
+        msg.header.stamp = stamp
+        self.executed_pub.publish(msg)
+        self._set_state(state, reason)
+
+    def _set_state(self, state: str, reason: str) -> None:
+        if state == self.state:
+            self.hold_reason = reason
+            return
+        previous, self.state, self.hold_reason = self.state, state, reason
+        text = f"state {previous} -> {state}" + (f": {reason}" if reason else "")
+        if state in (RUNNING, HUMAN):
+            self.get_logger().info(text)
+        else:
+            self.get_logger().warn(text)
+
+    def _publish_diagnostics(self) -> None:
+        newest = self.blender.newest
+        status = DiagnosticStatus(level=_LEVEL.get(self.state, DiagnosticStatus.WARN), name=f"{self.get_name()}: action executor",
+                                  message=self.state + (f": {self.hold_reason}" if self.hold_reason else ""))
+        values = {"state": self.state, "hold_reason": self.hold_reason, "ticks": self.ticks,
+                  "missed_ticks": self.missed_ticks, "chunks_received": self.chunks_received,
+                  "chunks_rejected": self.chunks_rejected,
+                  "newest_chunk_id": newest.chunk_id if newest else "", "policy_id": newest.policy_id if newest else "",
+                  "blending_mode": self.blender.mode.value, "control_rate_hz": NS_PER_S / self.period_ns}
+        status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
+        diag = DiagnosticArray(status=[status])
+        diag.header.stamp = self.get_clock().now().to_msg()
+        self.diag_pub.publish(diag)
+
+    def destroy_node(self):
+        self.adapter.close()
+        return super().destroy_node()
+
+
+def main(args=None):
+    rclpy.init(args=args)
+    try:
+        node = ExecutorNode()
+    except (AdapterError, ValueError) as exc:  # bad configuration: say what and exit, never half-run
+        rclpy.logging.get_logger("executor_node").fatal(f"cannot start: {exc}")
+        rclpy.shutdown()
+        return 1
+    try:
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+
+
+if __name__ == "__main__":
+    main()

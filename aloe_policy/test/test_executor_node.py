@@ -1,0 +1,329 @@
+"""executor_node in its own process, driven in lock-step on sim time by this test process.
+
+The test plays the simulator: it publishes /clock one control period at a time (plus
+/joint_states), like sim_node does, and waits for the one ExecutedAction of that tick.
+Chunks and interventions are published between ticks, so every assertion is exact.
+"""
+
+import math
+import time
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip("rclpy")
+from aloe_msgs.msg import ActionChunk, ExecutedAction, Intervention  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
+from rosgraph_msgs.msg import Clock  # noqa: E402
+from sensor_msgs.msg import JointState  # noqa: E402
+from std_msgs.msg import Float64MultiArray  # noqa: E402
+
+pytestmark = pytest.mark.system
+
+PERIOD_NS = 100_000_000  # 10 Hz
+T0_NS = 1000 * PERIOD_NS  # sim time of the first tick (100 s)
+NAMES = ["dx", "dy", "dz", "rx", "ry", "rz", "grip"]
+POLICY, HUMAN, HOLD = ExecutedAction.SOURCE_POLICY, ExecutedAction.SOURCE_HUMAN, ExecutedAction.SOURCE_HOLD
+SETTLE_S = 0.4  # let a message published between ticks arrive before the next tick
+
+
+def time_msg(ns):
+    from builtin_interfaces.msg import Time
+    return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
+
+
+@pytest.fixture(scope="module")
+def rclpy_context():
+    rclpy.init()
+    yield
+    rclpy.shutdown()
+
+
+class SimHarness:
+    """Plays sim_node and the policy: /clock, /joint_states, chunks, interventions; records outputs."""
+
+    def __init__(self, executor_proc):
+        self.proc = executor_proc
+        self.node = rclpy.create_node("executor_test_harness")
+        reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        self.clock_pub = self.node.create_publisher(Clock, "/clock", 10)
+        self.joint_pub = self.node.create_publisher(JointState, "/joint_states", 10)
+        self.chunk_pub = self.node.create_publisher(ActionChunk, "/aloe/action_chunk", reliable)
+        self.iv_pub = self.node.create_publisher(Intervention, "/aloe/intervention", reliable)
+        self.executed: list[ExecutedAction] = []
+        self.commands: list[list[float]] = []
+        self.diagnostics: list[DiagnosticArray] = []
+        self.node.create_subscription(ExecutedAction, "/aloe/executed_action", self.executed.append, reliable)
+        self.node.create_subscription(Float64MultiArray, "/aloe/command", lambda m: self.commands.append(list(m.data)),
+                                      reliable)
+        self.node.create_subscription(DiagnosticArray, "/diagnostics", self.diagnostics.append, 10)
+        self.now_ns = T0_NS - PERIOD_NS
+        self.next_chunk_id = 1
+        self._wait(lambda: all(p.get_subscription_count() > 0 for p in
+                               (self.clock_pub, self.joint_pub, self.chunk_pub, self.iv_pub))
+                   and self.node.count_publishers("/aloe/executed_action") > 0, 30.0, "executor discovery")
+
+    def _wait(self, predicate, timeout, what):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            rclpy.spin_once(self.node, timeout_sec=0.02)
+            if predicate():
+                return
+        raise AssertionError(f"timed out waiting for {what}; executor log:\n{self.proc.log()[-3000:]}")
+
+    def spin_for(self, seconds):
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            rclpy.spin_once(self.node, timeout_sec=0.02)
+
+    def step(self, joint_states=True) -> ExecutedAction:
+        """Advance sim time by one period; return the ExecutedAction of that tick."""
+        self.now_ns += PERIOD_NS
+        if joint_states:
+            js = JointState(name=["j"], position=[0.0], velocity=[0.0])
+            js.header.stamp = time_msg(self.now_ns)
+            self.joint_pub.publish(js)
+            self.spin_for(0.03)  # observation before clock, as sim_node publishes them
+        count = len(self.executed)
+        for _ in range(3):  # /clock is best effort: republish if the tick did not come
+            self.clock_pub.publish(Clock(clock=time_msg(self.now_ns)))
+            try:
+                self._wait(lambda: len(self.executed) > count, 3.0, f"tick at {self.now_ns}")
+                break
+            except AssertionError:
+                continue
+        else:
+            raise AssertionError(f"no ExecutedAction for tick {self.now_ns}; log:\n{self.proc.log()[-3000:]}")
+        msg = self.executed[-1]
+        assert msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec == self.now_ns
+        return msg
+
+    def publish_chunk(self, actions, observation_ns=None, policy_id="policy_a", chunk_id=None, horizon=None,
+                      action_dim=7):
+        actions = np.asarray(actions, dtype=np.float32)
+        msg = ActionChunk(chunk_id=self.next_chunk_id if chunk_id is None else chunk_id, policy_id=policy_id,
+                          horizon=int(horizon if horizon is not None else actions.shape[0]),
+                          action_dim=action_dim, action_names=NAMES if action_dim == 7 else [],
+                          actions=[float(x) for x in actions.ravel()])
+        self.next_chunk_id += 1
+        msg.observation_stamp = time_msg(self.now_ns if observation_ns is None else observation_ns)
+        msg.control_period.nanosec = PERIOD_NS
+        msg.header.stamp = time_msg(self.now_ns)
+        self.chunk_pub.publish(msg)
+        self.spin_for(SETTLE_S)
+        return msg
+
+    def publish_intervention(self, active, action=None):
+        msg = Intervention(active=active, device=Intervention.DEVICE_SCRIPTED,
+                           action=[float(x) for x in (action if action is not None else [0.0] * 7)])
+        msg.header.stamp = time_msg(self.now_ns)
+        self.iv_pub.publish(msg)
+        self.spin_for(SETTLE_S)
+
+    def close(self):
+        self.node.destroy_node()
+
+
+def ramp_chunk(start, horizon=10, dims=7, scale=0.01):
+    """(H, D) chunk whose action k is (start + k) * scale on every dim."""
+    return np.array([[(start + k) * scale] * dims for k in range(horizon)], dtype=np.float32)
+
+
+@pytest.fixture
+def start_executor(ros_node_process, rclpy_context):
+    harnesses = []
+
+    def start(**params):
+        base = {"use_sim_time": True, "control_rate_hz": 10.0, "blending_mode": "newest",
+                "chunk_timeout_s": 1.0, "observation_timeout_s": 0.5, "intervention_timeout_s": 0.5}
+        base.update(params)
+        proc = ros_node_process("aloe_policy", "executor_node", base)
+        harness = SimHarness(proc)
+        harnesses.append(harness)
+        return harness
+
+    yield start
+    for h in harnesses:
+        h.close()
+
+
+def test_executor_ticks_once_per_sim_period_and_holds_until_first_chunk(start_executor):
+    sim = start_executor()
+    first = [sim.step() for _ in range(3)]
+    assert [m.source for m in first] == [HOLD] * 3
+    assert "no chunk received" in first[-1].hold_reason
+    assert all(list(m.action) == [0.0] * 7 for m in first)
+    sim.spin_for(0.5)  # sim time stands still: no extra ticks
+    assert len(sim.executed) == 3
+    chunk = sim.publish_chunk(ramp_chunk(0), observation_ns=sim.now_ns)
+    got = [sim.step() for _ in range(3)]
+    assert [m.source for m in got] == [POLICY] * 3
+    assert [m.index_in_chunk for m in got] == [1, 2, 3]  # aligned by observation stamp + k * period
+    assert all(m.chunk_id == chunk.chunk_id and m.policy_id == "policy_a" for m in got)
+    assert np.allclose([m.action[0] for m in got], [0.01, 0.02, 0.03], atol=1e-6)
+    sim.spin_for(0.3)
+    assert len(sim.executed) == 6, "exactly one ExecutedAction per sim period"
+    # The command sent to the robot equals what was recorded as executed.
+    assert len(sim.commands) == 6 and np.allclose(sim.commands[-1], got[-1].action, atol=1e-6)
+    log = sim.proc.wait_for_log("RUNNING")
+    assert log.count("-> NO_POLICY") == 1, "state logged once on change, not every tick"
+
+
+def test_executor_holds_on_malformed_chunks_and_resumes_on_fresh_good_chunk(start_executor):
+    sim = start_executor(blocked_policy_ids=["bad_policy"])
+    good = sim.publish_chunk(ramp_chunk(0))
+    assert sim.step().source == POLICY
+    cases = [
+        (dict(actions=np.where(np.arange(70).reshape(10, 7) == 5, np.nan, ramp_chunk(0))), "NaN/inf"),
+        (dict(actions=ramp_chunk(0)[:9], horizon=10), "wrong size"),
+        (dict(actions=ramp_chunk(0, dims=6), action_dim=6), "action_dim 6 != executor action_dim 7"),
+        (dict(actions=ramp_chunk(0), policy_id="bad_policy"), "blocked"),
+    ]
+    for fields, reason in cases:
+        bad = sim.publish_chunk(**fields)
+        held = sim.step()
+        assert held.source == HOLD and reason in held.hold_reason, (reason, held.hold_reason)
+        assert list(held.action) == [0.0] * 7, "a rejected chunk is never executed"
+        assert sim.step().source == HOLD, "keeps holding: the previous good chunk is not resumed"
+        sim.proc.wait_for_log(f"chunk {bad.chunk_id} from policy '{bad.policy_id}' rejected")
+        fresh = sim.publish_chunk(ramp_chunk(0))
+        resumed = sim.step()
+        assert resumed.source == POLICY and resumed.chunk_id == fresh.chunk_id
+    assert good.chunk_id < fresh.chunk_id
+
+
+def test_executor_holds_on_stale_chunk(start_executor):
+    sim = start_executor(chunk_timeout_s=0.5)
+    sim.step()
+    sim.publish_chunk(ramp_chunk(0), observation_ns=sim.now_ns - 2_000_000_000)  # observed 2 s ago
+    held = sim.step()
+    assert held.source == HOLD and "old" in held.hold_reason and "chunk_timeout_s" in held.hold_reason
+    sim.publish_chunk(ramp_chunk(0, horizon=3))
+    assert [sim.step().source for _ in range(2)] == [POLICY, POLICY]
+    exhausted = sim.step()  # index 3 of a 3-action chunk: used up, never extrapolated
+    assert exhausted.source == HOLD and "exhausted" in exhausted.hold_reason
+    sim.proc.wait_for_log("-> HOLD_STALE_CHUNK")
+
+
+def test_executor_holds_on_stale_observation_and_resumes(start_executor):
+    sim = start_executor(observation_timeout_s=0.3)
+    sim.publish_chunk(ramp_chunk(0))
+    assert sim.step().source == POLICY
+    silent = [sim.step(joint_states=False) for _ in range(5)]
+    assert [m.source for m in silent[:2]] == [POLICY] * 2  # up to 0.3 s of silence is tolerated
+    assert silent[-1].source == HOLD and "no observation for" in silent[-1].hold_reason
+    back = sim.step(joint_states=True)
+    assert back.source == POLICY and back.index_in_chunk == 7
+    sim.proc.wait_for_log("-> HOLD_STALE_OBS")
+
+
+def test_takeover_sends_operator_action_from_next_tick_and_release_returns_to_policy(start_executor):
+    sim = start_executor()
+    chunk = sim.publish_chunk(ramp_chunk(0))
+    assert sim.step().source == POLICY
+    operator = [0.1, -0.2, 0.3, 0.0, 0.0, 0.0, 0.5]
+    sim.publish_intervention(True, operator)
+    human = sim.step()
+    assert human.source == HUMAN and np.allclose(human.action, operator, atol=1e-6)
+    assert human.chunk_id == 0 and human.policy_id == ""
+    sim.publish_intervention(False)
+    back = sim.step()
+    assert back.source == POLICY and back.chunk_id == chunk.chunk_id and back.index_in_chunk == 3
+    # An operator device that stops publishing times out (intervention_timeout_s 0.5) -> policy again.
+    sim.publish_intervention(True, operator)
+    sources = [sim.step().source for _ in range(6)]
+    assert sources[0] == HUMAN and sources[-1] == POLICY
+    sim.proc.wait_for_log("-> HUMAN")
+
+
+def test_linear_blend_across_chunk_boundary_equals_hand_computed_sequence(start_executor):
+    sim = start_executor(blending_mode="linear", blend_steps=2)
+    t0 = sim.now_ns + PERIOD_NS
+    first = sim.publish_chunk(ramp_chunk(0), observation_ns=t0)  # action k = 0.01 k
+    a = [sim.step() for _ in range(3)]  # ticks t0, t0+1, t0+2: k = 0, 1, 2
+    second = sim.publish_chunk(ramp_chunk(50), observation_ns=t0 + 2 * PERIOD_NS)  # action j = 0.01 (50 + j)
+    b = [sim.step() for _ in range(4)]  # ticks t0+3 .. t0+6: old k = 3..6, new j = 1..4
+    old = [0.03, 0.04, 0.05, 0.06]
+    new = [0.51, 0.52, 0.53, 0.54]
+    w = [1 / 3, 2 / 3, 1.0, 1.0]
+    expected = [0.0, 0.01, 0.02] + [(1 - wi) * o + wi * n for wi, o, n in zip(w, old, new)]
+    executed = [m.action[0] for m in a + b]
+    assert executed == pytest.approx(expected, abs=1e-6)
+    assert [m.chunk_id for m in b] == [second.chunk_id] * 4 and a[0].chunk_id == first.chunk_id
+    assert [m.index_in_chunk for m in b] == [1, 2, 3, 4]
+
+
+def test_temporal_ensemble_across_chunk_boundary_equals_hand_computed_sequence(start_executor):
+    m = 0.5
+    sim = start_executor(blending_mode="temporal_ensemble", ensemble_decay=m)
+    t0 = sim.now_ns + PERIOD_NS
+    sim.publish_chunk(ramp_chunk(0, horizon=4), observation_ns=t0)
+    a = [sim.step() for _ in range(2)]  # k = 0, 1
+    sim.publish_chunk(ramp_chunk(50, horizon=4), observation_ns=t0 + 1 * PERIOD_NS)
+    b = [sim.step() for _ in range(4)]  # old k = 2, 3, -, -; new j = 1, 2, 3, 4(exhausted)
+    w1 = math.exp(-m)
+    expected = [0.0, 0.01, (0.02 + w1 * 0.51) / (1 + w1), (0.03 + w1 * 0.52) / (1 + w1), 0.53]
+    assert [x.action[0] for x in a + b[:3]] == pytest.approx(expected, abs=1e-6)
+    assert b[3].source == HOLD and "exhausted" in b[3].hold_reason
+
+
+def test_bounds_and_rate_limits_are_applied_to_policy_and_operator_commands(start_executor):
+    sim = start_executor(action_lower=[-0.5] * 7, action_upper=[0.5] * 7, max_rate=[1.0] * 6 + [0.0])
+    sim.publish_chunk(np.full((10, 7), 0.9, dtype=np.float32))
+    got = [sim.step().action for _ in range(7)]
+    # From the hold command 0: at most 1.0 unit/s * 0.1 s per tick, then the 0.5 bound; grip dim unlimited.
+    assert [g[0] for g in got] == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.5, 0.5, 0.5], abs=1e-6)
+    assert [g[6] for g in got] == pytest.approx([0.5] * 7, abs=1e-6)
+    sim.publish_intervention(True, [-0.9] * 7)
+    human = sim.step()
+    assert human.source == HUMAN and human.action[0] == pytest.approx(0.4) and human.action[6] == pytest.approx(-0.5)
+
+
+def test_diagnostics_report_state_and_counters(start_executor):
+    sim = start_executor()
+    sim.step()
+    sim.step()
+
+    def latest():
+        for diag in reversed(sim.diagnostics):
+            for status in diag.status:
+                if "action executor" in status.name:
+                    return status, {kv.key: kv.value for kv in status.values}
+        return None, {}
+
+    # Diagnostics run on the steady clock: they keep coming while sim time stands still.
+    sim._wait(lambda: latest()[1].get("ticks") == "2", 5.0, "diagnostics after two ticks")
+    status, values = latest()
+    assert values["state"] == "NO_POLICY" and status.level == status.WARN
+    assert "no chunk received" in status.message
+
+
+def test_twist_stamped_adapter_sends_first_six_dims_scaled(start_executor, rclpy_context):
+    from geometry_msgs.msg import TwistStamped
+
+    sim = start_executor(output_adapter="twist_stamped", twist_scale=10.0, frame_id="tool0",
+                         command_topic="/aloe/twist_cmd")
+    twists = []
+    sim.node.create_subscription(TwistStamped, "/aloe/twist_cmd", twists.append,
+                                 QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
+    sim._wait(lambda: sim.node.count_publishers("/aloe/twist_cmd") > 0, 10.0, "twist publisher")
+    sim.publish_chunk(np.tile(np.array([0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.5], dtype=np.float32), (10, 1)))
+    sim.step()
+    sim._wait(lambda: twists, 5.0, "a TwistStamped command")
+    t = twists[-1]
+    assert t.header.frame_id == "tool0"
+    assert [t.twist.linear.x, t.twist.linear.y, t.twist.linear.z, t.twist.angular.x, t.twist.angular.y,
+            t.twist.angular.z] == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.5, 0.6], abs=1e-5)
+
+
+def test_moveit_adapter_without_moveit_py_exits_with_clear_message(ros_node_process):
+    try:
+        import moveit.planning  # noqa: F401
+        pytest.skip("moveit_py is installed here")
+    except ImportError:
+        pass
+    proc = ros_node_process("aloe_policy", "executor_node", {"output_adapter": "moveit_py"})
+    proc.popen.wait(30)
+    assert proc.popen.returncode == 1
+    assert "needs MoveIt 2's moveit_py" in proc.log() and "float64_multi_array" in proc.log()
