@@ -129,14 +129,18 @@ class ChunkCritic(nn.Module):
     """Ensemble of K chunk-level Q networks Q_k(o_t, A_t) with Polyak target copies Qbar_k.
 
     ``encoder``: any module mapping an observation batch to (B, feature_dim) features; the
-    default in the trainer is ``aloe_policy.model.ObservationEncoder`` (``PolicyObservationFeatures``),
-    small-MDP tests pass a one-hot MLP. Chunks are (B, H, A) or (B, n, H, A), action units.
+    default in the trainer is ``aloe_policy.model.ObservationEncoder`` (see ``critic_for_policy``),
+    small-MDP tests pass a one-hot MLP. ``prepare`` (optional) turns the raw observation dict
+    into the encoder's input first (``policy.prepare``: normalised proprio, image tensors, text
+    embedding); it is shared by the online and target encoders. Chunks are (B, H, A) or
+    (B, n, H, A), action units.
     """
 
     def __init__(self, encoder: nn.Module, feature_dim: int, chunk_horizon: int, action_dim: int,
-                 config: CriticConfig | None = None):
+                 config: CriticConfig | None = None, prepare=None):
         super().__init__()
         self.config = config or CriticConfig()
+        self.prepare = prepare
         self.chunk_horizon, self.action_dim, self.feature_dim = int(chunk_horizon), int(action_dim), int(feature_dim)
         self.encoder = encoder
         self.q = QEnsemble(self.config.ensemble_size, feature_dim, chunk_horizon * action_dim,
@@ -150,13 +154,18 @@ class ChunkCritic(nn.Module):
                  ) -> torch.Tensor:
         """Q_k(o, A) for every member: chunks (B, H, A) -> (K, B); (B, n, H, A) -> (K, B, n)."""
         encoder, heads = (self.target_encoder, self.target_q) if target else (self.encoder, self.q)
-        feats = encoder(obs) if features is None else features
+        feats = self.features(obs, target) if features is None else features
         B = feats.shape[0]
         if chunks.dim() == 3:
             return heads(feats, chunks.reshape(B, -1))
         n = chunks.shape[1]
         q = heads(feats.repeat_interleave(n, 0), chunks.reshape(B * n, -1))
         return q.reshape(-1, B, n)
+
+    def features(self, obs, target: bool = False) -> torch.Tensor:
+        """Observation features (B, feature_dim) from the online (or target) encoder."""
+        batch = self.prepare(obs) if self.prepare is not None else obs
+        return (self.target_encoder if target else self.encoder)(batch)
 
     def trainable_parameters(self):
         return list(self.encoder.parameters()) + list(self.q.parameters())
@@ -178,11 +187,25 @@ class ChunkCritic(nn.Module):
     def evaluate(self, obs, chunks: torch.Tensor, policy_chunks: torch.Tensor) -> dict[str, torch.Tensor]:
         """Q, V, advantage, ensemble std of Q for recorded chunks (B, H, A) given pi's samples
         (B, n, H, A) at the same observations. Deterministic (expected subset-min)."""
-        feats = self.encoder(obs)
+        feats = self.features(obs)
         q_k = self.q_values(obs, chunks, features=feats)                    # (K, B)
         v_k = self.q_values(obs, policy_chunks, features=feats).mean(-1)    # mean_j -> (K, B)
         q, v = self.aggregate(q_k), self.aggregate(v_k)
         return {"q": q, "v": v, "advantage": q - v, "q_std": q_k.std(0, unbiased=False)}
+
+
+def critic_for_policy(policy, config: CriticConfig, init_from_policy: bool = True) -> ChunkCritic:
+    """The default critic of a FlowMatchingPolicy: its own ObservationEncoder (same architecture,
+    initialised from the policy's encoder when ``init_from_policy``: the features already know the
+    task), the policy's observation preparation (normalisation, text embedding)."""
+    from aloe_policy.model import ObservationEncoder
+
+    encoder = ObservationEncoder(policy.config)
+    if init_from_policy and hasattr(policy, "encoder"):
+        encoder.load_state_dict(policy.encoder.state_dict())
+    c = policy.config
+    critic = ChunkCritic(encoder, encoder.feature_dim, c.chunk_horizon, c.action_dim, config, prepare=policy.prepare)
+    return critic.to(policy.device)
 
 
 class PolicySampleBank:

@@ -1,0 +1,377 @@
+"""``aloe-train``: one ALOE iteration, bags + current policy -> improved policy checkpoint.
+
+    1. ingest bags (decoded once into the columnar cache; unusable bags are reported and skipped)
+    2. load the current policy pi (``--policy-in``), or make a fresh one: fit its normalisation on
+       the data and behaviour-clone it on all chunks (``--init-only`` stops here)
+    3. fit the critic for pi with the value signal ``--method`` (aloe | td1 | progress)
+    4. advantages A(o_t, A_t) = Q(o_t, A_t) - V(o_t) for every recorded chunk
+    5. improve pi by advantage-weighted flow matching (``bc``: weights 1 on all data)
+    6. write the checkpoint (save_pretrained) + critic (safetensors) + train_config.json +
+       data_manifest.json + curves.csv/png into a temporary sibling, then rename it into place:
+       a kill mid-iteration leaves every existing checkpoint valid.
+
+The whole iteration is ``train_iteration(config, bags, policy_in, out_dir)`` so a loop driver can
+call it in-process; ``main`` only parses arguments. Every knob is a field of ``TrainConfig``:
+defaults < ``--config`` YAML < command-line flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import logging
+import os
+import random
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from .critic import CriticConfig, PolicySampleBank, critic_for_policy, save_critic
+from .dataset import IngestionConfig, TransitionDataset, ingest_bags
+from .improvement import ImprovementConfig, improve_policy
+from .values import VALUE_METHODS, chunk_values, fit_critic
+
+log = logging.getLogger("aloe_critic.train")
+
+METHODS = ("aloe", "bc", "progress", "td1")
+SECTIONS = ("ingestion", "critic", "improvement")
+
+
+@dataclass
+class TrainConfig:
+    """Every hyper-parameter of one training iteration (saved as train_config.json)."""
+
+    method: str = "aloe"              # aloe | bc | progress | td1
+    seed: int = 0
+    device: str = "cpu"               # cpu | cuda | cuda:N
+    gamma: float = 0.99               # discount per control tick
+    chunk_horizon: int = 10           # H for a fresh policy; a loaded policy's own H always wins
+    init_only: bool = False           # make the initial policy by BC on all data, no critic
+    policy_config_file: str | None = None   # JSON PolicyConfig fields for a fresh policy (else defaults + data shapes)
+    critic_init_from_policy: bool = True    # critic encoder starts from the policy's encoder weights
+    eval_batch_size: int = 256        # batch size for sampling pi and scoring chunks
+    overwrite: bool = False           # replace an existing out_dir
+    progress: bool = True             # tqdm progress bars
+    ingestion: IngestionConfig = field(default_factory=IngestionConfig)
+    critic: CriticConfig = field(default_factory=CriticConfig)
+    improvement: ImprovementConfig = field(default_factory=ImprovementConfig)
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+        if not 0.0 < self.gamma <= 1.0:
+            raise ValueError(f"gamma must be in (0, 1], got {self.gamma}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TrainConfig":
+        """Nested ({"critic": {...}}) or flat ({"ensemble_size": 5}) keys; unknown keys are an error."""
+        config = cls()
+        apply_overrides(config, data)
+        return config
+
+
+def _leaf_fields(config: TrainConfig) -> dict[str, tuple[object, dataclasses.Field]]:
+    """field name -> (owning dataclass instance, field), over TrainConfig and its sections."""
+    out = {}
+    for f in dataclasses.fields(config):
+        if f.name in SECTIONS:
+            sub = getattr(config, f.name)
+            for sf in dataclasses.fields(sub):
+                out[sf.name] = (sub, sf)
+        else:
+            out[f.name] = (config, f)
+    return out
+
+
+def _convert(value, type_str: str, name: str):
+    """Convert a YAML/CLI value to the field's annotated type (annotations are strings here)."""
+    optional = "None" in type_str
+    if value is None or (optional and isinstance(value, str) and value.lower() in ("none", "null", "")):
+        if not optional:
+            raise ValueError(f"{name} cannot be None")
+        return None
+    base = type_str.replace("| None", "").strip()
+    if base.startswith("list"):
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v]
+        return [str(v) for v in value]
+    if base == "bool":
+        if isinstance(value, str):
+            if value.lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+                raise ValueError(f"{name}: {value!r} is not a boolean")
+            return value.lower() in ("1", "true", "yes", "on")
+        return bool(value)
+    if base == "int":
+        return int(value)
+    if base == "float":
+        return float(value)
+    return str(value)
+
+
+def apply_overrides(config: TrainConfig, data: dict) -> TrainConfig:
+    """Set fields from a nested or flat dict (in place), then re-validate every section."""
+    leaves = _leaf_fields(config)
+    flat = {}
+    for key, value in (data or {}).items():
+        key = key.replace("-", "_")
+        if key in SECTIONS and isinstance(value, dict):
+            flat.update({k.replace("-", "_"): v for k, v in value.items()})
+        else:
+            flat[key] = value
+    for key, value in flat.items():
+        if key not in leaves:
+            raise ValueError(f"unknown config key {key!r}; known: {sorted(leaves)}")
+        owner, f = leaves[key]
+        setattr(owner, key, _convert(value, str(f.type), key))
+    for obj in (config, config.critic, config.improvement):
+        obj.__post_init__()
+    return config
+
+
+@dataclass
+class TrainResult:
+    checkpoint_dir: Path
+    policy_id: str
+    policy_in_id: str | None
+    method: str
+    num_transitions: int
+    bags_used: int
+    bags_skipped: list
+    curves: dict
+    advantage_stats: dict | None
+    seconds: float
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _fresh_policy(config: TrainConfig, dataset: TransitionDataset):
+    from aloe_policy.model import FlowMatchingPolicy, PolicyConfig
+
+    overrides = {}
+    if config.policy_config_file:
+        overrides = json.loads(Path(config.policy_config_file).read_text())
+    A = dataset.action_dim
+    base = dict(camera_names=tuple(dataset.cameras), image_size=config.ingestion.image_size,
+                proprio_dim=int(dataset.proprio.shape[1]), action_dim=A, chunk_horizon=config.chunk_horizon)
+    if A != 7:
+        base.update(action_names=tuple(f"a{i}" for i in range(A)), action_low=(-1.0,) * A, action_high=(1.0,) * A)
+    base.update(overrides)
+    return FlowMatchingPolicy(PolicyConfig.from_dict({**PolicyConfig().to_dict(), **base}))
+
+
+def _manifest(report, dataset: TransitionDataset, policy_in_id, policy_id, config: TrainConfig) -> dict:
+    bags = []
+    for e in report.episodes:
+        bags.append({"bag": e.bag, "sha256": e.bag_hash, "episode_id": e.episode_id, "ticks": len(e),
+                     "outcome": e.outcome, "task": e.task, "policy_ids": list(e.policy_ids)})
+    sf = dataset.source_fraction[dataset.indices]
+    return {"bags": bags, "skipped": [{"bag": b, "reason": r} for b, r in report.skipped],
+            "counts": {"bags": len(bags), "transitions": len(dataset),
+                       "intervention_transitions": int(dataset.is_intervention[dataset.indices].sum()),
+                       "ticks_policy": float(sf[:, 0].sum()), "ticks_human": float(sf[:, 1].sum()),
+                       "ticks_hold": float(sf[:, 2].sum()),
+                       "outcomes": {o: int(sum(1 for e in report.episodes if e.outcome == o))
+                                    for o in sorted({e.outcome for e in report.episodes})}},
+            "decoded_this_run": report.decoded, "from_cache": report.cached,
+            "policy_in": policy_in_id, "policy_out": policy_id, "method": config.method}
+
+
+def write_curves(curves: dict[str, list[dict]], directory: Path) -> None:
+    """curves.csv (phase, step, metric, value) and curves.png (one panel per phase x metric)."""
+    rows = [(phase, r["step"], k, v) for phase, rs in curves.items() for r in rs for k, v in r.items() if k != "step"]
+    with open(directory / "curves.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["phase", "step", "metric", "value"])
+        w.writerows(rows)
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = sorted({(p, m) for p, _, m, _ in rows})
+    fig, axes = plt.subplots(max(len(panels), 1), 1, figsize=(7, 2.2 * max(len(panels), 1)), squeeze=False)
+    for ax, (phase, metric) in zip(axes[:, 0], panels):
+        pts = [(s, v) for p, s, m, v in rows if p == phase and m == metric]
+        ax.plot([s for s, _ in pts], [v for _, v in pts])
+        ax.set_title(f"{phase}: {metric}", fontsize=9)
+        ax.set_xlabel("step", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(directory / "curves.png", dpi=80)
+    plt.close(fig)
+
+
+def _install(stage: Path, out_dir: Path, overwrite: bool) -> None:
+    """Rename the finished stage directory into place (old one moved aside, then deleted)."""
+    if out_dir.exists():
+        if not overwrite:
+            shutil.rmtree(stage, ignore_errors=True)
+            raise FileExistsError(f"{out_dir} exists; pass --overwrite or choose a new --out")
+        aside = out_dir.parent / f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}"
+        os.rename(out_dir, aside)
+        os.rename(stage, out_dir)
+        shutil.rmtree(aside, ignore_errors=True)
+    else:
+        os.rename(stage, out_dir)
+
+
+def train_iteration(config: TrainConfig, bags, policy_in: str | os.PathLike | None,
+                    out_dir: str | os.PathLike) -> TrainResult:
+    """One iteration (module docstring). ``bags``: bag dirs / dirs of bags; ``policy_in``: the
+    current policy checkpoint, or None for a fresh policy; ``out_dir``: the new checkpoint."""
+    t_start = time.monotonic()
+    seed_everything(config.seed)
+    out_dir = Path(out_dir).expanduser()
+    if out_dir.exists() and not config.overwrite:
+        raise FileExistsError(f"{out_dir} exists; pass --overwrite or choose a new --out")
+    device = torch.device(config.device)
+    report = ingest_bags(bags, config.ingestion, progress=config.progress)
+    log.info("ingested %d bags (%d decoded, %d from cache, %d skipped)", len(report.episodes),
+             len(report.decoded), len(report.cached), len(report.skipped))
+    if not report.episodes:
+        raise RuntimeError("no usable bags: " + "; ".join(f"{b}: {r}" for b, r in report.skipped))
+
+    from aloe_policy.model import FlowMatchingPolicy
+
+    curves: dict[str, list[dict]] = {}
+    if policy_in is not None:
+        policy = FlowMatchingPolicy.from_pretrained(policy_in, device=device)
+        policy_in_id = policy.policy_id
+        dataset = TransitionDataset(report.episodes, policy.config.chunk_horizon, config.gamma)
+    else:
+        dataset = TransitionDataset(report.episodes, config.chunk_horizon, config.gamma)
+        policy = _fresh_policy(config, dataset).to(device)
+        policy.fit_normalization(*dataset.behaviour_arrays())
+        policy_in_id = None
+    log.info("%d transitions (H=%d, gamma=%g)", len(dataset), dataset.chunk_horizon, dataset.gamma)
+
+    if policy_in is None:  # the initial policy: behaviour cloning on all data
+        curves["policy_init_bc"] = improve_policy(policy, dataset, None, config.improvement, seed=config.seed,
+                                                  device=device, progress=config.progress)
+        policy_in_id = None
+
+    critic, advantages, stats, values = None, None, None, None
+    run_critic = not config.init_only and config.method in VALUE_METHODS
+    if run_critic:
+        evaluated_id = policy.policy_id
+        critic = critic_for_policy(policy, config.critic, config.critic_init_from_policy)
+        bank = PolicySampleBank(policy, dataset, config.critic.num_policy_samples, batch_size=config.eval_batch_size,
+                                seed=config.seed, device=device, progress=config.progress)
+        curves["critic"] = fit_critic(critic, dataset, config.method, bank, config.critic, seed=config.seed,
+                                      device=device, progress=config.progress)
+        values = chunk_values(critic, dataset, bank, config.eval_batch_size, device)
+        advantages = values["advantage"]
+        stats = {k: {"mean": float(np.mean(v)), "std": float(np.std(v)), "min": float(np.min(v)),
+                     "max": float(np.max(v))} for k, v in values.items()}
+        stats["fraction_positive_advantage"] = float((advantages > 0).mean())
+    if not config.init_only:
+        phase = "policy_bc" if config.method == "bc" else "policy_improvement"
+        if config.method == "bc" and policy_in is None:
+            pass  # the BC above already is this iteration's training
+        else:
+            curves[phase] = improve_policy(policy, dataset, advantages, config.improvement, seed=config.seed,
+                                           device=device, progress=config.progress)
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        policy_id = policy.save_pretrained(stage)
+        if critic is not None:
+            save_critic(critic, stage / "critic", extra={
+                "method": config.method, "gamma": dataset.gamma, "evaluated_policy_id": evaluated_id,
+                "evaluated_policy_dir": str(Path(policy_in).resolve()) if policy_in is not None else None,
+                "ingestion": asdict(config.ingestion)})
+        (stage / "train_config.json").write_text(json.dumps(config.to_dict(), indent=1, sort_keys=True))
+        manifest = _manifest(report, dataset, policy_in_id, policy_id, config)
+        manifest["advantage_stats"] = stats
+        (stage / "data_manifest.json").write_text(json.dumps(manifest, indent=1))
+        write_curves(curves, stage)
+        _install(stage, out_dir, config.overwrite)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    return TrainResult(checkpoint_dir=out_dir, policy_id=policy_id, policy_in_id=policy_in_id, method=config.method,
+                       num_transitions=len(dataset), bags_used=len(report.episodes), bags_skipped=report.skipped,
+                       curves=curves, advantage_stats=stats, seconds=time.monotonic() - t_start)
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI
+# ---------------------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="aloe-train", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="One ALOE iteration: ingest bags, fit the critic for the current policy "
+                    "(chunked TD + conservative ensemble aggregation), compute advantages, improve the "
+                    "policy by advantage-weighted flow matching, write the new checkpoint.",
+        epilog="Examples:\n"
+               "  aloe-train --bags data/demos --init-only --out ckpt/iter0\n"
+               "  aloe-train --bags data/ --policy-in ckpt/iter0 --out ckpt/iter1 --method aloe\n"
+               "  aloe-train --bags data/ --policy-in ckpt/iter0 --out ckpt/iter1 --config train.yaml --beta 0.05\n"
+               "Precedence: defaults < --config YAML (nested sections ingestion/critic/improvement or flat "
+               "keys) < flags. The full config is printed at start and saved as train_config.json.")
+    p.add_argument("--bags", nargs="+", required=True, help="bag directories or directories of bags")
+    p.add_argument("--policy-in", default=None, help="current policy checkpoint (omit: fresh policy, BC-initialised)")
+    p.add_argument("--out", required=True, help="directory of the new checkpoint (written atomically)")
+    p.add_argument("--config", default=None, help="YAML file with TrainConfig fields")
+    p.add_argument("--log-level", default="INFO")
+    defaults = TrainConfig()
+    for name, (owner, f) in _leaf_fields(defaults).items():
+        group = owner.__class__.__name__
+        help_text = f"[{group}] {f.type} (default {getattr(owner, name)!r})"
+        kind = str(f.type)
+        if kind == "bool":
+            p.add_argument(f"--{name.replace('_', '-')}", dest=name, default=argparse.SUPPRESS,
+                           action=argparse.BooleanOptionalAction, help=help_text)
+        else:
+            p.add_argument(f"--{name.replace('_', '-')}", dest=name, default=argparse.SUPPRESS,
+                           metavar=kind.replace(" ", "").upper(), help=help_text + ("; comma-separated" if "list" in kind else ""))
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    config = TrainConfig()
+    if args.config:
+        apply_overrides(config, yaml.safe_load(Path(args.config).read_text()) or {})
+    leaves = _leaf_fields(config)
+    apply_overrides(config, {k: v for k, v in vars(args).items() if k in leaves})
+    return config
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="[%(levelname)s] %(name)s: %(message)s")
+    try:
+        config = config_from_args(args)
+    except (ValueError, OSError) as exc:
+        print(f"aloe-train: bad configuration: {exc}", file=sys.stderr)
+        return 2
+    print("TrainConfig:\n" + yaml.safe_dump(config.to_dict(), sort_keys=False), flush=True)
+    if config.init_only and args.policy_in:
+        print("aloe-train: --init-only makes a fresh policy; drop --policy-in", file=sys.stderr)
+        return 2
+    result = train_iteration(config, args.bags, args.policy_in, args.out)
+    print(f"wrote {result.checkpoint_dir} policy_id={result.policy_id} ({result.method}, "
+          f"{result.num_transitions} transitions from {result.bags_used} bags, {len(result.bags_skipped)} skipped, "
+          f"{result.seconds:.1f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

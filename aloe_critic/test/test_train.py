@@ -1,0 +1,119 @@
+"""aloe-train: init-only BC, one ALOE iteration, config precedence, kill-safety."""
+
+import json
+
+import numpy as np
+import pytest
+import yaml
+
+import aloe_critic.train as train_mod
+from aloe_critic.train import TrainConfig, build_parser, config_from_args, main, train_iteration
+
+TINY_POLICY = {"image_size": 8, "cnn_channels": [4], "cnn_pool_size": 2, "hidden_dim": 16, "head_hidden_dim": 32,
+               "head_layers": 1, "time_embed_dim": 8, "flow_steps": 3, "chunk_horizon": 4}
+COMMON = ["--image-size", "8", "--chunk-horizon", "4", "--policy-steps", "15", "--policy-batch-size", "8",
+          "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def initial_checkpoint(tmp_path_factory):
+    """Bags + a BC-initialised tiny policy made by the CLI (--init-only)."""
+    from conftest import write_episode_bag
+
+    root = tmp_path_factory.mktemp("train")
+    for i, (outcome, sources) in enumerate([("SUCCESS", [0] * 10), ("FAILURE", [0] * 4 + [1] * 4 + [0] * 2),
+                                            ("SUCCESS", [1] * 10)]):
+        write_episode_bag(root / "bags" / f"ep{i}", num_ticks=10, outcome=outcome, sources=sources)
+    (root / "policy.json").write_text(json.dumps(TINY_POLICY))
+    rc = main(["--bags", str(root / "bags"), "--init-only", "--out", str(root / "iter0"), "--cache-dir",
+               str(root / "cache"), "--policy-config-file", str(root / "policy.json"), *COMMON])
+    assert rc == 0
+    return root
+
+
+def small_config(root, **kw):
+    config = TrainConfig(**kw)
+    config.progress = False
+    config.ingestion.cache_dir = str(root / "cache")
+    config.ingestion.image_size = 8
+    config.critic.ensemble_size, config.critic.critic_hidden_dim = 3, 16
+    config.critic.critic_steps, config.critic.critic_batch_size, config.critic.num_policy_samples = 10, 16, 2
+    config.improvement.policy_steps, config.improvement.policy_batch_size = 10, 8
+    return config
+
+
+def test_init_only_writes_a_loadable_checkpoint_with_config_manifest_and_curves(initial_checkpoint):
+    from aloe_policy.model import FlowMatchingPolicy, validate_checkpoint
+
+    ck = initial_checkpoint / "iter0"
+    for name in ("model.safetensors", "config.json", "train_config.json", "data_manifest.json", "curves.csv",
+                 "curves.png"):
+        assert (ck / name).is_file(), name
+    ok, message = validate_checkpoint(ck)
+    assert ok, message
+    manifest = json.loads((ck / "data_manifest.json").read_text())
+    assert manifest["counts"]["bags"] == 3 and manifest["counts"]["transitions"] == 30
+    assert all(len(b["sha256"]) == 64 for b in manifest["bags"])
+    assert manifest["counts"]["intervention_transitions"] > 0
+    saved = json.loads((ck / "train_config.json").read_text())
+    assert saved["init_only"] is True and saved["improvement"]["policy_steps"] == 15
+    assert FlowMatchingPolicy.from_pretrained(ck).config.chunk_horizon == 4
+
+
+@pytest.mark.parametrize("method", ["aloe", "td1", "progress", "bc"])
+def test_iteration_improves_from_previous_checkpoint(initial_checkpoint, method):
+    from aloe_policy.model import FlowMatchingPolicy, validate_checkpoint
+
+    root = initial_checkpoint
+    before = FlowMatchingPolicy.from_pretrained(root / "iter0").policy_id
+    result = train_iteration(small_config(root, method=method), [root / "bags"], root / "iter0", root / f"it1-{method}")
+    assert result.policy_in_id == before and result.policy_id != before
+    assert validate_checkpoint(result.checkpoint_dir)[0]
+    assert (result.checkpoint_dir / "critic" / "critic.safetensors").is_file() == (method != "bc")
+    assert "policy_improvement" in result.curves or "policy_bc" in result.curves
+    if method != "bc":
+        meta = json.loads((result.checkpoint_dir / "critic" / "critic_config.json").read_text())
+        assert meta["evaluated_policy_id"] == before and meta["method"] == method
+        assert np.isfinite(result.advantage_stats["advantage"]["mean"])
+
+
+def test_killed_iteration_leaves_previous_checkpoint_valid(initial_checkpoint, monkeypatch):
+    from aloe_policy.model import validate_checkpoint
+
+    root = initial_checkpoint
+    target = root / "kill-target"
+    train_iteration(small_config(root, method="bc"), [root / "bags"], root / "iter0", target)
+    before = (target / "model.safetensors").read_bytes()
+
+    def killed(*a, **k):
+        raise KeyboardInterrupt  # what SIGINT mid-improvement looks like in-process
+    monkeypatch.setattr(train_mod, "improve_policy", killed)
+    with pytest.raises(KeyboardInterrupt):
+        train_iteration(small_config(root, method="aloe", overwrite=True), [root / "bags"], root / "iter0", target)
+    assert (target / "model.safetensors").read_bytes() == before and validate_checkpoint(target)[0]
+    assert not [p for p in root.iterdir() if p.name.startswith(".kill-target.tmp")]
+
+
+def test_yaml_config_is_overridden_by_flags(tmp_path):
+    cfg = tmp_path / "train.yaml"
+    cfg.write_text(yaml.safe_dump({"method": "td1", "critic": {"ensemble_size": 4, "aggregate": "mean_std"},
+                                   "beta": 0.3, "cameras": ["front", "wrist"]}))
+    args = build_parser().parse_args(["--bags", "x", "--out", "y", "--config", str(cfg), "--beta", "0.5",
+                                      "--no-use-velocity"])
+    config = config_from_args(args)
+    assert config.method == "td1" and config.critic.ensemble_size == 4 and config.critic.aggregate == "mean_std"
+    assert config.improvement.beta == 0.5 and config.ingestion.cameras == ["front", "wrist"]
+    assert config.ingestion.use_velocity is False
+    with pytest.raises(ValueError, match="unknown config key"):
+        TrainConfig.from_dict({"ensemble_sise": 3})
+    with pytest.raises(ValueError, match="aggregate"):
+        TrainConfig.from_dict({"aggregate": "max"})
+
+
+def test_help_documents_methods_and_every_knob(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    for text in ("--method", "--ensemble-size", "--subset-size", "--beta", "--w-max", "--init-only", "--kappa"):
+        assert text in out
