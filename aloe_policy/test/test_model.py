@@ -98,7 +98,7 @@ def test_processing_resizes_images_to_float_chw_and_normalises_proprio():
     (lambda o: o["proprio"].__setitem__((1, 2), np.nan), "obs['proprio'] contains NaN"),
     (lambda o: o.update(proprio=o["proprio"][:, :5]), "must be (B, 6)"),
     (lambda o: o.update(task=["only one"]), "has 1 entries but proprio has batch size 2"),
-])
+], ids=["image_not_rgb", "image_not_uint8", "camera_missing", "proprio_nan", "proprio_wrong_dim", "task_count"])
 def test_processing_rejects_bad_observations_with_a_clear_error(mutate, words):
     policy = make_policy()
     obs = make_obs()
@@ -285,6 +285,13 @@ def test_save_over_existing_checkpoint_is_atomic(tmp_path, monkeypatch):
     assert sorted(os.listdir(tmp_path)) == ["ckpt"]
 
 
+def test_save_refuses_to_replace_a_directory_holding_other_files(tmp_path):
+    (tmp_path / "notes.txt").write_text("keep me")
+    with pytest.raises(FileExistsError, match=r"refusing to overwrite .*notes.txt"):
+        make_policy().save_pretrained(tmp_path)
+    assert (tmp_path / "notes.txt").read_text() == "keep me"
+
+
 @pytest.fixture
 def saved(tmp_path):
     policy = trained_like(make_policy(seed=3))
@@ -326,7 +333,8 @@ def write_nan_weight(path):
     (lambda p: edit_json(p, lambda m: m["normalization"].update(action_std=[0.0] * 7)), "'action_std' must be finite and > 0"),
     (lambda p: edit_json(p, lambda m: m["config"].update(dropout=0.2)), "were edited or come from two different saves"),
     (lambda p: edit_json(p, lambda m: m.update(format_version=99)), "version 99 is not"),
-])
+], ids=["truncated_weights", "missing_weights", "missing_config", "garbage_json", "action_dim_vs_weights",
+        "nan_weight", "invalid_config", "zero_action_std", "edited_config", "unknown_format_version"])
 def test_validate_checkpoint_rejects_broken_checkpoints_naming_the_problem(saved, corrupt, words):
     corrupt(saved)
     ok, message = validate_checkpoint(saved)
@@ -334,6 +342,17 @@ def test_validate_checkpoint_rejects_broken_checkpoints_naming_the_problem(saved
     assert words in message, message
     with pytest.raises(CheckpointError):
         FlowMatchingPolicy.from_pretrained(saved)
+
+
+def test_validate_checkpoint_runs_a_forward_pass(tmp_path):
+    """Finite but absurd weights pass the static checks; only running the model shows the NaN."""
+    policy = trained_like(make_policy())
+    with torch.no_grad():
+        policy.velocity.out[1].weight.fill_(3e38)
+    policy.save_pretrained(tmp_path / "ckpt")
+    FlowMatchingPolicy.from_pretrained(tmp_path / "ckpt")  # static checks pass
+    ok, message = validate_checkpoint(tmp_path / "ckpt")
+    assert not ok and "test forward pass produced NaN or inf" in message
 
 
 def test_validate_checkpoint_never_raises_on_nonsense_paths(tmp_path):
@@ -361,3 +380,16 @@ def test_builtin_policy_satisfies_the_vla_protocol_and_lerobot_adapter_is_guarde
             LeRobotPolicyAdapter()
     else:
         pytest.skip("lerobot installed: the guard path cannot be exercised")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_cuda_policy_matches_cpu_sampling_with_a_cpu_generator(tmp_path):
+    policy = trained_like(make_policy())
+    policy.save_pretrained(tmp_path / "ckpt")
+    gpu = FlowMatchingPolicy.from_pretrained(tmp_path / "ckpt", device="cuda")
+    obs = make_obs(batch=2)
+    out_cpu = policy.eval().sample(obs, n=2, generator=torch.Generator().manual_seed(0))
+    out_gpu = gpu.sample(obs, n=2, generator=torch.Generator().manual_seed(0))
+    assert out_gpu.device.type == "cuda" and gpu.policy_id == policy.policy_id
+    assert torch.allclose(out_cpu, out_gpu.cpu(), atol=1e-4)
+    assert gpu.loss(obs, np.zeros((2, 4, 7), np.float32)).device.type == "cuda"

@@ -258,14 +258,20 @@ class FlowMatchingPolicy(nn.Module):
 
     @property
     def policy_id(self) -> str:
-        """16 hex chars: sha256 over the weights (names, dtypes, shapes, bytes) + canonical config JSON."""
+        """16 hex chars: sha256 over the weights (names, dtypes, shapes, bytes) + canonical config JSON.
+
+        Recomputed from the content on every access (a few ms): keep it after loading if it is read
+        per published chunk.
+        """
         return compute_policy_id(self.state_dict(), self._hashed_metadata())
 
     def save_pretrained(self, directory: str | os.PathLike) -> str:
         """Write ``model.safetensors`` + ``config.json`` into `directory` atomically; return policy_id.
 
         Files are written to a temporary sibling directory, fsynced, then renamed into place, so
-        a crash leaves either the old checkpoint or the new one, never a mix or half a file.
+        a crash leaves either the old checkpoint or the new one, never a mix or half a file (a crash
+        between the two renames of an overwrite leaves the old one in ``.<name>.old-*``). An
+        existing `directory` is only replaced if it holds nothing but a checkpoint's two files.
         """
         from safetensors.torch import save_file
 
@@ -273,6 +279,13 @@ class FlowMatchingPolicy(nn.Module):
         directory.parent.mkdir(parents=True, exist_ok=True)
         if directory.exists() and not directory.is_dir():
             raise FileExistsError(f"{directory} exists and is not a directory")
+        if directory.is_dir():
+            # Replacing swaps the whole directory: never do that to a folder holding anything else.
+            foreign = sorted(set(os.listdir(directory)) - {WEIGHTS_FILE, CONFIG_FILE})
+            if foreign:
+                raise FileExistsError(f"refusing to overwrite {directory}: it holds files that are not part of a "
+                                      f"policy checkpoint ({foreign[:5]}); save into its own directory, "
+                                      f"e.g. {directory / 'policy'}")
         state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
         policy_id = compute_policy_id(state, self._hashed_metadata())
         meta = {"format": FORMAT, **self._hashed_metadata(), "policy_id": policy_id,
@@ -378,20 +391,25 @@ def validate_checkpoint(directory: str | os.PathLike, device: str | torch.device
     """Fully check a checkpoint before it is used; never raises.
 
     Returns (True, summary) or (False, what is wrong). Beyond `from_pretrained`'s checks it runs
-    a test forward pass: sample() on a dummy observation must give finite (1, 1, H, A) chunks
-    within the bounds. The dummy uses a cached instruction embedding (or zeros), so it never
-    loads the sentence encoder.
+    a test forward pass: sample() on a dummy observation (black images, mean proprio, the first
+    cached instruction) must give finite (1, 1, H, A) chunks. It never loads the sentence
+    encoder: with no cached instruction, a zero text embedding is used.
     """
     try:
         policy = FlowMatchingPolicy.from_pretrained(directory, device=device)
         c = policy.config
         known = policy.text_encoder.known_instructions
-        text = (policy.text_encoder.encode(known[:1]) if known else torch.zeros(1, c.text_embed_dim))
-        batch = {"images": {cam: torch.full((1, 3, c.image_size, c.image_size), 0.5, device=policy.device)
-                            for cam in c.camera_names},
-                 "proprio": torch.zeros(1, c.proprio_dim, device=policy.device),
-                 "text": text.to(policy.device)}
-        out = policy.sample_prepared(batch, n=1, generator=torch.Generator().manual_seed(0))
+        generator = torch.Generator().manual_seed(0)
+        if known:  # the whole path: uint8 images, proprio normalisation, cached text embedding
+            obs = {"images": {cam: np.zeros((1, c.image_size, c.image_size, 3), np.uint8) for cam in c.camera_names},
+                   "proprio": policy.normalizer.proprio_mean[None], "task": known[:1]}
+            out = policy.sample(obs, n=1, generator=generator)
+        else:  # no instruction known: zero text embedding rather than loading MiniLM
+            batch = {"images": {cam: torch.zeros(1, 3, c.image_size, c.image_size, device=policy.device)
+                                for cam in c.camera_names},
+                     "proprio": torch.zeros(1, c.proprio_dim, device=policy.device),
+                     "text": torch.zeros(1, c.text_embed_dim, device=policy.device)}
+            out = policy.sample_prepared(batch, n=1, generator=generator)
         shape = (1, 1, c.chunk_horizon, c.action_dim)
         if tuple(out.shape) != shape:
             return False, f"test forward pass gave shape {tuple(out.shape)}, expected {shape}"
