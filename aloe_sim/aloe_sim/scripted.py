@@ -33,7 +33,10 @@ class ScriptedConfig:
     """step: max xyz move per tick (m); noise: Gaussian std as a fraction of ``step``;
     delay_ticks: act on a cube position this many ticks old; bias: (3,) aiming offset (m) added to
     the cube position; hover: approach height above the cube centre (m); lift: lift height
-    (m); grasp_ticks: ticks to wait with the gripper closed before lifting; tol: position
+    (m); grasp_ticks: ticks to wait with the gripper closed before lifting; gain: fraction of
+    the remaining distance moved per tick (< 1 keeps the arm from overshooting when its
+    commands arrive a tick or two late, as they do through the executor); lead: ticks of the
+    arm's velocity added to its position before aiming (damping, same reason); tol: position
     tolerance (m) of the approach and descent; seed: noise seed."""
 
     step: float = 0.03
@@ -43,6 +46,8 @@ class ScriptedConfig:
     hover: float = 0.06
     lift: float = 0.15
     grasp_ticks: int = 2
+    gain: float = 0.6
+    lead: float = 1.0
     tol: float = 0.01
     seed: int = 0
 
@@ -66,6 +71,7 @@ class ScriptedPickController:
         self._history: collections.deque[TaskState] = collections.deque(maxlen=max(1, self.config.delay_ticks + 1))
         self._closed_ticks = 0
         self._lift_z: float | None = None
+        self._prev_tcp: np.ndarray | None = None
         self.phase = "approach"
 
     def act(self, state: TaskState) -> np.ndarray:
@@ -75,17 +81,25 @@ class ScriptedPickController:
         # arm, gripper and whether the cube is in the hand are known now, as a human feels
         # them. (Delaying those too makes a proportional controller oscillate instead of just
         # react late.)
-        action = self._plan(state, aim=np.asarray(self._history[0].cube, dtype=np.float64))
+        # Lead compensation: aim from where the arm will be once the moves already on their
+        # way have happened (velocity x lead ticks); a damping term against overshoot.
+        tcp = np.asarray(state.tcp, dtype=np.float64)
+        velocity = tcp - self._prev_tcp if self._prev_tcp is not None else np.zeros(3)
+        self._prev_tcp = tcp
+        seen = dataclasses.replace(state, tcp=tcp + self.config.lead * velocity)
+        action = self._plan(seen, aim=np.asarray(self._history[0].cube, dtype=np.float64), tcp_now=tcp)
         if self.config.noise > 0:
             action[:3] += self._rng.normal(0.0, self.config.noise * self.config.step, 3)
         return np.clip(action, -1.0, 1.0)
 
-    def _plan(self, s: TaskState, aim: np.ndarray) -> np.ndarray:
+    def _plan(self, s: TaskState, aim: np.ndarray, tcp_now: np.ndarray) -> np.ndarray:
         cfg = self.config
         cube = aim + np.asarray(cfg.bias, dtype=np.float64)
         tcp = np.asarray(s.tcp, dtype=np.float64)
-        grip = GRIP_OPEN
-        holding = s.gripper > 0.5 and np.linalg.norm(tcp - np.asarray(s.cube)) < 0.03
+        # Gripper deltas only when a change is wanted (0 keeps it): an "open" sent by default
+        # would cancel a "close" still on its way when commands arrive a tick late.
+        grip = 0.0
+        holding = s.gripper > 0.5 and np.linalg.norm(tcp_now - np.asarray(s.cube)) < 0.03
         xy_err = np.linalg.norm(cube[:2] - tcp[:2])
         if holding:
             self._closed_ticks += 1
@@ -101,7 +115,7 @@ class ScriptedPickController:
             above = np.array([cube[0], cube[1], cube[2] + cfg.hover])
             if s.gripper > 0.05:
                 # Closed on nothing or lost the cube: open and go back above it.
-                self.phase, target = "release", above
+                self.phase, target, grip = "release", above, GRIP_OPEN
             elif xy_err > (2.0 if self.phase == "descend" else 1.0) * cfg.tol:  # hysteresis against noise
                 self.phase, target = "approach", above
                 if tcp[2] < cube[2] + 0.5 * cfg.hover and xy_err > 2 * cfg.tol:
@@ -113,7 +127,7 @@ class ScriptedPickController:
                 if abs(tcp[2] - cube[2]) < cfg.tol and xy_err < 1.5 * cfg.tol:
                     grip = GRIP_CLOSE
         action = np.zeros(ACTION_DIM)
-        action[:3] = _clip_norm(target - tcp, cfg.step)
+        action[:3] = _clip_norm(cfg.gain * (target - tcp), cfg.step)
         action[6] = grip
         return action
 
