@@ -165,6 +165,13 @@ def test_zero_weight_samples_contribute_no_gradient():
     assert torch.allclose(loss_a, unweighted * weights)
 
 
+def test_calling_the_module_is_the_loss_so_ddp_wrapping_works():
+    policy = make_policy()
+    obs, chunks, w = make_obs(batch=2), np.zeros((2, 4, 7), np.float32), np.array([0.5, 2.0])
+    direct = policy.loss(obs, chunks, w, generator=torch.Generator().manual_seed(4))
+    assert torch.equal(policy(obs, chunks, w, generator=torch.Generator().manual_seed(4)), direct)
+
+
 def test_loss_rejects_bad_chunks_and_weights():
     policy = make_policy()
     obs = make_obs(batch=2)
@@ -393,3 +400,14 @@ def test_cuda_policy_matches_cpu_sampling_with_a_cpu_generator(tmp_path):
     assert out_gpu.device.type == "cuda" and gpu.policy_id == policy.policy_id
     assert torch.allclose(out_cpu, out_gpu.cpu(), atol=1e-4)
     assert gpu.loss(obs, np.zeros((2, 4, 7), np.float32)).device.type == "cuda"
+
+
+def test_model_package_imports_without_rclpy_or_loading_minilm():
+    import subprocess
+    import sys
+
+    code = ("import sys, aloe_policy.model; "
+            "bad = [m for m in ('rclpy', 'sentence_transformers', 'transformers') if m in sys.modules]; "
+            "assert not bad, bad")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
