@@ -8,39 +8,7 @@ import yaml
 
 import aloe_critic.train as train_mod
 from aloe_critic.train import TrainConfig, build_parser, config_from_args, main, train_iteration
-
-TINY_POLICY = {"image_size": 8, "cnn_channels": [4], "cnn_pool_size": 2, "hidden_dim": 16, "head_hidden_dim": 32,
-               "head_layers": 1, "time_embed_dim": 8, "flow_steps": 3, "chunk_horizon": 4}
-COMMON = ["--image-size", "8", "--chunk-horizon", "4", "--policy-steps", "15", "--policy-batch-size", "8",
-          "--no-progress"]
-
-
-@pytest.fixture(scope="module")
-def initial_checkpoint(tmp_path_factory):
-    """Bags + a BC-initialised tiny policy made by the CLI (--init-only)."""
-    from conftest import write_episode_bag
-
-    root = tmp_path_factory.mktemp("train")
-    for i, (outcome, sources) in enumerate([("SUCCESS", [0] * 10), ("FAILURE", [0] * 4 + [1] * 4 + [0] * 2),
-                                            ("SUCCESS", [1] * 10)]):
-        write_episode_bag(root / "bags" / f"ep{i}", num_ticks=10, outcome=outcome, sources=sources)
-    (root / "policy.json").write_text(json.dumps(TINY_POLICY))
-    rc = main(["--bags", str(root / "bags"), "--init-only", "--out", str(root / "iter0"), "--cache-dir",
-               str(root / "cache"), "--policy-config-file", str(root / "policy.json"), *COMMON])
-    assert rc == 0
-    return root
-
-
-def small_config(root, **kw):
-    config = TrainConfig(**kw)
-    config.progress = False
-    config.ingestion.cache_dir = str(root / "cache")
-    config.ingestion.image_size = 8
-    config.critic.ensemble_size, config.critic.critic_hidden_dim = 3, 16
-    config.critic.critic_steps, config.critic.critic_batch_size, config.critic.num_policy_samples = 10, 16, 2
-    config.improvement.policy_steps, config.improvement.policy_batch_size = 10, 8
-    return config
-
+from critic_test_data import small_config
 
 def test_init_only_writes_a_loadable_checkpoint_with_config_manifest_and_curves(initial_checkpoint):
     from aloe_policy.model import FlowMatchingPolicy, validate_checkpoint

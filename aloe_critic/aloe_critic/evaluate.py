@@ -1,0 +1,191 @@
+"""``aloe-evaluate``: Q, V and advantage of every recorded chunk of some bags, for a policy + critic.
+
+    aloe-evaluate BAG_OR_DIR... --critic CKPT [--policy CKPT] --out DIR
+
+writes ``values.csv`` (one row per control tick t: the chunk A_t executed from there) and one
+``values_<episode>.png`` per bag: Q(o_t, A_t) and V(o_t) along the episode, operator takeover spans
+(HUMAN ticks) shaded, holds hatched. ``evaluate_bags`` is the library entry point (the replay
+node uses it too).
+
+The critic (``<checkpoint>/critic``, written by aloe-train) was fit for one policy: the policy
+whose checkpoint aloe-train started from. V samples that policy by default (its path is in the
+critic's metadata); ``--policy`` picks another, with a warning, since Q is not its Q.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import sys
+import warnings
+from dataclasses import fields
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .critic import CRITIC_CONFIG, CriticConfig, PolicySampleBank, critic_for_policy, load_critic_state, read_critic_meta
+from .dataset import SOURCE_HOLD, SOURCE_HUMAN, SOURCE_NAMES, IngestionConfig, TransitionDataset, ingest_bags
+from .values import chunk_values
+
+log = logging.getLogger("aloe_critic.evaluate")
+
+CSV_FIELDS = ("bag", "episode_id", "tick", "stamp_s", "chunk_id", "source", "policy_fraction", "human_fraction",
+              "is_intervention", "outcome", "q", "v", "advantage", "q_std", "method", "policy_id")
+
+
+def resolve_critic_dir(path: str | Path) -> Path:
+    """A checkpoint directory (holding critic/) or the critic directory itself."""
+    path = Path(path).expanduser()
+    for cand in (path / "critic", path):
+        if (cand / CRITIC_CONFIG).is_file():
+            return cand
+    raise FileNotFoundError(f"{path}: no critic ({CRITIC_CONFIG}) here or in {path / 'critic'}; "
+                            "checkpoints from aloe-train --method aloe|td1|progress have one")
+
+
+def load_critic(critic_path: str | Path, policy_path: str | Path | None = None, device: str = "cpu"):
+    """-> (critic, policy, meta). The policy defaults to the one the critic was fit for."""
+    from aloe_policy.model import FlowMatchingPolicy
+
+    critic_dir = resolve_critic_dir(critic_path)
+    meta = read_critic_meta(critic_dir)
+    policy_path = policy_path or meta.get("evaluated_policy_dir")
+    if not policy_path:
+        raise ValueError(f"{critic_dir}: the critic's policy is unknown (fresh policy); pass --policy CKPT")
+    policy = FlowMatchingPolicy.from_pretrained(policy_path, device=device)
+    if meta.get("evaluated_policy_id") and policy.policy_id != meta["evaluated_policy_id"]:
+        warnings.warn(f"critic {critic_dir} was fit for policy {meta['evaluated_policy_id']}, evaluating with "
+                      f"{policy.policy_id} from {policy_path}: V uses this policy's samples, Q is the other's",
+                      stacklevel=2)
+    known = {f.name for f in fields(CriticConfig)}
+    config = CriticConfig(**{k: v for k, v in meta["critic"].items() if k in known})
+    critic = critic_for_policy(policy, config, init_from_policy=False)
+    load_critic_state(critic, critic_dir)
+    critic.eval()
+    return critic, policy, meta
+
+
+def evaluate_bags(bags, critic_path, policy_path=None, cache_dir: str | None = None,
+                  num_policy_samples: int | None = None, device: str = "cpu", seed: int = 0,
+                  progress: bool = False) -> tuple[list[dict], TransitionDataset]:
+    """Score every chunk of every usable bag -> (rows with CSV_FIELDS, dataset)."""
+    torch.manual_seed(seed)
+    critic, policy, meta = load_critic(critic_path, policy_path, device)
+    ingestion = IngestionConfig(**{k: v for k, v in (meta.get("ingestion") or {}).items()
+                                   if k in {f.name for f in fields(IngestionConfig)}})
+    if cache_dir:
+        ingestion.cache_dir = cache_dir
+    report = ingest_bags(bags, ingestion, progress=progress)
+    if not report.episodes:
+        raise RuntimeError("no usable bags: " + "; ".join(f"{b}: {r}" for b, r in report.skipped))
+    dataset = TransitionDataset(report.episodes, critic.chunk_horizon, float(meta.get("gamma", 0.99)))
+    n = num_policy_samples or critic.config.num_policy_samples
+    bank = PolicySampleBank(policy, dataset, n, ticks=np.unique(dataset.obs_tick), seed=seed, progress=progress)
+    values = chunk_values(critic, dataset, bank, device=device)
+    rows = []
+    for k, (i, prov) in enumerate(zip(dataset.indices, dataset.provenance(dataset.indices))):
+        ep = dataset.episodes[dataset.episode[i]]
+        t = prov["tick"]
+        rows.append({"bag": prov["bag"], "episode_id": prov["episode_id"], "tick": t,
+                     "stamp_s": int(ep.stamps[t]) * 1e-9, "chunk_id": int(ep.chunk_ids[t]),
+                     "source": SOURCE_NAMES[int(ep.sources[t])], "policy_fraction": prov["policy_fraction"],
+                     "human_fraction": prov["human_fraction"], "is_intervention": prov["is_intervention"],
+                     "outcome": prov["outcome"], "q": float(values["q"][k]), "v": float(values["v"][k]),
+                     "advantage": float(values["advantage"][k]), "q_std": float(values["q_std"][k]),
+                     "method": meta.get("method", "aloe"), "policy_id": policy.policy_id})
+    return rows, dataset
+
+
+def write_values_csv(rows: list[dict], path: Path) -> None:
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=CSV_FIELDS)
+        w.writeheader()
+        w.writerows(rows)
+
+
+def _spans(mask: np.ndarray):
+    """Contiguous True runs of a boolean array -> [(start, end_exclusive)]."""
+    edges = np.diff(np.concatenate([[0], mask.astype(np.int8), [0]]))
+    return list(zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)))
+
+
+def plot_episode_values(dataset: TransitionDataset, rows: list[dict], out_dir: Path) -> list[Path]:
+    """One PNG per episode: Q and V along the episode; takeover (HUMAN) spans shaded, HOLD hatched."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    for ei, ep in enumerate(dataset.episodes):
+        ep_rows = [r for r in rows if r["bag"] == ep.bag and r["episode_id"] == ep.episode_id]
+        if not ep_rows:
+            continue
+        period = float(np.median(np.diff(ep.stamps))) * 1e-9 if len(ep) > 1 else 0.1
+        t0 = int(ep.stamps[0]) * 1e-9
+        x = np.array([r["stamp_s"] - t0 for r in ep_rows])
+        fig, ax = plt.subplots(figsize=(8, 3))
+        ax.plot(x, [r["q"] for r in ep_rows], label="Q(o_t, A_t) recorded chunk")
+        ax.plot(x, [r["v"] for r in ep_rows], label="V(o_t) current policy")
+        src = np.asarray(ep.sources)
+        for k, (a, b) in enumerate(_spans(src == SOURCE_HUMAN)):
+            ax.axvspan((ep.stamps[a] * 1e-9 - t0), (ep.stamps[b - 1] * 1e-9 - t0) + period, color="tab:red",
+                       alpha=0.2, label="operator takeover" if k == 0 else None)
+        for k, (a, b) in enumerate(_spans(src == SOURCE_HOLD)):
+            ax.axvspan((ep.stamps[a] * 1e-9 - t0), (ep.stamps[b - 1] * 1e-9 - t0) + period, fill=False, hatch="//",
+                       edgecolor="grey", label="hold" if k == 0 else None)
+        ax.set_xlabel("time in episode [s]")
+        ax.set_ylabel("value")
+        ax.set_title(f"{Path(ep.bag).name} ({ep.outcome}) - {ep_rows[0]['method']}", fontsize=9)
+        ax.legend(fontsize=7, loc="best")
+        fig.tight_layout()
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in (Path(ep.bag).name or f"episode{ei}"))
+        path = out_dir / f"values_{safe}.png"
+        fig.savefig(path, dpi=80)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="aloe-evaluate", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Score every recorded action chunk of some bags with a trained critic: Q(o_t, A_t), "
+                    "V(o_t) of the current policy, advantage, ensemble std. Writes values.csv and one PNG per "
+                    "episode (value along the episode, operator takeovers shaded).",
+        epilog="Example: aloe-evaluate data/ --critic ckpt/iter1 --out eval/iter1")
+    p.add_argument("bags", nargs="+", help="bag directories or directories of bags")
+    p.add_argument("--critic", required=True, help="checkpoint directory from aloe-train (or its critic/ subdirectory)")
+    p.add_argument("--policy", default=None, help="policy checkpoint for V (default: the policy the critic was fit for)")
+    p.add_argument("--out", required=True, help="output directory for values.csv and the PNGs")
+    p.add_argument("--cache-dir", default=None, help="ingestion cache (default: the one used in training)")
+    p.add_argument("--num-policy-samples", type=int, default=None, help="A_j ~ pi per observation for V")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-plots", action="store_true", help="only write values.csv")
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="[%(levelname)s] %(name)s: %(message)s")
+    try:
+        rows, dataset = evaluate_bags(args.bags, args.critic, args.policy, args.cache_dir, args.num_policy_samples,
+                                      args.device, args.seed, progress=True)
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+        print(f"aloe-evaluate: {exc}", file=sys.stderr)
+        return 1
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_values_csv(rows, out / "values.csv")
+    pngs = [] if args.no_plots else plot_episode_values(dataset, rows, out)
+    adv = np.array([r["advantage"] for r in rows])
+    print(f"scored {len(rows)} chunks of {len(dataset.episodes)} episodes: mean Q "
+          f"{np.mean([r['q'] for r in rows]):.4f}, mean V {np.mean([r['v'] for r in rows]):.4f}, "
+          f"advantage > 0 on {100 * (adv > 0).mean():.1f}%; wrote {out / 'values.csv'} and {len(pngs)} plots")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,87 @@
+"""replay_node: scores a recorded bag with a trained critic and publishes one
+``aloe_msgs/ValueEstimate`` per chunk (per control tick t: the chunk A_t executed from there).
+
+The bag is read directly (``aloe_critic.dataset`` ingestion, cached), scored once at start
+(``aloe_critic.evaluate.evaluate_bags``), then published at ``rate_hz`` on ``value_topic``
+(reliable, keep-last ``qos_depth``), header.stamp = the chunk's observation stamp, chunk_id =
+tick index in the episode. With ``loop`` true it starts over at the end; otherwise it logs
+that it is done and stays up (idle) until shut down.
+"""
+
+from __future__ import annotations
+
+import rclpy
+from aloe_msgs.msg import ValueEstimate
+from builtin_interfaces.msg import Time
+from rcl_interfaces.msg import FloatingPointRange, ParameterDescriptor
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+
+from aloe_critic.evaluate import evaluate_bags
+
+
+class ReplayNode(Node):
+    def __init__(self, **kwargs):
+        super().__init__("replay_node", **kwargs)
+        p = self.declare_parameter
+        bag = p("bag_path", "", ParameterDescriptor(description="bag directory (or directory of bags) to score")).value
+        critic = p("critic_path", "", ParameterDescriptor(
+            description="checkpoint directory from aloe-train (holding critic/)")).value
+        policy = p("policy_path", "", ParameterDescriptor(
+            description="policy for V; empty: the policy the critic was fit for")).value
+        rate = p("rate_hz", 10.0, ParameterDescriptor(
+            description="ValueEstimate messages per second",
+            floating_point_range=[FloatingPointRange(from_value=0.1, to_value=10000.0)])).value
+        topic = p("value_topic", "/aloe/value_estimate", ParameterDescriptor(description="output topic")).value
+        cache = p("cache_dir", "", ParameterDescriptor(description="ingestion cache; empty: the training one")).value
+        depth = p("qos_depth", 100, ParameterDescriptor(description="publisher history depth")).value
+        self.loop = p("loop", False, ParameterDescriptor(description="start over at the end of the bag")).value
+        if not bag or not critic:
+            raise ValueError("parameters bag_path and critic_path are required")
+
+        self.get_logger().info(f"scoring {bag} with critic {critic} ...")
+        self.rows, _ = evaluate_bags([bag], critic, policy or None, cache or None)
+        self.get_logger().info(f"scored {len(self.rows)} chunks ({self.rows[0]['method']}, policy "
+                               f"{self.rows[0]['policy_id']}); publishing on {topic} at {rate:g} Hz")
+        self.pub = self.create_publisher(ValueEstimate, topic,
+                                         QoSProfile(depth=depth, reliability=ReliabilityPolicy.RELIABLE))
+        self.next = 0
+        self.timer = self.create_timer(1.0 / rate, self.publish_next)
+
+    def publish_next(self) -> None:
+        if self.next >= len(self.rows):
+            if not self.loop:
+                self.timer.cancel()
+                self.get_logger().info(f"published all {len(self.rows)} value estimates")
+                return
+            self.next = 0
+        r = self.rows[self.next]
+        self.next += 1
+        msg = ValueEstimate()
+        ns = int(round(r["stamp_s"] * 1e9))
+        msg.header.stamp = Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
+        msg.header.frame_id = ""
+        msg.chunk_id = int(r["tick"])
+        msg.q, msg.v, msg.advantage, msg.q_std = r["q"], r["v"], r["advantage"], r["q_std"]
+        msg.policy_id, msg.method = r["policy_id"], r["method"]
+        self.pub.publish(msg)
+
+
+def main(args=None):
+    rclpy.init(args=args)
+    try:
+        node = ReplayNode()
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:  # bad configuration: say what and exit
+        rclpy.logging.get_logger("replay_node").fatal(f"cannot start: {exc}")
+        rclpy.shutdown()
+        return 1
+    try:
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+    return 0

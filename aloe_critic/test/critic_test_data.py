@@ -1,0 +1,108 @@
+"""Test data for aloe_critic tests: hand-made episode bags and tiny training configs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+TICK0_NS = 1_000_000_000
+PERIOD_NS = 100_000_000
+JOINTS = [f"panda_joint{i}" for i in range(1, 8)] + ["panda_gripper"]
+
+
+def write_episode_bag(path: Path, num_ticks: int = 8, sources=None, outcome: str = "SUCCESS", task: str = "pick the cube",
+                      policy_id: str = "abcdef0123456789", image_size: int = 8, rewards=None,
+                      metadata: bool = True) -> Path:
+    """One episode bag (rosbag2 MCAP, the topics of docs/interfaces.md).
+
+    Tick k (stamp 1.0 + 0.1 k s) executes action [k]*7. Before tick k (stamp - 10 ms) the camera
+    shows pixels = k, joint positions = k, EE x = k; a second frame stamped 50 ms *after* the
+    tick shows 100 + k (it must only be used from tick k + 1 on... which it never is, since
+    frame k + 1 arrives first). Events: START before the first tick, the end event at the last tick.
+    """
+    from rosbags.rosbag2 import StoragePlugin, Writer
+
+    from aloe_teleop.bag_layout import make_typestore
+
+    ts = make_typestore()
+    T = ts.types
+    Time, Header = T["builtin_interfaces/msg/Time"], T["std_msgs/msg/Header"]
+    sources = [0] * num_ticks if sources is None else list(sources)
+
+    def header(ns):
+        return Header(stamp=Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000), frame_id="")
+
+    msgs = []  # (logtime, topic, msgtype, msg)
+
+    def add(ns, topic, msgtype, msg):
+        msgs.append((ns, topic, msgtype, msg))
+
+    start_ns = TICK0_NS - 50_000_000
+    add(start_ns, "/aloe/task", "std_msgs/msg/String", T["std_msgs/msg/String"](data=task))
+    add(start_ns, "/aloe/episode_event", "aloe_msgs/msg/EpisodeEvent",
+        T["aloe_msgs/msg/EpisodeEvent"](header=header(start_ns), episode_id="ep", event=0, reward=0.0, task=task))
+    for k in range(num_ticks):
+        tick = TICK0_NS + k * PERIOD_NS
+        for stamp, value in ((tick - 10_000_000, k), (tick + 50_000_000, 100 + k)):
+            pixels = np.full((image_size, image_size, 3), value, np.uint8)
+            add(stamp, "/camera/front/image_raw", "sensor_msgs/msg/Image",
+                T["sensor_msgs/msg/Image"](header=header(stamp), height=image_size, width=image_size, encoding="rgb8",
+                                           is_bigendian=0, step=image_size * 3, data=pixels.reshape(-1)))
+        stamp = tick - 20_000_000
+        add(stamp, "/joint_states", "sensor_msgs/msg/JointState",
+            T["sensor_msgs/msg/JointState"](header=header(stamp), name=JOINTS, position=np.full(8, float(k)),
+                                            velocity=np.zeros(8), effort=np.zeros(0)))
+        P = T["geometry_msgs/msg/Pose"]
+        add(stamp, "/aloe/ee_pose", "geometry_msgs/msg/PoseStamped",
+            T["geometry_msgs/msg/PoseStamped"](header=header(stamp), pose=P(
+                position=T["geometry_msgs/msg/Point"](x=float(k), y=0.0, z=0.0),
+                orientation=T["geometry_msgs/msg/Quaternion"](x=0.0, y=0.0, z=0.0, w=1.0))))
+        src = sources[k]
+        add(tick + 1_000_000, "/aloe/executed_action", "aloe_msgs/msg/ExecutedAction",
+            T["aloe_msgs/msg/ExecutedAction"](header=header(tick), action=np.full(7, float(k), np.float32), source=src,
+                                              chunk_id=k // 4 if src == 0 else 0, index_in_chunk=k % 4 if src == 0 else 0,
+                                              policy_id=policy_id if src == 0 else "", hold_reason=""))
+        if rewards is not None:
+            add(tick + 2_000_000, "/aloe/reward", "std_msgs/msg/Float32", T["std_msgs/msg/Float32"](data=float(rewards[k])))
+    end = TICK0_NS + (num_ticks - 1) * PERIOD_NS + 5_000_000
+    event = {"SUCCESS": 1, "FAILURE": 2, "ABORT": 3}[outcome]
+    add(end, "/aloe/episode_event", "aloe_msgs/msg/EpisodeEvent",
+        T["aloe_msgs/msg/EpisodeEvent"](header=header(end), episode_id="ep", event=event,
+                                        reward=1.0 if outcome == "SUCCESS" else 0.0, task=task))
+    msgs.sort(key=lambda m: m[0])
+
+    writer = Writer(path, version=9, storage_plugin=StoragePlugin.MCAP)
+    if metadata:
+        writer.set_custom_data("task", task)
+        writer.set_custom_data("policy_ids", policy_id)
+        writer.set_custom_data("outcome", outcome)
+    writer.open()
+    conns = {}
+    for logtime, topic, msgtype, msg in msgs:
+        if topic not in conns:
+            conns[topic] = writer.add_connection(topic, msgtype, typestore=ts)
+        writer.write(conns[topic], logtime, bytes(ts.serialize_cdr(msg, msgtype)))
+    writer.close()
+    if not metadata:
+        (path / "metadata.yaml").unlink()
+    return path
+
+
+TINY_POLICY = {"image_size": 8, "cnn_channels": [4], "cnn_pool_size": 2, "hidden_dim": 16, "head_hidden_dim": 32,
+               "head_layers": 1, "time_embed_dim": 8, "flow_steps": 3, "chunk_horizon": 4}
+COMMON = ["--image-size", "8", "--chunk-horizon", "4", "--policy-steps", "15", "--policy-batch-size", "8",
+          "--no-progress"]
+
+
+def small_config(root, **kw):
+    from aloe_critic.train import TrainConfig
+
+    config = TrainConfig(**kw)
+    config.progress = False
+    config.ingestion.cache_dir = str(root / "cache")
+    config.ingestion.image_size = 8
+    config.critic.ensemble_size, config.critic.critic_hidden_dim = 3, 16
+    config.critic.critic_steps, config.critic.critic_batch_size, config.critic.num_policy_samples = 10, 16, 2
+    config.improvement.policy_steps, config.improvement.policy_batch_size = 10, 8
+    return config
