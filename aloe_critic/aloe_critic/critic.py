@@ -149,6 +149,7 @@ class ChunkCritic(nn.Module):
         self.target_q = copy.deepcopy(self.q)
         for p in list(self.target_encoder.parameters()) + list(self.target_q.parameters()):
             p.requires_grad_(False)
+        self.train()
 
     def q_values(self, obs, chunks: torch.Tensor, target: bool = False, features: torch.Tensor | None = None
                  ) -> torch.Tensor:
@@ -161,6 +162,13 @@ class ChunkCritic(nn.Module):
         n = chunks.shape[1]
         q = heads(feats.repeat_interleave(n, 0), chunks.reshape(B * n, -1))
         return q.reshape(-1, B, n)
+
+    def train(self, mode: bool = True) -> "ChunkCritic":
+        """Online networks follow ``mode``; the targets stay in eval mode (no dropout noise in y)."""
+        super().train(mode)
+        self.target_encoder.eval()
+        self.target_q.eval()
+        return self
 
     def features(self, obs, target: bool = False) -> torch.Tensor:
         """Observation features (B, feature_dim) from the online (or target) encoder."""

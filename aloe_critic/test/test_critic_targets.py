@@ -91,3 +91,17 @@ def test_expected_subset_min_equals_average_over_all_subsets():
         brute = np.mean([min(values[list(s), 0].tolist()) for s in itertools.combinations(range(5), m)])
         assert float(conservative_aggregate(values, "subset_min", subset_size=m)[0]) == pytest.approx(brute)
     assert float(conservative_aggregate(values, "mean_std", kappa=0.0)[0]) == pytest.approx(3.6)
+
+
+def test_target_networks_stay_in_eval_mode_and_follow_polyak():
+    encoder = nn.Sequential(nn.Linear(1, 4), nn.Dropout(0.5))
+    critic = ChunkCritic(encoder, 4, 3, 1, CriticConfig(ensemble_size=2, critic_hidden_dim=4, critic_layers=1))
+    critic.train()
+    assert critic.encoder.training and not critic.target_encoder.training and not critic.target_q.training
+    with torch.no_grad():
+        for p in critic.q.parameters():
+            p.fill_(1.0)
+        for p in critic.target_q.parameters():
+            p.fill_(0.0)
+    critic.polyak_update(0.25)
+    assert all(torch.allclose(p, torch.full_like(p, 0.25)) for p in critic.target_q.parameters())

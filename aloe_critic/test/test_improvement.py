@@ -83,3 +83,33 @@ def test_advantage_weighted_flow_matching_prefers_high_advantage_chunk(mode):
     bc_mean, bc_high = sample_mean_and_high_fraction(bc)
     assert abs(aw_mean - HIGH) < 0.25 and aw_high > 0.9, (aw_mean, aw_high)
     assert LOW + 0.4 < bc_mean < HIGH - 0.4 and 0.2 < bc_high < 0.8, (bc_mean, bc_high)
+
+
+def test_advantage_weighting_moves_the_real_flow_matching_policy_toward_high_advantage_chunk():
+    from aloe_policy.model import FlowMatchingPolicy, PolicyConfig, TextEncoder
+
+    def tiny_policy():
+        torch.manual_seed(0)
+        config = PolicyConfig(camera_names=("front",), image_size=8, proprio_dim=1, action_dim=1, action_names=("a",),
+                              action_low=(-1.0,), action_high=(1.0,), chunk_horizon=H, cnn_channels=(4,),
+                              cnn_pool_size=1, hidden_dim=16, head_hidden_dim=64, head_layers=1, time_embed_dim=8,
+                              flow_steps=8, dropout=0.0)
+        text = TextEncoder(embed_dim=384, encode_fn=lambda texts: np.ones((len(texts), 384), np.float32))
+        return FlowMatchingPolicy(config, text_encoder=text)
+
+    d, adv = two_chunk_dataset()
+    for e in d.episodes:  # one camera, same image for both chunks
+        e.images["front"] = np.zeros((len(e), 8, 8, 3), np.uint8)
+    d.cameras = ["front"]
+    config = ImprovementConfig(beta=0.1, w_max=20.0, policy_lr=3e-3, policy_steps=300, policy_batch_size=32)
+    results = {}
+    for name, a in (("aw", adv), ("bc", None)):
+        policy = tiny_policy()
+        policy.fit_normalization(*d.behaviour_arrays())
+        improve_policy(policy, d, a, config, seed=0)
+        obs = {"images": {"front": torch.zeros(1, 8, 8, 3, dtype=torch.uint8)}, "proprio": torch.ones(1, 1),
+               "task": [""]}
+        s = policy.sample(obs, 200, generator=torch.Generator().manual_seed(1))[0, :, :, 0].mean(-1)
+        results[name] = (float(s.mean()), float((s > 0).float().mean()))
+    assert results["aw"][1] > 0.85 and abs(results["aw"][0] - HIGH) < 0.3, results
+    assert 0.15 < results["bc"][1] < 0.85 and LOW + 0.3 < results["bc"][0] < HIGH - 0.3, results
