@@ -79,7 +79,8 @@ class Observation:
     images: camera name -> (h, w, 3) uint8 RGB; joint_pos / joint_vel: (7,) rad, rad/s;
     gripper: command in [0, 1] (1 = closed); tcp: (3,) metres, pinch point of the gripper;
     cube: (3,) metres, cube centre (privileged: a real robot does not know it);
-    success: the cube is lifted 0.1 m; step: control ticks since reset.
+    success: the cube is lifted 0.1 m; step: control ticks since reset;
+    tcp_quat: (4,) gripper orientation quaternion (w, x, y, z) in the world frame.
     """
 
     images: dict[str, np.ndarray]
@@ -91,6 +92,7 @@ class Observation:
     success: bool
     step: int
     control_period: float = CONTROL_PERIOD_S
+    tcp_quat: np.ndarray = field(default_factory=lambda: np.array([1.0, 0.0, 0.0, 0.0]))
 
     @property
     def t(self) -> float:
@@ -293,6 +295,7 @@ class PickCubeSim:
             success=success,
             step=self._step,
             control_period=self.control_period,
+            tcp_quat=data.sensor("2f85/pinch_quat").data.astype(np.float64),
         )
 
     def close(self) -> None:
