@@ -261,6 +261,7 @@ def train_iteration(config: TrainConfig, bags, policy_in: str | os.PathLike | No
     log.info("%d transitions (H=%d, gamma=%g)", len(dataset), dataset.chunk_horizon, dataset.gamma)
 
     if policy_in is None:  # the initial policy: behaviour cloning on all data
+        log.info("fresh policy: behaviour cloning on all %d chunks", len(dataset))
         curves["policy_init_bc"] = improve_policy(policy, dataset, None, config.improvement, seed=config.seed,
                                                   device=device, progress=config.progress)
         policy_in_id = None
@@ -272,6 +273,7 @@ def train_iteration(config: TrainConfig, bags, policy_in: str | os.PathLike | No
         critic = critic_for_policy(policy, config.critic, config.critic_init_from_policy)
         bank = PolicySampleBank(policy, dataset, config.critic.num_policy_samples, batch_size=config.eval_batch_size,
                                 seed=config.seed, device=device, progress=config.progress)
+        log.info("fitting the %s critic for policy %s", config.method, evaluated_id)
         curves["critic"] = fit_critic(critic, dataset, config.method, bank, config.critic, seed=config.seed,
                                       device=device, progress=config.progress)
         values = chunk_values(critic, dataset, bank, config.eval_batch_size, device)
@@ -284,6 +286,7 @@ def train_iteration(config: TrainConfig, bags, policy_in: str | os.PathLike | No
         if config.method == "bc" and policy_in is None:
             pass  # the BC above already is this iteration's training
         else:
+            log.info("improving the policy (%s) on %d chunks", config.method, len(dataset))
             curves[phase] = improve_policy(policy, dataset, advantages, config.improvement, seed=config.seed,
                                            device=device, progress=config.progress)
 
@@ -302,6 +305,7 @@ def train_iteration(config: TrainConfig, bags, policy_in: str | os.PathLike | No
         (stage / "data_manifest.json").write_text(json.dumps(manifest, indent=1))
         write_curves(curves, stage)
         _install(stage, out_dir, config.overwrite)
+        log.info("wrote checkpoint %s (policy_id %s)", out_dir, policy_id)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise

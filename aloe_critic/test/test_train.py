@@ -8,7 +8,7 @@ import yaml
 
 import aloe_critic.train as train_mod
 from aloe_critic.train import TrainConfig, build_parser, config_from_args, main, train_iteration
-from critic_test_data import small_config
+from critic_test_data import COMMON, small_config
 
 def test_init_only_writes_a_loadable_checkpoint_with_config_manifest_and_curves(initial_checkpoint):
     from aloe_policy.model import FlowMatchingPolicy, validate_checkpoint
@@ -85,3 +85,43 @@ def test_help_documents_methods_and_every_knob(capsys):
     out = capsys.readouterr().out
     for text in ("--method", "--ensemble-size", "--subset-size", "--beta", "--w-max", "--init-only", "--kappa"):
         assert text in out
+
+
+def test_sigkill_mid_iteration_leaves_the_existing_checkpoint_valid(initial_checkpoint, tmp_path):
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from aloe_policy.model import validate_checkpoint
+
+    root = initial_checkpoint
+    target = tmp_path / "ckpt"
+    shutil.copytree(root / "iter0", target)
+    before = (target / "model.safetensors").read_bytes()
+    log = tmp_path / "train.log"
+    cmd = [sys.executable, "-m", "aloe_critic.train", "--bags", str(root / "bags"), "--policy-in", str(root / "iter0"),
+           "--out", str(target), "--overwrite", "--method", "bc", "--cache-dir", str(root / "cache"), *COMMON,
+           "--policy-steps", "1000000"]
+    with open(log, "w") as fh:
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while "improving the policy" not in log.read_text() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.1)
+        assert "improving the policy" in log.read_text(), log.read_text()[-2000:]
+        time.sleep(0.5)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    assert (target / "model.safetensors").read_bytes() == before
+    ok, message = validate_checkpoint(target)
+    assert ok, message
+
+
+def test_shipped_train_yaml_is_the_default_config():
+    from pathlib import Path
+
+    shipped = yaml.safe_load((Path(train_mod.__file__).resolve().parents[1] / "config" / "train.yaml").read_text())
+    assert TrainConfig.from_dict(shipped) == TrainConfig()
