@@ -1,0 +1,378 @@
+"""policy_node: asynchronous VLA inference -> aloe_msgs/ActionChunk.
+
+Subscription callbacks only keep the newest message of every input (cameras, joint_states,
+EE pose, task). One worker thread assembles the observation (``aloe_policy.observation``)
+and runs the policy when the chunk being executed is about to run out:
+
+    remaining = H - round((now - observation_stamp_of_last_chunk) / control_period)
+    infer when remaining < execution_horizon + ceil(inference_delay / control_period)
+
+where inference_delay is ``inference_delay_s`` or, when that is negative, the measured
+latency (EMA). The next chunk thus lands before the current one is used up (real-time
+chunking style), and the executor aligns it by its observation stamp, skipping the actions
+whose time passed during inference. A new observation is required for every inference.
+
+``~/load_policy`` (and the alias ``load_policy_alias``, default /aloe/load_policy) validates
+a checkpoint fully (``validate_checkpoint`` + loading + compatibility with this node's inputs)
+before an atomic swap; on any failure it refuses with the reason and the running policy stays.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import deque
+
+import numpy as np
+import rclpy
+from aloe_msgs.msg import ActionChunk
+from aloe_msgs.srv import LoadPolicy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import PoseStamped
+from rcl_interfaces.msg import IntegerRange, ParameterDescriptor
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.clock import Clock, ClockType
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import CompressedImage, Image, JointState
+from std_msgs.msg import String
+
+from aloe_policy.observation import (ObservationError, ProprioSpec, compressed_to_rgb, image_to_rgb,
+                                     proprio_vector, resize_rgb)
+
+NS_PER_S = 1_000_000_000
+
+
+def _stamp_ns(stamp) -> int:
+    return int(stamp.sec) * NS_PER_S + int(stamp.nanosec)
+
+
+def _time_msg(ns: int):
+    from builtin_interfaces.msg import Time
+    return Time(sec=ns // NS_PER_S, nanosec=ns % NS_PER_S)
+
+
+class LoadedPolicy:
+    """A validated policy and what the node reads from it per chunk (policy_id cached)."""
+
+    def __init__(self, model, checkpoint: str):
+        self.model = model
+        self.checkpoint = checkpoint
+        self.policy_id = model.policy_id
+        c = model.config
+        self.horizon, self.action_dim = c.chunk_horizon, c.action_dim
+        self.action_names = list(c.action_names)
+        self.period_ns = int(round(c.control_period_s * NS_PER_S))
+        self.image_size, self.cameras = c.image_size, list(c.camera_names)
+
+
+class PolicyNode(Node):
+    def __init__(self, **kwargs):
+        super().__init__("policy_node", **kwargs)
+        p = self._declare
+        self.checkpoint_param = p("checkpoint", "", "policy checkpoint directory loaded at start; '' = wait for "
+                                  "~/load_policy")
+        self.cameras = list(p("camera_names", ["front"], "camera names; topic = camera_topic_format.format(name=...)"))
+        camera_fmt = p("camera_topic_format", "/camera/{name}/image_raw", "camera topic per name")
+        transport = p("image_transport", "raw", "raw (sensor_msgs/Image) or compressed (CompressedImage on "
+                      "<topic>/compressed)")
+        joints = p("proprio_joints", [f"panda_joint{i}" for i in range(1, 8)], "joint_states joints in proprio")
+        grippers = p("gripper_joints", ["panda_gripper"], "joint_states gripper joints in proprio")
+        use_velocity = p("use_velocity", True, "proprio includes joint velocities")
+        use_ee = p("use_ee_pose", True, "proprio includes the EE position from ee_pose_topic")
+        joint_topic = p("joint_states_topic", "/joint_states", "sensor_msgs/JointState")
+        ee_topic = p("ee_pose_topic", "/aloe/ee_pose", "geometry_msgs/PoseStamped")
+        task_topic = p("task_topic", "/aloe/task", "std_msgs/String, transient local")
+        self.default_task = p("default_task", "", "instruction used until one arrives on task_topic")
+        chunk_topic = p("action_chunk_topic", "/aloe/action_chunk", "aloe_msgs/ActionChunk output")
+        self.obs_timeout_ns = int(p("observation_timeout_s", 1.0, "no inference when an input is older") * NS_PER_S)
+        self.execution_horizon = p("execution_horizon", 5, "infer when the executing chunk has fewer actions left "
+                                   "than this (+ the inference delay in ticks)", integer_range=(0, 10000))
+        self.inference_delay_s = p("inference_delay_s", -1.0, "assumed inference delay for early triggering; "
+                                   "< 0 = measured latency (EMA)")
+        self.device = p("device", "cpu", "torch device for the policy")
+        self.seed = p("seed", 0, "seed of the sampling noise generator")
+        torch_threads = p("torch_threads", 0, "torch CPU threads; 0 = torch default", integer_range=(0, 256))
+        alias = p("load_policy_alias", "/aloe/load_policy", "second name of the LoadPolicy service; '' = none")
+
+        import torch  # heavy import after parameters, so a parameter error is reported quickly
+
+        self._torch = torch
+        if torch_threads:
+            torch.set_num_threads(torch_threads)
+        self.spec = ProprioSpec(joints=list(joints), gripper_joints=list(grippers), use_velocity=use_velocity,
+                                use_ee_pose=use_ee)
+        self.generator = torch.Generator().manual_seed(int(self.seed))
+
+        # Newest message of every input + its receive time (node clock); guarded by _lock.
+        self._lock = threading.Lock()
+        self._latest: dict[str, tuple[object, int]] = {}
+        self._task: str = self.default_task
+        self.policy: LoadedPolicy | None = None
+        self._swap_count = 0
+        self.chunk_id = 0
+        self._last_chunk: tuple[int, int, int] | None = None  # (observation stamp, period, H) of our newest chunk
+        self._last_obs_ns = -1
+        self._latency_ema_s: float | None = None
+        self._latencies: deque[float] = deque(maxlen=100)
+        self._publish_times: deque[float] = deque(maxlen=50)
+        self._waiting = ""
+
+        sensor = qos_profile_sensor_data
+        self.topics = {}
+        for cam in self.cameras:
+            topic = camera_fmt.format(name=cam)
+            if transport == "compressed":
+                topic += "/compressed"
+                self.create_subscription(CompressedImage, topic, self._keep(f"camera:{cam}"), sensor)
+            elif transport == "raw":
+                self.create_subscription(Image, topic, self._keep(f"camera:{cam}"), sensor)
+            else:
+                raise ValueError(f"image_transport must be 'raw' or 'compressed', got {transport!r}")
+            self.topics[f"camera:{cam}"] = topic
+        self.create_subscription(JointState, joint_topic, self._keep("joint_states"), sensor)
+        self.topics["joint_states"] = joint_topic
+        if use_ee:
+            self.create_subscription(PoseStamped, ee_topic, self._keep("ee_pose"), sensor)
+            self.topics["ee_pose"] = ee_topic
+        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self.create_subscription(String, task_topic, self._on_task, latched)
+        self.topics["task"] = task_topic
+        self.chunk_pub = self.create_publisher(ActionChunk, chunk_topic,
+                                               QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        service_group = MutuallyExclusiveCallbackGroup()  # validation never blocks the input callbacks
+        self.create_service(LoadPolicy, "~/load_policy", self._on_load_policy, callback_group=service_group)
+        if alias:
+            self.create_service(LoadPolicy, alias, self._on_load_policy, callback_group=service_group)
+        self.create_timer(1.0, self._publish_diagnostics, clock=Clock(clock_type=ClockType.STEADY_TIME))
+
+        if self.checkpoint_param:
+            self._log_load(*self.load(self.checkpoint_param))
+        else:
+            self.get_logger().warn("no checkpoint parameter: waiting for a policy on ~/load_policy "
+                                   f"({alias or 'no alias'}); the executor holds meanwhile")
+        self.get_logger().info(f"policy node ready: cameras {self.topics}, execution_horizon "
+                               f"{self.execution_horizon}, chunks -> {chunk_topic}")
+        self._stop = threading.Event()
+        self._worker = threading.Thread(target=self._run, name="policy_inference", daemon=True)
+        self._worker.start()
+
+    def _declare(self, name, default, description, *, integer_range=None):
+        descriptor = ParameterDescriptor(description=description, read_only=True)
+        if integer_range:
+            descriptor.integer_range = [IntegerRange(from_value=integer_range[0], to_value=integer_range[1])]
+        return self.declare_parameter(name, default, descriptor).value
+
+    # ---- inputs (callbacks only store) --------------------------------------------------
+    def _now_ns(self) -> int:
+        return self.get_clock().now().nanoseconds
+
+    def _keep(self, key):
+        def store(msg):
+            with self._lock:
+                self._latest[key] = (msg, self._now_ns())
+        return store
+
+    def _on_task(self, msg: String) -> None:
+        with self._lock:
+            self._task = msg.data
+
+    # ---- policy loading ------------------------------------------------------------------
+    def load(self, checkpoint: str) -> tuple[bool, str]:
+        """Validate and load ``checkpoint``; swap only if everything is good. -> (ok, message)."""
+        from aloe_policy.model import FlowMatchingPolicy, validate_checkpoint
+
+        t0 = time.monotonic()
+        ok, message = validate_checkpoint(checkpoint, device=self.device)
+        if not ok:
+            return False, f"refused: {message}; still running {self._current_id() or 'no policy'}"
+        try:
+            model = FlowMatchingPolicy.from_pretrained(checkpoint, device=self.device)
+        except Exception as exc:  # noqa: BLE001 - any failure: refuse, keep the running policy
+            return False, f"refused: cannot load {checkpoint}: {exc}; still running {self._current_id() or 'no policy'}"
+        loaded = LoadedPolicy(model, checkpoint)
+        missing = [c for c in loaded.cameras if c not in self.cameras]
+        if missing:
+            return False, (f"refused: policy {loaded.policy_id} needs cameras {loaded.cameras} but this node "
+                           f"subscribes {self.cameras} (parameter camera_names)")
+        if model.config.proprio_dim != self.spec.dim:
+            return False, (f"refused: policy {loaded.policy_id} takes proprio_dim {model.config.proprio_dim} but "
+                           f"proprio_joints/gripper_joints/use_velocity/use_ee_pose give {self.spec.dim}")
+        with self._lock:
+            previous = self.policy
+            self.policy, self._swap_count = loaded, self._swap_count + 1
+            self._last_chunk, self._latency_ema_s = None, None  # the new policy starts its own chunks now
+        return True, (f"loaded policy {loaded.policy_id} from {checkpoint} in {time.monotonic() - t0:.2f} s "
+                      f"(H={loaded.horizon}, A={loaded.action_dim}); replaced "
+                      f"{previous.policy_id if previous else 'no policy'}")
+
+    def _log_load(self, ok: bool, message: str) -> None:
+        # rclpy ties a severity to each logging call site: one call per severity.
+        if ok:
+            self.get_logger().info(message)
+        else:
+            self.get_logger().error(message)
+
+    def _current_id(self) -> str:
+        with self._lock:
+            return self.policy.policy_id if self.policy else ""
+
+    def _on_load_policy(self, request, response):
+        self.get_logger().info(f"LoadPolicy {request.checkpoint_path}: validating")
+        ok, message = self.load(request.checkpoint_path)
+        self._log_load(ok, message)
+        response.success, response.message, response.policy_id = ok, message, self._current_id()
+        return response
+
+    # ---- inference worker ----------------------------------------------------------------
+    def _set_waiting(self, reason: str) -> None:
+        if reason != self._waiting:
+            if reason:
+                self.get_logger().warn(f"no inference: {reason}")
+            elif self._waiting:
+                self.get_logger().info("inputs complete: inferring")
+            self._waiting = reason
+
+    def _observation(self, policy: LoadedPolicy, now_ns: int):
+        """-> (obs dict, observation stamp ns) or raises ObservationError saying what is missing."""
+        with self._lock:
+            latest, task = dict(self._latest), self._task
+        needed = [f"camera:{c}" for c in policy.cameras] + ["joint_states"] + (["ee_pose"] if self.spec.use_ee_pose
+                                                                              else [])
+        missing = [f"{k.split(':')[-1]} ({self.topics[k]})" for k in needed if k not in latest]
+        if missing:
+            raise ObservationError(f"nothing received yet on {', '.join(missing)}")
+        stale = [f"{k.split(':')[-1]} ({(now_ns - latest[k][1]) * 1e-9:.2f} s)" for k in needed
+                 if self.obs_timeout_ns > 0 and latest[k][1] > 0 and now_ns - latest[k][1] > self.obs_timeout_ns]
+        if stale:
+            raise ObservationError(f"stale inputs (> observation_timeout_s {self.obs_timeout_ns * 1e-9:g}): "
+                                   f"{', '.join(stale)}")
+        if not task:
+            raise ObservationError(f"no task instruction yet on {self.topics.get('task', 'the task topic')} "
+                                   "(or parameter default_task)")
+        images = {}
+        for cam in policy.cameras:
+            msg = latest[f"camera:{cam}"][0]
+            if isinstance(msg, CompressedImage):
+                rgb = compressed_to_rgb(msg.format, msg.data)
+            else:
+                rgb = image_to_rgb(msg.encoding, msg.height, msg.width, msg.step, msg.data)
+            images[cam] = resize_rgb(rgb, policy.image_size)
+        js = latest["joint_states"][0]
+        ee = None
+        if self.spec.use_ee_pose:
+            pos = latest["ee_pose"][0].pose.position
+            ee = (pos.x, pos.y, pos.z)
+        proprio = proprio_vector(self.spec, js.name, js.position, js.velocity, ee)
+        stamps = [_stamp_ns(latest[k][0].header.stamp) or latest[k][1] for k in needed]
+        return {"images": images, "proprio": proprio, "task": task}, max(stamps)
+
+    def _due(self, policy: LoadedPolicy, now_ns: int) -> bool:
+        if self._last_chunk is None:
+            return True
+        stamp, period, horizon = self._last_chunk
+        used = int(math.floor((now_ns - stamp) / period + 0.5))
+        delay = self.inference_delay_s if self.inference_delay_s >= 0 else (self._latency_ema_s or 0.0)
+        return horizon - used < self.execution_horizon + math.ceil(delay * NS_PER_S / period)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.005):
+            try:
+                self._step()
+            except Exception as exc:  # noqa: BLE001 - keep serving; the executor holds on missing chunks
+                self._set_waiting(f"inference failed: {type(exc).__name__}: {exc}")
+                self._stop.wait(0.5)
+
+    def _step(self) -> None:
+        with self._lock:
+            policy, swaps = self.policy, self._swap_count
+        if policy is None:
+            self._set_waiting("no policy loaded (set parameter checkpoint or call ~/load_policy)")
+            return
+        now_ns = self._now_ns()
+        if not self._due(policy, now_ns):
+            return
+        try:
+            obs, obs_ns = self._observation(policy, now_ns)
+        except ObservationError as exc:
+            self._set_waiting(str(exc))
+            return
+        if obs_ns <= self._last_obs_ns:
+            return  # nothing new to infer from
+        self._set_waiting("")
+        t0 = time.monotonic()
+        actions = policy.model.predict_chunk(obs, generator=self.generator)
+        latency = time.monotonic() - t0
+        with self._lock:
+            if swaps != self._swap_count:
+                return  # the policy was swapped during inference: never publish the old one's chunk
+            self._last_chunk = (obs_ns, policy.period_ns, policy.horizon)
+            self._last_obs_ns = obs_ns
+            ema = self._latency_ema_s
+            self._latency_ema_s = latency if ema is None else 0.8 * ema + 0.2 * latency
+            self._latencies.append(latency)
+            self.chunk_id += 1
+            chunk_id = self.chunk_id
+        msg = ActionChunk(chunk_id=chunk_id, policy_id=policy.policy_id, horizon=policy.horizon,
+                          action_dim=policy.action_dim, action_names=policy.action_names,
+                          actions=np.asarray(actions, dtype=np.float32).ravel().tolist())
+        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.observation_stamp = _time_msg(obs_ns)
+        msg.control_period.sec, msg.control_period.nanosec = divmod(policy.period_ns, NS_PER_S)
+        self.chunk_pub.publish(msg)
+        self._publish_times.append(time.monotonic())
+
+    # ---- diagnostics -----------------------------------------------------------------------
+    def _publish_diagnostics(self) -> None:
+        with self._lock:
+            policy = self.policy
+            lat = sorted(self._latencies)
+            times = list(self._publish_times)
+        rate = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else 0.0
+        ok = policy is not None and not self._waiting
+        status = DiagnosticStatus(level=DiagnosticStatus.OK if ok else DiagnosticStatus.WARN,
+                                  name=f"{self.get_name()}: policy inference",
+                                  message="inferring" if ok else (self._waiting or "waiting"))
+        values = {"policy_id": policy.policy_id if policy else "", "checkpoint": policy.checkpoint if policy else "",
+                  "chunks_published": self.chunk_id, "chunk_rate_hz": f"{rate:.2f}",
+                  "inference_latency_ms_last": f"{self._latencies[-1] * 1e3 if lat else 0:.1f}",
+                  "inference_latency_ms_p50": f"{lat[len(lat) // 2] * 1e3 if lat else 0:.1f}",
+                  "inference_latency_ms_max": f"{lat[-1] * 1e3 if lat else 0:.1f}",
+                  "waiting_reason": self._waiting}
+        status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
+        diag = DiagnosticArray(status=[status])
+        diag.header.stamp = self.get_clock().now().to_msg()
+        self.diag_pub.publish(diag)
+
+    def destroy_node(self):
+        self._stop.set()
+        self._worker.join(timeout=5.0)
+        return super().destroy_node()
+
+
+def main(args=None):
+    rclpy.init(args=args)
+    try:
+        node = PolicyNode()
+    except ValueError as exc:  # bad configuration: say what and exit
+        rclpy.logging.get_logger("policy_node").fatal(f"cannot start: {exc}")
+        rclpy.shutdown()
+        return 1
+    executor = MultiThreadedExecutor(num_threads=2)
+    executor.add_node(node)
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+
+
+if __name__ == "__main__":
+    main()

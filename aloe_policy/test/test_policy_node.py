@@ -1,0 +1,199 @@
+"""policy_node in its own process with tiny checkpoints saved by aloe_policy.model.
+
+This test process plays the robot (camera, joint_states, EE pose, task) and listens to the
+chunks; the checkpoints' text cache holds the task, so MiniLM is never loaded.
+"""
+
+import time
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip("rclpy")
+torch = pytest.importorskip("torch")
+from aloe_msgs.msg import ActionChunk  # noqa: E402
+from aloe_msgs.srv import LoadPolicy  # noqa: E402
+from geometry_msgs.msg import PoseStamped  # noqa: E402
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
+from sensor_msgs.msg import Image, JointState  # noqa: E402
+from std_msgs.msg import String  # noqa: E402
+
+from aloe_policy.model import FlowMatchingPolicy, PolicyConfig, TextEncoder  # noqa: E402
+from aloe_policy.observation import rgb_to_image_fields  # noqa: E402
+
+pytestmark = pytest.mark.system
+
+TASK = "pick up the cube"
+TINY = dict(image_size=16, chunk_horizon=4, cnn_channels=(8, 16), cnn_pool_size=2, hidden_dim=32,
+            head_hidden_dim=64, head_layers=1, time_embed_dim=16, text_embed_dim=32, dropout=0.0, flow_steps=4)
+JOINTS = [f"panda_joint{i}" for i in range(1, 8)] + ["panda_gripper"]
+NODE_PARAMS = {"torch_threads": 1, "execution_horizon": 2, "observation_timeout_s": 2.0}
+
+
+def fake_text(texts):
+    """Deterministic 32-d unit vectors per text (stand-in for MiniLM)."""
+    rng = np.random.default_rng(sum(map(ord, texts[0])) if texts else 0)
+    out = rng.standard_normal((len(texts), 32)).astype(np.float32)
+    return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+
+def save_tiny_checkpoint(directory, seed) -> str:
+    torch.manual_seed(seed)
+    config = PolicyConfig(**TINY)
+    policy = FlowMatchingPolicy(config, text_encoder=TextEncoder(embed_dim=32, encode_fn=fake_text))
+    rng = np.random.default_rng(seed)
+    policy.fit_normalization(rng.standard_normal((20, 18)), rng.uniform(-0.1, 0.1, (20, 4, 7)))
+    policy.text_encoder.encode([TASK])
+    return policy.save_pretrained(directory)
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ckpt")
+    ids = {name: save_tiny_checkpoint(root / name, seed) for name, seed in (("a", 1), ("b", 2))}
+    corrupt = root / "corrupt"
+    save_tiny_checkpoint(corrupt, 3)
+    weights = corrupt / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:3000])  # truncated safetensors
+    return {"a": (str(root / "a"), ids["a"]), "b": (str(root / "b"), ids["b"]), "corrupt": (str(corrupt), "")}
+
+
+@pytest.fixture(scope="module")
+def rclpy_context():
+    rclpy.init()
+    yield
+    rclpy.shutdown()
+
+
+class Robot:
+    """Publishes the robot's inputs at ~20 Hz while spinning; records chunks."""
+
+    def __init__(self, proc):
+        self.proc = proc
+        self.node = rclpy.create_node("policy_test_robot")
+        self.cam_pub = self.node.create_publisher(Image, "/camera/front/image_raw", 10)
+        self.js_pub = self.node.create_publisher(JointState, "/joint_states", 10)
+        self.ee_pub = self.node.create_publisher(PoseStamped, "/aloe/ee_pose", 10)
+        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self.task_pub = self.node.create_publisher(String, "/aloe/task", latched)
+        self.task_pub.publish(String(data=TASK))
+        self.chunks: list[ActionChunk] = []
+        self.node.create_subscription(ActionChunk, "/aloe/action_chunk", self.chunks.append,
+                                      QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE))
+        self.stamps: list[int] = []
+        self.send_camera = True
+        self._last = 0.0
+        self.rgb = np.random.default_rng(0).integers(0, 256, (24, 32, 3), dtype=np.uint8)
+
+    def publish_inputs(self):
+        stamp = self.node.get_clock().now().to_msg()
+        self.stamps.append(stamp.sec * 1_000_000_000 + stamp.nanosec)
+        if self.send_camera:
+            img = Image(**rgb_to_image_fields(self.rgb, "rgb8"))
+            img.header.stamp = stamp
+            self.cam_pub.publish(img)
+        js = JointState(name=JOINTS, position=[0.1] * 8, velocity=[0.0] * 8)
+        js.header.stamp = stamp
+        self.js_pub.publish(js)
+        ee = PoseStamped()
+        ee.header.stamp = stamp
+        ee.pose.position.x, ee.pose.position.z = 0.4, 0.2
+        self.ee_pub.publish(ee)
+
+    def spin(self, seconds, until=None):
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if time.monotonic() - self._last > 0.05:
+                self._last = time.monotonic()
+                self.publish_inputs()
+            rclpy.spin_once(self.node, timeout_sec=0.01)
+            if until is not None and until():
+                return True
+        return until is None
+
+    def wait_chunks(self, n, timeout=30.0, policy_id=None):
+        def enough():
+            return len([c for c in self.chunks if policy_id is None or c.policy_id == policy_id]) >= n
+        assert self.spin(timeout, enough), (f"fewer than {n} chunks (policy {policy_id}) in {timeout}s; "
+                                            f"policy_node log:\n{self.proc.log()[-3000:]}")
+
+    def load_policy(self, service, path, timeout=60.0) -> LoadPolicy.Response:
+        client = self.node.create_client(LoadPolicy, service)
+        assert self.spin(20.0, client.service_is_ready), f"service {service} not available"
+        future = client.call_async(LoadPolicy.Request(checkpoint_path=path))
+        assert self.spin(timeout, future.done), f"{service} did not answer in {timeout}s"
+        return future.result()
+
+    def close(self):
+        self.node.destroy_node()
+
+
+@pytest.fixture
+def start_policy(ros_node_process, rclpy_context):
+    robots = []
+
+    def start(**params):
+        proc = ros_node_process("aloe_policy", "policy_node", {**NODE_PARAMS, **params})
+        robot = Robot(proc)
+        robots.append(robot)
+        return robot
+
+    yield start
+    for r in robots:
+        r.close()
+
+
+def test_policy_node_publishes_chunks_of_the_checkpoint_shape_once_all_inputs_arrive(start_policy, checkpoints):
+    path, policy_id = checkpoints["a"]
+    robot = start_policy(checkpoint=path)
+    robot.send_camera = False
+    robot.spin(4.0)
+    assert robot.chunks == [], "no inference while the camera is missing"
+    line = "no inference: nothing received yet on front (/camera/front/image_raw)\n"
+    log = robot.proc.wait_for_log(line)
+    assert log.count(line) == 1, "a missing input is logged once, not per attempt"
+    robot.send_camera = True
+    robot.wait_chunks(3)
+    for chunk in robot.chunks:
+        assert (chunk.horizon, chunk.action_dim, len(chunk.actions)) == (4, 7, 28)
+        assert chunk.policy_id == policy_id
+        assert list(chunk.action_names) == ["dx", "dy", "dz", "rx", "ry", "rz", "grip"]
+        assert chunk.control_period.sec == 0 and chunk.control_period.nanosec == 100_000_000
+        assert np.all(np.isfinite(chunk.actions)) and np.all(np.abs(chunk.actions) <= 1.0)
+        stamp = chunk.observation_stamp.sec * 1_000_000_000 + chunk.observation_stamp.nanosec
+        assert stamp in robot.stamps, "stamped with the stamp of an observation it saw"
+    ids = [c.chunk_id for c in robot.chunks]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+
+
+def test_load_policy_refuses_corrupt_checkpoint_and_swaps_to_good_one(start_policy, checkpoints):
+    path_a, id_a = checkpoints["a"]
+    path_b, id_b = checkpoints["b"]
+    robot = start_policy(checkpoint=path_a)
+    robot.wait_chunks(2, policy_id=id_a)
+
+    refused = robot.load_policy("/policy_node/load_policy", checkpoints["corrupt"][0])
+    assert not refused.success
+    assert "truncated or corrupt" in refused.message and refused.policy_id == id_a
+    n = len(robot.chunks)
+    robot.wait_chunks(n + 3)
+    assert {c.policy_id for c in robot.chunks[n:]} == {id_a}, "chunks keep coming from the running policy"
+
+    swapped = robot.load_policy("/aloe/load_policy", path_b)  # the remappable alias
+    assert swapped.success, swapped.message
+    assert swapped.policy_id == id_b and id_b in swapped.message
+    n = len(robot.chunks)
+    robot.wait_chunks(n + 3)
+    assert {c.policy_id for c in robot.chunks[n:]} == {id_b}, "no chunk of the old policy after the swap"
+
+
+def test_policy_node_without_checkpoint_waits_and_says_so_until_loaded(start_policy, checkpoints):
+    robot = start_policy()
+    robot.proc.wait_for_log("no checkpoint parameter: waiting for a policy on ~/load_policy")
+    robot.spin(2.0)
+    assert robot.chunks == []
+    path, policy_id = checkpoints["b"]
+    response = robot.load_policy("/policy_node/load_policy", path)
+    assert response.success and response.policy_id == policy_id
+    robot.wait_chunks(2, policy_id=policy_id)
