@@ -24,8 +24,8 @@ A transition at tick t (``TransitionDataset``):
   padding never changes R_t^H or the target.
 * ``returns``: R_t^H = sum_{i<H} gamma^i r_{t+i} (rewards past the end are 0).
 * ``next`` observation o_{t+H}; ``done`` = the chunk reaches the end of an episode that ended
-  in SUCCESS or FAILURE. An episode cut without an outcome (ABORT, crash) is not terminal: its
-  last H-1 transitions bootstrap from the last recorded observation (the best available
+  in SUCCESS or FAILURE. An episode cut without an outcome (ABORT, INCOMPLETE after a crash) is
+  not terminal: its last H-1 transitions bootstrap from the last recorded observation (the best available
   stand-in for the unrecorded o_{t+H}).
 * ``mc_returns``: discounted return-to-go G_t = sum_i gamma^i r_{t+i} to the episode end
   (the Monte-Carlo value of the behaviour; used by the ``progress`` baseline).
@@ -57,7 +57,7 @@ log = logging.getLogger(__name__)
 
 SOURCE_POLICY, SOURCE_HUMAN, SOURCE_HOLD = 0, 1, 2
 SOURCE_NAMES = ("POLICY", "HUMAN", "HOLD")
-OUTCOMES = ("SUCCESS", "FAILURE", "ABORT", "UNKNOWN")
+OUTCOMES = ("SUCCESS", "FAILURE", "ABORT", "INCOMPLETE", "UNKNOWN")  # INCOMPLETE: recorder saw no end event
 TERMINAL_OUTCOMES = ("SUCCESS", "FAILURE")
 EVENT_NAMES = {0: "START", 1: "SUCCESS", 2: "FAILURE", 3: "ABORT"}
 

@@ -13,7 +13,7 @@ JOINTS = [f"panda_joint{i}" for i in range(1, 8)] + ["panda_gripper"]
 
 def write_episode_bag(path: Path, num_ticks: int = 8, sources=None, outcome: str = "SUCCESS", task: str = "pick the cube",
                       policy_id: str = "abcdef0123456789", image_size: int = 8, rewards=None,
-                      metadata: bool = True) -> Path:
+                      metadata: bool = True, writer: str = "rosbags", crash: bool = False) -> Path:
     """One episode bag (rosbag2 MCAP, the topics of docs/interfaces.md).
 
     Tick k (stamp 1.0 + 0.1 k s) executes action [k]*7. Before tick k (stamp - 10 ms) the camera
@@ -72,18 +72,21 @@ def write_episode_bag(path: Path, num_ticks: int = 8, sources=None, outcome: str
                                         reward=1.0 if outcome == "SUCCESS" else 0.0, task=task))
     msgs.sort(key=lambda m: m[0])
 
-    writer = Writer(path, version=9, storage_plugin=StoragePlugin.MCAP)
+    if writer == "recorder":
+        _write_with_recorder(path, msgs, ts, crash=crash)
+        return path
+    bag_writer = Writer(path, version=9, storage_plugin=StoragePlugin.MCAP)
     if metadata:
-        writer.set_custom_data("task", task)
-        writer.set_custom_data("policy_ids", policy_id)
-        writer.set_custom_data("outcome", outcome)
-    writer.open()
+        bag_writer.set_custom_data("task", task)
+        bag_writer.set_custom_data("policy_ids", policy_id)
+        bag_writer.set_custom_data("outcome", outcome)
+    bag_writer.open()
     conns = {}
     for logtime, topic, msgtype, msg in msgs:
         if topic not in conns:
-            conns[topic] = writer.add_connection(topic, msgtype, typestore=ts)
-        writer.write(conns[topic], logtime, bytes(ts.serialize_cdr(msg, msgtype)))
-    writer.close()
+            conns[topic] = bag_writer.add_connection(topic, msgtype, typestore=ts)
+        bag_writer.write(conns[topic], logtime, bytes(ts.serialize_cdr(msg, msgtype)))
+    bag_writer.close()
     if not metadata:
         (path / "metadata.yaml").unlink()
     return path
@@ -106,3 +109,28 @@ def small_config(root, **kw):
     config.critic.critic_steps, config.critic.critic_batch_size, config.critic.num_policy_samples = 10, 16, 2
     config.improvement.policy_steps, config.improvement.policy_batch_size = 10, 8
     return config
+
+
+def _write_with_recorder(path: Path, msgs, ts, crash: bool) -> None:
+    """Write through aloe_teleop.recorder's McapBagWriter (what recorder_node does). ``crash``:
+    the bag dir holds the file as it was at a flush halfway through, no end event, no
+    metadata.yaml (a kill -9 of the recorder)."""
+    import shutil
+
+    from aloe_teleop.recorder import EpisodeSummary, McapBagWriter
+
+    summary = EpisodeSummary()
+    bag = McapBagWriter(path.parent / (path.name + ".live") if crash else path, chunk_size=4096, fsync=False)
+    for k, (logtime, topic, msgtype, msg) in enumerate(msgs):
+        data = bytes(ts.serialize_cdr(msg, msgtype))
+        bag.add_topic(topic, msgtype)
+        bag.write(topic, logtime, data)
+        summary.observe(topic, msgtype, logtime, data)
+        if crash and k == len(msgs) // 2:  # killed here: only what was flushed so far is on disk
+            bag.flush()
+            path.mkdir(parents=True)
+            shutil.copy(bag.mcap_path, path / f"{path.name}_0.mcap")
+    bag.flush()
+    bag.close(summary.custom_data("event"))
+    if crash:
+        shutil.rmtree(bag.bag_dir)

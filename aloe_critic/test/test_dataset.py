@@ -131,3 +131,21 @@ def test_filters_select_by_provenance(tmp_path, episode_bag):
     rng = np.random.default_rng(0)
     batch = both.sample(32, rng)
     assert set(batch.index.numpy()) <= set(both.indices)
+
+
+def test_bags_from_the_recorder_load_including_a_crash_cut_one(tmp_path, episode_bag):
+    pytest.importorskip("aloe_teleop.recorder")
+    closed = episode_bag("closed", sources=SOURCES, writer="recorder")
+    cut = episode_bag("cut", outcome="FAILURE", writer="recorder", crash=True)
+    assert not (cut / "metadata.yaml").exists()
+    report = ingest_bags([tmp_path / "bags"], config(tmp_path))
+    assert report.skipped == [], report.skipped
+    by_name = {os.path.basename(e.bag): e for e in report.episodes}
+    assert (cut / "metadata.yaml").exists()                              # re-indexed
+    assert by_name["closed"].outcome == "SUCCESS" and by_name["closed"].policy_ids == [POLICY]
+    np.testing.assert_array_equal(by_name["closed"].sources, SOURCES)
+    cut_ep = by_name["cut"]
+    assert cut_ep.outcome == "INCOMPLETE" and 0 < len(cut_ep) < 8         # first half survived, no end event
+    np.testing.assert_array_equal(cut_ep.actions[:, 0], np.arange(len(cut_ep)))
+    d = TransitionDataset([cut_ep], chunk_horizon=3, gamma=0.9)
+    assert not d.done.any() and not d.returns.any()                    # not terminal: bootstrap, no reward
