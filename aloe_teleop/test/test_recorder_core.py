@@ -186,7 +186,7 @@ def make_crash_source(tmp_path: Path, n: int = 600) -> tuple[Path, bytes]:
         if i % 50 == 49:
             bag.flush()
     bag.flush()
-    bag._file.close()  # the process dies: no index, no footer, no metadata.yaml
+    bag.abandon()  # the process dies: no index, no footer, no metadata.yaml
     return bag.mcap_path, bag.mcap_path.read_bytes()
 
 
@@ -249,7 +249,7 @@ def test_disk_write_error_keeps_the_flushed_part_as_a_valid_bag(tmp_path, caplog
         raise OSError(errno.ENOSPC, "No space left on device")
 
     with caplog.at_level(logging.ERROR, logger="aloe_teleop.recorder"):
-        rec._bag._file.write = no_space  # the next flush hits a full disk
+        rec._bag._write_all = no_space  # the next flush hits a full disk
         for i in range(30, 40):
             feed("/joint_states", joint(i))
         wait_until(lambda: len(rec.closed_bags) == 1)
