@@ -158,8 +158,10 @@ class SimNode(Node):
             self.get_logger().info(
                 f"done: {total} episodes, {self.outcomes['SUCCESS']} SUCCESS, {self.outcomes['FAILURE']} FAILURE, "
                 f"{self.outcomes['ABORT']} ABORT; {self.holds} ticks held for lack of a command")
-        except Exception as exc:  # keep the reason in the log; main() exits non-zero
-            self.get_logger().error(f"sim stepping failed: {exc!r}")
+        except Exception as exc:
+            if self._stop.is_set() or not self.context.ok():
+                return  # Ctrl-C shut the context down under a publish: a normal stop
+            self.get_logger().error(f"sim stepping failed: {exc!r}")  # main() then exits 1
             self.error = exc
         finally:
             self.finished.set()

@@ -126,3 +126,17 @@ def test_task_state_array_round_trip():
     assert np.array_equal(back.cube, s.cube) and back.t == 1.2 and back.tick() == 12
     with pytest.raises(ValueError):
         TaskState.from_array(arr[:5])
+
+
+def test_proprio_matches_what_the_policy_builds_from_joint_states(sim):
+    """sim_node publishes joint_states + ee_pose; aloe_policy.observation turns them into the
+    same vector the ROS-free Observation gives (the model sees identical numbers live and offline)."""
+    from aloe_policy.observation import ProprioSpec, proprio_vector
+
+    from aloe_sim.env import GRIPPER_JOINT_NAME, JOINT_NAMES
+
+    obs, *_ = sim.step(np.r_[0.01, 0, 0, 0, 0, 0, 0.5]) if not sim.done else (sim.reset(0),)
+    names = [*JOINT_NAMES, GRIPPER_JOINT_NAME]
+    vec = proprio_vector(ProprioSpec(), names, [*obs.joint_pos, obs.gripper], [*obs.joint_vel, 0.0], obs.tcp)
+    assert ProprioSpec().dim == 18
+    np.testing.assert_array_equal(vec, obs.proprio())

@@ -24,8 +24,8 @@ LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability
 class ExecutorStandIn:
     """An rclpy node in the test process: records what the sim publishes, answers each clock."""
 
-    def __init__(self, skip_ticks=(), forward_interventions=False):
-        from aloe_msgs.msg import EpisodeEvent, Intervention
+    def __init__(self, skip_ticks=(), forward_interventions=False, policy=None):
+        from aloe_msgs.msg import EpisodeEvent, ExecutedAction, Intervention
         from rosgraph_msgs.msg import Clock
         from sensor_msgs.msg import Image, JointState
         from std_msgs.msg import Float32, Float64MultiArray, String
@@ -38,6 +38,9 @@ class ExecutorStandIn:
         self.Float64MultiArray = Float64MultiArray
         self.skip_ticks = set(skip_ticks)
         self.forward = forward_interventions
+        self.policy = policy or (lambda: [0.0] * 7)
+        self.ExecutedAction = ExecutedAction
+        self.clock_wall = []
         self.clocks, self.images, self.events, self.joints, self.rewards, self.tasks = [], [], [], [], [], []
         self.interventions, self.commands = [], []
         self.command_pub = None
@@ -49,6 +52,7 @@ class ExecutorStandIn:
         n.create_subscription(Float32, "/aloe/reward", lambda m: self.rewards.append(m.data), RELIABLE)
         n.create_subscription(String, "/aloe/task", lambda m: self.tasks.append(m.data), LATCHED)
         n.create_subscription(Intervention, "/aloe/intervention", self.interventions.append, RELIABLE)
+        self.executed_pub = n.create_publisher(ExecutedAction, "/aloe/executed_action", RELIABLE)
 
     def spin_until(self, predicate, timeout: float, what: str, proc=None):
         deadline = time.monotonic() + timeout
@@ -66,13 +70,15 @@ class ExecutorStandIn:
     def on_clock(self, msg):
         ns = msg.clock.sec * 1_000_000_000 + msg.clock.nanosec
         self.clocks.append(ns)
+        self.clock_wall.append(time.monotonic())
         if self.command_pub is None or len(self.clocks) - 1 in self.skip_ticks:
             return
-        action = [0.0] * 7
-        if self.forward and self.interventions and self.interventions[-1].active:
-            action = [float(a) for a in self.interventions[-1].action]
+        human = self.forward and bool(self.interventions) and self.interventions[-1].active
+        action = [float(a) for a in self.interventions[-1].action] if human else list(self.policy())
         self.commands.append(action)
         self.command_pub.publish(self.Float64MultiArray(data=action))
+        source = self.ExecutedAction.SOURCE_HUMAN if human else self.ExecutedAction.SOURCE_POLICY
+        self.executed_pub.publish(self.ExecutedAction(action=action, source=source))
 
     def close(self):
         self.executor.shutdown()
@@ -168,3 +174,51 @@ def test_scripted_operator_in_demo_mode_drives_the_sim_to_success(ros_node_proce
     assert all(len(i.action) == 7 for i in ex.interventions)
     stamps = [i.header.stamp.sec + 1e-9 * i.header.stamp.nanosec for i in ex.interventions]
     assert 0.5 < stamps[-1] < 1.0 + 0.1 * 61, "Intervention stamps must be sim time (use_sim_time)"
+
+
+def test_reset_service_aborts_the_episode_and_sigint_exits_cleanly(ros_node_process, stand_in_factory):
+    """episodes 0 runs forever; ~/reset ends the episode with ABORT and starts a new one;
+    real_time_factor caps the tick rate."""
+    import signal
+
+    from aloe_msgs.msg import EpisodeEvent
+    from std_srvs.srv import Trigger
+
+    sim = ros_node_process("aloe_sim", "sim_node", dict(SIM_PARAMS, episodes=0, max_steps=1000, cameras=[""],
+                                                         real_time_factor=2.0, pause_between_episodes_s=0.1))
+    ex = stand_in_factory()
+    ex.spin_until(lambda: ex.node.count_publishers("/aloe/episode_event") > 0, 40, "sim_node to come up", sim)
+    time.sleep(0.5)
+    ex.start_commanding()
+    ex.spin_until(lambda: len(ex.clocks) >= 8, 30, "8 ticks", sim)
+    client = ex.node.create_client(Trigger, "/sim_node/reset")
+    assert client.wait_for_service(timeout_sec=10.0)
+    future = client.call_async(Trigger.Request())
+    ex.spin_until(future.done, 10, "the reset reply", sim)
+    assert future.result().success
+    ex.spin_until(lambda: [e.event for e in ex.events][:3] == [EpisodeEvent.START, EpisodeEvent.ABORT,
+                                                                EpisodeEvent.START], 10, "ABORT then START", sim)
+    assert np.median(np.diff(ex.clock_wall)) >= 0.045, "real_time_factor 2 allows at most 20 ticks per wall second"
+    assert sim.stop(signal.SIGINT) in (0, -signal.SIGINT)
+    assert "Traceback" not in sim.log()
+
+
+def test_operator_in_correct_mode_takes_over_a_drifting_policy_and_hands_back(ros_node_process,
+                                                                             stand_in_factory):
+    sim = ros_node_process("aloe_sim", "sim_node", dict(SIM_PARAMS, episodes=1, max_steps=60, cameras=[""]))
+    op = ros_node_process("aloe_sim", "operator_node",
+                          dict(mode="correct", use_sim_time=True, max_steps=60, reaction_delay_ticks=2,
+                               correction_ticks=8))
+    drift = [0.0, 0.02, 0.01, 0.0, 0.0, 0.0, -1.0]  # the "policy": moves away from the cube
+    ex = stand_in_factory(forward_interventions=True, policy=lambda: drift)
+    op.wait_for_log("scripted operator ready", timeout=40)
+    ex.spin_until(lambda: ex.node.count_publishers("/aloe/intervention") > 0, 40, "operator_node", op)
+    time.sleep(0.5)
+    ex.start_commanding()
+    ex.spin_until(lambda: sim.popen.poll() is not None, 50, "the episode to end", sim)
+    active = [i.active for i in ex.interventions]
+    assert any(active) and not all(active), "operator must take over and hand back"
+    assert "takeover (" in op.log() and "hand back" in op.log()
+    from aloe_msgs.msg import EpisodeEvent
+
+    assert [e.event for e in ex.events][-1] == EpisodeEvent.SUCCESS, "corrections must rescue the episode"
