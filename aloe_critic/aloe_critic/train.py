@@ -230,6 +230,56 @@ def _install(stage: Path, out_dir: Path, overwrite: bool) -> None:
         os.rename(stage, out_dir)
 
 
+@dataclass
+class IterationOutput:
+    """What one iteration produced in memory (``run_iteration``)."""
+
+    policy: object                       # the improved policy (trained in place)
+    critic: object | None                # ChunkCritic fit for the policy as it was before improvement
+    evaluated_policy_id: str | None      # policy_id the critic evaluates
+    values: dict | None                  # q, v, advantage, q_std per transition of the dataset view
+    curves: dict
+    advantage_stats: dict | None
+
+
+def run_iteration(config: TrainConfig, dataset: TransitionDataset, policy, fresh: bool = False) -> IterationOutput:
+    """The learning part of an iteration, in memory (no bags, no files): usable directly on
+    ``Episode`` lists (sim studies) via ``TransitionDataset(episodes, H, gamma)``.
+
+    fresh: ``policy`` is untrained: behaviour-clone it on all chunks first (its normalisation
+    must already be fitted). Then, unless ``config.init_only``: critic for ``policy`` with the
+    value signal ``config.method``, advantages, advantage-weighted improvement (``bc``: w = 1).
+    """
+    device = torch.device(config.device)
+    curves: dict[str, list[dict]] = {}
+    if fresh:  # the initial policy: behaviour cloning on all data
+        log.info("fresh policy: behaviour cloning on all %d chunks", len(dataset))
+        curves["policy_init_bc"] = improve_policy(policy, dataset, None, config.improvement, seed=config.seed,
+                                                  device=device, progress=config.progress)
+    if config.init_only:
+        return IterationOutput(policy, None, None, None, curves, None)
+    critic, values, stats, evaluated_id, advantages = None, None, None, None, None
+    if config.method in VALUE_METHODS:
+        evaluated_id = policy.policy_id
+        critic = critic_for_policy(policy, config.critic, config.critic_init_from_policy)
+        bank = PolicySampleBank(policy, dataset, config.critic.num_policy_samples, batch_size=config.eval_batch_size,
+                                seed=config.seed, device=device, progress=config.progress)
+        log.info("fitting the %s critic for policy %s", config.method, evaluated_id)
+        curves["critic"] = fit_critic(critic, dataset, config.method, bank, config.critic, seed=config.seed,
+                                      device=device, progress=config.progress)
+        values = chunk_values(critic, dataset, bank, config.eval_batch_size, device)
+        advantages = values["advantage"]
+        stats = {k: {"mean": float(np.mean(v)), "std": float(np.std(v)), "min": float(np.min(v)),
+                     "max": float(np.max(v))} for k, v in values.items()}
+        stats["fraction_positive_advantage"] = float((advantages > 0).mean())
+    if not (config.method == "bc" and fresh):  # a fresh policy's BC above already is the bc iteration
+        log.info("improving the policy (%s) on %d chunks", config.method, len(dataset))
+        phase = "policy_bc" if config.method == "bc" else "policy_improvement"
+        curves[phase] = improve_policy(policy, dataset, advantages, config.improvement, seed=config.seed,
+                                       device=device, progress=config.progress)
+    return IterationOutput(policy, critic, evaluated_id, values, curves, stats)
+
+
 def train_iteration(config: TrainConfig, bags, policy_in: str | os.PathLike | None,
                     out_dir: str | os.PathLike) -> TrainResult:
     """One iteration (module docstring). ``bags``: bag dirs / dirs of bags; ``policy_in``: the
@@ -248,7 +298,6 @@ def train_iteration(config: TrainConfig, bags, policy_in: str | os.PathLike | No
 
     from aloe_policy.model import FlowMatchingPolicy
 
-    curves: dict[str, list[dict]] = {}
     if policy_in is not None:
         policy = FlowMatchingPolicy.from_pretrained(policy_in, device=device)
         policy_in_id = policy.policy_id
@@ -260,35 +309,8 @@ def train_iteration(config: TrainConfig, bags, policy_in: str | os.PathLike | No
         policy_in_id = None
     log.info("%d transitions (H=%d, gamma=%g)", len(dataset), dataset.chunk_horizon, dataset.gamma)
 
-    if policy_in is None:  # the initial policy: behaviour cloning on all data
-        log.info("fresh policy: behaviour cloning on all %d chunks", len(dataset))
-        curves["policy_init_bc"] = improve_policy(policy, dataset, None, config.improvement, seed=config.seed,
-                                                  device=device, progress=config.progress)
-        policy_in_id = None
-
-    critic, advantages, stats, values = None, None, None, None
-    run_critic = not config.init_only and config.method in VALUE_METHODS
-    if run_critic:
-        evaluated_id = policy.policy_id
-        critic = critic_for_policy(policy, config.critic, config.critic_init_from_policy)
-        bank = PolicySampleBank(policy, dataset, config.critic.num_policy_samples, batch_size=config.eval_batch_size,
-                                seed=config.seed, device=device, progress=config.progress)
-        log.info("fitting the %s critic for policy %s", config.method, evaluated_id)
-        curves["critic"] = fit_critic(critic, dataset, config.method, bank, config.critic, seed=config.seed,
-                                      device=device, progress=config.progress)
-        values = chunk_values(critic, dataset, bank, config.eval_batch_size, device)
-        advantages = values["advantage"]
-        stats = {k: {"mean": float(np.mean(v)), "std": float(np.std(v)), "min": float(np.min(v)),
-                     "max": float(np.max(v))} for k, v in values.items()}
-        stats["fraction_positive_advantage"] = float((advantages > 0).mean())
-    if not config.init_only:
-        phase = "policy_bc" if config.method == "bc" else "policy_improvement"
-        if config.method == "bc" and policy_in is None:
-            pass  # the BC above already is this iteration's training
-        else:
-            log.info("improving the policy (%s) on %d chunks", config.method, len(dataset))
-            curves[phase] = improve_policy(policy, dataset, advantages, config.improvement, seed=config.seed,
-                                           device=device, progress=config.progress)
+    out = run_iteration(config, dataset, policy, fresh=policy_in is None)
+    critic, curves, stats, evaluated_id = out.critic, out.curves, out.advantage_stats, out.evaluated_policy_id
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
