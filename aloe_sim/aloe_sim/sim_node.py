@@ -55,7 +55,9 @@ PARAMETERS = {
     "max_steps": (100, "control ticks per episode before FAILURE (time limit)"),
     "pause_between_episodes_s": (1.0, "wall seconds between an episode's end event and the next START"),
     "command_timeout_s": (2.0, "wall seconds to wait for a command each tick before holding"),
-    "startup_timeout_s": (20.0, "wall seconds to wait for a publisher on the command topic before the first episode"),
+    "startup_timeout_s": (20.0, "wall seconds to wait for the peers below before the first episode"),
+    "wait_for_subscribers": ([""], "topics that need a subscriber before the first episode (e.g. the recorder's "
+                                   "/aloe/episode_event); a command publisher is always waited for"),
     "real_time_factor": (0.0, "cap on sim speed as a multiple of real time (0 = as fast as possible)"),
     "clock_start_s": (1.0, "sim time of the first tick, seconds"),
     "frame_id": ("panda_link0", "frame of the end-effector pose (the robot base; equal to the sim world frame)"),
@@ -144,7 +146,7 @@ class SimNode(Node):
     # -- stepping thread -------------------------------------------------------------------
     def run(self) -> None:
         try:
-            self._wait_for_commander()
+            self._wait_for_peers()
             episodes = int(self.p["episodes"])
             index = 0
             while not self._stop.is_set() and (episodes <= 0 or index < episodes):
@@ -166,14 +168,22 @@ class SimNode(Node):
         finally:
             self.finished.set()
 
-    def _wait_for_commander(self) -> None:
-        deadline = time.monotonic() + float(self.p["startup_timeout_s"])
+    def _wait_for_peers(self) -> None:
+        """Before the first START: an executor (command publisher) and the listed subscribers,
+        so nobody misses the first episode's beginning. Deadline ``startup_timeout_s``."""
         topic = self.p["command_topic"]
-        while self.count_publishers(topic) == 0 and time.monotonic() < deadline and not self._stop.is_set():
+        subscribed = [t for t in self.p["wait_for_subscribers"] if t]
+
+        def missing():
+            out = [f"a publisher on {topic}"] if self.count_publishers(topic) == 0 else []
+            return out + [f"a subscriber on {t}" for t in subscribed if self.count_subscribers(t) == 0]
+
+        deadline = time.monotonic() + float(self.p["startup_timeout_s"])
+        while missing() and time.monotonic() < deadline and not self._stop.is_set():
             time.sleep(0.05)
-        if self.count_publishers(topic) == 0:
-            self.get_logger().warning(f"no publisher on {topic} after {self.p['startup_timeout_s']} s: "
-                                      "starting anyway, ticks hold until an executor_node commands")
+        if missing():
+            self.get_logger().warning(f"still no {', '.join(missing())} after {self.p['startup_timeout_s']} s: "
+                                      "starting anyway (ticks hold until an executor_node commands)")
 
     def run_episode(self, index: int) -> None:
         episode_id = f"{time.strftime('%Y%m%d-%H%M%S')}-sim{index:04d}-{uuid.uuid4().hex[:6]}"

@@ -101,7 +101,8 @@ def stand_in_factory():
 
 
 SIM_PARAMS = dict(episodes=2, max_steps=4, image_size=32, cameras=["front"], pause_between_episodes_s=0.3,
-                  command_timeout_s=1.0, startup_timeout_s=30.0, seed=3, task="pick up the cube")
+                  command_timeout_s=1.0, startup_timeout_s=30.0, seed=3, task="pick up the cube",
+                  wait_for_subscribers=["/aloe/episode_event"])
 
 
 def test_sim_node_runs_lock_step_episodes_and_holds_on_a_missing_command(ros_node_process, stand_in_factory):
