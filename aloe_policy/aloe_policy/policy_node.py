@@ -8,7 +8,8 @@ and runs the policy when the chunk being executed is about to run out:
     infer when remaining < execution_horizon + ceil(inference_delay / control_period)
 
 where inference_delay is ``inference_delay_s`` or, when that is negative, the measured
-latency (EMA). The next chunk thus lands before the current one is used up (real-time
+delay from observation stamp to chunk publication on the node clock (EMA; inference latency
+plus the observation's age, in sim time when use_sim_time). The next chunk thus lands before the current one is used up (real-time
 chunking style), and the executor aligns it by its observation stamp, skipping the actions
 whose time passed during inference. A new observation is required for every inference.
 
@@ -91,7 +92,7 @@ class PolicyNode(Node):
         self.execution_horizon = p("execution_horizon", 5, "infer when the executing chunk has fewer actions left "
                                    "than this (+ the inference delay in ticks)", integer_range=(0, 10000))
         self.inference_delay_s = p("inference_delay_s", -1.0, "assumed inference delay for early triggering; "
-                                   "< 0 = measured latency (EMA)")
+                                   "< 0 = measured observation-to-chunk delay (EMA)")
         self.device = p("device", "cpu", "torch device for the policy")
         self.seed = p("seed", 0, "seed of the sampling noise generator")
         torch_threads = p("torch_threads", 0, "torch CPU threads; 0 = torch default", integer_range=(0, 256))
@@ -115,7 +116,7 @@ class PolicyNode(Node):
         self.chunk_id = 0
         self._last_chunk: tuple[int, int, int] | None = None  # (observation stamp, period, H) of our newest chunk
         self._last_obs_ns = -1
-        self._latency_ema_s: float | None = None
+        self._delay_ema_s: float | None = None  # observation stamp -> chunk published, node clock
         self._latencies: deque[float] = deque(maxlen=100)
         self._publish_times: deque[float] = deque(maxlen=50)
         self._waiting = ""
@@ -205,7 +206,7 @@ class PolicyNode(Node):
         with self._lock:
             previous = self.policy
             self.policy, self._swap_count = loaded, self._swap_count + 1
-            self._last_chunk, self._latency_ema_s = None, None  # the new policy starts its own chunks now
+            self._last_chunk, self._delay_ema_s = None, None  # the new policy starts its own chunks now
         return True, (f"loaded policy {loaded.policy_id} from {checkpoint} in {time.monotonic() - t0:.2f} s "
                       f"(H={loaded.horizon}, A={loaded.action_dim}); replaced "
                       f"{previous.policy_id if previous else 'no policy'}")
@@ -261,7 +262,8 @@ class PolicyNode(Node):
                 rgb = compressed_to_rgb(msg.format, msg.data)
             else:
                 rgb = image_to_rgb(msg.encoding, msg.height, msg.width, msg.step, msg.data)
-            images[cam] = resize_rgb(rgb, policy.image_size)
+            rgb = resize_rgb(rgb, policy.image_size)
+            images[cam] = rgb if rgb.flags.writeable else rgb.copy()  # torch wants writable arrays
         js = latest["joint_states"][0]
         ee = None
         if self.spec.use_ee_pose:
@@ -276,7 +278,7 @@ class PolicyNode(Node):
             return True
         stamp, period, horizon = self._last_chunk
         used = int(math.floor((now_ns - stamp) / period + 0.5))
-        delay = self.inference_delay_s if self.inference_delay_s >= 0 else (self._latency_ema_s or 0.0)
+        delay = self.inference_delay_s if self.inference_delay_s >= 0 else (self._delay_ema_s or 0.0)
         return horizon - used < self.execution_horizon + math.ceil(delay * NS_PER_S / period)
 
     def _run(self) -> None:
@@ -310,17 +312,19 @@ class PolicyNode(Node):
         with self._lock:
             if swaps != self._swap_count:
                 return  # the policy was swapped during inference: never publish the old one's chunk
+            publish_ns = self._now_ns()
             self._last_chunk = (obs_ns, policy.period_ns, policy.horizon)
             self._last_obs_ns = obs_ns
-            ema = self._latency_ema_s
-            self._latency_ema_s = latency if ema is None else 0.8 * ema + 0.2 * latency
+            delay = max(0.0, (publish_ns - obs_ns) / NS_PER_S)
+            ema = self._delay_ema_s
+            self._delay_ema_s = delay if ema is None else 0.8 * ema + 0.2 * delay
             self._latencies.append(latency)
             self.chunk_id += 1
             chunk_id = self.chunk_id
         msg = ActionChunk(chunk_id=chunk_id, policy_id=policy.policy_id, horizon=policy.horizon,
                           action_dim=policy.action_dim, action_names=policy.action_names,
                           actions=np.asarray(actions, dtype=np.float32).ravel().tolist())
-        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.header.stamp = _time_msg(publish_ns)
         msg.observation_stamp = _time_msg(obs_ns)
         msg.control_period.sec, msg.control_period.nanosec = divmod(policy.period_ns, NS_PER_S)
         self.chunk_pub.publish(msg)
@@ -342,6 +346,7 @@ class PolicyNode(Node):
                   "inference_latency_ms_last": f"{self._latencies[-1] * 1e3 if lat else 0:.1f}",
                   "inference_latency_ms_p50": f"{lat[len(lat) // 2] * 1e3 if lat else 0:.1f}",
                   "inference_latency_ms_max": f"{lat[-1] * 1e3 if lat else 0:.1f}",
+                  "observation_to_chunk_delay_ms_ema": f"{(self._delay_ema_s or 0) * 1e3:.1f}",
                   "waiting_reason": self._waiting}
         status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
         diag = DiagnosticArray(status=[status])

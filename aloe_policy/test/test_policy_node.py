@@ -15,11 +15,11 @@ from aloe_msgs.msg import ActionChunk  # noqa: E402
 from aloe_msgs.srv import LoadPolicy  # noqa: E402
 from geometry_msgs.msg import PoseStamped  # noqa: E402
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
-from sensor_msgs.msg import Image, JointState  # noqa: E402
+from sensor_msgs.msg import CompressedImage, Image, JointState  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 
 from aloe_policy.model import FlowMatchingPolicy, PolicyConfig, TextEncoder  # noqa: E402
-from aloe_policy.observation import rgb_to_image_fields  # noqa: E402
+from aloe_policy.observation import rgb_to_compressed, rgb_to_image_fields  # noqa: E402
 
 pytestmark = pytest.mark.system
 
@@ -68,10 +68,12 @@ def rclpy_context():
 class Robot:
     """Publishes the robot's inputs at ~20 Hz while spinning; records chunks."""
 
-    def __init__(self, proc):
+    def __init__(self, proc, encoding="rgb8"):
         self.proc = proc
+        self.encoding = encoding
         self.node = rclpy.create_node("policy_test_robot")
         self.cam_pub = self.node.create_publisher(Image, "/camera/front/image_raw", 10)
+        self.jpeg_pub = self.node.create_publisher(CompressedImage, "/camera/front/image_raw/compressed", 10)
         self.js_pub = self.node.create_publisher(JointState, "/joint_states", 10)
         self.ee_pub = self.node.create_publisher(PoseStamped, "/aloe/ee_pose", 10)
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
@@ -89,8 +91,12 @@ class Robot:
     def publish_inputs(self):
         stamp = self.node.get_clock().now().to_msg()
         self.stamps.append(stamp.sec * 1_000_000_000 + stamp.nanosec)
-        if self.send_camera:
-            img = Image(**rgb_to_image_fields(self.rgb, "rgb8"))
+        if self.send_camera and self.encoding == "jpeg":
+            img = CompressedImage(format="jpeg", data=rgb_to_compressed(self.rgb))
+            img.header.stamp = stamp
+            self.jpeg_pub.publish(img)
+        elif self.send_camera:
+            img = Image(**rgb_to_image_fields(self.rgb, self.encoding))
             img.header.stamp = stamp
             self.cam_pub.publish(img)
         js = JointState(name=JOINTS, position=[0.1] * 8, velocity=[0.0] * 8)
@@ -133,9 +139,9 @@ class Robot:
 def start_policy(ros_node_process, rclpy_context):
     robots = []
 
-    def start(**params):
+    def start(encoding="rgb8", **params):
         proc = ros_node_process("aloe_policy", "policy_node", {**NODE_PARAMS, **params})
-        robot = Robot(proc)
+        robot = Robot(proc, encoding)
         robots.append(robot)
         return robot
 
@@ -197,3 +203,12 @@ def test_policy_node_without_checkpoint_waits_and_says_so_until_loaded(start_pol
     response = robot.load_policy("/policy_node/load_policy", path)
     assert response.success and response.policy_id == policy_id
     robot.wait_chunks(2, policy_id=policy_id)
+
+
+@pytest.mark.parametrize("encoding, transport", [("mono8", "raw"), ("bgr8", "raw"), ("jpeg", "compressed")])
+def test_policy_node_infers_from_other_image_encodings_and_compressed_images(start_policy, checkpoints,
+                                                                             encoding, transport):
+    path, policy_id = checkpoints["a"]
+    robot = start_policy(encoding, checkpoint=path, image_transport=transport)
+    robot.wait_chunks(2, policy_id=policy_id)
+    assert "inference failed" not in robot.proc.log()
