@@ -384,7 +384,7 @@ class McapBagWriter:
     """
 
     def __init__(self, bag_dir: Path, *, chunk_size: int = 4 * 2**20, compression: str = "none",
-                 fsync: bool = True, typestore=None):
+                 fsync: bool = True, crc: bool = True, typestore=None):
         if compression not in COMPRESSIONS:
             raise ValueError(f"compression {compression!r}: use one of {', '.join(COMPRESSIONS)}")
         self.bag_dir = Path(bag_dir)
@@ -392,6 +392,7 @@ class McapBagWriter:
         self.mcap_path = self.bag_dir / f"{self.bag_dir.name}_0.mcap"
         self.typestore = typestore or make_typestore()
         self.fsync = fsync
+        self.crc = crc  # chunk CRC: lets repair tell a damaged chunk (power loss) from a whole one
         self.chunk_size = int(chunk_size)
         self.compression = "" if compression == "none" else compression
         self._fd = os.open(self.mcap_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
@@ -450,7 +451,8 @@ class McapBagWriter:
         self._chunk_index.setdefault(cid, []).append((stamp_ns, self._chunk_len))
         self._chunk.append(head)
         self._chunk.append(data)
-        self._chunk_crc = zlib.crc32(data, zlib.crc32(head, self._chunk_crc))
+        if self.crc:
+            self._chunk_crc = zlib.crc32(data, zlib.crc32(head, self._chunk_crc))
         self._chunk_len += len(head) + len(data)
         self._chunk_t0 = min(self._chunk_t0, stamp_ns)
         self._chunk_t1 = max(self._chunk_t1, stamp_ns)
@@ -831,6 +833,7 @@ class RecorderConfig:
     chunk_size: int = 4 * 2**20
     compression: str = "none"
     fsync: bool = True
+    chunk_crc: bool = True
     queue_max_mb: float = 512.0
     queue_max_messages: int = 100_000
     min_free_mb: float = 500.0
@@ -1085,7 +1088,7 @@ class Recorder:
         try:
             self._bag = McapBagWriter(bag_dir, chunk_size=self.config.chunk_size,
                                       compression=self.config.compression, fsync=self.config.fsync,
-                                      typestore=self.typestore)
+                                      crc=self.config.chunk_crc, typestore=self.typestore)
         except OSError as exc:
             self.log.error(f"recorder: cannot create bag {bag_dir}: {exc}; episode not recorded")
             return False

@@ -66,6 +66,7 @@ class RecorderNode(Node):
         self.declare_parameter("chunk_size", 4 * 2**20, d(description="MCAP chunk size, bytes"))
         self.declare_parameter("compression", "none", d(description="MCAP chunk compression: none, zstd, lz4"))
         self.declare_parameter("fsync", True, d(description="fsync at every flush (power-loss safety)"))
+        self.declare_parameter("chunk_crc", True, d(description="CRC per MCAP chunk (detects damaged chunks on repair)"))
         self.declare_parameter("queue_max_mb", 512.0, d(description="writer queue bound; overflow is counted and logged"))
         self.declare_parameter("min_free_mb", 500.0, d(description="close the bag and stop below this free disk space"))
         self.declare_parameter("disk_check_interval_s", 1.0)
@@ -80,6 +81,7 @@ class RecorderNode(Node):
             output_dir=p("output_dir"), episode_event_topic=self.event_topic, task_topic=self.task_topic,
             latched_topics=tuple(p("latched_topics")), flush_interval_s=float(p("flush_interval_s")),
             chunk_size=int(p("chunk_size")), compression=p("compression"), fsync=bool(p("fsync")),
+            chunk_crc=bool(p("chunk_crc")),
             queue_max_mb=float(p("queue_max_mb")), min_free_mb=float(p("min_free_mb")),
             disk_check_interval_s=float(p("disk_check_interval_s")))
         self.qos_depth = int(p("qos_depth"))
