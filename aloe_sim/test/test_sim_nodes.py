@@ -206,9 +206,11 @@ def test_reset_service_aborts_the_episode_and_sigint_exits_cleanly(ros_node_proc
 
 def test_operator_in_correct_mode_takes_over_a_drifting_policy_and_hands_back(ros_node_process,
                                                                              stand_in_factory):
-    sim = ros_node_process("aloe_sim", "sim_node", dict(SIM_PARAMS, episodes=1, max_steps=60, cameras=[""]))
+    # 100 ticks: the drifting policy wastes ticks between corrections, and the operator's
+    # commands reach the sim a tick late whenever the executor ticks before they arrive.
+    sim = ros_node_process("aloe_sim", "sim_node", dict(SIM_PARAMS, episodes=1, max_steps=100, cameras=[""]))
     op = ros_node_process("aloe_sim", "operator_node",
-                          dict(mode="correct", use_sim_time=True, max_steps=60, reaction_delay_ticks=2,
+                          dict(mode="correct", use_sim_time=True, max_steps=100, reaction_delay_ticks=2,
                                correction_ticks=8))
     drift = [0.0, 0.02, 0.01, 0.0, 0.0, 0.0, -1.0]  # the "policy": moves away from the cube
     ex = stand_in_factory(forward_interventions=True, policy=lambda: drift)
@@ -222,4 +224,5 @@ def test_operator_in_correct_mode_takes_over_a_drifting_policy_and_hands_back(ro
     assert "takeover (" in op.log() and "hand back" in op.log()
     from aloe_msgs.msg import EpisodeEvent
 
-    assert [e.event for e in ex.events][-1] == EpisodeEvent.SUCCESS, "corrections must rescue the episode"
+    assert [e.event for e in ex.events][-1] == EpisodeEvent.SUCCESS, \
+        f"corrections must rescue the episode; operator log:\n{op.log()}\nsim log:\n{sim.log()}"
