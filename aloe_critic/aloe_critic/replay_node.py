@@ -4,8 +4,10 @@
 The bag is read directly (``aloe_critic.dataset`` ingestion, cached), scored once at start
 (``aloe_critic.evaluate.evaluate_bags``), then published at ``rate_hz`` on ``value_topic``
 (reliable, keep-last ``qos_depth``), header.stamp = the chunk's observation stamp, chunk_id =
-tick index in the episode. With ``loop`` true it starts over at the end; otherwise it logs
-that it is done and stays up (idle) until shut down.
+tick index in the episode. ``wait_for_subscribers`` > 0 holds publishing until that many
+subscribers matched (deadline ``wait_timeout_s``), so a late listener misses nothing. With
+``loop`` true it starts over at the end; otherwise it logs that it is done and stays up (idle)
+until shut down.
 """
 
 from __future__ import annotations
@@ -37,6 +39,10 @@ class ReplayNode(Node):
         cache = p("cache_dir", "", ParameterDescriptor(description="ingestion cache; empty: the training one")).value
         depth = p("qos_depth", 100, ParameterDescriptor(description="publisher history depth")).value
         self.loop = p("loop", False, ParameterDescriptor(description="start over at the end of the bag")).value
+        self.wait_for = p("wait_for_subscribers", 0, ParameterDescriptor(
+            description="publish only once this many subscribers are matched (0: start at once)")).value
+        self.wait_timeout_s = p("wait_timeout_s", 10.0, ParameterDescriptor(
+            description="deadline for wait_for_subscribers; then publish anyway (with a warning)")).value
         if not bag or not critic:
             raise ValueError("parameters bag_path and critic_path are required")
 
@@ -47,9 +53,19 @@ class ReplayNode(Node):
         self.pub = self.create_publisher(ValueEstimate, topic,
                                          QoSProfile(depth=depth, reliability=ReliabilityPolicy.RELIABLE))
         self.next = 0
+        self.waiting_since = self.get_clock().now() if self.wait_for > 0 else None
         self.timer = self.create_timer(1.0 / rate, self.publish_next)
 
     def publish_next(self) -> None:
+        if self.waiting_since is not None:
+            waited = (self.get_clock().now() - self.waiting_since).nanoseconds * 1e-9
+            matched = self.pub.get_subscription_count()
+            if matched < self.wait_for and waited < self.wait_timeout_s:
+                return
+            if matched < self.wait_for:
+                self.get_logger().warning(f"only {matched} of {self.wait_for} subscribers after "
+                                          f"{self.wait_timeout_s:g} s; publishing anyway")
+            self.waiting_since = None
         if self.next >= len(self.rows):
             if not self.loop:
                 self.timer.cancel()

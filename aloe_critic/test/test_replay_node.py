@@ -18,10 +18,9 @@ def test_replay_node_publishes_value_estimates_for_every_chunk(aloe_checkpoint, 
     node.create_subscription(ValueEstimate, "/aloe/value_estimate", received.append,
                              QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE))
     try:
-        # Subscriber first; the node scores the bag before it publishes, which gives discovery time.
         proc = ros_node_process("aloe_critic", "replay_node",
                                 {"bag_path": str(bag), "critic_path": str(ck), "rate_hz": 20.0,
-                                 "cache_dir": str(root / "cache")})
+                                 "cache_dir": str(root / "cache"), "wait_for_subscribers": 1, "wait_timeout_s": 30.0})
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline and len(received) < 10 and proc.popen.poll() is None:
             rclpy.spin_once(node, timeout_sec=0.1)
