@@ -14,4 +14,11 @@ source "$_aloe_root/install/setup.bash" 2>/dev/null
 export MUJOCO_GL="${MUJOCO_GL:-osmesa}" PYOPENGL_PLATFORM="${PYOPENGL_PLATFORM:-osmesa}"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1   # nothing may download weights at run time
 export ALOE_ROOT="$_aloe_root"
+# The command-line tools (aloe-train, aloe-evaluate, aloe-loop) on PATH; nodes stay under lib/<pkg>
+# (`ros2 run <pkg> <node>` where the ros2 CLI exists).
+for _aloe_pkg in aloe_critic aloe_sim; do
+  case ":$PATH:" in *":$_aloe_root/install/$_aloe_pkg/lib/$_aloe_pkg:"*) ;;
+    *) export PATH="$_aloe_root/install/$_aloe_pkg/lib/$_aloe_pkg:$PATH" ;; esac
+done
+unset _aloe_pkg
 unset _aloe_root _aloe_venv _aloe_u

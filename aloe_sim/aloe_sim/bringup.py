@@ -1,0 +1,155 @@
+"""Start a node set of launch/node_sets.py as plain processes (what ``ros2 launch`` would do).
+
+Some machines have no ``launch`` package; the main job and the system tests use this instead,
+with the very same parameters YAML as the launch files.
+
+    python -m aloe_sim.bringup sim [--params launch/config/sim.yaml] [--set sim_node.episodes=3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+
+def repo_root() -> Path:
+    """The workspace root (holding launch/): $ALOE_ROOT, else found above this file."""
+    if os.environ.get("ALOE_ROOT"):
+        return Path(os.environ["ALOE_ROOT"])
+    for parent in Path(__file__).resolve().parents:
+        if (parent / "launch" / "node_sets.py").is_file():
+            return parent
+    raise FileNotFoundError("launch/node_sets.py not found: set ALOE_ROOT to the workspace root")
+
+
+def node_sets() -> dict:
+    spec = importlib.util.spec_from_file_location("aloe_node_sets", repo_root() / "launch" / "node_sets.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.NODE_SETS
+
+
+def executable(package: str, name: str) -> list[str]:
+    for prefix in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep):
+        exe = Path(prefix) / "lib" / package / name
+        if prefix and exe.is_file():
+            return [str(exe)]
+    found = shutil.which(name)
+    if found:
+        return [found]
+    raise FileNotFoundError(f"{package}/{name} is not installed: run scripts/setup.sh and source scripts/env.sh")
+
+
+def load_params(path: Path, overrides: dict[str, dict] | None = None) -> dict:
+    """Parameters YAML (``{node: {ros__parameters: {...}}}``) with per-node overrides merged in."""
+    params = yaml.safe_load(Path(path).read_text()) or {}
+    for node, values in (overrides or {}).items():
+        params.setdefault(node, {}).setdefault("ros__parameters", {}).update(values)
+    return params
+
+
+@dataclass
+class NodeProcess:
+    name: str
+    popen: subprocess.Popen
+    log_path: Path
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def tail(self, chars: int = 2000) -> str:
+        return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else ""
+
+
+@dataclass
+class NodeGroup:
+    """Running nodes; ``stop()`` ends them all (SIGINT, then SIGKILL after a deadline)."""
+
+    processes: list[NodeProcess] = field(default_factory=list)
+
+    def __getitem__(self, name: str) -> NodeProcess:
+        return next(p for p in self.processes if p.name == name)
+
+    def dead(self) -> list[NodeProcess]:
+        return [p for p in self.processes if not p.alive()]
+
+    def stop(self, names: list[str] | None = None, timeout: float = 10.0) -> None:
+        targets = [p for p in self.processes if names is None or p.name in names]
+        for p in targets:
+            if p.alive():
+                p.popen.send_signal(signal.SIGINT)
+        deadline = time.monotonic() + timeout
+        for p in targets:
+            try:
+                p.popen.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.popen.kill()
+                p.popen.wait(5)
+        self.processes = [p for p in self.processes if p not in targets]
+
+
+def start_nodes(entries: list[tuple[str, str, str]], params: dict, log_dir: Path,
+                use_sim_time: bool = True, env: dict | None = None, tag: str = "") -> NodeGroup:
+    """Start each (package, executable, node name) with ``params`` written to one YAML file."""
+    log_dir = Path(log_dir)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    params_file = log_dir / f"params{tag}.yaml"
+    params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+    group = NodeGroup()
+    for package, exe, name in entries:
+        cmd = executable(package, exe) + ["--ros-args", "--params-file", str(params_file),
+                                           "-r", f"__node:={name}", "-p", f"use_sim_time:={str(use_sim_time).lower()}"]
+        log_path = log_dir / f"{name}{tag}.log"
+        popen = subprocess.Popen(cmd, stdout=log_path.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
+                                 env=dict(os.environ, PYTHONUNBUFFERED="1", **(env or {})))
+        group.processes.append(NodeProcess(name, popen, log_path))
+    return group
+
+
+def _parse_overrides(items: list[str]) -> dict[str, dict]:
+    out: dict[str, dict] = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        node, _, param = key.partition(".")
+        if not param or not _:
+            raise SystemExit(f"--set expects node.param=value, got {item!r}")
+        out.setdefault(node, {})[param] = yaml.safe_load(value)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("node_set", choices=sorted(node_sets()), help="which launch file's node set to start")
+    parser.add_argument("--params", type=Path, help="parameters YAML (default launch/config/<node_set>.yaml)")
+    parser.add_argument("--set", action="append", default=[], metavar="NODE.PARAM=VALUE",
+                        help="override one parameter (repeatable)")
+    parser.add_argument("--log-dir", type=Path, default=Path("runs/bringup"), help="where node logs go")
+    args = parser.parse_args(argv)
+    params = load_params(args.params or repo_root() / "launch" / "config" / f"{args.node_set}.yaml",
+                         _parse_overrides(args.set))
+    group = start_nodes(node_sets()[args.node_set], params, args.log_dir, use_sim_time=args.node_set == "sim")
+    print(f"started {[p.name for p in group.processes]}; logs in {args.log_dir}; Ctrl-C stops all", flush=True)
+    try:
+        while not group.dead():
+            time.sleep(0.5)
+        for p in group.dead():
+            print(f"{p.name} exited with {p.popen.returncode}; last output:\n{p.tail()}", file=sys.stderr)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        group.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,343 @@
+"""``aloe-loop``: the whole human-in-the-loop ALOE loop in simulation, over real ROS 2 processes.
+
+    1. demonstrations: sim_node + operator_node (demo mode) + executor_node + recorder_node;
+       every episode becomes a rosbag2 MCAP bag
+    2. initial policy: behaviour cloning on the demonstration bags (aloe-train --init-only)
+    3. iterate: the policy runs (policy_node, asynchronous inference) while the scripted
+       operator watches and takes over when it goes wrong -> bags -> ALOE critic for the
+       current policy + advantage-weighted improvement on all bags -> LoadPolicy hot reload
+       into the running policy_node
+    4. a table per iteration and a report (PNG plots + HTML) in the run directory
+
+policy_node and executor_node stay up for the whole run (the policy is hot-reloaded); sim_node,
+operator_node and recorder_node run once per phase. Nothing needs the ``launch`` package: the
+nodes start from their entry points with launch/config/sim.yaml, as the launch file would.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from .bringup import NodeGroup, load_params, node_sets, repo_root, start_nodes
+
+log = logging.getLogger("aloe_loop")
+
+# The small network that fits the 2-core CPU budget (see BENCHMARKS.md, loop sizing).
+LOOP_POLICY_CONFIG = {"cnn_channels": [16, 32, 32], "hidden_dim": 128, "head_hidden_dim": 256, "head_layers": 2}
+
+
+@dataclass
+class LoopConfig:
+    """Every knob of the main job. Defaults: about 15 minutes on a 2-core machine with no GPU."""
+
+    run_dir: str = ""                    # '' = runs/<date-time>
+    method: str = "aloe"                 # value signal of the improvement: aloe | bc | progress | td1
+    iterations: int = 3                  # improvement iterations after the initial policy
+    demo_episodes: int = 20              # scripted demonstrations for the initial policy
+    episodes_per_iteration: int = 10     # policy episodes (with operator takeovers) per iteration
+    seed: int = 0
+    image_size: int = 64
+    max_steps: int = 100                 # ticks (0.1 s) per episode
+    operator_noise: float = 0.0          # operator quality: action noise, fraction of its 3 cm step
+    reaction_delay_ticks: int = 2
+    init_policy_steps: int = 1500        # BC gradient steps of the initial policy
+    policy_steps: int = 600              # advantage-weighted steps per iteration
+    critic_steps: int = 800              # critic gradient steps per iteration
+    ensemble_size: int = 5
+    batch_size: int = 32                 # policy batch
+    critic_batch_size: int = 128
+    num_policy_samples: int = 4          # A'_j ~ pi per observation
+    torch_threads: int = 2
+    params_file: str = ""                # '' = launch/config/sim.yaml
+    episode_deadline_s: float = 90.0     # wall-clock deadline per episode before a phase is declared hung
+    train_overrides: dict = field(default_factory=dict)  # any aloe-train TrainConfig field
+
+    def train_config(self, run_dir: Path, method: str, init: bool):
+        from aloe_critic.train import TrainConfig, apply_overrides
+
+        policy_json = run_dir / "policy_config.json"
+        if not policy_json.exists():
+            policy_json.write_text(json.dumps({**LOOP_POLICY_CONFIG, "image_size": self.image_size}))
+        config = TrainConfig()
+        apply_overrides(config, {
+            "method": method, "seed": self.seed, "init_only": init, "policy_config_file": str(policy_json),
+            "cache_dir": str(run_dir / "cache"), "image_size": self.image_size,
+            "policy_steps": self.init_policy_steps if init else self.policy_steps,
+            "policy_batch_size": self.batch_size, "critic_steps": self.critic_steps,
+            "ensemble_size": self.ensemble_size, "critic_batch_size": self.critic_batch_size,
+            "num_policy_samples": self.num_policy_samples, "policy_lr": 3e-4, **self.train_overrides})
+        return config
+
+
+# ---------------------------------------------------------------------------------------------
+# metrics of a phase, read back from its bags
+# ---------------------------------------------------------------------------------------------
+
+def phase_metrics(bag_dir: Path, cache_dir: Path, image_size: int) -> dict:
+    """Success rate, intervention rate (operator ticks / ticks), takeovers, mean length."""
+    from aloe_critic.dataset import SOURCE_HUMAN, IngestionConfig, ingest_bags
+
+    report = ingest_bags([bag_dir], IngestionConfig(cache_dir=str(cache_dir), image_size=image_size))
+    episodes = report.episodes
+    if not episodes:
+        return {"episodes": 0, "skipped": len(report.skipped)}
+    human = [np.asarray(e.sources) == SOURCE_HUMAN for e in episodes]
+    takeovers = [int(np.sum(np.diff(np.concatenate([[0], h.astype(int)])) == 1)) for h in human]
+    success = [e.outcome == "SUCCESS" for e in episodes]
+    return {
+        "episodes": len(episodes), "skipped": len(report.skipped),
+        "success_rate": float(np.mean(success)),
+        "autonomous_success_rate": float(np.mean([s and t == 0 for s, t in zip(success, takeovers)])),
+        "intervention_rate": float(sum(h.sum() for h in human) / max(1, sum(len(e) for e in episodes))),
+        "takeovers_per_episode": float(np.mean(takeovers)),
+        "mean_episode_length": float(np.mean([len(e) for e in episodes])),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# the ROS side: phases of node processes, hot reload
+# ---------------------------------------------------------------------------------------------
+
+class PolicyLoader:
+    """A tiny rclpy client of policy_node's LoadPolicy service (every wait has a deadline)."""
+
+    def __init__(self, service: str = "/aloe/load_policy"):
+        import rclpy
+        from aloe_msgs.srv import LoadPolicy
+
+        self._rclpy = rclpy
+        if not rclpy.ok():
+            rclpy.init()
+        self.node = rclpy.create_node("aloe_loop")
+        self.client = self.node.create_client(LoadPolicy, service)
+        self._request_type = LoadPolicy.Request
+
+    def load(self, checkpoint: Path, timeout_s: float = 120.0) -> str:
+        if not self.client.wait_for_service(timeout_sec=60.0):
+            raise RuntimeError("policy_node's LoadPolicy service did not appear within 60 s: see policy_node.log")
+        future = self.client.call_async(self._request_type(checkpoint_path=str(checkpoint)))
+        self._rclpy.spin_until_future_complete(self.node, future, timeout_sec=timeout_s)
+        if not future.done():
+            raise RuntimeError(f"LoadPolicy({checkpoint}) got no answer within {timeout_s} s")
+        result = future.result()
+        if not result.success:
+            raise RuntimeError(f"policy_node refused {checkpoint}: {result.message}")
+        return result.policy_id
+
+    def close(self) -> None:
+        self.node.destroy_node()
+        self._rclpy.try_shutdown()
+
+
+class LoopRunner:
+    def __init__(self, config: LoopConfig):
+        self.config = config
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        self.run_dir = Path(config.run_dir or repo_root() / "runs" / stamp).resolve()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.params_file = Path(config.params_file or repo_root() / "launch" / "config" / "sim.yaml")
+        self.entries = {e[2]: e for e in node_sets()["sim"]}
+        self.clock_s = 1.0
+        self.core: NodeGroup | None = None
+        self.rows: list[dict] = []
+
+    # -- processes ---------------------------------------------------------------------------
+    def _params(self, phase: str, operator_mode: str, episodes: int, seed: int) -> dict:
+        c = self.config
+        return load_params(self.params_file, {
+            "sim_node": {"episodes": episodes, "seed": seed, "image_size": c.image_size, "max_steps": c.max_steps,
+                         "clock_start_s": self.clock_s, "real_time_factor": 0.0,
+                         "wait_for_subscribers": ["/aloe/episode_event", "/aloe/executed_action"]},
+            "operator_node": {"mode": operator_mode, "noise": c.operator_noise, "seed": seed,
+                              "reaction_delay_ticks": c.reaction_delay_ticks, "max_steps": c.max_steps},
+            "recorder_node": {"output_dir": str(self.run_dir / "bags" / phase)},
+            "policy_node": {"torch_threads": 1, "seed": c.seed},
+        })
+
+    def start_core(self) -> None:
+        """policy_node + executor_node: up for the whole run."""
+        params = self._params("core", "off", 0, 0)
+        self.core = start_nodes([self.entries["policy_node"], self.entries["executor_node"]], params,
+                                self.run_dir / "logs", tag="")
+
+    def run_phase(self, phase: str, operator_mode: str, episodes: int, seed: int) -> Path:
+        c = self.config
+        params = self._params(phase, operator_mode, episodes, seed)
+        logs = self.run_dir / "logs"
+        recorder = start_nodes([self.entries["recorder_node"]], params, logs, tag=f"_{phase}")
+        _wait_for_line(recorder["recorder_node"], "waiting for", 60.0)
+        group = start_nodes([self.entries["operator_node"], self.entries["sim_node"]], params, logs, tag=f"_{phase}")
+        sim = group["sim_node"]
+        deadline = time.monotonic() + 60.0 + episodes * c.episode_deadline_s
+        try:
+            from tqdm import tqdm
+
+            with tqdm(total=episodes, desc=f"{phase} ({operator_mode})", unit="ep") as bar:
+                while sim.alive():
+                    for dead in [p for p in (self.core.processes + recorder.processes) if not p.alive()]:
+                        raise RuntimeError(f"{dead.name} died during {phase}:\n{dead.tail()}")
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"{phase}: sim_node did not finish {episodes} episodes in time; "
+                                           f"last output:\n{sim.tail()}")
+                    done = sim.log_path.read_text(errors="replace").count(" after ")
+                    bar.update(done - bar.n)
+                    time.sleep(0.5)
+                bar.update(episodes - bar.n)
+            if sim.popen.returncode != 0:
+                raise RuntimeError(f"sim_node exited with {sim.popen.returncode} in {phase}:\n{sim.tail()}")
+        finally:
+            group.stop()
+            time.sleep(0.5)  # the last end event reaches the recorder before it closes
+            recorder.stop()
+        self.clock_s += episodes * (c.max_steps + 5) * 0.1 + 10.0  # sim time only moves forward
+        return self.run_dir / "bags" / phase
+
+    # -- the loop ----------------------------------------------------------------------------
+    def run(self) -> list[dict]:
+        import torch
+
+        from aloe_critic.train import train_iteration
+
+        c = self.config
+        torch.set_num_threads(c.torch_threads)
+        (self.run_dir / "loop_config.json").write_text(json.dumps(asdict(c), indent=1))
+        print(f"ALOE loop: run directory {self.run_dir}\n{json.dumps(asdict(c), indent=1)}", flush=True)
+        loader = PolicyLoader()
+        self.start_core()
+        t0 = time.monotonic()
+        try:
+            demo_dir = self.run_phase("demos", "demo", c.demo_episodes, seed=10_000 + c.seed)
+            demo = phase_metrics(demo_dir, self.run_dir / "cache", c.image_size)
+            print(f"demonstrations: {demo['episodes']} episodes, success {demo.get('success_rate', 0):.2f}", flush=True)
+            result = train_iteration(c.train_config(self.run_dir, "bc", init=True), [demo_dir], None,
+                                     self.run_dir / "checkpoints" / "iter_00")
+            checkpoint = result.checkpoint_dir
+            policy_id = loader.load(checkpoint)
+            print(f"initial policy {policy_id} (BC on {result.num_transitions} transitions, "
+                  f"{result.seconds:.0f} s); hot-loaded", flush=True)
+            bag_dirs = [demo_dir]
+            for it in range(1, c.iterations + 2):
+                t_it = time.monotonic()
+                phase_dir = self.run_phase(f"iter_{it:02d}", "correct", c.episodes_per_iteration,
+                                           seed=1000 * it + c.seed)
+                bag_dirs.append(phase_dir)
+                row = {"iteration": it - 1, "policy_id": policy_id,
+                       **phase_metrics(phase_dir, self.run_dir / "cache", c.image_size)}
+                if it <= c.iterations:  # the last phase only measures the final policy
+                    result = train_iteration(c.train_config(self.run_dir, c.method, init=False), bag_dirs,
+                                             checkpoint, self.run_dir / "checkpoints" / f"iter_{it:02d}")
+                    critic_curve = result.curves.get("critic", [])
+                    row["critic_loss"] = float(critic_curve[-1]["critic_loss"]) if critic_curve else float("nan")
+                    row["train_s"] = result.seconds
+                    checkpoint = result.checkpoint_dir
+                    policy_id = loader.load(checkpoint)
+                    row["next_policy_id"] = policy_id
+                row["wall_s"] = time.monotonic() - t_it
+                self.rows.append(row)
+                print_table(self.rows)
+                (self.run_dir / "metrics.json").write_text(json.dumps(self.rows, indent=1))
+        finally:
+            if self.core is not None:
+                self.core.stop()
+            loader.close()
+        from .report import write_report
+
+        report = write_report(self.run_dir, self.rows, asdict(c), time.monotonic() - t0)
+        print(f"report: {report}", flush=True)
+        return self.rows
+
+
+def _wait_for_line(process, text: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if text in process.tail(100_000):
+            return
+        if not process.alive():
+            break
+        time.sleep(0.1)
+    raise RuntimeError(f"{process.name} not ready within {timeout} s (looked for {text!r}):\n{process.tail()}")
+
+
+def print_table(rows: list[dict]) -> None:
+    cols = [("iteration", "{:d}"), ("success_rate", "{:.2f}"), ("autonomous_success_rate", "{:.2f}"),
+            ("intervention_rate", "{:.3f}"), ("takeovers_per_episode", "{:.2f}"),
+            ("mean_episode_length", "{:.1f}"), ("critic_loss", "{:.4f}"), ("wall_s", "{:.0f}")]
+    head = " | ".join(f"{n:>12.12}" for n, _ in cols)
+    print("\n" + head + "\n" + "-" * len(head))
+    for r in rows:
+        cells = []
+        for n, fmt in cols:
+            v = r.get(n)
+            cells.append(f"{fmt.format(v):>12}" if isinstance(v, (int, float)) and v == v else f"{'-':>12}")
+        print(" | ".join(cells))
+    print(flush=True)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="aloe-loop", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", type=Path, help="YAML file with LoopConfig fields")
+    for f in dataclasses.fields(LoopConfig):
+        if f.name == "train_overrides":
+            continue
+        default = f.default
+        parser.add_argument(f"--{f.name.replace('_', '-')}", type=type(default), default=None,
+                            help=f"(default {default!r})")
+    parser.add_argument("--train", action="append", default=[], metavar="FIELD=VALUE",
+                        help="override an aloe-train TrainConfig field (repeatable), e.g. --train beta=0.2")
+    parser.add_argument("--quick", action="store_true",
+                        help="a few-minute smoke run: 1 iteration, 3 demos, 2 episodes per phase, short training")
+    return parser
+
+
+QUICK = {"iterations": 1, "demo_episodes": 3, "episodes_per_iteration": 2, "init_policy_steps": 30,
+         "policy_steps": 20, "critic_steps": 20, "max_steps": 30, "image_size": 32, "ensemble_size": 2,
+         "num_policy_samples": 2}
+
+
+def config_from_args(args: argparse.Namespace) -> LoopConfig:
+    values: dict = {}
+    if args.quick:
+        values.update(QUICK)
+    if args.config:
+        values.update(yaml.safe_load(args.config.read_text()) or {})
+    for f in dataclasses.fields(LoopConfig):
+        v = getattr(args, f.name, None)
+        if v is not None:
+            values[f.name] = v
+    overrides = dict(values.pop("train_overrides", {}) or {})
+    for item in args.train:
+        key, _, value = item.partition("=")
+        overrides[key] = yaml.safe_load(value)
+    return LoopConfig(**values, train_overrides=overrides)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    config = config_from_args(args)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        LoopRunner(config).run()
+    except KeyboardInterrupt:
+        print("interrupted: nodes stopped; bags and checkpoints written so far are kept", file=sys.stderr)
+        return 130
+    except RuntimeError as exc:
+        print(f"aloe-loop failed: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

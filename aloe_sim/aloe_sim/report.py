@@ -1,0 +1,71 @@
+"""Report of a loop run: metrics.png (success / interventions / critic loss per iteration) and
+report.html (the table, the plots, each checkpoint's training curves)."""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+COLUMNS = ("iteration", "policy_id", "episodes", "success_rate", "autonomous_success_rate", "intervention_rate",
+           "takeovers_per_episode", "mean_episode_length", "critic_loss", "train_s", "wall_s")
+
+
+def plot_metrics(rows: list[dict], path: Path) -> Path:
+    its = [r["iteration"] for r in rows]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    ax = axes[0]
+    ax.plot(its, [r.get("success_rate", float("nan")) for r in rows], "o-", label="success (with operator)")
+    ax.plot(its, [r.get("autonomous_success_rate", float("nan")) for r in rows], "s-", label="success, no takeover")
+    ax.set(xlabel="iteration (policy)", ylabel="rate", ylim=(-0.05, 1.05), title="success")
+    ax.legend(fontsize=8)
+    ax = axes[1]
+    ax.plot(its, [r.get("intervention_rate", float("nan")) for r in rows], "o-", color="tab:red")
+    ax.set(xlabel="iteration (policy)", ylabel="operator ticks / ticks", title="intervention rate")
+    ax = axes[2]
+    ax.plot(its, [r.get("critic_loss", float("nan")) for r in rows], "o-", color="tab:green")
+    ax.set(xlabel="iteration (critic fit)", ylabel="TD loss", title="critic loss (last step)")
+    for a in axes:
+        a.grid(alpha=0.3)
+        a.set_xticks(its)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_report(run_dir: Path, rows: list[dict], config: dict, wall_s: float) -> Path:
+    run_dir = Path(run_dir)
+    plot = plot_metrics(rows, run_dir / "metrics.png") if rows else None
+
+    def cell(v):
+        if isinstance(v, float):
+            return f"{v:.3f}"
+        return html.escape(str(v)) if v is not None else "-"
+
+    table = "<tr>" + "".join(f"<th>{c}</th>" for c in COLUMNS) + "</tr>\n"
+    for r in rows:
+        table += "<tr>" + "".join(f"<td>{cell(r.get(c))}</td>" for c in COLUMNS) + "</tr>\n"
+    curves = "".join(
+        f'<h3>{p.parent.name}</h3><img src="{p.relative_to(run_dir)}" style="max-width:100%">\n'
+        for p in sorted((run_dir / "checkpoints").glob("iter_*/curves.png")))
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>ALOE loop {html.escape(run_dir.name)}</title>
+<style>body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}</style></head><body>
+<h1>ALOE human-in-the-loop run</h1>
+<p>Run directory <code>{html.escape(str(run_dir))}</code>, {wall_s / 60:.1f} minutes. Iteration k is the policy
+after k improvement steps (0 = behaviour cloning on demonstrations); its row measures the episodes it ran
+with the scripted operator supervising.</p>
+<table>{table}</table>
+{f'<img src="{plot.name}" style="max-width:100%">' if plot else ''}
+<h2>Training curves</h2>{curves}
+<h2>Configuration</h2><pre>{html.escape(json.dumps(config, indent=1))}</pre>
+</body></html>"""
+    out = run_dir / "report.html"
+    out.write_text(page)
+    return out

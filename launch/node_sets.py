@@ -1,0 +1,25 @@
+"""Which nodes each launch file starts, in one place.
+
+Read by the launch files (robot/sim/replay.launch.py) and by ``aloe_sim.bringup``, which starts
+the same node set as plain processes from the console entry points on machines without the
+``launch`` package. Each entry: (package, executable, node name).
+"""
+
+NODE_SETS = {
+    "robot": [
+        ("aloe_policy", "policy_node", "policy_node"),
+        ("aloe_policy", "executor_node", "executor_node"),
+        ("aloe_teleop", "teleop_node", "teleop_node"),
+        ("aloe_teleop", "recorder_node", "recorder_node"),
+    ],
+    "sim": [
+        ("aloe_sim", "sim_node", "sim_node"),
+        ("aloe_sim", "operator_node", "operator_node"),
+        ("aloe_policy", "policy_node", "policy_node"),
+        ("aloe_policy", "executor_node", "executor_node"),
+        ("aloe_teleop", "recorder_node", "recorder_node"),
+    ],
+    "replay": [
+        ("aloe_critic", "replay_node", "replay_node"),
+    ],
+}
