@@ -52,10 +52,10 @@ class CriticConfig:
     ensemble_size: int = 10          # K Q-networks
     critic_hidden_dim: int = 256     # width of each Q head MLP
     critic_layers: int = 2           # hidden layers per Q head
-    critic_lr: float = 3e-4
+    critic_lr: float = 3e-4          # Adam learning rate of encoder + heads
     critic_steps: int = 2000         # gradient steps per iteration
-    critic_batch_size: int = 256
-    critic_grad_clip: float = 10.0
+    critic_batch_size: int = 256     # transitions per critic step
+    critic_grad_clip: float = 10.0   # max global gradient norm
     tau: float = 0.005               # Polyak rate of the target networks Qbar
     num_policy_samples: int = 8      # n: A'_j ~ pi per observation (mean_j in the target and V)
     aggregate: str = "subset_min"    # conservative aggregation rule over the ensemble

@@ -77,19 +77,19 @@ class BagError(RuntimeError):
 class IngestionConfig:
     """How bags are decoded. Every field that changes the decoded numbers is part of the cache key."""
 
-    cache_dir: str = "~/.cache/aloe/episodes"
+    cache_dir: str = "~/.cache/aloe/episodes"  # columnar episode cache (one entry per bag hash + decoding)
     cameras: list[str] | None = None          # None: every /camera/<name>/image_raw (or /compressed) topic
     image_size: int = 64                      # images resized to (size, size, 3)
-    proprio_joints: list[str] = field(default_factory=lambda: ProprioSpec().joints)
-    gripper_joints: list[str] = field(default_factory=lambda: ProprioSpec().gripper_joints)
-    use_velocity: bool = True
-    use_ee_pose: bool = True
-    topic_joint_states: str = "/joint_states"
-    topic_ee_pose: str = "/aloe/ee_pose"
-    topic_task: str = "/aloe/task"
-    topic_executed_action: str = "/aloe/executed_action"
-    topic_episode_event: str = "/aloe/episode_event"
-    topic_reward: str = "/aloe/reward"
+    proprio_joints: list[str] = field(default_factory=lambda: ProprioSpec().joints)  # arm joints in proprio
+    gripper_joints: list[str] = field(default_factory=lambda: ProprioSpec().gripper_joints)  # gripper joints
+    use_velocity: bool = True                 # proprio includes arm joint velocities
+    use_ee_pose: bool = True                  # proprio includes the EE xyz (needs the ee_pose topic)
+    topic_joint_states: str = "/joint_states"            # sensor_msgs/JointState
+    topic_ee_pose: str = "/aloe/ee_pose"                 # geometry_msgs/PoseStamped
+    topic_task: str = "/aloe/task"                       # std_msgs/String (else metadata / EpisodeEvent task)
+    topic_executed_action: str = "/aloe/executed_action"  # aloe_msgs/ExecutedAction: the control ticks
+    topic_episode_event: str = "/aloe/episode_event"     # aloe_msgs/EpisodeEvent: outcome, end of episode
+    topic_reward: str = "/aloe/reward"                   # std_msgs/Float32 per tick (optional)
 
     @property
     def proprio_spec(self) -> ProprioSpec:

@@ -21,13 +21,15 @@ WEIGHT_MODES = ("exp", "binary")
 
 @dataclass
 class ImprovementConfig:
+    """Advantage-weighted flow matching (and bc) hyper-parameters."""
+
     beta: float = 0.1            # advantage temperature (units of the value: sparse success -> [0, 1])
     w_max: float = 20.0          # weight clip before per-batch normalisation
     weight_mode: str = "exp"     # exp | binary
-    policy_lr: float = 1e-4
+    policy_lr: float = 1e-4      # AdamW learning rate
     policy_steps: int = 2000     # gradient steps per iteration
-    policy_batch_size: int = 64
-    policy_grad_clip: float = 1.0
+    policy_batch_size: int = 64  # recorded chunks per policy step
+    policy_grad_clip: float = 1.0  # max global gradient norm
 
     def __post_init__(self):
         if self.weight_mode not in WEIGHT_MODES:

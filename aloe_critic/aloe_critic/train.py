@@ -36,9 +36,9 @@ import numpy as np
 import torch
 import yaml
 
-from .critic import CriticConfig, PolicySampleBank, critic_for_policy, save_critic
+from .critic import AGGREGATION_RULES, CriticConfig, PolicySampleBank, critic_for_policy, save_critic
 from .dataset import IngestionConfig, TransitionDataset, ingest_bags
-from .improvement import ImprovementConfig, improve_policy
+from .improvement import WEIGHT_MODES, ImprovementConfig, improve_policy
 from .values import VALUE_METHODS, chunk_values, fit_critic
 
 log = logging.getLogger("aloe_critic.train")
@@ -52,7 +52,7 @@ class TrainConfig:
     """Every hyper-parameter of one training iteration (saved as train_config.json)."""
 
     method: str = "aloe"              # aloe | bc | progress | td1
-    seed: int = 0
+    seed: int = 0                     # seeds python, numpy and torch (data order, init, policy samples)
     device: str = "cpu"               # cpu | cuda | cuda:N
     gamma: float = 0.99               # discount per control tick
     chunk_horizon: int = 10           # H for a fresh policy; a loaded policy's own H always wins
@@ -340,6 +340,26 @@ def train_iteration(config: TrainConfig, bags, policy_in: str | os.PathLike | No
 # CLI
 # ---------------------------------------------------------------------------------------------
 
+CHOICES = {"method": METHODS, "aggregate": AGGREGATION_RULES, "weight_mode": WEIGHT_MODES}
+
+
+def _field_docs(cls) -> dict[str, str]:
+    """Field -> its trailing ``# comment`` in the dataclass source: the --help text has one source."""
+    import inspect
+    import re
+
+    docs = {}
+    try:
+        source = inspect.getsource(cls)
+    except (OSError, TypeError):
+        return docs
+    for line in source.splitlines():
+        m = re.match(r"\s+(\w+): [^=]+=.*?#\s*(.+)$", line)
+        if m:
+            docs[m.group(1)] = m.group(2).strip()
+    return docs
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="aloe-train", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -356,18 +376,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--policy-in", default=None, help="current policy checkpoint (omit: fresh policy, BC-initialised)")
     p.add_argument("--out", required=True, help="directory of the new checkpoint (written atomically)")
     p.add_argument("--config", default=None, help="YAML file with TrainConfig fields")
-    p.add_argument("--log-level", default="INFO")
+    p.add_argument("--log-level", default="INFO", help="logging level (DEBUG, INFO, WARNING)")
     defaults = TrainConfig()
+    groups = {}
     for name, (owner, f) in _leaf_fields(defaults).items():
-        group = owner.__class__.__name__
-        help_text = f"[{group}] {f.type} (default {getattr(owner, name)!r})"
+        cls = owner.__class__
+        if cls not in groups:
+            groups[cls] = p.add_argument_group(f"{cls.__name__} ({(cls.__doc__ or '').strip().splitlines()[0]})")
+        doc = _field_docs(cls).get(name, "")
         kind = str(f.type)
+        help_text = f"{doc} (default: {getattr(owner, name)!r})" if doc else f"(default: {getattr(owner, name)!r})"
+        flag = f"--{name.replace('_', '-')}"
         if kind == "bool":
-            p.add_argument(f"--{name.replace('_', '-')}", dest=name, default=argparse.SUPPRESS,
-                           action=argparse.BooleanOptionalAction, help=help_text)
+            groups[cls].add_argument(flag, dest=name, default=argparse.SUPPRESS, action=argparse.BooleanOptionalAction,
+                                     help=help_text)
         else:
-            p.add_argument(f"--{name.replace('_', '-')}", dest=name, default=argparse.SUPPRESS,
-                           metavar=kind.replace(" ", "").upper(), help=help_text + ("; comma-separated" if "list" in kind else ""))
+            groups[cls].add_argument(flag, dest=name, default=argparse.SUPPRESS, choices=CHOICES.get(name),
+                                     metavar=None if name in CHOICES else kind.replace(" ", "").upper(),
+                                     help=help_text + ("; comma-separated" if "list" in kind else ""))
     return p
 
 

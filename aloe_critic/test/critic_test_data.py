@@ -45,7 +45,7 @@ def write_episode_bag(path: Path, num_ticks: int = 8, sources=None, outcome: str
     for k in range(num_ticks):
         tick = TICK0_NS + k * PERIOD_NS
         for stamp, value in ((tick - 10_000_000, k), (tick + 50_000_000, 100 + k)):
-            pixels = np.full((image_size, image_size, 3), value, np.uint8)
+            pixels = np.full((image_size, image_size, 3), value % 256, np.uint8)
             add(stamp, "/camera/front/image_raw", "sensor_msgs/msg/Image",
                 T["sensor_msgs/msg/Image"](header=header(stamp), height=image_size, width=image_size, encoding="rgb8",
                                            is_bigendian=0, step=image_size * 3, data=pixels.reshape(-1)))
