@@ -182,17 +182,35 @@ def find_bags(paths: Iterable[str | os.PathLike]) -> list[Path]:
     return unique
 
 
-def bag_content_hash(bag_dir: Path) -> str:
-    """sha256 over the bag's .mcap files (sorted by name): the cache key of its decoded episode."""
+def bag_content_hash(bag_dir: Path, memo_dir: Path | None = None) -> str:
+    """sha256 over the bag's .mcap files (sorted by name): the cache key of its decoded episode.
+
+    With ``memo_dir``, the hash is remembered per (path, size, mtime) of the files, as git's
+    index does, so an unchanged bag is not read again just to be recognised.
+    """
     files = sorted(Path(bag_dir).glob("*.mcap"))
     if not files:
         raise BagError("no .mcap file in the bag directory")
+    memo = None
+    if memo_dir is not None:
+        stat_key = json.dumps([(str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files])
+        memo = Path(memo_dir) / (hashlib.sha256(stat_key.encode()).hexdigest()[:32] + ".sha256")
+        if memo.is_file():
+            text = memo.read_text().strip()
+            if len(text) == 64:
+                return text
     h = hashlib.sha256()
     for f in files:
         with open(f, "rb") as fh:
             for block in iter(lambda: fh.read(1 << 20), b""):
                 h.update(block)
-    return h.hexdigest()
+    digest = h.hexdigest()
+    if memo is not None:
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        tmp = memo.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(digest)
+        os.replace(tmp, memo)
+    return digest
 
 
 def _stamp_ns(header) -> int:
@@ -422,8 +440,8 @@ def load_episode(bag_dir: str | os.PathLike, config: IngestionConfig) -> tuple[E
     """
     bag_dir = Path(bag_dir).expanduser()
     _ensure_indexed(bag_dir)
-    bag_hash = bag_content_hash(bag_dir)
     cache_root = Path(config.cache_dir).expanduser()
+    bag_hash = bag_content_hash(bag_dir, memo_dir=cache_root / "hashes")
     entry = cache_root / f"{bag_hash[:24]}-{config.decode_key()}"
     if (entry / "meta.json").exists():
         try:

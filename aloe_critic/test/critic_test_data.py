@@ -13,7 +13,8 @@ JOINTS = [f"panda_joint{i}" for i in range(1, 8)] + ["panda_gripper"]
 
 def write_episode_bag(path: Path, num_ticks: int = 8, sources=None, outcome: str = "SUCCESS", task: str = "pick the cube",
                       policy_id: str = "abcdef0123456789", image_size: int = 8, rewards=None,
-                      metadata: bool = True, writer: str = "rosbags", crash: bool = False) -> Path:
+                      metadata: bool = True, writer: str = "rosbags", crash: bool = False,
+                      compressed: bool = False) -> Path:
     """One episode bag (rosbag2 MCAP, the topics of docs/interfaces.md).
 
     Tick k (stamp 1.0 + 0.1 k s) executes action [k]*7. Before tick k (stamp - 10 ms) the camera
@@ -46,6 +47,12 @@ def write_episode_bag(path: Path, num_ticks: int = 8, sources=None, outcome: str
         tick = TICK0_NS + k * PERIOD_NS
         for stamp, value in ((tick - 10_000_000, k), (tick + 50_000_000, 100 + k)):
             pixels = np.full((image_size, image_size, 3), value % 256, np.uint8)
+            if compressed:  # PNG: lossless, so pixel values stay checkable
+                from aloe_policy.observation import rgb_to_compressed
+                add(stamp, "/camera/front/image_raw/compressed", "sensor_msgs/msg/CompressedImage",
+                    T["sensor_msgs/msg/CompressedImage"](header=header(stamp), format="png",
+                                                         data=np.frombuffer(rgb_to_compressed(pixels, "png"), np.uint8)))
+                continue
             add(stamp, "/camera/front/image_raw", "sensor_msgs/msg/Image",
                 T["sensor_msgs/msg/Image"](header=header(stamp), height=image_size, width=image_size, encoding="rgb8",
                                            is_bigendian=0, step=image_size * 3, data=pixels.reshape(-1)))

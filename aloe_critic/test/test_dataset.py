@@ -149,3 +149,22 @@ def test_bags_from_the_recorder_load_including_a_crash_cut_one(tmp_path, episode
     np.testing.assert_array_equal(cut_ep.actions[:, 0], np.arange(len(cut_ep)))
     d = TransitionDataset([cut_ep], chunk_horizon=3, gamma=0.9)
     assert not d.done.any() and not d.returns.any()                    # not terminal: bootstrap, no reward
+
+
+def test_changed_bag_bytes_are_a_new_cache_entry(tmp_path, episode_bag):
+    bag = episode_bag("ep0", num_ticks=4)
+    first = ingest_bags([bag], config(tmp_path))
+    assert first.decoded == [str(bag)]
+    # rewrite the bag with other content: the memoised hash must not hide the change
+    import shutil
+    shutil.rmtree(bag)
+    episode_bag("ep0", num_ticks=6)
+    second = ingest_bags([bag], config(tmp_path))
+    assert second.decoded == [str(bag)] and len(second.episodes[0]) == 6
+
+
+def test_compressed_camera_topic_is_decoded_and_resized(tmp_path, episode_bag):
+    bag = episode_bag("ep0", num_ticks=4, compressed=True, image_size=16)
+    ep = ingest_bags([bag], config(tmp_path)).episodes[0]
+    assert ep.images["front"].shape == (4, 8, 8, 3)                      # resized 16 -> 8
+    np.testing.assert_array_equal(ep.images["front"][:, 4, 4, 1], np.arange(4))
