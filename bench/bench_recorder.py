@@ -240,7 +240,7 @@ def main(argv=None) -> int:
         cpu1, wall1 = proc.cpu_times(), time.monotonic()
         out, _ = pub.communicate(timeout=120)
         published = json.loads(next(line for line in out.splitlines() if line.startswith("PUBLISHED "))[10:])
-        wait_for_text(rec_log, "closed", 60, rec)
+        wait_for_text(rec_log, "recorder: closed", 60, rec)
         rec.send_signal(signal.SIGINT)
         rec.wait(30)
     finally:

@@ -878,6 +878,10 @@ class RecorderQueue:
     def __len__(self) -> int:
         return len(self._items)
 
+    @property
+    def bytes(self) -> int:
+        return self._bytes
+
 
 def safe_dir_name(episode_id: str) -> str:
     name = re.sub(r"[^A-Za-z0-9._-]+", "_", episode_id).strip("._")
@@ -1097,7 +1101,7 @@ class Recorder:
         self._last_flush = time.monotonic()
         self._last_disk_check = time.monotonic()
         # Declare every known topic up front (like ros2 bag record), then the latched state.
-        for topic, msgtype in self.topic_types.items():
+        for topic, msgtype in list(self.topic_types.items()):  # the node thread may add topics
             try:
                 self._bag.add_topic(topic, msgtype, self.topic_qos.get(topic, ""))
             except BagError as exc:

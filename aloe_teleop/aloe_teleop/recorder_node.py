@@ -18,6 +18,7 @@ import rclpy
 import rclpy.executors
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor
 
 from aloe_teleop import bag_layout
@@ -72,7 +73,8 @@ class RecorderNode(Node):
         self.declare_parameter("disk_check_interval_s", 1.0)
         self.declare_parameter("qos_depth", 500, d(description="subscription history depth"))
         self.declare_parameter("discovery_period_s", 0.25, d(description="how often the graph is polled for publishers"))
-        self.declare_parameter("status_period_s", 10.0)
+        self.declare_parameter("status_period_s", 10.0, d(description="period of the status log line"))
+        self.declare_parameter("diagnostics_period_s", 1.0, d(description="period of /diagnostics"))
 
         p = lambda name: self.get_parameter(name).value  # noqa: E731
         self.event_topic = p("episode_event_topic")
@@ -100,6 +102,9 @@ class RecorderNode(Node):
         self._subscribe(self.task_topic, "std_msgs/msg/String", [], latched=True)
         self.create_timer(float(p("discovery_period_s")), self._discover)
         self.create_timer(float(p("status_period_s")), self._status)
+        self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._dropped_reported = 0
+        self.create_timer(float(p("diagnostics_period_s")), self._diagnostics)
         self.recorder.start()
         self.get_logger().info(
             f"recording {len(self.wanted)} topics to {config.output_dir}/<episode_id>/ "
@@ -155,6 +160,25 @@ class RecorderNode(Node):
             f"status: {'recording ' + str(r.current_bag) if r.recording else 'idle'}; "
             f"written {r.stats['written']}, queued {len(r.queue)}, dropped {r.queue.dropped}, "
             f"bags closed {len(r.closed_bags)}")
+
+    def _diagnostics(self) -> None:
+        r = self.recorder
+        dropped = r.queue.dropped
+        if r.disk_full:
+            level, message = DiagnosticStatus.ERROR, "disk space below min_free_mb: not recording"
+        elif dropped > self._dropped_reported:
+            level, message = DiagnosticStatus.WARN, f"{dropped - self._dropped_reported} messages dropped (queue full)"
+        else:
+            level, message = DiagnosticStatus.OK, "recording" if r.recording else "idle, waiting for START"
+        self._dropped_reported = dropped
+        values = {"bag": str(r.current_bag or ""), "written": r.stats["written"], "queued": len(r.queue),
+                  "queued_mb": round(r.queue.bytes / 2**20, 1), "dropped_total": dropped,
+                  "bags_closed": len(r.closed_bags)}
+        status = DiagnosticStatus(level=level, name=f"{self.get_name()}: recorder", message=message,
+                                  hardware_id="", values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
+        array = DiagnosticArray(status=[status])
+        array.header.stamp = self.get_clock().now().to_msg()
+        self.diagnostics_pub.publish(array)
 
     def destroy_node(self):
         self.recorder.stop()

@@ -26,16 +26,19 @@ LATCHED = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=Relia
                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
+BEST_EFFORT_DEEP = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=5000, reliability=ReliabilityPolicy.BEST_EFFORT)
+
+
 class Publisher:
     """The test's own node: publishes task, episode events and numbered joint states."""
 
-    def __init__(self):
+    def __init__(self, joint_qos: QoSProfile = RELIABLE_DEEP):
         self.context = rclpy.Context()
         rclpy.init(context=self.context)
         self.node = rclpy.create_node("recorder_test_publisher", context=self.context)
         self.events = self.node.create_publisher(EpisodeEvent, "/aloe/episode_event", 10)
         self.task = self.node.create_publisher(String, "/aloe/task", LATCHED)
-        self.joints = self.node.create_publisher(JointState, "/joint_states", RELIABLE_DEEP)
+        self.joints = self.node.create_publisher(JointState, "/joint_states", joint_qos)
 
     def wait_matched(self, timeout: float = 20.0) -> None:
         deadline = time.monotonic() + timeout
@@ -62,8 +65,8 @@ class Publisher:
 
 
 @pytest.fixture
-def publisher():
-    pub = Publisher()
+def publisher(request):
+    pub = Publisher(getattr(request, "param", RELIABLE_DEEP))
     yield pub
     pub.close()
 
@@ -132,16 +135,18 @@ def test_kill_9_mid_episode_loses_at_most_one_flush_interval(ros_node_process, p
 
 def test_burst_of_2000_messages_is_recorded_completely(ros_node_process, publisher, tmp_path):
     out = tmp_path / "bags"
-    rec = ros_node_process("aloe_teleop", "recorder_node", recorder_params(out))
+    rec = ros_node_process("aloe_teleop", "recorder_node", recorder_params(out, status_period_s=0.2))
     publisher.wait_matched()
     publisher.event("ep_burst", EpisodeEvent.START)
     rec.wait_for_log("recording to", timeout=10)
     n = 2000
     for i in range(n):
         publisher.joint(i)
-    time.sleep(1.0)  # reliable delivery of the burst before the end event (separate topics)
+    # Events and joints are separate topics: end the episode once the whole burst is in the bag
+    # (START + n), or the tail would land after SUCCESS on a loaded machine.
+    rec.wait_for_log(f"written {n + 1},", timeout=60)
     publisher.event("ep_burst", EpisodeEvent.SUCCESS, reward=1.0)
-    rec.wait_for_log("closed", timeout=20)
+    rec.wait_for_log("recorder: closed", timeout=20)
     bag = out / "ep_burst"
     got = joint_indices(bag)
     assert len(got) == n and sorted(got) == list(range(n))
@@ -158,11 +163,28 @@ def test_low_disk_space_refuses_to_open_a_bag_with_a_clear_error(ros_node_proces
     log = rec.wait_for_log("not recording episode 'ep_full'", timeout=10)
     assert "min_free_mb" in log and "free disk space" in log
     assert not (out / "ep_full").exists()
+    # ... and says so on /diagnostics, where robot dashboards look.
+    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+    from rclpy.executors import SingleThreadedExecutor
+    seen = []
+    publisher.node.create_subscription(DiagnosticArray, "/diagnostics", seen.append, 10)
+    executor = SingleThreadedExecutor(context=publisher.context)
+    executor.add_node(publisher.node)
+    deadline = time.monotonic() + 10
+    while not seen and time.monotonic() < deadline:
+        executor.spin_once(timeout_sec=0.1)
+    executor.remove_node(publisher.node)
+    assert seen and seen[-1].status[0].level == DiagnosticStatus.ERROR
+    assert "min_free_mb" in seen[-1].status[0].message
 
 
-def test_sigint_closes_the_open_bag_cleanly(ros_node_process, publisher, tmp_path):
+@pytest.mark.parametrize("publisher", [BEST_EFFORT_DEEP], indirect=True)
+def test_sigint_closes_the_open_bag_and_types_and_qos_come_from_the_graph(ros_node_process, publisher, tmp_path):
     out = tmp_path / "bags"
-    rec = ros_node_process("aloe_teleop", "recorder_node", recorder_params(out))
+    # '/joint_states' without a type, published best-effort: the recorder must take the type from
+    # the graph and subscribe best-effort (a reliable subscription would never match).
+    rec = ros_node_process("aloe_teleop", "recorder_node",
+                           recorder_params(out, topics=["/joint_states", "/aloe/task", "/aloe/episode_event"]))
     publisher.wait_matched()
     publisher.event("ep_stop", EpisodeEvent.START)
     rec.wait_for_log("recording to", timeout=10)
@@ -176,3 +198,4 @@ def test_sigint_closes_the_open_bag_cleanly(ros_node_process, publisher, tmp_pat
     assert joint_indices(bag) == list(range(50))
     meta = load_episode_metadata(bag)
     assert meta["outcome"] == "INCOMPLETE" and meta["end_reason"] == "shutdown"
+    assert "subscribed /joint_states [sensor_msgs/msg/JointState] best-effort" in rec.log()
