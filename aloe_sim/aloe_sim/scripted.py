@@ -46,8 +46,8 @@ class ScriptedConfig:
     hover: float = 0.06
     lift: float = 0.15
     grasp_ticks: int = 2
-    gain: float = 0.6
-    lead: float = 1.0
+    gain: float = 0.5
+    lead: float = 1.5
     tol: float = 0.01
     seed: int = 0
 
