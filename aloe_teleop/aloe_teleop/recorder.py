@@ -120,9 +120,8 @@ class QosInfo:
 
     def to_rosbags(self) -> Qos:
         def t(ns: int) -> QosTime:
-            # rmw's "infinite" (unset) durations are stored as the max values, like rosbag2 does.
-            if ns <= 0 or ns >= 2**63 - 1:
-                return QosTime(2147483647, 4294967295)
+            # 0 = unspecified (the rmw default); rmw's "infinite" arrives as 2**63-1 ns.
+            ns = max(0, min(ns, 2**63 - 1))
             return QosTime(ns // 1_000_000_000, ns % 1_000_000_000)
 
         return Qos(QosHistory(self.history), self.depth, QosReliability(self.reliability),

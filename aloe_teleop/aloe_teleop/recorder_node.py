@@ -67,12 +67,12 @@ class RecorderNode(Node):
         self.declare_parameter("chunk_size", 4 * 2**20, d(description="MCAP chunk size, bytes"))
         self.declare_parameter("compression", "none", d(description="MCAP chunk compression: none, zstd, lz4"))
         self.declare_parameter("fsync", True, d(description="fsync at every flush (power-loss safety)"))
-        self.declare_parameter("chunk_crc", True, d(description="CRC per MCAP chunk (detects damaged chunks on repair)"))
-        self.declare_parameter("queue_max_mb", 512.0, d(description="writer queue bound; overflow is counted and logged"))
-        self.declare_parameter("min_free_mb", 500.0, d(description="close the bag and stop below this free disk space"))
+        self.declare_parameter("chunk_crc", True, d(description="CRC per MCAP chunk (repair detects damage)"))
+        self.declare_parameter("queue_max_mb", 512.0, d(description="writer queue bound; overflow is logged"))
+        self.declare_parameter("min_free_mb", 500.0, d(description="below this free disk space: close, stop"))
         self.declare_parameter("disk_check_interval_s", 1.0)
         self.declare_parameter("qos_depth", 500, d(description="subscription history depth"))
-        self.declare_parameter("discovery_period_s", 0.25, d(description="how often the graph is polled for publishers"))
+        self.declare_parameter("discovery_period_s", 0.25, d(description="graph polling period for publishers"))
         self.declare_parameter("status_period_s", 10.0, d(description="period of the status log line"))
         self.declare_parameter("diagnostics_period_s", 1.0, d(description="period of /diagnostics"))
 
@@ -119,6 +119,9 @@ class RecorderNode(Node):
             history=HistoryPolicy.KEEP_LAST, depth=self.qos_depth,
             reliability=ReliabilityPolicy.BEST_EFFORT if best_effort else ReliabilityPolicy.RELIABLE,
             durability=DurabilityPolicy.TRANSIENT_LOCAL if transient else DurabilityPolicy.VOLATILE)
+        if not profiles:  # subscribed before discovery: store the QoS the topic is specified with,
+            # so that `ros2 bag play` re-publishes the task latched
+            profiles = [QosInfo(depth=1 if transient else 10, durability=1 if transient else 2)]
         try:
             cls = message_class(msgtype)
         except (ImportError, AttributeError, ValueError) as exc:
