@@ -125,12 +125,28 @@ class QEnsemble(nn.Module):
         return self.out(x).squeeze(-1)
 
 
+class ActionScaler(nn.Module):
+    """Chunks in action units -> per-dimension standardised, clipped to +-clip (buffers, saved
+    with the critic). The sim's EE deltas are ~0.03 m: fed raw, the Q heads would barely see
+    the action next to O(1) observation features, and every advantage would be ~0."""
+
+    def __init__(self, action_dim: int, mean=None, std=None, clip: float = 10.0):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(action_dim) if mean is None else torch.as_tensor(mean, dtype=torch.float32))
+        self.register_buffer("std", torch.ones(action_dim) if std is None else torch.as_tensor(std, dtype=torch.float32))
+        self.clip = clip
+
+    def forward(self, chunks: torch.Tensor) -> torch.Tensor:
+        return ((chunks - self.mean) / self.std).clamp(-self.clip, self.clip)
+
+
 class ChunkCritic(nn.Module):
     """Ensemble of K chunk-level Q networks Q_k(o_t, A_t) with Polyak target copies Qbar_k.
 
     ``encoder``: any module mapping an observation batch to (B, feature_dim) features; the
     default in the trainer is ``aloe_policy.model.ObservationEncoder`` (see ``critic_for_policy``),
-    small-MDP tests pass a one-hot MLP. ``prepare`` (optional) turns the raw observation dict
+    small-MDP tests pass a one-hot MLP. Chunks are standardised by ``action_scaler`` (identity
+    by default; the policy's action statistics in ``critic_for_policy``) before the heads. ``prepare`` (optional) turns the raw observation dict
     into the encoder's input first (``policy.prepare``: normalised proprio, image tensors, text
     embedding); it is shared by the online and target encoders. Chunks are (B, H, A) or
     (B, n, H, A), action units.
@@ -141,6 +157,7 @@ class ChunkCritic(nn.Module):
         super().__init__()
         self.config = config or CriticConfig()
         self.prepare = prepare
+        self.action_scaler = ActionScaler(action_dim)
         self.chunk_horizon, self.action_dim, self.feature_dim = int(chunk_horizon), int(action_dim), int(feature_dim)
         self.encoder = encoder
         self.q = QEnsemble(self.config.ensemble_size, feature_dim, chunk_horizon * action_dim,
@@ -156,6 +173,7 @@ class ChunkCritic(nn.Module):
         """Q_k(o, A) for every member: chunks (B, H, A) -> (K, B); (B, n, H, A) -> (K, B, n)."""
         encoder, heads = (self.target_encoder, self.target_q) if target else (self.encoder, self.q)
         feats = self.features(obs, target) if features is None else features
+        chunks = self.action_scaler(chunks.to(feats.device))
         B = feats.shape[0]
         if chunks.dim() == 3:
             return heads(feats, chunks.reshape(B, -1))
@@ -213,6 +231,7 @@ def critic_for_policy(policy, config: CriticConfig, init_from_policy: bool = Tru
         encoder.load_state_dict(policy.encoder.state_dict())
     c = policy.config
     critic = ChunkCritic(encoder, encoder.feature_dim, c.chunk_horizon, c.action_dim, config, prepare=policy.prepare)
+    critic.action_scaler = ActionScaler(c.action_dim, policy.normalizer.action_mean, policy.normalizer.action_std)
     return critic.to(policy.device)
 
 

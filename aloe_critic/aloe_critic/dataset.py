@@ -674,20 +674,26 @@ class TransitionDataset(torch.utils.data.Dataset):
             mc_returns=torch.from_numpy(self.mc_returns[i]), obs_tick=torch.from_numpy(self.obs_tick[i]),
             next_tick=torch.from_numpy(self.next_tick[i]), index=torch.from_numpy(i))
 
-    def sample(self, batch_size: int, rng: np.random.Generator) -> TransitionBatch:
-        """Uniform random batch (with replacement) from this view."""
-        return self.batch(self._view[rng.integers(0, len(self._view), size=batch_size)])
+    def sample(self, batch_size: int, rng: np.random.Generator, weights: np.ndarray | None = None) -> TransitionBatch:
+        """Random batch (with replacement) from this view; ``weights`` (len(self),) >= 0 makes
+        it non-uniform (e.g. up-weight interventions by provenance)."""
+        if weights is None:
+            pos = rng.integers(0, len(self._view), size=batch_size)
+        else:
+            w = np.asarray(weights, np.float64)
+            pos = rng.choice(len(self._view), size=batch_size, p=w / w.sum())
+        return self.batch(self._view[pos])
 
     def iter_batches(self, batch_size: int) -> Iterator[TransitionBatch]:
         """Every transition of the view once, in order."""
         for s in range(0, len(self._view), batch_size):
             yield self.batch(self._view[s:s + batch_size])
 
-    def __getitem__(self, k: int) -> dict:
-        """One transition as a dict of numpy/str (for a torch DataLoader with a custom collate)."""
-        i = int(self._view[k])
-        b = self.batch([i])
-        return {"index": i, "chunk": b.chunks[0], "return": float(b.returns[0]), "done": float(b.done[0])}
+    def __getitem__(self, k: int) -> int:
+        """The k-th transition id of the view. With ``collate_fn=dataset.batch`` a torch
+        DataLoader yields TransitionBatch objects:
+        ``DataLoader(ds, batch_size=256, shuffle=True, collate_fn=ds.batch)``."""
+        return int(self._view[k])
 
     def provenance(self, transitions) -> list[dict]:
         """Per transition: bag, episode_id, policy_id, source fractions, is_intervention, outcome."""

@@ -105,3 +105,21 @@ def test_target_networks_stay_in_eval_mode_and_follow_polyak():
             p.fill_(0.0)
     critic.polyak_update(0.25)
     assert all(torch.allclose(p, torch.full_like(p, 0.25)) for p in critic.target_q.parameters())
+
+
+def test_critic_standardises_actions_and_saves_the_statistics(tmp_path):
+    from aloe_critic.critic import ActionScaler, load_critic_state, save_critic
+
+    def make():
+        c = ChunkCritic(ProprioFeatures(), 1, 2, 2, CriticConfig(ensemble_size=2, critic_hidden_dim=4, critic_layers=1))
+        c.action_scaler = ActionScaler(2, mean=[0.0, 1.0], std=[0.01, 2.0])
+        return c
+
+    critic = make()
+    raw = torch.tensor([[[0.01, 3.0], [0.0, 1.0]]])
+    np.testing.assert_allclose(critic.action_scaler(raw).numpy(), [[[1.0, 1.0], [0.0, 0.0]]])
+    assert float(critic.action_scaler(torch.tensor([[[5.0, 1.0]]])).max()) == 10.0   # clipped
+    save_critic(critic, tmp_path)
+    other = ChunkCritic(ProprioFeatures(), 1, 2, 2, CriticConfig(ensemble_size=2, critic_hidden_dim=4, critic_layers=1))
+    load_critic_state(other, tmp_path)
+    torch.testing.assert_close(other.action_scaler.std, torch.tensor([0.01, 2.0]))

@@ -168,3 +168,16 @@ def test_compressed_camera_topic_is_decoded_and_resized(tmp_path, episode_bag):
     ep = ingest_bags([bag], config(tmp_path)).episodes[0]
     assert ep.images["front"].shape == (4, 8, 8, 3)                      # resized 16 -> 8
     np.testing.assert_array_equal(ep.images["front"][:, 4, 4, 1], np.arange(4))
+
+
+def test_torch_dataloader_and_weighted_sampling(tmp_path, episode_bag):
+    import torch
+
+    episode_bag("a", sources=SOURCES)
+    d = TransitionDataset(ingest_bags([tmp_path / "bags"], config(tmp_path)).episodes, chunk_horizon=3, gamma=0.9)
+    loader = torch.utils.data.DataLoader(d, batch_size=5, shuffle=False, collate_fn=d.batch)
+    batches = list(loader)
+    assert [len(b.index) for b in batches] == [5, 3]
+    torch.testing.assert_close(batches[1].chunks, torch.from_numpy(d.chunks[5:8]))
+    only_interventions = d.sample(64, np.random.default_rng(0), weights=d.is_intervention[d.indices].astype(float))
+    assert d.is_intervention[only_interventions.index.numpy()].all()
