@@ -552,7 +552,7 @@ class TransitionDataset(torch.utils.data.Dataset):
 
     Columns are numpy arrays over transitions (``len(self)`` of them): ``chunks`` (N, H, A),
     ``returns`` (N,), ``mc_returns`` (N,), ``done`` (N,), ``obs_tick`` / ``next_tick`` (N,)
-    global tick ids, ``next_transition`` (N,) the transition at t+H (itself at the episode end),
+    global tick ids, ``next_transition`` (N,) the transition at t+H (the last one past the episode end),
     and provenance: ``episode`` (N,), ``bag`` list, ``policy_id`` (N,) object, ``source_fraction``
     (N, 3) over POLICY/HUMAN/HOLD, ``is_intervention`` (N,) bool, ``outcome`` (N,) object.
     ``filter(...)`` returns a view restricted to some provenance.
@@ -595,7 +595,7 @@ class TransitionDataset(torch.utils.data.Dataset):
             cols["done"].append(((t + H >= T) & e.terminal).astype(np.float32))
             cols["obs_tick"].append(off + t)
             cols["next_tick"].append(off + np.minimum(t + H, T - 1))
-            cols["next_transition"].append(off + np.where(t + H < T, t + H, t))
+            cols["next_transition"].append(off + np.minimum(t + H, T - 1))  # consistent with next_tick
             src = np.asarray(e.sources)
             real = (t[:, None] + np.arange(H)[None, :]) < T
             real_src = np.where(real, src[steps], 255)

@@ -62,6 +62,7 @@ def test_aborted_episode_bootstraps_from_last_observation(tmp_path, episode_bag)
     np.testing.assert_array_equal(d.done, 0)
     np.testing.assert_array_equal(d.returns, 0)
     np.testing.assert_array_equal(d.next_tick, [2, 3, 4, 4, 4])
+    np.testing.assert_array_equal(d.next_transition, d.next_tick)  # td1 bootstraps on (o_{T-1}, A_{T-1})
 
 
 def test_cache_is_reused_without_reparsing(tmp_path, episode_bag, monkeypatch):
