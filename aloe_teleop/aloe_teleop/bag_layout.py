@@ -99,3 +99,48 @@ def make_typestore(store: str = "ROS2_KILTED", msg_dir: str | None = None) -> Ty
     """
     typestore = get_typestore(getattr(Stores, store))
     return register_aloe_types(typestore, Path(msg_dir) if msg_dir else None)
+
+
+def _installed_msg_file(msgtype: str) -> Path | None:
+    pkg, kind, name = msgtype.split("/")
+    for prefix in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep):
+        path = Path(prefix) / "share" / pkg / kind / f"{name}.msg"
+        if prefix and path.is_file():
+            return path
+    return None
+
+
+def _referenced_types(node) -> set[str]:
+    """Message type names used by a rosbags field definition (nested in tuples)."""
+    if isinstance(node, str):
+        return {node} if node.count("/") == 2 else set()
+    if isinstance(node, (tuple, list)):
+        return set().union(*(_referenced_types(x) for x in node)) if node else set()
+    return set()
+
+
+def register_installed_type(typestore: Typestore, msgtype: str) -> bool:
+    """Register ``msgtype`` and the types it uses from installed ``share/<pkg>/msg/<Name>.msg`` files.
+
+    For a user's own message types (neither standard ROS 2 nor aloe_msgs) that the recorder meets
+    on the graph. Returns False when some definition is not installed (nothing is registered then).
+    """
+    if msgtype in typestore.types:
+        return True
+    found: dict = {}
+    pending = [msgtype]
+    while pending:
+        name = pending.pop()
+        if name in typestore.types or name in found:
+            continue
+        path = _installed_msg_file(name) if name.count("/") == 2 else None
+        if path is None:
+            return False
+        try:
+            types = get_types_from_msg(path.read_text(), name)
+        except Exception as exc:  # rosbags raises several parser error types
+            raise TypeRegistrationError(f"cannot parse {path}: {exc}") from exc
+        found.update(types)
+        pending.extend(_referenced_types(types[name][1]))
+    typestore.register(found)
+    return True

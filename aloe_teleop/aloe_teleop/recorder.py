@@ -62,7 +62,7 @@ from mcap.records import (
 from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
 from rosbags.rosbag2.metadata import dump_qos_v8
 
-from aloe_teleop.bag_layout import TOPIC_EPISODE_EVENT, TOPIC_TASK, make_typestore
+from aloe_teleop.bag_layout import TOPIC_EPISODE_EVENT, TOPIC_TASK, make_typestore, register_installed_type
 
 LOG = logging.getLogger("aloe_teleop.recorder")
 
@@ -424,10 +424,12 @@ class McapBagWriter:
             return
         if msgtype not in self._schemas:
             try:
+                if not register_installed_type(self.typestore, msgtype):
+                    raise KeyError(f"no installed share/<pkg>/msg/<Type>.msg for {msgtype} or a type it uses")
                 msgdef, _ = self.typestore.generate_msgdef(msgtype, ros_version=2)
             except Exception as exc:
-                raise BagError(f"no message definition for {msgtype} (topic {topic}): register it in "
-                               f"aloe_teleop.bag_layout.make_typestore ({exc})") from exc
+                raise BagError(f"no message definition for {msgtype} (topic {topic}): source the workspace "
+                               f"that installs its package ({exc})") from exc
             schema = Schema(id=len(self._schemas) + 1, name=msgtype, encoding="ros2msg", data=msgdef.encode())
             self._schemas[msgtype] = schema
             self._pending.append(_rec(schema))
@@ -916,6 +918,7 @@ class Recorder:
         self.topic_qos: dict[str, str] = {}
         self.latched = set(config.latched_topics)
         self._latched_last: dict[str, tuple[int, bytes]] = {}
+        self._unrecordable: set[str] = set()  # topics whose type has no definition here
         self._bag: McapBagWriter | None = None
         self._summary: EpisodeSummary | None = None
         self._dropped_at_open = 0
@@ -1036,10 +1039,17 @@ class Recorder:
         if msgtype is None:
             self.stats["unknown_type"] += 1
             return
+        if topic in self._unrecordable:
+            self.stats["unrecordable"] += 1
+            return
         try:
             if not bag.has_topic(topic):
                 bag.add_topic(topic, msgtype, self.topic_qos.get(topic, ""))
             bag.write(topic, stamp, data)
+        except BagError as exc:
+            self._unrecordable.add(topic)
+            self.log.error(f"recorder: not recording {topic}: {exc}")
+            return
         except OSError as exc:
             self._write_failed(exc)
             return
@@ -1101,10 +1111,13 @@ class Recorder:
         self._last_disk_check = time.monotonic()
         # Declare every known topic up front (like ros2 bag record), then the latched state.
         for topic, msgtype in list(self.topic_types.items()):  # the node thread may add topics
+            if topic in self._unrecordable:
+                continue
             try:
                 self._bag.add_topic(topic, msgtype, self.topic_qos.get(topic, ""))
             except BagError as exc:
-                self.log.error(f"recorder: {exc}")
+                self._unrecordable.add(topic)
+                self.log.error(f"recorder: not recording {topic}: {exc}")
         for topic, (_old_stamp, latched_data) in sorted(self._latched_last.items()):
             self._write(topic, stamp, latched_data)
         self.log.info(f"recorder: episode '{episode_id}' recording to {bag_dir}")

@@ -298,3 +298,39 @@ def test_reindex_of_a_cleanly_closed_bag_keeps_its_outcome(tmp_path):
     after = load_episode_metadata(tmp_path / "bags/clean")  # reindexes: no metadata.yaml
     assert after["outcome"] == before["outcome"] == "SUCCESS"
     assert after["message_counts"] == before["message_counts"]
+
+
+def test_user_message_type_is_recorded_from_its_installed_definition(tmp_path, monkeypatch, caplog):
+    prefix = tmp_path / "prefix"
+    (prefix / "share/my_msgs/msg").mkdir(parents=True)
+    (prefix / "share/my_msgs/msg/GripperState.msg").write_text("std_msgs/Header header\nmy_msgs/Finger[] fingers\n")
+    (prefix / "share/my_msgs/msg/Finger.msg").write_text("float64 position\n")
+    monkeypatch.setenv("AMENT_PREFIX_PATH", f"{prefix}:{__import__('os').environ.get('AMENT_PREFIX_PATH', '')}")
+    from rosbags.typesys import Stores, get_typestore, get_types_from_msg
+
+    writer_store = get_typestore(Stores.ROS2_KILTED)  # the sender's view of the type, for the bytes
+    writer_store.register(get_types_from_msg("float64 position\n", "my_msgs/msg/Finger"))
+    writer_store.register(get_types_from_msg("std_msgs/Header header\nmy_msgs/Finger[] fingers\n",
+                                             "my_msgs/msg/GripperState"))
+    Finger, State = writer_store.types["my_msgs/msg/Finger"], writer_store.types["my_msgs/msg/GripperState"]
+    raw = bytes(writer_store.serialize_cdr(State(header=header(), fingers=[Finger(position=0.5)]),
+                                           "my_msgs/msg/GripperState"))
+    rec = make_recorder(tmp_path)
+    rec.set_topic("/gripper", "my_msgs/msg/GripperState")
+    rec.set_topic("/unknown", "nobody_msgs/msg/Thing")
+    rec.start()
+    feed = Feed(rec)
+    with caplog.at_level(logging.ERROR, logger="aloe_teleop.recorder"):
+        feed("/aloe/episode_event", event("custom", 0))
+        feed("/gripper", raw)
+        for _ in range(3):
+            feed("/unknown", b"\x00\x01\x00\x00")
+        feed("/aloe/episode_event", event("custom", 1))
+        wait_until(lambda: len(rec.closed_bags) == 1)
+        rec.stop()
+    assert caplog.text.count("not recording /unknown") == 1  # said once, not per message
+    with Reader(tmp_path / "bags/custom") as reader:
+        conns = {c.topic: c for c in reader.connections}
+        assert conns["/gripper"].msgtype == "my_msgs/msg/GripperState" and conns["/gripper"].msgcount == 1
+        assert "/unknown" not in conns
+        assert "MSG: my_msgs/Finger" in conns["/gripper"].msgdef.data
