@@ -153,3 +153,45 @@ def test_trigger_services_publish_episode_events_with_the_task(ros_node_process,
     operator.wait_for(lambda: len(operator.events) == 4, what="events from gamepad buttons")
     assert [e.event for e in operator.events[2:]] == [EpisodeEvent.START, EpisodeEvent.FAILURE]
     assert operator.events[2].episode_id == operator.events[3].episode_id != start.episode_id
+
+
+def test_keyboard_in_a_terminal_takes_over_moves_and_hands_back(operator, tmp_path):
+    """teleop_node with a pseudo-terminal as stdin: the termios keyboard path end to end."""
+    import os
+    import pty
+    import signal
+    import subprocess
+
+    from conftest import executable_of
+
+    master, slave = pty.openpty()
+    log = tmp_path / "teleop_tty.log"
+    proc = subprocess.Popen(executable_of("aloe_teleop", "teleop_node") + ["--ros-args", "-p", "devices:=[keyboard]"],
+                            stdin=slave, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
+                            env=dict(os.environ, PYTHONUNBUFFERED="1", RCUTILS_LOGGING_BUFFERED_STREAM="0"))
+    try:
+        operator.wait_for(lambda: "keyboard: 'space' toggles takeover" in log.read_text(), what="keyboard ready")
+        operator.wait_for(lambda: operator.node.count_publishers("/aloe/intervention") > 0, what="teleop publisher")
+        time.sleep(0.5)  # discovery of our subscription by the teleop publisher
+        os.write(master, b" ")
+        operator.wait_for(lambda: any(m.active for _, m in operator.interventions), what="keyboard takeover")
+        os.write(master, b"w")
+        operator.wait_for(lambda: any(m.active and m.action[0] > 0 for _, m in operator.interventions),
+                          what="dx command from 'w'")
+        moving = next(m for _, m in operator.interventions if m.active and m.action[0] > 0)
+        assert moving.device == Intervention.DEVICE_KEYBOARD
+        assert list(moving.action) == pytest.approx([0.03, 0, 0, 0, 0, 0, 0])
+        n = len(operator.interventions)
+        os.write(master, b" ")
+        operator.wait_for(lambda: any(not m.active for _, m in operator.interventions[n:]), what="hand-back")
+        os.write(master, b"n")
+        operator.wait_for(lambda: operator.events and operator.events[-1].event == EpisodeEvent.START,
+                          what="START from the 'n' key")
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        os.close(master)
+        os.close(slave)
