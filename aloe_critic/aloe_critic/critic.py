@@ -42,6 +42,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from .distributed import all_gather_objects, rank_world
+
 AGGREGATION_RULES = ("subset_min", "mean_std")
 
 
@@ -247,17 +249,25 @@ class PolicySampleBank:
                           if ticks is None else np.asarray(ticks))
         self.row = np.full(dataset.num_ticks, -1, np.int64)
         self.row[ticks] = np.arange(len(ticks))
-        gen = torch.Generator(device="cpu").manual_seed(seed)
-        out = []
-        it = range(0, len(ticks), batch_size)
+        # One generator per observation batch, seeded by its position: the bank is the same
+        # whether one process draws every batch or torchrun ranks share them out.
+        rank, world = rank_world()
+        starts = list(range(0, len(ticks), batch_size))
+        mine = starts[rank::world]
         if progress:
             from tqdm import tqdm
-            it = tqdm(it, desc="sample pi(.|o)", unit="batch")
+            mine = tqdm(mine, desc="sample pi(.|o)", unit="batch")
+        drawn = {}
         with torch.no_grad():
-            for s in it:
+            for s in mine:
+                gen = torch.Generator(device="cpu").manual_seed(seed * 1_000_003 + s)
                 obs = dataset.observations(ticks[s:s + batch_size])
-                out.append(_sample(policy, obs, n, gen).float().cpu())
-        self.samples = torch.cat(out) if out else torch.zeros(0, n, dataset.chunk_horizon, dataset.action_dim)
+                drawn[s] = _sample(policy, obs, n, gen).float().cpu()
+        if world > 1:
+            for part in all_gather_objects(drawn):
+                drawn.update(part)
+        self.samples = (torch.cat([drawn[s] for s in starts]) if starts
+                        else torch.zeros(0, n, dataset.chunk_horizon, dataset.action_dim))
         self.n = n
 
     def chunks(self, ticks) -> torch.Tensor:

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .distributed import average_gradients, local_slice, rank_world
+
 WEIGHT_MODES = ("exp", "binary")
 
 
@@ -70,6 +72,10 @@ def improve_policy(policy, dataset, advantages: np.ndarray | None, config: Impro
         if advantages.shape != (len(dataset),):
             raise ValueError(f"advantages must be ({len(dataset)},), got {advantages.shape}")
     params = [p for p in policy.parameters() if p.requires_grad]
+    part = local_slice(config.policy_batch_size)  # all of it in one process (see distributed.py)
+    rank, world = rank_world()
+    if world > 1:  # each rank's slice gets its own flow-matching noise
+        torch.manual_seed(seed * 1_000_003 + 7919 * rank)
     opt = torch.optim.AdamW(params, lr=config.policy_lr)
     policy.train()
     curve = []
@@ -80,15 +86,16 @@ def improve_policy(policy, dataset, advantages: np.ndarray | None, config: Impro
                      unit="step")
     for step in steps:
         pos = rng.integers(0, len(dataset), size=config.policy_batch_size)
-        batch = dataset.batch(dataset.indices[pos])
+        batch = dataset.batch(dataset.indices[pos][part])
         if advantages is None:
             weights = torch.ones(len(pos))
-        else:
+        else:  # normalised over the global batch, then this rank's slice
             weights = advantage_weights(torch.from_numpy(advantages[pos]), config.beta, config.w_max,
                                         config.weight_mode)
-        policy_loss = policy.loss(batch.obs, batch.chunks.to(device), weights.to(device)).mean()
+        policy_loss = policy.loss(batch.obs, batch.chunks.to(device), weights[part].to(device)).mean()
         opt.zero_grad(set_to_none=True)
         policy_loss.backward()
+        average_gradients(params)
         torch.nn.utils.clip_grad_norm_(params, config.policy_grad_clip)
         opt.step()
         if step % log_every == 0 or step == config.policy_steps - 1:

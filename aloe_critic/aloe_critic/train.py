@@ -11,7 +11,8 @@
        a kill mid-iteration leaves every existing checkpoint valid.
 
 The whole iteration is ``train_iteration(config, bags, policy_in, out_dir)`` so a loop driver can
-call it in-process; ``main`` only parses arguments. Every knob is a field of ``TrainConfig``:
+call it in-process; ``main`` only parses arguments. Under ``torchrun --nproc_per_node N
+aloe-train ...`` the batches are split over N data-parallel ranks (``distributed.py``). Every knob is a field of ``TrainConfig``:
 defaults < ``--config`` YAML < command-line flags.
 """
 
@@ -38,6 +39,7 @@ import yaml
 
 from .critic import AGGREGATION_RULES, CriticConfig, PolicySampleBank, critic_for_policy, save_critic
 from .dataset import IngestionConfig, TransitionDataset, ingest_bags
+from .distributed import barrier, is_main, setup
 from .improvement import WEIGHT_MODES, ImprovementConfig, improve_policy
 from .values import VALUE_METHODS, chunk_values, fit_critic
 
@@ -290,7 +292,11 @@ def train_iteration(config: TrainConfig, bags, policy_in: str | os.PathLike | No
     if out_dir.exists() and not config.overwrite:
         raise FileExistsError(f"{out_dir} exists; pass --overwrite or choose a new --out")
     device = torch.device(config.device)
-    report = ingest_bags(bags, config.ingestion, progress=config.progress)
+    if not is_main():  # rank 0 decodes new bags into the cache first; the others then read it
+        barrier()
+    report = ingest_bags(bags, config.ingestion, progress=config.progress and is_main())
+    if is_main():
+        barrier()
     log.info("ingested %d bags (%d decoded, %d from cache, %d skipped)", len(report.episodes),
              len(report.decoded), len(report.cached), len(report.skipped))
     if not report.episodes:
@@ -312,6 +318,12 @@ def train_iteration(config: TrainConfig, bags, policy_in: str | os.PathLike | No
     out = run_iteration(config, dataset, policy, fresh=policy_in is None)
     critic, curves, stats, evaluated_id = out.critic, out.curves, out.advantage_stats, out.evaluated_policy_id
 
+    if not is_main():  # every rank holds the same policy and critic; rank 0 writes them
+        barrier()
+        return TrainResult(checkpoint_dir=out_dir, policy_id=policy.policy_id, policy_in_id=policy_in_id,
+                           method=config.method, num_transitions=len(dataset), bags_used=len(report.episodes),
+                           bags_skipped=report.skipped, curves=curves, advantage_stats=stats,
+                           seconds=time.monotonic() - t_start)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     try:
@@ -331,6 +343,7 @@ def train_iteration(config: TrainConfig, bags, policy_in: str | os.PathLike | No
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
+    barrier()
     return TrainResult(checkpoint_dir=out_dir, policy_id=policy_id, policy_in_id=policy_in_id, method=config.method,
                        num_transitions=len(dataset), bags_used=len(report.episodes), bags_skipped=report.skipped,
                        curves=curves, advantage_stats=stats, seconds=time.monotonic() - t_start)
@@ -414,12 +427,17 @@ def main(argv=None) -> int:
     except (ValueError, OSError) as exc:
         print(f"aloe-train: bad configuration: {exc}", file=sys.stderr)
         return 2
-    print("TrainConfig:\n" + yaml.safe_dump(config.to_dict(), sort_keys=False), flush=True)
+    config.device = setup(config.device)  # joins the torchrun group when started by torchrun
+    if is_main():
+        print("TrainConfig:\n" + yaml.safe_dump(config.to_dict(), sort_keys=False), flush=True)
     if config.init_only and args.policy_in:
         print("aloe-train: --init-only makes a fresh policy; drop --policy-in", file=sys.stderr)
         return 2
     result = train_iteration(config, args.bags, args.policy_in, args.out)
-    print(f"wrote {result.checkpoint_dir} policy_id={result.policy_id} ({result.method}, "
+    if not is_main():
+        return 0
+    what = "init-only: behaviour cloning" if config.init_only else result.method
+    print(f"wrote {result.checkpoint_dir} policy_id={result.policy_id} ({what}, "
           f"{result.num_transitions} transitions from {result.bags_used} bags, {len(result.bags_skipped)} skipped, "
           f"{result.seconds:.1f} s)")
     return 0

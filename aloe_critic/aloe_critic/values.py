@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from .critic import ChunkCritic, CriticConfig, PolicySampleBank
+from .distributed import average_gradients, local_slice
 
 VALUE_METHODS = ("aloe", "td1", "progress")
 
@@ -84,13 +85,16 @@ def fit_critic(critic: ChunkCritic, dataset, method: str, bank: PolicySampleBank
     if progress:
         from tqdm import tqdm
         steps = tqdm(steps, desc=f"critic ({method})", unit="step")
+    part = local_slice(config.critic_batch_size)  # all of it in one process (see distributed.py)
     for step in steps:
-        batch = dataset.sample(config.critic_batch_size, rng).to(device)
+        pos = rng.integers(0, len(dataset), size=config.critic_batch_size)
+        batch = dataset.batch(dataset.indices[pos][part]).to(device)
         y = value_target(method, critic, batch, gamma, bank, gen)
         q = critic.q_values(batch.obs, batch.chunks)                                   # (K, B)
         critic_loss = ((q - y.unsqueeze(0)) ** 2).mean(1).sum()
         opt.zero_grad(set_to_none=True)
         critic_loss.backward()
+        average_gradients(critic.trainable_parameters())
         torch.nn.utils.clip_grad_norm_(critic.trainable_parameters(), config.critic_grad_clip)
         opt.step()
         if method != "progress":  # progress regresses fixed returns; no target network involved
