@@ -26,8 +26,9 @@ Design choices (documented here because they change numbers):
   may never contain over-estimates (the maximisation-like bias the paper guards against); a
   min over a small subset gives a pessimism that does not grow with K (the min over all K
   does) and needs no scale calibration (``mean_std``'s kappa is in units of the ensemble's
-  spread, which changes with K, data size and training time). Without a generator the
-  *expectation* over random subsets is used: deterministic, same mean target, lower variance.
+  spread, which changes with K, data size and training time). In the TD targets one random
+  subset is drawn per gradient step (as REDQ); for reported values (Q, V, advantages, replay)
+  the exact *expectation* over subsets is used, so evaluation is deterministic.
 """
 
 from __future__ import annotations
