@@ -1,0 +1,277 @@
+#!/usr/bin/env python3
+"""OPE accuracy: how well do ALOE, td1 and progress critics know the *current* policy's values?
+
+Evidence item 1 of DESIGN.md. In the state-only sim (see bench/sim_study.py: the policy's proprio
+carries the privileged cube position and the episode time; a blank 8x8 camera), on the ROS-free
+offline path (``aloe_sim.offline.run_episodes``; nothing here runs over ROS):
+
+1. a mixed buffer: scripted demonstrations (operator noise ``--demo-noise``), two old policies
+   (FlowMatchingPolicy behaviour-cloned on the demos for ``--old-steps`` gradient steps: fewer
+   steps = worse), online rollouts of the current policy pi (BC for ``--pi-steps`` steps), and
+   operator interventions (the better old policy supervised by ``OperatorSupervisor`` in
+   ``correct`` mode). While collecting, exact sim snapshots are saved at random ticks.
+2. ground truth at ``--states`` recorded states s_t (stratified over the data sources):
+   Q^pi(s_t, A_t) = mean discounted return of: restore s_t, execute the recorded chunk A_t, then
+   follow pi (chunks re-planned every H ticks, the semantics the chunk critic learns);
+   V^pi(s_t) = the same without the recorded chunk; ``--rollouts`` rollouts each, 95 % CI
+   (normal approximation) reported.
+3. critics for pi fitted on the whole buffer with ``aloe_critic.values.fit_critic`` for aloe,
+   td1, progress (same network, same data), evaluated with ``chunk_values``: RMSE, bias and
+   Spearman rank correlation of Q and V, advantage-sign accuracy. Ablation grid for aloe over
+   ensemble size K and the aggregation rule; chunk length H is a separate run (``--horizon``),
+   because pi and the ground truth change with H.
+
+Example (the run in BENCHMARKS.md, section "Evidence"):
+    nice python bench/ope_accuracy.py --horizon 10 --out bench/results/ope_H10.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from sim_study import behaviour_clone, make_policy, make_sim, policy_returns  # noqa: E402
+
+GROUPS = ("demo", "old_weak", "old_mid+interventions", "pi")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--horizon", type=int, default=10, help="chunk length H of pi and the critics")
+    p.add_argument("--seed", type=int, default=0, help="seeds episodes, policies, critics")
+    p.add_argument("--max-steps", type=int, default=60, help="episode length limit (ticks of 0.1 s)")
+    p.add_argument("--gamma", type=float, default=0.99)
+    p.add_argument("--demos", type=int, default=30, help="scripted demonstration episodes")
+    p.add_argument("--demo-noise", type=float, default=0.3, help="operator noise, fraction of its 3 cm step")
+    p.add_argument("--old-steps", type=int, nargs=2, default=[200, 700], help="BC steps of the weak / mid old policy")
+    p.add_argument("--pi-steps", type=int, default=3000, help="BC steps of the current policy pi")
+    p.add_argument("--episodes", type=int, nargs=3, default=[15, 15, 15],
+                   help="episodes of: old weak (no operator), old mid (operator in correct mode), pi (no operator)")
+    p.add_argument("--states", type=int, default=48, help="recorded states with ground truth (split over sources)")
+    p.add_argument("--rollouts", type=int, default=12, help="rollouts per ground-truth value (Q and V each)")
+    p.add_argument("--critic-steps", type=int, default=1500)
+    p.add_argument("--critic-batch", type=int, default=128)
+    p.add_argument("--policy-samples", type=int, default=8, help="n: A'_j ~ pi per observation")
+    p.add_argument("--ensembles", type=int, nargs="+", default=[2, 5, 10], help="K grid for aloe")
+    p.add_argument("--aggregates", nargs="+", default=["subset_min", "mean_std"], help="aggregation grid for aloe")
+    p.add_argument("--main-k", type=int, default=10, help="K of the td1/progress critics and the headline aloe")
+    p.add_argument("--critic-seeds", type=int, default=2, help="critic fits per configuration (seed, seed+1, ...)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads")
+    p.add_argument("--out", default="bench/results/ope_H10.json", help="JSON results; a PNG is written beside it")
+    return p.parse_args(argv)
+
+
+def spearman(a, b) -> float:
+    from scipy.stats import spearmanr
+    return float(spearmanr(a, b).statistic)
+
+
+def collect(args, sim, log):
+    """The mixed buffer: returns (episodes, group per episode, policies, phase stats, seconds)."""
+    from aloe_sim.offline import run_episodes
+    from aloe_sim.scripted import OperatorSupervisor, ScriptedConfig, SupervisorConfig
+
+    H, seed = args.horizon, args.seed
+    t0 = time.perf_counter()
+    sup = lambda mode, noise, s: OperatorSupervisor(SupervisorConfig(  # noqa: E731
+        mode=mode, max_steps=args.max_steps, controller=ScriptedConfig(noise=noise, seed=s)))
+    episodes, groups, stats = [], [], {}
+
+    def add(name, summary):
+        episodes.extend(summary.episodes)
+        groups.extend([name] * len(summary.episodes))
+        stats[name] = {"episodes": len(summary.stats), "success_rate": summary.success_rate,
+                       "intervention_rate": summary.intervention_rate, "mean_length": summary.mean_length,
+                       "ticks": int(sum(s.steps for s in summary.stats))}
+        log(f"  {name}: {stats[name]}")
+
+    add("demo", run_episodes(sim, range(10_000 * seed, 10_000 * seed + args.demos),
+                             supervisor=sup("demo", args.demo_noise, seed), desc="demo"))
+    demos = list(episodes)
+    # Old policies and pi: the same network behaviour-cloned for more and more steps on the demos.
+    policy = make_policy(H, seed)
+    done, snapshots = 0, {}
+    for name, steps in (("old_weak", args.old_steps[0]), ("old_mid", args.old_steps[1]), ("pi", args.pi_steps)):
+        behaviour_clone(policy, demos, steps - done, seed=seed + steps, gamma=args.gamma, fit_normalization=done == 0)
+        done = steps
+        snapshots[name] = make_policy(H, seed, text_encoder=policy.text_encoder)
+        snapshots[name].load_state_dict(policy.state_dict())
+        snapshots[name].normalizer.load_dict(policy.normalizer.to_dict())
+        snapshots[name].eval()
+    base = 10_000 * seed + 1000
+    add("old_weak", run_episodes(sim, range(base, base + args.episodes[0]), policy=snapshots["old_weak"],
+                                 replan_every=H, desc="old_weak"))
+    add("old_mid+interventions", run_episodes(sim, range(base + 100, base + 100 + args.episodes[1]),
+                                              policy=snapshots["old_mid"], supervisor=sup("correct", 0.0, seed + 1),
+                                              replan_every=H, desc="old_mid"))
+    add("pi", run_episodes(sim, range(base + 200, base + 200 + args.episodes[2]), policy=snapshots["pi"],
+                           replan_every=H, desc="pi"))
+    return episodes, groups, snapshots, stats, time.perf_counter() - t0
+
+
+def ground_truth(args, sim, episodes, groups, pi, log):
+    """Stratified recorded states with true Q^pi(s, A_recorded) and V^pi(s) (means, CI half-widths)."""
+    rng = np.random.default_rng(args.seed + 7)
+    by_group = {g: [s for s in sim.snapshots if groups[s[0]] == g] for g in GROUPS}
+    per = args.states // len(GROUPS)
+    chosen = []
+    for g in GROUPS:
+        pool = by_group[g]
+        pick = rng.choice(len(pool), size=min(per, len(pool)), replace=False) if pool else []
+        chosen += [pool[i] for i in sorted(pick)]
+    H, n = args.horizon, args.rollouts
+    rows = []
+    t0 = time.perf_counter()
+    for k, (ep, tick, state) in enumerate(chosen):
+        e = episodes[ep]
+        chunk = np.asarray(e.actions[tick:tick + H], np.float64)
+        q = policy_returns(sim, state, pi, n, args.gamma, H, seed=2 * k, prefix=chunk)
+        v = policy_returns(sim, state, pi, n, args.gamma, H, seed=2 * k + 1)
+        half = lambda x: 1.96 * x.std(ddof=1) / np.sqrt(len(x)) if np.ptp(x) > 0 else 0.0  # noqa: E731
+        rows.append({"episode": ep, "tick": tick, "group": groups[ep],
+                     "human_in_chunk": bool((np.asarray(e.sources[tick:tick + H]) == 1).any()),
+                     "q_true": float(q.mean()), "q_ci": float(half(q)), "v_true": float(v.mean()),
+                     "v_ci": float(half(v)), "q_success": float((q > 0).mean()), "v_success": float((v > 0).mean())})
+        if k % 8 == 0:
+            log(f"  ground truth {k + 1}/{len(chosen)} ({time.perf_counter() - t0:.0f} s)")
+    return rows, time.perf_counter() - t0
+
+
+def fit_and_score(dataset, bank, pi, method, K, aggregate, seed, args, ids):
+    from aloe_critic.critic import CriticConfig, critic_for_policy
+    from aloe_critic.values import chunk_values, fit_critic
+
+    config = CriticConfig(ensemble_size=K, critic_steps=args.critic_steps, critic_batch_size=args.critic_batch,
+                          num_policy_samples=args.policy_samples, aggregate=aggregate, subset_size=min(2, K))
+    torch.manual_seed(seed)
+    critic = critic_for_policy(pi, config)
+    t0 = time.perf_counter()
+    curve = fit_critic(critic, dataset, method, bank, config, seed=seed)
+    fit_s = time.perf_counter() - t0
+    view = dataset.filter(mask=np.isin(np.arange(len(dataset.done)), ids))
+    values = chunk_values(critic, view, bank)
+    order = {int(t): i for i, t in enumerate(view.indices)}
+    pos = np.array([order[int(i)] for i in ids])
+    return {k: values[k][pos] for k in ("q", "v", "advantage", "q_std")}, fit_s, curve[-1]
+
+
+def metrics(est, rows) -> dict:
+    q = np.array([r["q_true"] for r in rows])
+    v = np.array([r["v_true"] for r in rows])
+    a = q - v
+    noise = np.sqrt(np.array([r["q_ci"] for r in rows]) ** 2 + np.array([r["v_ci"] for r in rows]) ** 2)
+    clear = np.abs(a) > noise  # advantage sign resolved by the ground truth's own CI
+    sign_ok = np.sign(est["advantage"]) == np.sign(a)
+    return {
+        "q_rmse": float(np.sqrt(np.mean((est["q"] - q) ** 2))), "q_bias": float(np.mean(est["q"] - q)),
+        "q_spearman": spearman(est["q"], q),
+        "v_rmse": float(np.sqrt(np.mean((est["v"] - v) ** 2))), "v_bias": float(np.mean(est["v"] - v)),
+        "v_spearman": spearman(est["v"], v),
+        "adv_rmse": float(np.sqrt(np.mean((est["advantage"] - a) ** 2))),
+        "adv_spearman": spearman(est["advantage"], a),
+        "adv_sign_acc_resolved": float(sign_ok[clear].mean()) if clear.any() else float("nan"),
+        "resolved_states": int(clear.sum()),
+        "adv_sign_acc_all": float(sign_ok.mean()),
+    }
+
+
+def per_group(est, rows) -> dict:
+    out = {}
+    for g in GROUPS:
+        m = np.array([r["group"] == g for r in rows])
+        if m.sum() >= 3:
+            q = np.array([r["q_true"] for r in rows])[m]
+            v = np.array([r["v_true"] for r in rows])[m]
+            out[g] = {"q_bias": float(np.mean(est["q"][m] - q)), "q_rmse": float(np.sqrt(np.mean((est["q"][m] - q) ** 2))),
+                      "v_bias": float(np.mean(est["v"][m] - v)), "v_rmse": float(np.sqrt(np.mean((est["v"][m] - v) ** 2)))}
+    return out
+
+
+def plot(rows, estimates, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    q = np.array([r["q_true"] for r in rows])
+    v = np.array([r["v_true"] for r in rows])
+    colours = {g: c for g, c in zip(GROUPS, ("tab:green", "tab:red", "tab:orange", "tab:blue"))}
+    col = [colours[r["group"]] for r in rows]
+    methods = list(estimates)
+    fig, axes = plt.subplots(2, len(methods), figsize=(3.2 * len(methods), 6.2), squeeze=False)
+    for j, m in enumerate(methods):
+        for i, (key, truth) in enumerate((("q", q), ("v", v))):
+            ax = axes[i, j]
+            ax.scatter(truth, estimates[m][key], c=col, s=12)
+            ax.plot([0, 1], [0, 1], "k:", lw=0.8)
+            ax.set_title(f"{m}: {key.upper()}", fontsize=9)
+            ax.set_xlabel(f"true {key.upper()}^pi (rollouts)", fontsize=8)
+            ax.set_ylabel("critic", fontsize=8)
+    handles = [plt.Line2D([], [], marker="o", ls="", color=c, label=g) for g, c in colours.items()]
+    fig.legend(handles=handles, loc="lower center", ncol=4, fontsize=8)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    fig.savefig(path, dpi=70)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    from aloe_critic.critic import PolicySampleBank
+    from aloe_critic.dataset import TransitionDataset
+
+    start = time.perf_counter()
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    log = lambda msg: print(f"[{time.perf_counter() - start:6.0f} s] {msg}", flush=True)  # noqa: E731
+    log(f"config: {vars(args)}")
+    sim = make_sim(max_steps=args.max_steps, seed=args.seed, snapshot_prob=0.2)
+    episodes, groups, policies, phase_stats, collect_s = collect(args, sim, log)
+    pi = policies["pi"]
+    log(f"collected {len(episodes)} episodes, {sum(len(e) for e in episodes)} ticks, "
+        f"{len(sim.snapshots)} snapshots in {collect_s:.0f} s")
+    sim.snapshot_prob = 0.0
+    rows, gt_s = ground_truth(args, sim, episodes, groups, pi, log)
+    log(f"ground truth for {len(rows)} states in {gt_s:.0f} s; mean CI half-width Q {np.mean([r['q_ci'] for r in rows]):.3f}"
+        f" V {np.mean([r['v_ci'] for r in rows]):.3f}")
+    result = {"args": vars(args), "phases": phase_stats, "collect_s": collect_s, "ground_truth_s": gt_s,
+              "rows": rows, "runs": []}
+
+    dataset = TransitionDataset(episodes, args.horizon, args.gamma)
+    ids = np.array([dataset.tick_offset[r["episode"]] + r["tick"] for r in rows])
+    bank = PolicySampleBank(pi, dataset, args.policy_samples, seed=args.seed)
+    configs = [("progress", args.main_k, "subset_min"), ("td1", args.main_k, "subset_min")]
+    configs += [("aloe", k, agg) for agg in args.aggregates for k in args.ensembles]
+    headline = {}
+    for method, K, agg in configs:
+        for s in range(args.critic_seeds):
+            est, fit_s, last = fit_and_score(dataset, bank, pi, method, K, agg, args.seed + s, args, ids)
+            m = metrics(est, rows)
+            run = {"method": method, "K": K, "aggregate": agg, "critic_seed": args.seed + s, "fit_s": fit_s,
+                   "last_curve": last, **m, "by_group": per_group(est, rows),
+                   "estimates": {k: v.tolist() for k, v in est.items()}}
+            result["runs"].append(run)
+            log(f"{method:8s} K={K:2d} {agg:10s} seed={args.seed + s}: Q rmse {m['q_rmse']:.3f} rho {m['q_spearman']:.2f} | "
+                f"V rmse {m['v_rmse']:.3f} rho {m['v_spearman']:.2f} | sign acc {m['adv_sign_acc_resolved']:.2f} "
+                f"({m['resolved_states']} resolved) | fit {fit_s:.0f} s")
+            if s == 0 and K == args.main_k and agg == "subset_min":
+                headline[method] = est
+            out.write_text(json.dumps(result, indent=1))  # partial results survive a kill
+    if headline:
+        plot(rows, headline, out.with_suffix(".png"))
+    result["total_s"] = time.perf_counter() - start
+    out.write_text(json.dumps(result, indent=1))
+    log(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
