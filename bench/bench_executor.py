@@ -51,7 +51,8 @@ def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rate", type=float, default=50.0, help="executor control rate in Hz (default 50)")
-    ap.add_argument("--phase-s", type=float, default=15.0, help="measured seconds per phase (default 15)")
+    ap.add_argument("--phase-s", type=float, default=15.0, help="measured seconds per phase, all rounds (default 15)")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds; every round runs every phase (default 3)")
     ap.add_argument("--warmup-s", type=float, default=3.0, help="seconds ignored at the start of each phase")
     ap.add_argument("--execution-horizon", type=int, default=5, help="policy_node execution_horizon in the async phase")
     ap.add_argument("--torch-threads", type=int, default=1, help="policy_node torch_threads (default 1)")
@@ -201,83 +202,88 @@ class Robot:
         raise RuntimeError(f"timed out waiting for {what}")
 
 
-def tick_stats(executed, period_s: float, start_ns: int) -> dict:
-    stamps = np.array([m.header.stamp.sec * 1_000_000_000 + m.header.stamp.nanosec for m in executed])
-    stamps = np.sort(stamps[stamps >= start_ns])
-    dt = np.diff(stamps) * 1e-9
-    err_ms = np.abs(dt - period_s) * 1e3
-    missed = int(np.sum(np.maximum(np.round(dt / period_s) - 1, 0)))
-    return {"ticks": int(len(stamps)), "jitter_p50_ms": float(np.percentile(err_ms, 50)),
-            "jitter_p99_ms": float(np.percentile(err_ms, 99)), "jitter_max_ms": float(err_ms.max()),
-            "missed_ticks": missed}
-
-
-def idle_fraction(executed, start_ns: int) -> dict:
-    from aloe_msgs.msg import ExecutedAction
-
-    msgs = [m for m in executed if m.header.stamp.sec * 1_000_000_000 + m.header.stamp.nanosec >= start_ns]
-    first = next((i for i, m in enumerate(msgs) if m.source == ExecutedAction.SOURCE_POLICY), None)
-    if first is None:
-        return {"idle_fraction": 1.0, "hold_reasons": {}}
-    after = msgs[first:]
-    holds = [m for m in after if m.source == ExecutedAction.SOURCE_HOLD]
+def raw_ticks(executed, start_ns: int) -> dict:
+    """Tick intervals (s) and HOLD counts after the first policy action, from ExecutedAction."""
+    msgs = sorted((m for m in executed if m.header.stamp.sec * 1_000_000_000 + m.header.stamp.nanosec >= start_ns),
+                  key=lambda m: (m.header.stamp.sec, m.header.stamp.nanosec))
+    stamps = np.array([m.header.stamp.sec * 1_000_000_000 + m.header.stamp.nanosec for m in msgs])
+    first = next((i for i, m in enumerate(msgs) if m.source == 0), len(msgs))  # SOURCE_POLICY
     reasons = {}
-    for m in holds:
-        key = m.hold_reason.split(" (")[0].split(" is ")[0]
-        key = "chunk exhausted" if "exhausted" in m.hold_reason else key
-        reasons[key] = reasons.get(key, 0) + 1
-    return {"idle_fraction": len(holds) / len(after), "hold_reasons": reasons}
+    for m in msgs[first:]:
+        if m.source == 2:  # SOURCE_HOLD
+            key = ("chunk exhausted" if "exhausted" in m.hold_reason else "chunk too old" if " s old" in m.hold_reason
+                   else "no observation" if "observation" in m.hold_reason else m.hold_reason[:40])
+            reasons[key] = reasons.get(key, 0) + 1
+    return {"dt": (np.diff(stamps) * 1e-9).tolist(), "after_first": len(msgs) - first,
+            "holds": sum(reasons.values()), "hold_reasons": reasons}
 
 
-def latency_stats(robot, start_ns: int) -> dict:
+def raw_latency(robot, start_ns: int) -> dict:
     obs_to_chunk = [(recv - (m.observation_stamp.sec * 1_000_000_000 + m.observation_stamp.nanosec)) * 1e-6
                     for m, recv in robot.chunks if recv >= start_ns]
-    inference = {}
     for diag in reversed(robot.diags):
         for status in diag.status:
             if "policy inference" in status.name:
-                inference = {kv.key: kv.value for kv in status.values}
-                break
-        if inference:
-            break
-    out = {"chunks": len(obs_to_chunk)}
-    if obs_to_chunk:
-        out.update(obs_to_chunk_p50_ms=float(np.percentile(obs_to_chunk, 50)),
-                   obs_to_chunk_p99_ms=float(np.percentile(obs_to_chunk, 99)))
-    if inference:
-        out.update(inference_p50_ms=float(inference["inference_latency_ms_p50"]),
-                   inference_max_ms=float(inference["inference_latency_ms_max"]),
-                   chunk_rate_hz=float(inference["chunk_rate_hz"]))
+                values = {kv.key: kv.value for kv in status.values}
+                return {"obs_to_chunk_ms": obs_to_chunk,
+                        "inference_p50_ms": [float(values["inference_latency_ms_p50"])],
+                        "inference_max_ms": [float(values["inference_latency_ms_max"])]}
+    return {"obs_to_chunk_ms": obs_to_chunk, "inference_p50_ms": [], "inference_max_ms": []}
+
+
+def summarize(name: str, raws: list[dict], period_s: float) -> dict:
+    """Pool the rounds of one phase into the reported numbers."""
+    dt = np.concatenate([np.asarray(r["dt"]) for r in raws])
+    err_ms = np.abs(dt - period_s) * 1e3
+    after, holds = sum(r["after_first"] for r in raws), sum(r["holds"] for r in raws)
+    reasons = {}
+    for r in raws:
+        for k, v in r["hold_reasons"].items():
+            reasons[k] = reasons.get(k, 0) + v
+    out = {"phase": name, "ticks": int(dt.size + len(raws)), "jitter_p50_ms": float(np.percentile(err_ms, 50)),
+           "jitter_p99_ms": float(np.percentile(err_ms, 99)), "jitter_max_ms": float(err_ms.max()),
+           "missed_ticks": int(np.sum(np.maximum(np.round(dt / period_s) - 1, 0))),
+           "idle_fraction": holds / after if after else 1.0, "hold_reasons": reasons}
+    o2c = [x for r in raws for x in r.get("obs_to_chunk_ms", [])]
+    if o2c:
+        out.update(chunks=len(o2c), obs_to_chunk_p50_ms=float(np.percentile(o2c, 50)),
+                   obs_to_chunk_p99_ms=float(np.percentile(o2c, 99)))
+    p50s = [x for r in raws for x in r.get("inference_p50_ms", [])]
+    if p50s:
+        out.update(inference_p50_ms=float(np.median(p50s)),
+                   inference_max_ms=float(max(x for r in raws for x in r["inference_max_ms"])))
     return out
 
 
-def run_phase(name, args, robot, workdir, checkpoint, policy_params):
-    period = 1.0 / args.rate
+def run_phase(name, args, robot, workdir, checkpoint, policy_params, seconds):
+    """One round of one phase: fresh node processes, `seconds` measured; -> raw data."""
     executor_params = {"control_rate_hz": args.rate, "blending_mode": "linear", "observation_timeout_s": 0.5,
                        "chunk_timeout_s": 1.0,
                        "action_chunk_topic": "/aloe/bench_chunk" if policy_params is None else "/aloe/action_chunk"}
-    procs = [NodeProcess("executor_node", executor_params, workdir / name)]
+    workdir.mkdir(parents=True, exist_ok=True)
+    procs = [NodeProcess("executor_node", executor_params, workdir)]
     if policy_params is not None:
         procs.append(NodeProcess("policy_node", {"checkpoint": checkpoint, "torch_threads": args.torch_threads,
-                                                 **policy_params}, workdir / name))
+                                                 **policy_params}, workdir))
     try:
         robot.executed.clear(), robot.chunks.clear(), robot.diags.clear()
         robot.feed_chunks = policy_params is None
-        ExecutedActionSource = 0  # SOURCE_POLICY
-        robot.wait_for(lambda: any(m.source == ExecutedActionSource for m in robot.executed), 90.0,
-                       f"{name}: first policy action")
+        robot.wait_for(lambda: any(m.source == 0 for m in robot.executed), 90.0, f"{name}: first policy action")
         robot.run(args.warmup_s)
         start_ns = robot.node.get_clock().now().nanoseconds
-        robot.run(args.phase_s)
-        result = {"phase": name, **tick_stats(robot.executed, period, start_ns),
-                  **idle_fraction(robot.executed, start_ns)}
+        robot.run(seconds)
+        end_ns = robot.node.get_clock().now().nanoseconds
+        robot.executed[:] = [m for m in robot.executed
+                             if m.header.stamp.sec * 1_000_000_000 + m.header.stamp.nanosec <= end_ns]
+        raw = raw_ticks(robot.executed, start_ns)
         if policy_params is not None:
-            result.update(latency_stats(robot, start_ns))
-        return result
+            robot.run(1.2)  # one more diagnostics message covering the measured window
+            raw.update(raw_latency(robot, start_ns))
+        return raw
     finally:
         for p in reversed(procs):
             p.stop()
-        robot.run(1.0)  # let the graph settle before the next phase
+        robot.run(0.5)  # let the graph settle before the next phase
 
 
 def markdown(results, args, command) -> str:
@@ -292,10 +298,12 @@ def markdown(results, args, command) -> str:
         "## Executor: tick jitter under inference, robot idle time (bench/bench_executor.py)",
         "",
         f"Command: `{command}`  ",
-        f"Machine: {platform.node()} ({os.cpu_count()} cores, shared; load average at start "
-        f"{args.load_at_start}), {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, CPU only, "
-        f"policy_node torch_threads={args.torch_threads}. Executor at {args.rate:g} Hz, {args.phase_s:g} s "
-        "measured per phase; untrained default-size FlowMatchingPolicy (64x64 camera, H=10, 10 flow steps).",
+        f"Machine: {platform.node()} ({os.cpu_count()} cores, shared with other users; load average "
+        f"{args.load_at_start} at start, {args.load_at_end} at end), "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, CPU only, policy_node "
+        f"torch_threads={args.torch_threads}. Executor at {args.rate:g} Hz; {args.phase_s:g} s measured per phase "
+        f"in {args.rounds} interleaved rounds (fresh node processes each); untrained default-size "
+        "FlowMatchingPolicy (64x64 camera, H=10, 10 flow steps).",
         "",
         "| phase | ticks | tick error p50 (ms) | p99 (ms) | max (ms) | missed ticks | idle fraction | "
         "inference p50 / max (ms) | obs->chunk p50 (ms) |",
@@ -312,9 +320,13 @@ def markdown(results, args, command) -> str:
         f"**{ratio(inf['jitter_p99_ms'], base['jitter_p99_ms'])}** ({inf['jitter_p99_ms']:.2f} vs "
         f"{base['jitter_p99_ms']:.2f} ms); p50 {ratio(inf['jitter_p50_ms'], base['jitter_p50_ms'])}; missed ticks "
         f"{inf['missed_ticks']} vs {base['missed_ticks']}.",
-        f"- Robot idle fraction (HOLD ticks after the first chunk): asynchronous inference "
+        f"- Robot idle fraction (HOLD ticks after the first policy action): asynchronous inference "
         f"**{asyn['idle_fraction']:.3f}** vs synchronous (infer when the chunk is used up) "
         f"**{sync['idle_fraction']:.3f}**. Sync hold reasons: {sync['hold_reasons']}; async: {asyn['hold_reasons']}.",
+        f"- Continuous inference: {inf.get('chunks', 0)} chunks, inference latency per chunk p50 "
+        f"{inf.get('inference_p50_ms', float('nan')):.1f} ms (max {inf.get('inference_max_ms', float('nan')):.1f}); "
+        f"observation-to-chunk p50/p99 {inf.get('obs_to_chunk_p50_ms', float('nan')):.1f}/"
+        f"{inf.get('obs_to_chunk_p99_ms', float('nan')):.1f} ms.",
         "- Tick error = |interval between consecutive ExecutedAction stamps - control period|; stamps are taken "
         "by the executor at the start of each tick. A missed tick = an interval longer than 1.5 periods.",
         SECTION_END,
@@ -354,17 +366,21 @@ def main(argv=None):
         ("sync", {"execution_horizon": 1, "inference_delay_s": 0.0}),
         ("async", {"execution_horizon": args.execution_horizon, "inference_delay_s": -1.0}),
     ]
-    results = []
+    raws = {name: [] for name, _ in phases}
     try:
-        for name, policy_params in phases:
-            (workdir / name).mkdir()
-            print(f"phase {name} ...", flush=True)
-            result = run_phase(name, args, robot, workdir, str(checkpoint), policy_params)
-            print(json.dumps(result), flush=True)
-            results.append(result)
+        # Phases interleaved round by round, so load from other users of the machine hits all alike.
+        for rnd in range(args.rounds):
+            for name, policy_params in phases:
+                print(f"round {rnd + 1}/{args.rounds} phase {name} ...", flush=True)
+                raws[name].append(run_phase(name, args, robot, workdir / f"{name}_{rnd}", str(checkpoint),
+                                            policy_params, args.phase_s / args.rounds))
     finally:
         robot.node.destroy_node()
         rclpy.shutdown()
+    results = [summarize(name, raws[name], 1.0 / args.rate) for name, _ in phases]
+    for r in results:
+        print(json.dumps(r), flush=True)
+    args.load_at_end = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     command = "python bench/bench_executor.py " + " ".join(argv if argv is not None else sys.argv[1:])
     section = markdown(results, args, command.strip())
     print(section)

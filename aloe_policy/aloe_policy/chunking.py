@@ -264,6 +264,24 @@ def limits_from_lists(action_dim: int, lower, upper, max_rate) -> ActionLimits:
     return ActionLimits(lo, hi, rate)
 
 
+def actions_left(now_ns: int, observation_stamp_ns: int, control_period_ns: int, horizon: int) -> int:
+    """Actions of a chunk not yet due at ``now_ns`` (H minus the index the executor uses now)."""
+    used = int(math.floor((now_ns - observation_stamp_ns) / control_period_ns + 0.5))
+    return horizon - used
+
+
+def inference_due(actions_remaining: int, execution_horizon: int, inference_delay_s: float,
+                  control_period_ns: int) -> bool:
+    """Start the next inference now? (real-time-chunking style trigger of policy_node)
+
+    True when fewer than ``execution_horizon`` actions would be left once an inference that
+    takes ``inference_delay_s`` has finished, so the next chunk lands before this one runs out.
+    ``execution_horizon`` 1 with delay 0 is synchronous inference: infer once the chunk is used up.
+    """
+    delay_ticks = math.ceil(max(0.0, inference_delay_s) * NS_PER_S / control_period_ns)
+    return actions_remaining < execution_horizon + delay_ticks
+
+
 def action_problems(action, action_dim: int) -> list[str]:
     """Reasons an operator action (Intervention.action) must not be sent ([] when good)."""
     values = np.asarray(action, dtype=np.float64)

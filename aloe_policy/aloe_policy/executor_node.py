@@ -18,6 +18,8 @@ States are logged once on change; status goes to /diagnostics.
 
 from __future__ import annotations
 
+import time
+
 import rclpy
 from aloe_msgs.msg import ActionChunk, ExecutedAction, Intervention
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -45,6 +47,8 @@ HOLD_STALE_CHUNK = "HOLD_STALE_CHUNK"
 HOLD_STALE_OBS = "HOLD_STALE_OBS"
 HOLD_MALFORMED = "HOLD_MALFORMED"
 HOLD_REJECTED_POLICY = "HOLD_REJECTED_POLICY"
+
+FLAP_WINDOW_S = 5.0  # a state transition repeating faster than this is summarised in the log
 
 _LEVEL = {RUNNING: DiagnosticStatus.OK, HUMAN: DiagnosticStatus.OK, NO_POLICY: DiagnosticStatus.WARN,
           HOLD_STALE_CHUNK: DiagnosticStatus.WARN, HOLD_STALE_OBS: DiagnosticStatus.WARN,
@@ -113,6 +117,8 @@ class ExecutorNode(Node):
         self.rejection: tuple[str, str] | None = None  # (state, reason) while the newest chunk is bad
         self._rejected_run = 0
         self._last_problems: list[str] | None = None
+        self._transition_logged: dict[tuple[str, str], float] = {}
+        self._suppressed: dict[tuple[str, str], int] = {}
         self.intervention: Intervention | None = None
         self.intervention_ns = 0
         self.obs_ns: int | None = None
@@ -242,7 +248,18 @@ class ExecutorNode(Node):
             self.hold_reason = reason
             return
         previous, self.state, self.hold_reason = self.state, state, reason
+        # Logged once per change; a transition that repeats within FLAP_WINDOW_S (e.g. a chunk used
+        # up before the next arrives, every chunk) is counted and summarised, not printed each time.
+        now = time.monotonic()
+        key = (previous, state)
+        if now - self._transition_logged.get(key, -1e9) < FLAP_WINDOW_S:
+            self._suppressed[key] = self._suppressed.get(key, 0) + 1
+            return
+        self._transition_logged[key] = now
+        repeats = self._suppressed.pop(key, 0)
         text = f"state {previous} -> {state}" + (f": {reason}" if reason else "")
+        if repeats:
+            text += f" ({repeats} more times in the last {FLAP_WINDOW_S:g}+ s, not logged)"
         if state in (RUNNING, HUMAN):
             self.get_logger().info(text)
         else:
@@ -250,7 +267,8 @@ class ExecutorNode(Node):
 
     def _publish_diagnostics(self) -> None:
         newest = self.blender.newest
-        status = DiagnosticStatus(level=_LEVEL.get(self.state, DiagnosticStatus.WARN), name=f"{self.get_name()}: action executor",
+        status = DiagnosticStatus(level=_LEVEL.get(self.state, DiagnosticStatus.WARN),
+                                  name=f"{self.get_name()}: action executor",
                                   message=self.state + (f": {self.hold_reason}" if self.hold_reason else ""))
         values = {"state": self.state, "hold_reason": self.hold_reason, "ticks": self.ticks,
                   "missed_ticks": self.missed_ticks, "chunks_received": self.chunks_received,

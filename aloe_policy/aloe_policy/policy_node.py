@@ -9,9 +9,9 @@ and runs the policy when the chunk being executed is about to run out:
 
 where inference_delay is ``inference_delay_s`` or, when that is negative, the measured
 delay from observation stamp to chunk publication on the node clock (EMA; inference latency
-plus the observation's age, in sim time when use_sim_time). The next chunk thus lands before the current one is used up (real-time
-chunking style), and the executor aligns it by its observation stamp, skipping the actions
-whose time passed during inference. A new observation is required for every inference.
+plus the observation's age, in sim time when use_sim_time). The next chunk thus lands
+before the current one is used up (real-time chunking style), and the executor aligns it by
+its observation stamp, skipping the actions whose time passed during inference. A new observation is required for every inference.
 
 ``~/load_policy`` (and the alias ``load_policy_alias``, default /aloe/load_policy) validates
 a checkpoint fully (``validate_checkpoint`` + loading + compatibility with this node's inputs)
@@ -20,7 +20,6 @@ before an atomic swap; on any failure it refuses with the reason and the running
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from collections import deque
@@ -40,6 +39,7 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profi
 from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import String
 
+from aloe_policy.chunking import actions_left, inference_due
 from aloe_policy.observation import (ObservationError, ProprioSpec, compressed_to_rgb, image_to_rgb,
                                      proprio_vector, resize_rgb)
 
@@ -273,19 +273,20 @@ class PolicyNode(Node):
         stamps = [_stamp_ns(latest[k][0].header.stamp) or latest[k][1] for k in needed]
         return {"images": images, "proprio": proprio, "task": task}, max(stamps)
 
-    def _due(self, policy: LoadedPolicy, now_ns: int) -> bool:
+    def _due(self, now_ns: int) -> bool:
         if self._last_chunk is None:
             return True
         stamp, period, horizon = self._last_chunk
-        used = int(math.floor((now_ns - stamp) / period + 0.5))
         delay = self.inference_delay_s if self.inference_delay_s >= 0 else (self._delay_ema_s or 0.0)
-        return horizon - used < self.execution_horizon + math.ceil(delay * NS_PER_S / period)
+        return inference_due(actions_left(now_ns, stamp, period, horizon), self.execution_horizon, delay, period)
 
     def _run(self) -> None:
         while not self._stop.wait(0.005):
             try:
                 self._step()
             except Exception as exc:  # noqa: BLE001 - keep serving; the executor holds on missing chunks
+                if self._stop.is_set() or not self.context.ok():
+                    return  # shutting down: the context went away under the worker
                 self._set_waiting(f"inference failed: {type(exc).__name__}: {exc}")
                 self._stop.wait(0.5)
 
@@ -296,7 +297,7 @@ class PolicyNode(Node):
             self._set_waiting("no policy loaded (set parameter checkpoint or call ~/load_policy)")
             return
         now_ns = self._now_ns()
-        if not self._due(policy, now_ns):
+        if not self._due(now_ns):
             return
         try:
             obs, obs_ns = self._observation(policy, now_ns)

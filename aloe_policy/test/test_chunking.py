@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from aloe_policy.chunking import (NS_PER_S, ActionLimits, BlendMode, ChunkBlender, ChunkSpec, action_problems,
-                                  limits_from_lists, make_chunk)
+                                  actions_left, inference_due, limits_from_lists, make_chunk)
 
 P = NS_PER_S // 10  # 0.1 s control period
 SPEC = ChunkSpec(action_dim=2, horizon=4, action_names=("a", "b"))
@@ -149,3 +149,14 @@ def test_operator_action_validation():
 def test_unknown_blend_mode_is_refused():
     with pytest.raises(ValueError, match="unknown blending mode"):
         BlendMode.parse("cubic")
+
+
+def test_inference_trigger_starts_early_by_the_inference_delay():
+    # H = 10 actions from stamp 0, 0.1 s apart.
+    assert actions_left(3 * P, 0, P, 10) == 7
+    # execution_horizon 5, delay 0.25 s = 3 ticks: infer once fewer than 8 actions are left.
+    assert not inference_due(8, 5, 0.25, P)
+    assert inference_due(7, 5, 0.25, P)
+    # Synchronous (execution_horizon 1, delay 0): only when the chunk is used up.
+    assert not inference_due(actions_left(9 * P, 0, P, 10), 1, 0.0, P)
+    assert inference_due(actions_left(10 * P, 0, P, 10), 1, 0.0, P)
