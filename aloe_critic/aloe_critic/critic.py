@@ -64,6 +64,8 @@ class CriticConfig:
     aggregate: str = "subset_min"    # conservative aggregation rule over the ensemble
     subset_size: int = 2             # subset_min: members per subset
     kappa: float = 1.0               # mean_std: mean - kappa * std
+    freeze_encoder: bool = False     # Q heads on the policy's frozen observation features, computed once
+                                     # per fit (CPU-sized runs: ~50x faster steps; the heads still see o_t)
 
     def __post_init__(self):
         if self.aggregate not in AGGREGATION_RULES:
@@ -185,11 +187,39 @@ class ChunkCritic(nn.Module):
         return q.reshape(-1, B, n)
 
     def train(self, mode: bool = True) -> "ChunkCritic":
-        """Online networks follow ``mode``; the targets stay in eval mode (no dropout noise in y)."""
+        """Online networks follow ``mode``; the targets (and a frozen encoder) stay in eval mode
+        (no dropout noise in y or in fixed features)."""
         super().train(mode)
         self.target_encoder.eval()
         self.target_q.eval()
+        if self.encoder_frozen:
+            self.encoder.eval()
         return self
+
+    @property
+    def encoder_frozen(self) -> bool:
+        return not any(p.requires_grad for p in self.encoder.parameters())
+
+    def freeze_encoder(self) -> "ChunkCritic":
+        """Fix the encoder (and make its target copy identical): features become a function of
+        the observation alone and can be computed once (``feature_table``)."""
+        for p in self.encoder.parameters():
+            p.requires_grad_(False)
+        self.target_encoder.load_state_dict(self.encoder.state_dict())
+        return self.train(self.training)
+
+    @torch.no_grad()
+    def feature_table(self, dataset, batch_size: int = 256, device: str | torch.device = "cpu") -> torch.Tensor:
+        """(dataset.num_ticks, feature_dim) features of every observation tick the view uses
+        (o_t and o_{t+H}); rows of unused ticks are zero. Only for a frozen encoder."""
+        if not self.encoder_frozen:
+            raise RuntimeError("feature_table needs a frozen encoder: its features would go stale while training")
+        ticks = np.unique(np.concatenate([dataset.obs_tick[dataset.indices], dataset.next_tick[dataset.indices]]))
+        table = torch.zeros(dataset.num_ticks, self.feature_dim, device=device)
+        for s in range(0, len(ticks), batch_size):
+            part = ticks[s:s + batch_size]
+            table[torch.from_numpy(part)] = self.features(dataset.observations(part)).to(device)
+        return table
 
     def features(self, obs, target: bool = False) -> torch.Tensor:
         """Observation features (B, feature_dim) from the online (or target) encoder."""
@@ -197,7 +227,7 @@ class ChunkCritic(nn.Module):
         return (self.target_encoder if target else self.encoder)(batch)
 
     def trainable_parameters(self):
-        return list(self.encoder.parameters()) + list(self.q.parameters())
+        return [p for p in list(self.encoder.parameters()) + list(self.q.parameters()) if p.requires_grad]
 
     @torch.no_grad()
     def polyak_update(self, tau: float) -> None:
@@ -235,6 +265,8 @@ def critic_for_policy(policy, config: CriticConfig, init_from_policy: bool = Tru
     c = policy.config
     critic = ChunkCritic(encoder, encoder.feature_dim, c.chunk_horizon, c.action_dim, config, prepare=policy.prepare)
     critic.action_scaler = ActionScaler(c.action_dim, policy.normalizer.action_mean, policy.normalizer.action_std)
+    if critic.config.freeze_encoder:
+        critic.freeze_encoder()
     return critic.to(policy.device)
 
 

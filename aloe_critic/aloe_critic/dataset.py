@@ -663,14 +663,16 @@ class TransitionDataset(torch.utils.data.Dataset):
         return {"images": images, "proprio": torch.from_numpy(self.proprio[ticks]),
                 "task": [self.tasks[e] for e in ep]}
 
-    def batch(self, transitions) -> TransitionBatch:
-        """Transition ids (rows, as in ``indices``) -> TransitionBatch."""
+    def batch(self, transitions, observations: bool = True) -> TransitionBatch:
+        """Transition ids (rows, as in ``indices``) -> TransitionBatch. ``observations=False``
+        leaves obs / next_obs None (callers holding per-tick features skip the image reads)."""
         i = np.asarray(transitions, np.int64)
         nt = self.next_transition[i]
         return TransitionBatch(
-            obs=self.observations(self.obs_tick[i]), chunks=torch.from_numpy(self.chunks[i]),
+            obs=self.observations(self.obs_tick[i]) if observations else None, chunks=torch.from_numpy(self.chunks[i]),
             returns=torch.from_numpy(self.returns[i]), done=torch.from_numpy(self.done[i]),
-            next_obs=self.observations(self.next_tick[i]), next_chunks=torch.from_numpy(self.chunks[nt]),
+            next_obs=self.observations(self.next_tick[i]) if observations else None,
+            next_chunks=torch.from_numpy(self.chunks[nt]),
             mc_returns=torch.from_numpy(self.mc_returns[i]), obs_tick=torch.from_numpy(self.obs_tick[i]),
             next_tick=torch.from_numpy(self.next_tick[i]), index=torch.from_numpy(i))
 

@@ -28,17 +28,19 @@ def chunked_td_target(returns: torch.Tensor, done: torch.Tensor, next_value: tor
 
 @torch.no_grad()
 def aloe_target(critic: ChunkCritic, batch, next_policy_chunks: torch.Tensor, gamma: float,
-                generator: torch.Generator | None = None) -> torch.Tensor:
-    """ALOE target for the current policy; next_policy_chunks: (B, n, H, A) ~ pi(.|o_{t+H})."""
-    q_next = critic.q_values(batch.next_obs, next_policy_chunks, target=True)      # (K, B, n)
+                generator: torch.Generator | None = None, next_features: torch.Tensor | None = None) -> torch.Tensor:
+    """ALOE target for the current policy; next_policy_chunks: (B, n, H, A) ~ pi(.|o_{t+H});
+    next_features: target-encoder features of o_{t+H} when already computed."""
+    q_next = critic.q_values(batch.next_obs, next_policy_chunks, target=True, features=next_features)  # (K, B, n)
     v_next = critic.aggregate(q_next.mean(-1), generator)                           # Agg_k mean_j
     return chunked_td_target(batch.returns, batch.done, v_next, gamma, critic.chunk_horizon)
 
 
 @torch.no_grad()
-def td1_target(critic: ChunkCritic, batch, gamma: float, generator: torch.Generator | None = None) -> torch.Tensor:
+def td1_target(critic: ChunkCritic, batch, gamma: float, generator: torch.Generator | None = None,
+               next_features: torch.Tensor | None = None) -> torch.Tensor:
     """One-step (one-chunk) TD of the behaviour: bootstrap on the recorded next chunk A_{t+H}."""
-    q_next = critic.q_values(batch.next_obs, batch.next_chunks, target=True)        # (K, B)
+    q_next = critic.q_values(batch.next_obs, batch.next_chunks, target=True, features=next_features)  # (K, B)
     return chunked_td_target(batch.returns, batch.done, critic.aggregate(q_next, generator), gamma,
                              critic.chunk_horizon)
 
@@ -49,14 +51,14 @@ def progress_target(batch) -> torch.Tensor:
 
 
 def value_target(method: str, critic: ChunkCritic, batch, gamma: float, bank: PolicySampleBank | None = None,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
+                 generator: torch.Generator | None = None, next_features: torch.Tensor | None = None) -> torch.Tensor:
     if method == "aloe":
         if bank is None:
             raise ValueError("the aloe target needs samples of the current policy (a PolicySampleBank)")
         return aloe_target(critic, batch, bank.chunks(batch.next_tick.cpu().numpy()).to(batch.returns.device),
-                           gamma, generator)
+                           gamma, generator, next_features)
     if method == "td1":
-        return td1_target(critic, batch, gamma, generator)
+        return td1_target(critic, batch, gamma, generator, next_features)
     if method == "progress":
         return progress_target(batch)
     raise ValueError(f"unknown value method {method!r}; use one of {VALUE_METHODS}")
@@ -86,11 +88,16 @@ def fit_critic(critic: ChunkCritic, dataset, method: str, bank: PolicySampleBank
         from tqdm import tqdm
         steps = tqdm(steps, desc=f"critic ({method})", unit="step")
     part = local_slice(config.critic_batch_size)  # all of it in one process (see distributed.py)
+    # A frozen encoder's features (online = target) are computed once, not per step.
+    table = critic.feature_table(dataset, device=device) if critic.encoder_frozen else None
     for step in steps:
         pos = rng.integers(0, len(dataset), size=config.critic_batch_size)
-        batch = dataset.batch(dataset.indices[pos][part]).to(device)
-        y = value_target(method, critic, batch, gamma, bank, gen)
-        q = critic.q_values(batch.obs, batch.chunks)                                   # (K, B)
+        batch = dataset.batch(dataset.indices[pos][part], observations=table is None).to(device)
+        feats = next_feats = None
+        if table is not None:
+            feats, next_feats = table[batch.obs_tick], table[batch.next_tick]
+        y = value_target(method, critic, batch, gamma, bank, gen, next_feats)
+        q = critic.q_values(batch.obs, batch.chunks, features=feats)                   # (K, B)
         critic_loss = ((q - y.unsqueeze(0)) ** 2).mean(1).sum()
         opt.zero_grad(set_to_none=True)
         critic_loss.backward()

@@ -53,10 +53,11 @@ class LoopConfig:
     reaction_delay_ticks: int = 2
     init_policy_steps: int = 1500        # BC gradient steps of the initial policy
     policy_steps: int = 600              # advantage-weighted steps per iteration
-    critic_steps: int = 800              # critic gradient steps per iteration
+    critic_steps: int = 2000             # critic gradient steps per iteration
     ensemble_size: int = 5
+    freeze_critic_encoder: bool = True   # Q heads on the policy's frozen features: the CPU-sized choice
     batch_size: int = 32                 # policy batch
-    critic_batch_size: int = 128
+    critic_batch_size: int = 256
     num_policy_samples: int = 4          # A'_j ~ pi per observation
     torch_threads: int = 2
     params_file: str = ""                # '' = launch/config/sim.yaml
@@ -76,6 +77,7 @@ class LoopConfig:
             "policy_steps": self.init_policy_steps if init else self.policy_steps,
             "policy_batch_size": self.batch_size, "critic_steps": self.critic_steps,
             "ensemble_size": self.ensemble_size, "critic_batch_size": self.critic_batch_size,
+            "freeze_encoder": self.freeze_critic_encoder,
             "num_policy_samples": self.num_policy_samples, "policy_lr": 3e-4, **self.train_overrides})
         return config
 
@@ -118,7 +120,11 @@ class PolicyLoader:
 
         self._rclpy = rclpy
         if not rclpy.ok():
-            rclpy.init()
+            # Keep Python's SIGINT handling: Ctrl-C must stop the loop during training too (rclpy's
+            # own handler would only shut its context down and training would go on).
+            from rclpy.signals import SignalHandlerOptions
+
+            rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
         self.node = rclpy.create_node("aloe_loop")
         self.client = self.node.create_client(LoadPolicy, service)
         self._request_type = LoadPolicy.Request
@@ -158,7 +164,9 @@ class LoopRunner:
         return load_params(self.params_file, {
             "sim_node": {"episodes": episodes, "seed": seed, "image_size": c.image_size, "max_steps": c.max_steps,
                          "clock_start_s": self.clock_s, "real_time_factor": 0.0,
-                         "wait_for_subscribers": ["/aloe/episode_event", "/aloe/executed_action"]},
+                         # /aloe/reward: only the recorder listens (it subscribes once it has seen the sim's
+                         # publishers); /aloe/sim/state: only the operator
+                         "wait_for_subscribers": ["/aloe/reward", "/aloe/sim/state", "/aloe/episode_event"]},
             "operator_node": {"mode": operator_mode, "noise": c.operator_noise, "seed": seed,
                               "reaction_delay_ticks": c.reaction_delay_ticks, "max_steps": c.max_steps},
             "recorder_node": {"output_dir": str(self.run_dir / "bags" / phase)},
@@ -284,6 +292,12 @@ def print_table(rows: list[dict]) -> None:
     print(flush=True)
 
 
+def _parse_bool(text: str) -> bool:
+    if text.lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+        raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
+    return text.lower() in ("1", "true", "yes", "on")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aloe-loop", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -292,7 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
         if f.name == "train_overrides":
             continue
         default = f.default
-        parser.add_argument(f"--{f.name.replace('_', '-')}", type=type(default), default=None,
+        kind = _parse_bool if isinstance(default, bool) else type(default)
+        parser.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=None,
                             help=f"(default {default!r})")
     parser.add_argument("--train", action="append", default=[], metavar="FIELD=VALUE",
                         help="override an aloe-train TrainConfig field (repeatable), e.g. --train beta=0.2")

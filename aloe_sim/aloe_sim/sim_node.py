@@ -56,6 +56,8 @@ PARAMETERS = {
     "pause_between_episodes_s": (1.0, "wall seconds between an episode's end event and the next START"),
     "command_timeout_s": (2.0, "wall seconds to wait for a command each tick before holding"),
     "startup_timeout_s": (20.0, "wall seconds to wait for the peers below before the first episode"),
+    "startup_settle_s": (1.0, "wall seconds to wait once the peers are seen: the graph lists a subscriber "
+                              "before DDS has matched it, and a message published then is lost"),
     "wait_for_subscribers": ([""], "topics that need a subscriber before the first episode (e.g. the recorder's "
                                    "/aloe/episode_event); a command publisher is always waited for"),
     "real_time_factor": (0.0, "cap on sim speed as a multiple of real time (0 = as fast as possible)"),
@@ -184,6 +186,7 @@ class SimNode(Node):
         if missing():
             self.get_logger().warning(f"still no {', '.join(missing())} after {self.p['startup_timeout_s']} s: "
                                       "starting anyway (ticks hold until an executor_node commands)")
+        self._stop.wait(float(self.p["startup_settle_s"]))
 
     def run_episode(self, index: int) -> None:
         episode_id = f"{time.strftime('%Y%m%d-%H%M%S')}-sim{index:04d}-{uuid.uuid4().hex[:6]}"
