@@ -307,6 +307,9 @@ class PolicyNode(Node):
         if obs_ns <= self._last_obs_ns:
             return  # nothing new to infer from
         self._set_waiting("")
+        if obs["task"].strip() not in policy.model.text_encoder.known_instructions:
+            self.get_logger().warn(f"instruction {obs['task']!r} is not in the policy's text cache: encoding it "
+                                   "with the sentence encoder (first time ~10 s; the executor holds meanwhile)")
         t0 = time.monotonic()
         actions = policy.model.predict_chunk(obs, generator=self.generator)
         latency = time.monotonic() - t0

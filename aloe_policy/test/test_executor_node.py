@@ -340,3 +340,21 @@ def test_moveit_adapter_without_moveit_py_exits_with_clear_message(ros_node_proc
     proc.popen.wait(30)
     assert proc.popen.returncode == 1
     assert "needs MoveIt 2's moveit_py" in proc.log() and "float64_multi_array" in proc.log()
+
+
+def test_joint_trajectory_adapter_sends_one_point_reached_in_one_period(start_executor, rclpy_context):
+    from trajectory_msgs.msg import JointTrajectory
+
+    joints = [f"j{i}" for i in range(7)]
+    sim = start_executor(output_adapter="joint_trajectory", joint_names=joints, command_topic="/aloe/jtc_cmd")
+    trajectories = []
+    sim.node.create_subscription(JointTrajectory, "/aloe/jtc_cmd", trajectories.append,
+                                 QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
+    sim._wait(lambda: sim.node.count_publishers("/aloe/jtc_cmd") > 0, 10.0, "trajectory publisher")
+    sim.publish_chunk(ramp_chunk(10))
+    executed = sim.step()
+    sim._wait(lambda: trajectories, 5.0, "a JointTrajectory command")
+    t = trajectories[-1]
+    assert list(t.joint_names) == joints and len(t.points) == 1
+    assert t.points[0].time_from_start.sec == 0 and t.points[0].time_from_start.nanosec == PERIOD_NS
+    assert np.allclose(t.points[0].positions, executed.action, atol=1e-6)
