@@ -13,6 +13,7 @@ rclpy = pytest.importorskip("rclpy")
 torch = pytest.importorskip("torch")
 from aloe_msgs.msg import ActionChunk  # noqa: E402
 from aloe_msgs.srv import LoadPolicy  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from geometry_msgs.msg import PoseStamped  # noqa: E402
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import CompressedImage, Image, JointState  # noqa: E402
@@ -37,9 +38,9 @@ def fake_text(texts):
     return out / np.linalg.norm(out, axis=1, keepdims=True)
 
 
-def save_tiny_checkpoint(directory, seed) -> str:
+def save_tiny_checkpoint(directory, seed, **overrides) -> str:
     torch.manual_seed(seed)
-    config = PolicyConfig(**TINY)
+    config = PolicyConfig(**{**TINY, **overrides})
     policy = FlowMatchingPolicy(config, text_encoder=TextEncoder(embed_dim=32, encode_fn=fake_text))
     rng = np.random.default_rng(seed)
     policy.fit_normalization(rng.standard_normal((20, 18)), rng.uniform(-0.1, 0.1, (20, 4, 7)))
@@ -55,7 +56,9 @@ def checkpoints(tmp_path_factory):
     save_tiny_checkpoint(corrupt, 3)
     weights = corrupt / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:3000])  # truncated safetensors
-    return {"a": (str(root / "a"), ids["a"]), "b": (str(root / "b"), ids["b"]), "corrupt": (str(corrupt), "")}
+    wrist = save_tiny_checkpoint(root / "wrist", 4, camera_names=("wrist",))  # valid, but needs another camera
+    return {"a": (str(root / "a"), ids["a"]), "b": (str(root / "b"), ids["b"]), "corrupt": (str(corrupt), ""),
+            "wrist": (str(root / "wrist"), wrist)}
 
 
 @pytest.fixture(scope="module")
@@ -81,12 +84,19 @@ class Robot:
         self.task_pub = self.node.create_publisher(String, "/aloe/task", latched)
         self.task_pub.publish(String(data=TASK))
         self.chunks: list[ActionChunk] = []
+        self.diagnostics = {}
+        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
         self.node.create_subscription(ActionChunk, "/aloe/action_chunk", self.chunks.append,
                                       QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE))
         self.stamps: list[int] = []
         self.send_camera = True
         self._last = 0.0
         self.rgb = np.random.default_rng(0).integers(0, 256, (24, 32, 3), dtype=np.uint8)
+
+    def _on_diagnostics(self, msg):
+        for status in msg.status:
+            if "policy inference" in status.name:
+                self.diagnostics = {kv.key: kv.value for kv in status.values}
 
     def publish_inputs(self):
         stamp = self.node.get_clock().now().to_msg()
@@ -171,6 +181,9 @@ def test_policy_node_publishes_chunks_of_the_checkpoint_shape_once_all_inputs_ar
         assert stamp in robot.stamps, "stamped with the stamp of an observation it saw"
     ids = [c.chunk_id for c in robot.chunks]
     assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    assert robot.spin(5.0, lambda: robot.diagnostics.get("policy_id") == policy_id
+                      and float(robot.diagnostics["inference_latency_ms_p50"]) > 0), robot.diagnostics
+    assert float(robot.diagnostics["chunk_rate_hz"]) > 0
 
 
 def test_load_policy_refuses_corrupt_checkpoint_and_swaps_to_good_one(start_policy, checkpoints):
@@ -185,6 +198,10 @@ def test_load_policy_refuses_corrupt_checkpoint_and_swaps_to_good_one(start_poli
     n = len(robot.chunks)
     robot.wait_chunks(n + 3)
     assert {c.policy_id for c in robot.chunks[n:]} == {id_a}, "chunks keep coming from the running policy"
+
+    incompatible = robot.load_policy("/policy_node/load_policy", checkpoints["wrist"][0])
+    assert not incompatible.success and incompatible.policy_id == id_a
+    assert "needs cameras ['wrist']" in incompatible.message
 
     swapped = robot.load_policy("/aloe/load_policy", path_b)  # the remappable alias
     assert swapped.success, swapped.message
