@@ -25,7 +25,7 @@ from aloe_msgs.msg import ActionChunk, ExecutedAction, Intervention
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.clock import Clock, ClockType
-from rclpy.exceptions import ParameterUninitializedException
+from rclpy.exceptions import ParameterException, ParameterUninitializedException
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -281,7 +281,8 @@ class ExecutorNode(Node):
         self.diag_pub.publish(diag)
 
     def destroy_node(self):
-        self.adapter.close()
+        if getattr(self, "adapter", None) is not None:  # absent when __init__ failed
+            self.adapter.close()
         return super().destroy_node()
 
 
@@ -289,8 +290,10 @@ def main(args=None):
     rclpy.init(args=args)
     try:
         node = ExecutorNode()
-    except (AdapterError, ValueError) as exc:  # bad configuration: say what and exit, never half-run
-        rclpy.logging.get_logger("executor_node").fatal(f"cannot start: {exc}")
+    except (AdapterError, ValueError, ParameterException) as exc:  # bad configuration: say what, exit
+        hint = (" (a double parameter needs a decimal point in YAML, e.g. 50.0)"
+                if "expecting type 'DOUBLE'" in str(exc) else "")
+        rclpy.logging.get_logger("executor_node").fatal(f"cannot start: {exc}{hint}")
         rclpy.shutdown()
         return 1
     try:

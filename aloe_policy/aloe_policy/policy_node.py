@@ -11,7 +11,8 @@ where inference_delay is ``inference_delay_s`` or, when that is negative, the me
 delay from observation stamp to chunk publication on the node clock (EMA; inference latency
 plus the observation's age, in sim time when use_sim_time). The next chunk thus lands
 before the current one is used up (real-time chunking style), and the executor aligns it by
-its observation stamp, skipping the actions whose time passed during inference. A new observation is required for every inference.
+its observation stamp, skipping the actions whose time passed during inference. Every
+inference needs an observation newer than the previous one's.
 
 ``~/load_policy`` (and the alias ``load_policy_alias``, default /aloe/load_policy) validates
 a checkpoint fully (``validate_checkpoint`` + loading + compatibility with this node's inputs)
@@ -33,6 +34,7 @@ from geometry_msgs.msg import PoseStamped
 from rcl_interfaces.msg import IntegerRange, ParameterDescriptor
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.clock import Clock, ClockType
+from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -358,8 +360,9 @@ class PolicyNode(Node):
         self.diag_pub.publish(diag)
 
     def destroy_node(self):
-        self._stop.set()
-        self._worker.join(timeout=5.0)
+        if getattr(self, "_worker", None) is not None:  # absent when __init__ failed
+            self._stop.set()
+            self._worker.join(timeout=5.0)
         return super().destroy_node()
 
 
@@ -367,8 +370,10 @@ def main(args=None):
     rclpy.init(args=args)
     try:
         node = PolicyNode()
-    except ValueError as exc:  # bad configuration: say what and exit
-        rclpy.logging.get_logger("policy_node").fatal(f"cannot start: {exc}")
+    except (ValueError, ParameterException) as exc:  # bad configuration: say what, exit
+        hint = (" (a double parameter needs a decimal point in YAML, e.g. 50.0)"
+                if "expecting type 'DOUBLE'" in str(exc) else "")
+        rclpy.logging.get_logger("policy_node").fatal(f"cannot start: {exc}{hint}")
         rclpy.shutdown()
         return 1
     executor = MultiThreadedExecutor(num_threads=2)

@@ -358,3 +358,13 @@ def test_joint_trajectory_adapter_sends_one_point_reached_in_one_period(start_ex
     assert list(t.joint_names) == joints and len(t.points) == 1
     assert t.points[0].time_from_start.sec == 0 and t.points[0].time_from_start.nanosec == PERIOD_NS
     assert np.allclose(t.points[0].positions, executed.action, atol=1e-6)
+
+
+def test_bad_configuration_exits_with_the_parameter_named(ros_node_process):
+    proc = ros_node_process("aloe_policy", "executor_node", {"control_rate_hz": 50, "blending_mode": "linear"})
+    proc.popen.wait(30)
+    assert proc.popen.returncode == 1
+    assert "control_rate_hz" in proc.log() and "e.g. 50.0" in proc.log() and "Traceback" not in proc.log()
+    proc = ros_node_process("aloe_policy", "executor_node", {"blending_mode": "cubic"})
+    proc.popen.wait(30)
+    assert proc.popen.returncode == 1 and "unknown blending mode 'cubic'" in proc.log()
