@@ -125,6 +125,7 @@ class ExecutorNode(Node):
         self.previous = self.hold_command.copy()  # rate limits start from the hold command
         self.last_tick_ns: int | None = None
         self.ticks = self.missed_ticks = self.chunks_received = self.chunks_rejected = 0
+        self._max_gap_ns = 0  # longest tick interval since the last diagnostics message
 
         reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         self.executed_pub = self.create_publisher(ExecutedAction, executed_topic, QoSProfile(depth=100))
@@ -222,6 +223,7 @@ class ExecutorNode(Node):
             gap = now_ns - self.last_tick_ns
             if gap > 1.5 * self.period_ns:
                 self.missed_ticks += int(round(gap / self.period_ns)) - 1
+            self._max_gap_ns = max(self._max_gap_ns, gap)
         self.last_tick_ns = now_ns
         self.ticks += 1
         if self.obs_ns == 0:  # received on sim time before the first /clock: count it as received now
@@ -274,7 +276,9 @@ class ExecutorNode(Node):
                   "missed_ticks": self.missed_ticks, "chunks_received": self.chunks_received,
                   "chunks_rejected": self.chunks_rejected,
                   "newest_chunk_id": newest.chunk_id if newest else "", "policy_id": newest.policy_id if newest else "",
+                  "max_tick_interval_ms": f"{self._max_gap_ns * 1e-6:.1f}",
                   "blending_mode": self.blender.mode.value, "control_rate_hz": NS_PER_S / self.period_ns}
+        self._max_gap_ns = 0
         status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
         diag = DiagnosticArray(status=[status])
         diag.header.stamp = self.get_clock().now().to_msg()

@@ -310,6 +310,7 @@ def test_diagnostics_report_state_and_counters(start_executor):
     status, values = latest()
     assert values["state"] == "NO_POLICY" and status.level == status.WARN
     assert "no chunk received" in status.message
+    assert int(values["missed_ticks"]) == 0 and "max_tick_interval_ms" in values
 
 
 def test_twist_stamped_adapter_sends_first_six_dims_scaled(start_executor, rclpy_context):
