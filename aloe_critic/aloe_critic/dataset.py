@@ -270,7 +270,9 @@ def decode_bag(bag_dir: Path, config: IngestionConfig) -> tuple[dict[str, np.nda
         reader = Reader(bag_dir)
         reader.open()
     except Exception as exc:
-        raise BagError(f"cannot open: {exc}") from exc
+        raise BagError(f"cannot open ({type(exc).__name__}: {exc}): the .mcap file is truncated or corrupt; if it "
+                       "was cut by a crash or an interrupted copy, move its metadata.yaml away and the next "
+                       "ingestion re-indexes whatever was flushed (aloe_teleop.recorder.reindex_bag)") from exc
     try:
         by_topic = {c.topic: c for c in reader.connections}
         if config.topic_executed_action not in by_topic:
@@ -603,9 +605,10 @@ class TransitionDataset(torch.utils.data.Dataset):
             frac = np.stack([(real_src == s).sum(1) for s in range(3)], 1) / n_real
             cols["source_fraction"].append(frac.astype(np.float32))
             cols["is_intervention"].append((real_src == SOURCE_HUMAN).any(1))
-            pidx = np.asarray(e.policy_index)[steps]
-            pid = np.array([e.policy_ids[row[row >= 0][0]] if (row >= 0).any() else "" for row in
-                            np.where(real, pidx, -1)], dtype=object)
+            pidx = np.where(real, np.asarray(e.policy_index)[steps], -1)    # (T, H), -1: not a policy tick
+            first = pidx[t, np.argmax(pidx >= 0, axis=1)]                       # first policy tick's id index
+            names = np.array(list(e.policy_ids) + [""], dtype=object)
+            pid = names[np.where((pidx >= 0).any(1), first, len(e.policy_ids))]
             cols["policy_id"].append(pid)
             cols["outcome"].append(np.full(T, e.outcome, dtype=object))
         for k, v in cols.items():

@@ -2,24 +2,35 @@
 
 How the distributed run stays the single-process run:
 
-* every rank draws the same *global* batch indices (same seed) and takes its contiguous slice
-  (``local_slice``; the batch size must divide by the world size);
-* each rank's loss is the mean over its slice, gradients are averaged over ranks
-  (``average_gradients``), so the update is the gradient of the global-batch mean, and every
+* every rank draws the same *global* batch indices (same seed); the global batch is cut into
+  ``batch_blocks`` fixed blocks (``DEFAULT_BATCH_BLOCKS``) and each rank takes a contiguous run
+  of whole blocks (``rank_blocks``; the world size must divide the number of blocks), so each
+  rank reads and decodes only its share of every batch from the memory-mapped cache;
+* per-sample randomness inside the training forward (the flow-matching noise x0 and t, dropout
+  masks) is drawn per *block*, from a generator and a torch RNG state seeded by (seed, step,
+  block) (``block_rng``): sample i of the global batch gets the same noise whichever rank, and
+  however many ranks, process it. The one-process run walks the same blocks in order;
+* each rank's loss is sum over its samples / global batch size and gradients are summed over
+  ranks (``sum_gradients``): the update is the gradient of the global-batch mean, and every
   rank applies the same update to the same (identically seeded) parameters;
 * random draws that do not depend on the slice (conservative-aggregation subsets, policy
   samples per observation batch) use generators seeded the same way on every rank.
 
-The critic therefore matches the one-process run up to floating-point summation order. The
-policy's flow-matching noise is drawn per slice, so the policy matches it in distribution.
+Critic and policy therefore match the one-process run up to floating-point summation order
+(aloe_critic/test/test_distributed.py compares whole ``train_iteration`` checkpoints).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 
+import numpy as np
 import torch
 import torch.distributed as dist
+
+# Blocks per global batch: any world size dividing it reproduces the one-process run exactly.
+DEFAULT_BATCH_BLOCKS = 8
 
 
 def setup(device: str = "cpu") -> str:
@@ -53,6 +64,64 @@ def local_slice(global_batch_size: int) -> slice:
                          "(so every rank's loss has the same weight in the averaged gradient)")
     per = global_batch_size // world
     return slice(rank * per, (rank + 1) * per)
+
+
+def rank_blocks(global_batch_size: int, blocks: int = DEFAULT_BATCH_BLOCKS) -> list[tuple[int, slice]]:
+    """This rank's (block index, slice of the global batch) pairs, in order.
+
+    The global batch is cut into ``min(blocks, global_batch_size)`` contiguous blocks (sizes
+    differing by at most one); rank r of W takes blocks [r*n/W, (r+1)*n/W). One process: all.
+    """
+    rank, world = rank_world()
+    n = min(int(blocks), int(global_batch_size))
+    if n < 1:
+        raise ValueError(f"batch_blocks and the batch size must be >= 1, got {blocks} and {global_batch_size}")
+    if n % world:
+        raise ValueError(f"{n} blocks per batch cannot be shared by {world} ranks: set batch_blocks "
+                         f"(--batch-blocks) to a multiple of the world size, and the batch size to at least that")
+    edges = np.linspace(0, global_batch_size, n + 1).round().astype(int)
+    per = n // world
+    return [(b, slice(int(edges[b]), int(edges[b + 1]))) for b in range(rank * per, (rank + 1) * per)]
+
+
+def span(parts: list[tuple[int, slice]]) -> slice:
+    """The contiguous slice covered by ``rank_blocks`` parts."""
+    return slice(parts[0][1].start, parts[-1][1].stop)
+
+
+@contextlib.contextmanager
+def block_rng(seed: int, step: int, block: int, device: str | torch.device = "cpu"):
+    """A CPU generator seeded by (seed, step, block) for explicit draws, with torch's global RNG
+    (the source of dropout masks, on ``device``) seeded the same way inside the block and
+    restored after it: the block's randomness does not depend on which rank runs it."""
+    block_seed = int(np.random.SeedSequence([int(seed), int(step), int(block)]).generate_state(1)[0])
+    device = torch.device(device)
+    devices = [device.index if device.index is not None else torch.cuda.current_device()] \
+        if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(block_seed)
+        yield torch.Generator().manual_seed(block_seed)
+
+
+def sum_gradients(params) -> None:
+    """All-reduce (sum) the gradients of ``params`` across ranks; no-op in one process."""
+    rank, world = rank_world()
+    if world == 1:
+        return
+    for p in params:
+        if p.grad is not None:
+            dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+
+
+def mean_over_ranks(value: float) -> float:
+    """The mean of a scalar over ranks (for logged curves); the value itself in one process."""
+    rank, world = rank_world()
+    if world == 1:
+        return float(value)
+    device = f"cuda:{torch.cuda.current_device()}" if dist.get_backend() == "nccl" else "cpu"
+    t = torch.tensor([float(value)], dtype=torch.float64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return float(t.item()) / world
 
 
 def average_gradients(params) -> None:

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .distributed import average_gradients, local_slice, rank_world
+from .distributed import (DEFAULT_BATCH_BLOCKS, block_rng, mean_over_ranks, rank_blocks, rank_world, span,
+                          sum_gradients)
 
 WEIGHT_MODES = ("exp", "binary")
 
@@ -59,11 +60,13 @@ def advantage_weights(adv: torch.Tensor, beta: float, w_max: float, mode: str = 
 
 def improve_policy(policy, dataset, advantages: np.ndarray | None, config: ImprovementConfig | None = None,
                    seed: int = 0, device: str | torch.device = "cpu", progress: bool = False,
-                   log_every: int = 50) -> list[dict]:
+                   log_every: int = 50, batch_blocks: int = DEFAULT_BATCH_BLOCKS) -> list[dict]:
     """Train ``policy`` in place on ``dataset``'s recorded chunks.
 
     advantages: (len(dataset),) in the dataset view's order, or None for behaviour cloning
     (weights 1 everywhere). Returns the curve (rows: step, policy_loss, weight_max, weight_ess).
+    batch_blocks: noise blocks per global batch (distributed.py): under torchrun each rank
+    trains on its blocks and the result equals the one-process run.
     """
     config = config or ImprovementConfig()
     rng = np.random.default_rng(seed)
@@ -72,10 +75,9 @@ def improve_policy(policy, dataset, advantages: np.ndarray | None, config: Impro
         if advantages.shape != (len(dataset),):
             raise ValueError(f"advantages must be ({len(dataset)},), got {advantages.shape}")
     params = [p for p in policy.parameters() if p.requires_grad]
-    part = local_slice(config.policy_batch_size)  # all of it in one process (see distributed.py)
-    rank, world = rank_world()
-    if world > 1:  # each rank's slice gets its own flow-matching noise
-        torch.manual_seed(seed * 1_000_003 + 7919 * rank)
+    B = config.policy_batch_size
+    parts = rank_blocks(B, batch_blocks)  # every block in one process (see distributed.py)
+    mine = span(parts)
     opt = torch.optim.AdamW(params, lr=config.policy_lr)
     policy.train()
     curve = []
@@ -85,24 +87,47 @@ def improve_policy(policy, dataset, advantages: np.ndarray | None, config: Impro
         steps = tqdm(steps, desc="policy (" + ("bc" if advantages is None else "advantage-weighted") + ")",
                      unit="step")
     for step in steps:
-        pos = rng.integers(0, len(dataset), size=config.policy_batch_size)
-        batch = dataset.batch(dataset.indices[pos][part])
+        pos = rng.integers(0, len(dataset), size=B)
+        batch = dataset.batch(dataset.indices[pos[mine]])  # this rank's share of the global batch
         if advantages is None:
-            weights = torch.ones(len(pos))
-        else:  # normalised over the global batch, then this rank's slice
+            weights = torch.ones(B)
+        else:  # normalised over the global batch, then this rank's blocks
             weights = advantage_weights(torch.from_numpy(advantages[pos]), config.beta, config.w_max,
                                         config.weight_mode)
-        policy_loss = policy.loss(batch.obs, batch.chunks.to(device), weights[part].to(device)).mean()
         opt.zero_grad(set_to_none=True)
-        policy_loss.backward()
-        average_gradients(params)
+        loss_sum = 0.0
+        for block, part in parts:
+            local = slice(part.start - mine.start, part.stop - mine.start)
+            with block_rng(seed, step, block, device) as gen:
+                per_sample = _policy_loss(policy, _take(batch.obs, local), batch.chunks[local].to(device),
+                                          weights[part].to(device), gen)
+            (per_sample.sum() / B).backward()  # sum over ranks of these = gradient of the global mean
+            loss_sum += float(per_sample.detach().sum())
+        sum_gradients(params)
         torch.nn.utils.clip_grad_norm_(params, config.policy_grad_clip)
         opt.step()
         if step % log_every == 0 or step == config.policy_steps - 1:
             ess = float(weights.sum() ** 2 / (weights.pow(2).sum() + 1e-12)) / len(weights)
-            curve.append({"step": step, "policy_loss": float(policy_loss.detach()), "weight_max": float(weights.max()),
+            policy_loss = mean_over_ranks(loss_sum) * rank_world()[1] / B  # global-batch mean
+            curve.append({"step": step, "policy_loss": policy_loss, "weight_max": float(weights.max()),
                           "weight_ess": ess})
             if progress:
                 steps.set_postfix(loss=f"{curve[-1]['policy_loss']:.4g}")
     policy.eval()
     return curve
+
+
+def _take(obs: dict, part: slice) -> dict:
+    """Rows ``part`` of an observation batch (images dict, proprio, task list)."""
+    return {k: ({c: v[part] for c, v in x.items()} if isinstance(x, dict) else x[part]) for k, x in obs.items()}
+
+
+def _policy_loss(policy, obs, chunks, weights, generator):
+    """policy.loss with the block's noise generator; policies without ``generator=`` draw from
+    torch's global RNG, which ``block_rng`` has seeded for the block as well."""
+    try:
+        return policy.loss(obs, chunks, weights, generator=generator)
+    except TypeError as exc:
+        if "generator" not in str(exc):
+            raise
+        return policy.loss(obs, chunks, weights)

@@ -30,6 +30,7 @@ import sys
 import tempfile
 import time
 import uuid
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -38,8 +39,8 @@ import torch
 import yaml
 
 from .critic import AGGREGATION_RULES, CriticConfig, PolicySampleBank, critic_for_policy, save_critic
-from .dataset import IngestionConfig, TransitionDataset, ingest_bags
-from .distributed import barrier, is_main, setup
+from .dataset import IngestionConfig, SkippedBagWarning, TransitionDataset, find_bags, ingest_bags
+from .distributed import barrier, is_main, rank_world, setup
 from .improvement import WEIGHT_MODES, ImprovementConfig, improve_policy
 from .values import VALUE_METHODS, chunk_values, fit_critic
 
@@ -62,6 +63,7 @@ class TrainConfig:
     policy_config_file: str | None = None   # JSON PolicyConfig fields for a fresh policy (else defaults + data shapes)
     critic_init_from_policy: bool = True    # critic encoder starts from the policy's encoder weights
     eval_batch_size: int = 256        # batch size for sampling pi and scoring chunks
+    batch_blocks: int = 8             # noise/dropout blocks per batch: torchrun with any world size dividing it equals one process
     overwrite: bool = False           # replace an existing out_dir
     progress: bool = True             # tqdm progress bars
     ingestion: IngestionConfig = field(default_factory=IngestionConfig)
@@ -73,6 +75,8 @@ class TrainConfig:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
         if not 0.0 < self.gamma <= 1.0:
             raise ValueError(f"gamma must be in (0, 1], got {self.gamma}")
+        if self.batch_blocks < 1:
+            raise ValueError(f"batch_blocks must be >= 1, got {self.batch_blocks}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -257,7 +261,8 @@ def run_iteration(config: TrainConfig, dataset: TransitionDataset, policy, fresh
     if fresh:  # the initial policy: behaviour cloning on all data
         log.info("fresh policy: behaviour cloning on all %d chunks", len(dataset))
         curves["policy_init_bc"] = improve_policy(policy, dataset, None, config.improvement, seed=config.seed,
-                                                  device=device, progress=config.progress)
+                                                  device=device, progress=config.progress,
+                                                  batch_blocks=config.batch_blocks)
     if config.init_only:
         return IterationOutput(policy, None, None, None, curves, None)
     critic, values, stats, evaluated_id, advantages = None, None, None, None, None
@@ -268,7 +273,7 @@ def run_iteration(config: TrainConfig, dataset: TransitionDataset, policy, fresh
                                 seed=config.seed, device=device, progress=config.progress)
         log.info("fitting the %s critic for policy %s", config.method, evaluated_id)
         curves["critic"] = fit_critic(critic, dataset, config.method, bank, config.critic, seed=config.seed,
-                                      device=device, progress=config.progress)
+                                      device=device, progress=config.progress, batch_blocks=config.batch_blocks)
         values = chunk_values(critic, dataset, bank, config.eval_batch_size, device)
         advantages = values["advantage"]
         stats = {k: {"mean": float(np.mean(v)), "std": float(np.std(v)), "min": float(np.min(v)),
@@ -278,8 +283,24 @@ def run_iteration(config: TrainConfig, dataset: TransitionDataset, policy, fresh
         log.info("improving the policy (%s) on %d chunks", config.method, len(dataset))
         phase = "policy_bc" if config.method == "bc" else "policy_improvement"
         curves[phase] = improve_policy(policy, dataset, advantages, config.improvement, seed=config.seed,
-                                       device=device, progress=config.progress)
+                                       device=device, progress=config.progress, batch_blocks=config.batch_blocks)
     return IterationOutput(policy, critic, evaluated_id, values, curves, stats)
+
+
+def _ingest_sharded(bags, config: TrainConfig):
+    """ingest_bags, with the decoding of new bags shared out over torchrun ranks (rank r decodes
+    every W-th bag into the cache), then every rank reads all episodes from the cache. Skipped
+    bags are reported once, by rank 0."""
+    rank, world = rank_world()
+    if world > 1:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SkippedBagWarning)
+            ingest_bags(find_bags(bags)[rank::world], config.ingestion)
+        barrier()
+    with warnings.catch_warnings():
+        if rank != 0:
+            warnings.simplefilter("ignore", SkippedBagWarning)
+        return ingest_bags(bags, config.ingestion, progress=config.progress and rank == 0)
 
 
 def train_iteration(config: TrainConfig, bags, policy_in: str | os.PathLike | None,
@@ -292,11 +313,7 @@ def train_iteration(config: TrainConfig, bags, policy_in: str | os.PathLike | No
     if out_dir.exists() and not config.overwrite:
         raise FileExistsError(f"{out_dir} exists; pass --overwrite or choose a new --out")
     device = torch.device(config.device)
-    if not is_main():  # rank 0 decodes new bags into the cache first; the others then read it
-        barrier()
-    report = ingest_bags(bags, config.ingestion, progress=config.progress and is_main())
-    if is_main():
-        barrier()
+    report = _ingest_sharded(bags, config)
     log.info("ingested %d bags (%d decoded, %d from cache, %d skipped)", len(report.episodes),
              len(report.decoded), len(report.cached), len(report.skipped))
     if not report.episodes:
@@ -325,6 +342,9 @@ def train_iteration(config: TrainConfig, bags, policy_in: str | os.PathLike | No
                            bags_skipped=report.skipped, curves=curves, advantage_stats=stats,
                            seconds=time.monotonic() - t_start)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
+    for left in list(out_dir.parent.glob(f".{out_dir.name}.tmp-*")) + list(out_dir.parent.glob(f".{out_dir.name}.old-*")):
+        log.warning("removing %s, left by a run killed while writing %s", left, out_dir)
+        shutil.rmtree(left, ignore_errors=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     try:
         policy_id = policy.save_pretrained(stage)

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from .critic import ChunkCritic, CriticConfig, PolicySampleBank
-from .distributed import average_gradients, local_slice
+from .distributed import DEFAULT_BATCH_BLOCKS, block_rng, mean_over_ranks, rank_blocks, rank_world, span, sum_gradients
 
 VALUE_METHODS = ("aloe", "td1", "progress")
 
@@ -66,11 +66,13 @@ def value_target(method: str, critic: ChunkCritic, batch, gamma: float, bank: Po
 
 def fit_critic(critic: ChunkCritic, dataset, method: str, bank: PolicySampleBank | None = None,
                config: CriticConfig | None = None, seed: int = 0, device: str | torch.device = "cpu",
-               progress: bool = False, log_every: int = 50) -> list[dict]:
+               progress: bool = False, log_every: int = 50, batch_blocks: int = DEFAULT_BATCH_BLOCKS) -> list[dict]:
     """Fit ``critic`` on ``dataset`` with the value signal ``method``; returns the training curve
     (rows: step, critic_loss, q_mean, target_mean).
 
     loss = sum_k mean_batch (Q_k(o_t, A_t) - y)^2, Adam, Polyak-averaged targets after each step.
+    batch_blocks: dropout blocks per global batch (distributed.py): under torchrun each rank
+    fits on its blocks and the result equals the one-process run.
     """
     config = config or critic.config
     if method not in VALUE_METHODS:
@@ -87,33 +89,51 @@ def fit_critic(critic: ChunkCritic, dataset, method: str, bank: PolicySampleBank
     if progress:
         from tqdm import tqdm
         steps = tqdm(steps, desc=f"critic ({method})", unit="step")
-    part = local_slice(config.critic_batch_size)  # all of it in one process (see distributed.py)
-    # A frozen encoder's features (online = target) are computed once, not per step.
+    B = config.critic_batch_size
+    parts = rank_blocks(B, batch_blocks)  # every block in one process (see distributed.py)
+    mine = span(parts)
+    # A frozen encoder's features (online = target) are computed once, not per step; nothing
+    # random happens in the forward then, so the rank's share runs as one block.
     table = critic.feature_table(dataset, device=device) if critic.encoder_frozen else None
     for step in steps:
-        pos = rng.integers(0, len(dataset), size=config.critic_batch_size)
-        batch = dataset.batch(dataset.indices[pos][part], observations=table is None).to(device)
+        pos = rng.integers(0, len(dataset), size=B)
+        batch = dataset.batch(dataset.indices[pos[mine]], observations=table is None).to(device)
         feats = next_feats = None
         if table is not None:
             feats, next_feats = table[batch.obs_tick], table[batch.next_tick]
-        y = value_target(method, critic, batch, gamma, bank, gen, next_feats)
-        q = critic.q_values(batch.obs, batch.chunks, features=feats)                   # (K, B)
-        critic_loss = ((q - y.unsqueeze(0)) ** 2).mean(1).sum()
+        y = value_target(method, critic, batch, gamma, bank, gen, next_feats)           # (b,) no dropout
         opt.zero_grad(set_to_none=True)
-        critic_loss.backward()
-        average_gradients(critic.trainable_parameters())
+        loss_sum, q_sum = 0.0, 0.0
+        for block, part in (parts if table is None else [(parts[0][0], mine)]):
+            local = slice(part.start - mine.start, part.stop - mine.start)
+            with block_rng(seed, step, block, device):  # the online encoder's dropout masks
+                q = critic.q_values(_take(batch.obs, local), batch.chunks[local],
+                                    features=None if feats is None else feats[local])  # (K, b)
+            block_loss = ((q - y[local].unsqueeze(0)) ** 2).sum()
+            (block_loss / B).backward()  # summed over blocks and ranks: sum_k mean_batch (Q_k - y)^2
+            loss_sum, q_sum = loss_sum + float(block_loss.detach()), q_sum + float(q.detach().sum())
+        sum_gradients(critic.trainable_parameters())
         torch.nn.utils.clip_grad_norm_(critic.trainable_parameters(), config.critic_grad_clip)
         opt.step()
         if method != "progress":  # progress regresses fixed returns; no target network involved
             critic.polyak_update(config.tau)
         if step % log_every == 0 or step == config.critic_steps - 1:
-            curve.append({"step": step, "critic_loss": float(critic_loss.detach()) / q.shape[0],
-                          "q_mean": float(q.detach().mean()), "target_mean": float(y.mean())})
+            world, K = rank_world()[1], critic.config.ensemble_size
+            curve.append({"step": step, "critic_loss": mean_over_ranks(loss_sum) * world / B / K,
+                          "q_mean": mean_over_ranks(q_sum) * world / B / K,
+                          "target_mean": mean_over_ranks(float(y.sum())) * world / B})
             if progress:
                 steps.set_postfix(loss=f"{curve[-1]['critic_loss']:.4g}")
     if method == "progress":
         critic.polyak_update(1.0)
     return curve
+
+
+def _take(obs: dict | None, part: slice) -> dict | None:
+    """Rows ``part`` of an observation batch (images dict, proprio, task list)."""
+    if obs is None:
+        return None
+    return {k: ({c: v[part] for c, v in x.items()} if isinstance(x, dict) else x[part]) for k, x in obs.items()}
 
 
 @torch.no_grad()

@@ -61,3 +61,83 @@ def test_two_rank_torchrun_critic_equals_single_process(tmp_path):
     np.testing.assert_allclose(ddp["q"], single["q"], atol=2e-4)                     # same critic
     a, b = ddp["policy_checksums"]
     assert a == pytest.approx(b, rel=1e-9)                                            # ranks in sync
+
+
+def _aloe_train() -> list[str]:
+    """The installed aloe-train entry point (what a user runs), else the module."""
+    import shutil
+    exe = shutil.which("aloe-train")
+    return [exe] if exe else [sys.executable, "-m", "aloe_critic.train"]
+
+
+def _tensors(path):
+    from safetensors.torch import load_file
+    return load_file(str(path))
+
+
+@pytest.mark.slow
+def test_two_rank_torchrun_aloe_train_iteration_equals_single_process(initial_checkpoint, tmp_path):
+    """`torchrun --nproc_per_node 2 aloe-train` (sharded decoding into a fresh cache, rank-0
+    checkpoint) writes the same policy and critic tensors as `aloe-train` in one process."""
+    pytest.importorskip("torch.distributed.run")
+    from critic_test_data import COMMON
+
+    root = initial_checkpoint
+    small = [*COMMON, "--method", "aloe", "--ensemble-size", "3", "--critic-hidden-dim", "16", "--critic-steps", "10",
+             "--critic-batch-size", "16", "--num-policy-samples", "2", "--policy-steps", "10"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    outs = {}
+    for name, launcher in (("single", []), ("ddp", [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                                                     "--nproc_per_node", "2", "--no-python"])):
+        outs[name] = tmp_path / name
+        cmd = launcher + _aloe_train() + ["--bags", str(root / "bags"), "--policy-in", str(root / "iter0"),
+                                                 "--out", str(outs[name]), "--cache-dir", str(tmp_path / f"cache-{name}"),
+                                                 *small]
+        proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        assert proc.stdout.count("wrote ") == 1, proc.stdout  # rank 0 alone writes and reports
+    assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
+    # Same noise per sample, so only the gradient summation order differs (blocks within a rank,
+    # then across ranks): ~1e-7 relative. Adam turns a near-zero gradient into a full +-lr step,
+    # so a parameter whose gradient sits at ~0 (first conv on these flat test images) may move
+    # by up to ~lr; every other tensor agrees to ~1e-7.
+    worst = {}
+    for rel in ("model.safetensors", "critic/critic.safetensors"):
+        single, ddp = _tensors(outs["single"] / rel), _tensors(outs["ddp"] / rel)
+        assert single.keys() == ddp.keys()
+        for key in single:
+            torch.testing.assert_close(ddp[key], single[key], rtol=1e-3, atol=2e-4, msg=f"{rel}: {key}")
+            worst[f"{rel}:{key}"] = float((ddp[key] - single[key]).abs().max())
+    assert sorted(worst.values())[len(worst) // 2] < 1e-6, worst  # the median tensor: float noise only
+    manifest = json.loads((outs["ddp"] / "data_manifest.json").read_text())
+    assert manifest["counts"]["bags"] == 3 and len(manifest["decoded_this_run"]) == 0  # ranks decoded it first
+
+
+def test_rank_blocks_partition_the_one_process_blocks_and_refuse_a_world_that_does_not_divide(monkeypatch):
+    import aloe_critic.distributed as distributed
+
+    one = distributed.rank_blocks(64, 8)
+    assert [b for b, _ in one] == list(range(8)) and distributed.span(one) == slice(0, 64)
+    parts = []
+    for rank in range(4):
+        monkeypatch.setattr(distributed, "rank_world", lambda rank=rank: (rank, 4))
+        parts += distributed.rank_blocks(64, 8)
+    assert parts == one  # each block (and so its noise) is owned by exactly one rank
+    monkeypatch.setattr(distributed, "rank_world", lambda: (0, 3))
+    with pytest.raises(ValueError, match="multiple of the world size"):
+        distributed.rank_blocks(64, 8)
+
+
+def test_block_rng_gives_a_block_the_same_noise_and_dropout_wherever_it_runs():
+    from aloe_critic.distributed import block_rng
+
+    drop = torch.nn.Dropout(0.5)
+    torch.manual_seed(123)
+    with block_rng(0, 5, 3) as gen:
+        a = (torch.randn(4, generator=gen), drop(torch.ones(6)))
+    torch.rand(10)  # another rank's global RNG is elsewhere
+    with block_rng(0, 5, 3) as gen:
+        b = (torch.randn(4, generator=gen), drop(torch.ones(6)))
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    with block_rng(0, 5, 4) as gen:
+        assert not torch.equal(torch.randn(4, generator=gen), a[0])

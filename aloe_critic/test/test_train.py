@@ -125,3 +125,12 @@ def test_shipped_train_yaml_is_the_default_config():
 
     shipped = yaml.safe_load((Path(train_mod.__file__).resolve().parents[1] / "config" / "train.yaml").read_text())
     assert TrainConfig.from_dict(shipped) == TrainConfig()
+
+
+def test_a_stage_left_by_a_run_killed_while_writing_is_removed_by_the_next_run(initial_checkpoint):
+    root = initial_checkpoint
+    left = root / ".cleanup-target.tmp-killed"  # what SIGKILL during save_pretrained leaves
+    left.mkdir()
+    (left / "model.safetensors").write_bytes(b"partial")
+    result = train_iteration(small_config(root, method="bc"), [root / "bags"], root / "iter0", root / "cleanup-target")
+    assert result.checkpoint_dir.is_dir() and not left.exists()
