@@ -96,8 +96,11 @@ class ScriptedPickController:
         cfg = self.config
         cube = aim + np.asarray(cfg.bias, dtype=np.float64)
         tcp = np.asarray(s.tcp, dtype=np.float64)
-        # Gripper deltas only when a change is wanted (0 keeps it): an "open" sent by default
-        # would cancel a "close" still on its way when commands arrive a tick late.
+        # Gripper: "open" while approaching from afar (the gripper is open anyway; an explicit -1
+        # gives a policy learning from these demonstrations a clear, noise-tolerant target
+        # instead of 0, where small errors accumulate into a closed gripper), 0 near the cube
+        # (an "open" there would cancel a "close" still on its way when commands arrive a tick
+        # late), "close" to grasp and while holding.
         grip = 0.0
         holding = s.gripper > 0.5 and np.linalg.norm(tcp_now - np.asarray(s.cube)) < 0.03
         xy_err = np.linalg.norm(cube[:2] - tcp[:2])
@@ -118,6 +121,8 @@ class ScriptedPickController:
                 self.phase, target, grip = "release", above, GRIP_OPEN
             elif xy_err > (2.0 if self.phase == "descend" else 1.0) * cfg.tol:  # hysteresis against noise
                 self.phase, target = "approach", above
+                if xy_err > 2 * cfg.tol:
+                    grip = GRIP_OPEN
                 if tcp[2] < cube[2] + 0.5 * cfg.hover and xy_err > 2 * cfg.tol:
                     target = np.array([tcp[0], tcp[1], above[2]])  # rise before moving sideways
                     target[:2] += _clip_norm(above[:2] - tcp[:2], 0.5 * cfg.step)
