@@ -36,7 +36,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from sim_study import behaviour_clone, clone_policy, make_policy, make_sim, wilson_interval  # noqa: E402
+from sim_study import behaviour_clone, clone_policy, make_policy, make_sim, provenance, wilson_interval  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -60,6 +60,7 @@ def parse_args(argv=None):
     p.add_argument("--beta", type=float, default=0.1, help="advantage temperature")
     p.add_argument("--threads", type=int, default=1, help="torch threads")
     p.add_argument("--out", default="bench/results/improvement.json", help="JSON results; a PNG is written beside it")
+    p.add_argument("--report", metavar="JSON", help="only print the markdown table of an earlier run's JSON")
     return p.parse_args(argv)
 
 
@@ -190,15 +191,35 @@ def plot(table: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def markdown(result: dict) -> str:
+    """One row per method x iteration, pooled over seeds."""
+    lines = ["| method | iter | episodes | autonomous success [95 % CI] | per seed | intervention rate [95 % CI] "
+             "| success with operator [95 % CI] | rollouts s | train s |", "|---|---|---|---|---|---|---|---|---|"]
+    for m, rows in result["table"].items():
+        for r in rows:
+            ci = lambda k: f"[{r[k][0]:.2f}, {r[k][1]:.2f}]"  # noqa: E731
+            lines.append(f"| {m} | {r['iteration']} | {r['episodes']} | {r['autonomous_success']:.2f} {ci('autonomous_ci')} "
+                         f"| {' '.join(f'{x:.1f}' for x in r['autonomous_per_seed'])} "
+                         f"| {r['intervention_rate']:.3f} {ci('intervention_ci')} | {r['success']:.2f} {ci('success_ci')} "
+                         f"| {r['rollout_s']:.0f} | {r['train_s']:.0f} |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.report:
+        print(markdown(json.loads(Path(args.report).read_text())))
+        return 0
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     log = lambda msg: print(f"[{time.perf_counter() - start:6.0f} s] {msg}", flush=True)  # noqa: E731
     log(f"config: {vars(args)}")
-    result = {"args": vars(args), "seeds": {}}
+    import aloe_critic.train  # noqa: F401  (the library is imported once, at start)
+    import aloe_sim.offline  # noqa: F401
+    result = {"args": vars(args), "code": provenance(), "seeds": {}}
+    log(f"code: {result['code']}")
     for seed in args.seeds:
         result["seeds"][str(seed)] = run_seed(args, seed, log)
         result["table"] = summarise(result, args.methods, args.iterations)
@@ -207,6 +228,7 @@ def main(argv=None) -> int:
     result["total_s"] = time.perf_counter() - start
     out.write_text(json.dumps(result, indent=1))
     log(f"wrote {out}")
+    print(markdown(result))
     return 0
 
 

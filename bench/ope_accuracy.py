@@ -39,7 +39,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from sim_study import behaviour_clone, make_policy, make_sim, policy_returns  # noqa: E402
+from sim_study import behaviour_clone, make_policy, make_sim, policy_returns, provenance  # noqa: E402
 
 GROUPS = ("demo", "old_weak", "old_mid+interventions", "pi")
 
@@ -67,12 +67,18 @@ def parse_args(argv=None):
     p.add_argument("--critic-seeds", type=int, default=2, help="critic fits per configuration (seed, seed+1, ...)")
     p.add_argument("--threads", type=int, default=1, help="torch threads")
     p.add_argument("--out", default="bench/results/ope_H10.json", help="JSON results; a PNG is written beside it")
+    p.add_argument("--report", metavar="JSON", help="only print the markdown tables of an earlier run's JSON")
     return p.parse_args(argv)
 
 
 def spearman(a, b) -> float:
+    """Spearman rank correlation (nan when one side is constant)."""
+    import warnings
+
     from scipy.stats import spearmanr
-    return float(spearmanr(a, b).statistic)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return float(spearmanr(a, b).statistic)
 
 
 def collect(args, sim, log):
@@ -222,9 +228,76 @@ def plot(rows, estimates, path):
     plt.close(fig)
 
 
+KEYS = ("q_rmse", "q_bias", "q_spearman", "v_rmse", "v_bias", "v_spearman", "adv_spearman", "adv_sign_acc_resolved")
+
+
+def markdown(result: dict) -> str:
+    """Tables of a run: headline methods, the aloe K x aggregation grid, bias per data source."""
+    runs, rows, a = result["runs"], result["rows"], result["args"]
+    mean = lambda sel, k: float(np.mean([r[k] for r in sel]))  # noqa: E731
+    spread = lambda sel, k: (min(r[k] for r in sel), max(r[k] for r in sel))  # noqa: E731
+    lines = [f"H={a['horizon']}, {len(rows)} states, {a['rollouts']} rollouts per true value; mean 95 % CI "
+             f"half-width of the true values: Q {np.mean([r['q_ci'] for r in rows]):.3f}, "
+             f"V {np.mean([r['v_ci'] for r in rows]):.3f}; true Q mean {np.mean([r['q_true'] for r in rows]):.3f}, "
+             f"true V mean {np.mean([r['v_true'] for r in rows]):.3f}", "",
+             "| method (K, aggregation) | Q RMSE | Q bias | Q Spearman | V RMSE | V bias | V Spearman | A Spearman "
+             "| A-sign acc. (resolved) |", "|---|---|---|---|---|---|---|---|---|"]
+    configs = []
+    for r in runs:
+        c = (r["method"], r["K"], r["aggregate"])
+        if c not in configs:
+            configs.append(c)
+    for c in configs:
+        sel = [r for r in runs if (r["method"], r["K"], r["aggregate"]) == c]
+        cells = []
+        for k in KEYS:
+            lo, hi = spread(sel, k)
+            cells.append(f"{mean(sel, k):.3f}" + (f" ({lo:.2f}..{hi:.2f})" if len(sel) > 1 and k.endswith(("rmse", "spearman")) else ""))
+        lines.append(f"| {c[0]} (K={c[1]}, {c[2]}) | " + " | ".join(cells) + " |")
+    lines.append(f"\n(n critic seeds per row: {a['critic_seeds']}; mean, (min..max) over seeds; "
+                 f"A-sign accuracy over the {runs[0]['resolved_states']} states whose true |Q-V| exceeds its CI)")
+    lines += ["", "Bias of Q / V by the data source of the state (first critic seed, headline K):", "",
+              "| method | " + " | ".join(GROUPS) + " |", "|---|" + "---|" * len(GROUPS)]
+    for r in runs:
+        if r["critic_seed"] == a["seed"] and r["K"] == a["main_k"] and r["aggregate"] == "subset_min":
+            g = r["by_group"]
+            lines.append(f"| {r['method']} | " + " | ".join(
+                f"{g[x]['q_bias']:+.2f} / {g[x]['v_bias']:+.2f}" if x in g else "-" for x in GROUPS) + " |")
+    lines += ["", "Headline critics (first seed), 95 % bootstrap intervals over the states (2000 resamples):", "",
+              "| method | Q RMSE | Q Spearman | V RMSE | V Spearman | Q RMSE / progress's | V RMSE / progress's |",
+              "|---|---|---|---|---|---|---|"]
+    head = {r["method"]: r for r in runs if r["critic_seed"] == a["seed"] and r["K"] == a["main_k"]
+            and r["aggregate"] == "subset_min"}
+    q = np.array([r["q_true"] for r in rows])
+    v = np.array([r["v_true"] for r in rows])
+    rng = np.random.default_rng(0)
+    boot = rng.integers(0, len(rows), size=(2000, len(rows)))
+    rmse = lambda e, t, i: np.sqrt(np.mean((e[i] - t[i]) ** 2, axis=-1))  # noqa: E731
+    rho = lambda e, t, i: np.array([spearman(e[j], t[j]) for j in i])  # noqa: E731
+    ci = lambda x: f"[{np.nanpercentile(x, 2.5):.2f}, {np.nanpercentile(x, 97.5):.2f}]"  # noqa: E731
+    for m, r in head.items():
+        eq, ev = np.array(r["estimates"]["q"]), np.array(r["estimates"]["v"])
+        cells = [f"{r['q_rmse']:.3f} {ci(rmse(eq, q, boot))}", f"{r['q_spearman']:.2f} {ci(rho(eq, q, boot))}",
+                 f"{r['v_rmse']:.3f} {ci(rmse(ev, v, boot))}", f"{r['v_spearman']:.2f} {ci(rho(ev, v, boot))}"]
+        if "progress" in head:
+            pq, pv = np.array(head["progress"]["estimates"]["q"]), np.array(head["progress"]["estimates"]["v"])
+            rq, rv = rmse(eq, q, boot) / rmse(pq, q, boot), rmse(ev, v, boot) / rmse(pv, v, boot)
+            cells += [f"{r['q_rmse'] / head['progress']['q_rmse']:.2f} {ci(rq)}",
+                      f"{r['v_rmse'] / head['progress']['v_rmse']:.2f} {ci(rv)}"]
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.report:
+        print(markdown(json.loads(Path(args.report).read_text())))
+        return 0
     torch.set_num_threads(args.threads)
+    # Import every library module now: a file edited by someone else mid-run must not be picked up
+    # half-way (a lazy import once broke a run here).
+    import aloe_critic.critic  # noqa: F401
+    import aloe_critic.values  # noqa: F401
     from aloe_critic.critic import PolicySampleBank
     from aloe_critic.dataset import TransitionDataset
 
@@ -233,6 +306,8 @@ def main(argv=None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     log = lambda msg: print(f"[{time.perf_counter() - start:6.0f} s] {msg}", flush=True)  # noqa: E731
     log(f"config: {vars(args)}")
+    code = provenance()
+    log(f"code: {code}")
     sim = make_sim(max_steps=args.max_steps, seed=args.seed, snapshot_prob=0.2)
     episodes, groups, policies, phase_stats, collect_s = collect(args, sim, log)
     pi = policies["pi"]
@@ -242,8 +317,9 @@ def main(argv=None) -> int:
     rows, gt_s = ground_truth(args, sim, episodes, groups, pi, log)
     log(f"ground truth for {len(rows)} states in {gt_s:.0f} s; mean CI half-width Q {np.mean([r['q_ci'] for r in rows]):.3f}"
         f" V {np.mean([r['v_ci'] for r in rows]):.3f}")
-    result = {"args": vars(args), "phases": phase_stats, "collect_s": collect_s, "ground_truth_s": gt_s,
-              "rows": rows, "runs": []}
+    result = {"args": vars(args), "code": code, "phases": phase_stats, "collect_s": collect_s,
+              "ground_truth_s": gt_s, "rows": rows, "runs": []}
+    out.write_text(json.dumps(result, indent=1))  # the expensive part is kept even if a fit fails
 
     dataset = TransitionDataset(episodes, args.horizon, args.gamma)
     ids = np.array([dataset.tick_offset[r["episode"]] + r["tick"] for r in rows])
@@ -270,6 +346,7 @@ def main(argv=None) -> int:
     result["total_s"] = time.perf_counter() - start
     out.write_text(json.dumps(result, indent=1))
     log(f"wrote {out}")
+    print(markdown(result))
     return 0
 
 

@@ -171,6 +171,19 @@ def policy_returns(sim: PrivilegedSim, state, policy, n: int, gamma: float, repl
     return out
 
 
+def provenance() -> dict:
+    """The code a result was measured with: git HEAD and the library files that differ from it
+    (other engineers edit the packages while benchmarks run; a run imports them once at start)."""
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    run = lambda *cmd: subprocess.run(cmd, cwd=root, capture_output=True, text=True).stdout.rstrip()  # noqa: E731
+    return {"git_head": run("git", "rev-parse", "HEAD").strip(),
+            "modified_vs_head": run("git", "status", "--short", "--", "aloe_critic", "aloe_sim", "aloe_policy",
+                                    "bench").splitlines()}
+
+
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
     """95 % Wilson score interval of a binomial proportion."""
     if n == 0:
