@@ -14,8 +14,8 @@
        the batches. The arrays are checked equal to the naive ones. Ratio warm / naive (target >= 10).
 3. Updates/s of the critic (``fit_critic``, ALOE target) and of the policy (``improve_policy``,
    advantage-weighted) with the default TrainConfig networks and batch sizes on these
-   observations, with ``batch_blocks`` 8 (the default: torchrun-exact) and 1 (one forward per
-   batch), and the frozen-encoder critic.
+   observations, with ``batch_blocks`` 8 (the default: torchrun with 1, 2, 4 or 8 ranks is exact),
+   4 and 1 (one forward per batch), and the frozen-encoder critic.
 
 Usage: ``python bench/bench_ingestion.py`` (source scripts/env.sh first); ``--help`` for sizes.
 """
@@ -174,7 +174,7 @@ def bench_training(args, bags, cache_dir: Path) -> dict:
         fn(steps)
         return round(steps / (time.perf_counter() - t), 2)
 
-    for blocks in (8, 1):
+    for blocks in (8, 4, 1):
         def critic_steps(n, blocks=blocks):
             c = CriticConfig(critic_steps=n)
             fit_critic(critic_for_policy(policy, c), dataset, "aloe", bank, c, seed=0, batch_blocks=blocks)
