@@ -21,6 +21,7 @@ import dataclasses
 import json
 import logging
 import os
+import signal
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -338,11 +339,17 @@ def config_from_args(args: argparse.Namespace) -> LoopConfig:
     return LoopConfig(**values, train_overrides=overrides)
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
     config = config_from_args(args)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    # SIGTERM (a supervisor, `kill`) stops the nodes too: the finally blocks run as for Ctrl-C.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         LoopRunner(config).run()
     except KeyboardInterrupt:
