@@ -45,7 +45,7 @@ def parse_args(argv=None):
     p.add_argument("--chunk-horizon", type=int, default=10, help="H (default 10)")
     p.add_argument("--rounds", type=int, default=3, help="interleaved naive / warm rounds (default 3)")
     p.add_argument("--train-steps", type=int, default=10, help="timed critic / policy steps per variant (default 10)")
-    p.add_argument("--train-episodes", type=int, default=5, help="episodes the update benchmark samples from (default 5)")
+    p.add_argument("--train-episodes", type=int, default=5, help="episodes the update benchmark uses (default 5)")
     p.add_argument("--torch-threads", type=int, default=1, help="torch CPU threads (default 1: shared machine)")
     p.add_argument("--skip-training", action="store_true", help="ingestion only")
     p.add_argument("--bags-dir", default=None, help="reuse / keep generated bags here (default: a temp dir, deleted)")

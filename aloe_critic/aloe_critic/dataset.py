@@ -549,6 +549,13 @@ class TransitionBatch:
         return TransitionBatch(**{k: mv(v) for k, v in self.__dict__.items()})
 
 
+def observation_rows(obs: dict | None, rows: slice) -> dict | None:
+    """Rows ``rows`` of an observation batch (images dict, proprio, task list); None stays None."""
+    if obs is None:
+        return None
+    return {k: ({c: v[rows] for c, v in x.items()} if isinstance(x, dict) else x[rows]) for k, x in obs.items()}
+
+
 class TransitionDataset(torch.utils.data.Dataset):
     """Chunked transitions of a list of episodes (see the module docstring for the semantics).
 

@@ -39,10 +39,10 @@ def setup(device: str = "cpu") -> str:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not dist.is_initialized():
         cuda = device.startswith("cuda")
-        dist.init_process_group(backend="nccl" if cuda else "gloo")
-        if cuda:
+        if cuda:  # one GPU per process, chosen before NCCL starts (its barriers use the current device)
             device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
             torch.cuda.set_device(device)
+        dist.init_process_group(backend="nccl" if cuda else "gloo")
     return device
 
 
@@ -54,16 +54,6 @@ def rank_world() -> tuple[int, int]:
 
 def is_main() -> bool:
     return rank_world()[0] == 0
-
-
-def local_slice(global_batch_size: int) -> slice:
-    """This rank's contiguous part of a global batch."""
-    rank, world = rank_world()
-    if global_batch_size % world:
-        raise ValueError(f"batch size {global_batch_size} must be divisible by the world size {world} "
-                         "(so every rank's loss has the same weight in the averaged gradient)")
-    per = global_batch_size // world
-    return slice(rank * per, (rank + 1) * per)
 
 
 def rank_blocks(global_batch_size: int, blocks: int = DEFAULT_BATCH_BLOCKS) -> list[tuple[int, slice]]:
@@ -122,17 +112,6 @@ def mean_over_ranks(value: float) -> float:
     t = torch.tensor([float(value)], dtype=torch.float64, device=device)
     dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return float(t.item()) / world
-
-
-def average_gradients(params) -> None:
-    """All-reduce (mean) the gradients of ``params`` across ranks; no-op in one process."""
-    rank, world = rank_world()
-    if world == 1:
-        return
-    for p in params:
-        if p.grad is not None:
-            dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
-            p.grad.div_(world)
 
 
 def all_gather_objects(obj) -> list:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .dataset import observation_rows
 from .distributed import (DEFAULT_BATCH_BLOCKS, block_rng, mean_over_ranks, rank_blocks, rank_world, span,
                           sum_gradients)
 
@@ -99,7 +100,7 @@ def improve_policy(policy, dataset, advantages: np.ndarray | None, config: Impro
         for block, part in parts:
             local = slice(part.start - mine.start, part.stop - mine.start)
             with block_rng(seed, step, block, device) as gen:
-                per_sample = _policy_loss(policy, _take(batch.obs, local), batch.chunks[local].to(device),
+                per_sample = _policy_loss(policy, observation_rows(batch.obs, local), batch.chunks[local].to(device),
                                           weights[part].to(device), gen)
             (per_sample.sum() / B).backward()  # sum over ranks of these = gradient of the global mean
             loss_sum += float(per_sample.detach().sum())
@@ -115,11 +116,6 @@ def improve_policy(policy, dataset, advantages: np.ndarray | None, config: Impro
                 steps.set_postfix(loss=f"{curve[-1]['policy_loss']:.4g}")
     policy.eval()
     return curve
-
-
-def _take(obs: dict, part: slice) -> dict:
-    """Rows ``part`` of an observation batch (images dict, proprio, task list)."""
-    return {k: ({c: v[part] for c, v in x.items()} if isinstance(x, dict) else x[part]) for k, x in obs.items()}
 
 
 def _policy_loss(policy, obs, chunks, weights, generator):

@@ -63,7 +63,7 @@ class TrainConfig:
     policy_config_file: str | None = None   # JSON PolicyConfig fields for a fresh policy (else defaults + data shapes)
     critic_init_from_policy: bool = True    # critic encoder starts from the policy's encoder weights
     eval_batch_size: int = 256        # batch size for sampling pi and scoring chunks
-    batch_blocks: int = 8             # noise/dropout blocks per batch: torchrun with any world size dividing it equals one process
+    batch_blocks: int = 8             # seeded noise blocks per batch; runs on a world size dividing it equal one process
     overwrite: bool = False           # replace an existing out_dir
     progress: bool = True             # tqdm progress bars
     ingestion: IngestionConfig = field(default_factory=IngestionConfig)
@@ -342,7 +342,8 @@ def train_iteration(config: TrainConfig, bags, policy_in: str | os.PathLike | No
                            bags_skipped=report.skipped, curves=curves, advantage_stats=stats,
                            seconds=time.monotonic() - t_start)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    for left in list(out_dir.parent.glob(f".{out_dir.name}.tmp-*")) + list(out_dir.parent.glob(f".{out_dir.name}.old-*")):
+    leftovers = [p for pattern in (".{}.tmp-*", ".{}.old-*") for p in out_dir.parent.glob(pattern.format(out_dir.name))]
+    for left in leftovers:
         log.warning("removing %s, left by a run killed while writing %s", left, out_dir)
         shutil.rmtree(left, ignore_errors=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from .critic import ChunkCritic, CriticConfig, PolicySampleBank
+from .dataset import observation_rows
 from .distributed import DEFAULT_BATCH_BLOCKS, block_rng, mean_over_ranks, rank_blocks, rank_world, span, sum_gradients
 
 VALUE_METHODS = ("aloe", "td1", "progress")
@@ -107,7 +108,7 @@ def fit_critic(critic: ChunkCritic, dataset, method: str, bank: PolicySampleBank
         for block, part in (parts if table is None else [(parts[0][0], mine)]):
             local = slice(part.start - mine.start, part.stop - mine.start)
             with block_rng(seed, step, block, device):  # the online encoder's dropout masks
-                q = critic.q_values(_take(batch.obs, local), batch.chunks[local],
+                q = critic.q_values(observation_rows(batch.obs, local), batch.chunks[local],
                                     features=None if feats is None else feats[local])  # (K, b)
             block_loss = ((q - y[local].unsqueeze(0)) ** 2).sum()
             (block_loss / B).backward()  # summed over blocks and ranks: sum_k mean_batch (Q_k - y)^2
@@ -127,13 +128,6 @@ def fit_critic(critic: ChunkCritic, dataset, method: str, bank: PolicySampleBank
     if method == "progress":
         critic.polyak_update(1.0)
     return curve
-
-
-def _take(obs: dict | None, part: slice) -> dict | None:
-    """Rows ``part`` of an observation batch (images dict, proprio, task list)."""
-    if obs is None:
-        return None
-    return {k: ({c: v[part] for c, v in x.items()} if isinstance(x, dict) else x[part]) for k, x in obs.items()}
 
 
 @torch.no_grad()

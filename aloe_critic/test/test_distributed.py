@@ -1,4 +1,4 @@
-"""torchrun data parallelism: the 2-rank critic equals the 1-process critic; ranks stay in sync."""
+"""torchrun data parallelism: 2 ranks equal 1 process (critic and policy); ranks stay in sync."""
 
 import json
 import os
@@ -45,7 +45,7 @@ def run(cmd, tmp_path, env):
 
 
 @pytest.mark.slow
-def test_two_rank_torchrun_critic_equals_single_process(tmp_path):
+def test_two_rank_torchrun_critic_and_policy_equal_single_process(tmp_path):
     pytest.importorskip("torch.distributed.run")
     script = tmp_path / "ddp_check.py"
     script.write_text(SCRIPT)
@@ -61,6 +61,7 @@ def test_two_rank_torchrun_critic_equals_single_process(tmp_path):
     np.testing.assert_allclose(ddp["q"], single["q"], atol=2e-4)                     # same critic
     a, b = ddp["policy_checksums"]
     assert a == pytest.approx(b, rel=1e-9)                                            # ranks in sync
+    assert a == pytest.approx(single["policy_checksums"][0], rel=1e-6)                # same policy update
 
 
 def _aloe_train() -> list[str]:
@@ -91,7 +92,8 @@ def test_two_rank_torchrun_aloe_train_iteration_equals_single_process(initial_ch
                                                      "--nproc_per_node", "2", "--no-python"])):
         outs[name] = tmp_path / name
         cmd = launcher + _aloe_train() + ["--bags", str(root / "bags"), "--policy-in", str(root / "iter0"),
-                                                 "--out", str(outs[name]), "--cache-dir", str(tmp_path / f"cache-{name}"),
+                                                 "--out", str(outs[name]),
+                                                 "--cache-dir", str(tmp_path / f"cache-{name}"),
                                                  *small]
         proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
