@@ -98,6 +98,19 @@ class NodeGroup:
         self.processes = [p for p in self.processes if p not in targets]
 
 
+def _child_setup() -> None:
+    """In each node process before exec: SIGINT back to its default (a parent started with `&`
+    from a script ignores it, and children inherit that), and on Linux a SIGTERM when the
+    parent dies, so a killed loop never leaves orphan nodes commanding the robot."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def start_nodes(entries: list[tuple[str, str, str]], params: dict, log_dir: Path,
                 use_sim_time: bool = True, env: dict | None = None, tag: str = "") -> NodeGroup:
     """Start each (package, executable, node name) with ``params`` written to one YAML file."""
@@ -111,7 +124,7 @@ def start_nodes(entries: list[tuple[str, str, str]], params: dict, log_dir: Path
                                            "-r", f"__node:={name}", "-p", f"use_sim_time:={str(use_sim_time).lower()}"]
         log_path = log_dir / f"{name}{tag}.log"
         popen = subprocess.Popen(cmd, stdout=log_path.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
-                                 env=dict(os.environ, PYTHONUNBUFFERED="1", **(env or {})))
+                                 preexec_fn=_child_setup, env=dict(os.environ, PYTHONUNBUFFERED="1", **(env or {})))
         group.processes.append(NodeProcess(name, popen, log_path))
     return group
 

@@ -60,7 +60,7 @@ class LoopConfig:
     batch_size: int = 32                 # policy batch
     critic_batch_size: int = 256
     num_policy_samples: int = 4          # A'_j ~ pi per observation
-    torch_threads: int = 2
+    torch_threads: int = 1             # 1: OpenMP threads spin against the ROS nodes on a 2-core machine
     params_file: str = ""                # '' = launch/config/sim.yaml
     episode_deadline_s: float = 90.0     # wall-clock deadline per episode before a phase is declared hung
     train_overrides: dict = field(default_factory=dict)  # any aloe-train TrainConfig field
