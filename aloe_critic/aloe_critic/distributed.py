@@ -46,6 +46,13 @@ def setup(device: str = "cpu") -> str:
     return device
 
 
+def teardown() -> None:
+    """Leave the process group (call before the process exits: a group left to the interpreter's
+    exit can abort the process, gloo's threads still running, and torchrun then reports a failure)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def rank_world() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()

@@ -40,7 +40,7 @@ import yaml
 
 from .critic import AGGREGATION_RULES, CriticConfig, PolicySampleBank, critic_for_policy, save_critic
 from .dataset import IngestionConfig, SkippedBagWarning, TransitionDataset, find_bags, ingest_bags
-from .distributed import barrier, is_main, rank_world, setup
+from .distributed import barrier, is_main, rank_world, setup, teardown
 from .improvement import WEIGHT_MODES, ImprovementConfig, improve_policy
 from .values import VALUE_METHODS, chunk_values, fit_critic
 
@@ -454,8 +454,12 @@ def main(argv=None) -> int:
     if config.init_only and args.policy_in:
         print("aloe-train: --init-only makes a fresh policy; drop --policy-in", file=sys.stderr)
         return 2
-    result = train_iteration(config, args.bags, args.policy_in, args.out)
-    if not is_main():
+    try:
+        result = train_iteration(config, args.bags, args.policy_in, args.out)
+    finally:
+        main_rank = is_main()
+        teardown()
+    if not main_rank:
         return 0
     what = "init-only: behaviour cloning" if config.init_only else result.method
     print(f"wrote {result.checkpoint_dir} policy_id={result.policy_id} ({what}, "

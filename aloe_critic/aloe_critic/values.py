@@ -16,7 +16,8 @@ import torch
 
 from .critic import ChunkCritic, CriticConfig, PolicySampleBank
 from .dataset import observation_rows
-from .distributed import DEFAULT_BATCH_BLOCKS, block_rng, mean_over_ranks, rank_blocks, rank_world, span, sum_gradients
+from .distributed import (DEFAULT_BATCH_BLOCKS, all_gather_objects, block_rng, mean_over_ranks, rank_blocks,
+                          rank_world, span, sum_gradients)
 
 VALUE_METHODS = ("aloe", "td1", "progress")
 
@@ -134,14 +135,21 @@ def fit_critic(critic: ChunkCritic, dataset, method: str, bank: PolicySampleBank
 def chunk_values(critic: ChunkCritic, dataset, bank: PolicySampleBank, batch_size: int = 256,
                  device: str | torch.device = "cpu") -> dict[str, np.ndarray]:
     """Q, V, advantage and ensemble std of Q for every recorded chunk of ``dataset`` (its view
-    order). V uses the bank's samples of the current policy at o_t."""
+    order). V uses the bank's samples of the current policy at o_t. Under torchrun the batches
+    are shared out over the ranks and every rank gets all values (evaluation is deterministic)."""
     critic.to(device).eval()
-    out = {k: [] for k in ("q", "v", "advantage", "q_std")}
-    for batch in dataset.iter_batches(batch_size):
-        batch = batch.to(device)
+    keys = ("q", "v", "advantage", "q_std")
+    rank, world = rank_world()
+    view = dataset.indices
+    starts = list(range(0, len(view), batch_size))
+    mine = {}
+    for s in starts[rank::world]:
+        batch = dataset.batch(view[s:s + batch_size]).to(device)
         pol = bank.chunks(batch.obs_tick.cpu().numpy()).to(device)
         res = critic.evaluate(batch.obs, batch.chunks, pol)
-        for k in out:
-            out[k].append(res[k].cpu().numpy())
+        mine[s] = {k: res[k].cpu().numpy() for k in keys}
+    if world > 1:
+        for part in all_gather_objects(mine):
+            mine.update(part)
     critic.train()
-    return {k: np.concatenate(v) if v else np.zeros(0, np.float32) for k, v in out.items()}
+    return {k: np.concatenate([mine[s][k] for s in starts]) if starts else np.zeros(0, np.float32) for k in keys}

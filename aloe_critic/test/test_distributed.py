@@ -15,7 +15,7 @@ SCRIPT = textwrap.dedent('''
     import json, sys
     import numpy as np, torch
     torch.set_num_threads(1)
-    from aloe_critic.distributed import setup, rank_world, all_gather_objects
+    from aloe_critic.distributed import setup, rank_world, all_gather_objects, teardown
     setup("cpu")
     from test_critic_small_mdp import ChainPolicy, behaviour_episodes, fitted_q, H, GAMMA
     from test_improvement import TinyFlowPolicy, two_chunk_dataset
@@ -30,12 +30,13 @@ SCRIPT = textwrap.dedent('''
     torch.manual_seed(0)
     policy = TinyFlowPolicy()
     improve_policy(policy, d, adv, ImprovementConfig(policy_steps=20, policy_batch_size=16, policy_lr=1e-3), seed=0)
-    checksum = float(sum(p.double().sum() for p in policy.parameters()))
+    checksum = float(sum(p.detach().double().sum() for p in policy.parameters()))
     bank_sum = float(bank.samples.double().sum())
     out = {"rank_world": list(rank_world()), "q": q.tolist(), "policy_checksums": all_gather_objects(checksum),
            "bank_sum": bank_sum}
     if rank_world()[0] == 0:
         json.dump(out, open(sys.argv[1], "w"))
+    teardown()
 ''')
 
 
