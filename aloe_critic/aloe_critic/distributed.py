@@ -14,7 +14,10 @@ How the distributed run stays the single-process run:
   ranks (``sum_gradients``): the update is the gradient of the global-batch mean, and every
   rank applies the same update to the same (identically seeded) parameters;
 * random draws that do not depend on the slice (conservative-aggregation subsets, policy
-  samples per observation batch) use generators seeded the same way on every rank.
+  samples per observation batch) use generators seeded the same way on every rank;
+* work that is the same on every rank is shared out and gathered (``all_gather_objects``):
+  decoding new bags (train.py), the policy sample bank (critic.py), the values of every
+  recorded chunk (values.py).
 
 Critic and policy therefore match the one-process run up to floating-point summation order
 (aloe_critic/test/test_distributed.py compares whole ``train_iteration`` checkpoints).
