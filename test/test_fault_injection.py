@@ -393,10 +393,6 @@ def test_observations_stop_executor_holds_stale_obs_and_resumes_when_they_return
            resume_after_return_s=round(t_resume - t_back, 2))
 
 
-@pytest.mark.xfail(strict=True, reason="executor_node._set_state drops a state transition that was logged less than "
-                   "FLAP_WINDOW_S (5 s) earlier, however long the state then lasts: a second observation outage "
-                   "3 s after the first holds the robot for 2.5 s and leaves no line in the log (bug reported to "
-                   "the aloe_policy owners, issue 8)")
 def test_executor_logs_every_real_outage_even_two_within_the_flap_window(ros_node_process, robot, checkpoints):
     path, _ = checkpoints["a"]
     policy = start_policy(ros_node_process, path)

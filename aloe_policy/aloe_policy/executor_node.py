@@ -21,7 +21,7 @@ from __future__ import annotations
 import time
 
 import rclpy
-from aloe_msgs.msg import ActionChunk, ExecutedAction, Intervention
+from aloe_msgs.msg import ActionChunk, EpisodeEvent, ExecutedAction, Intervention
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.clock import Clock, ClockType
@@ -49,6 +49,7 @@ HOLD_MALFORMED = "HOLD_MALFORMED"
 HOLD_REJECTED_POLICY = "HOLD_REJECTED_POLICY"
 
 FLAP_WINDOW_S = 5.0  # a state transition repeating faster than this is summarised in the log
+FLAP_PERSIST_S = 1.0  # ... unless the new state lasts this long: then it is logged after all
 
 _LEVEL = {RUNNING: DiagnosticStatus.OK, HUMAN: DiagnosticStatus.OK, NO_POLICY: DiagnosticStatus.WARN,
           HOLD_STALE_CHUNK: DiagnosticStatus.WARN, HOLD_STALE_OBS: DiagnosticStatus.WARN,
@@ -95,6 +96,8 @@ class ExecutorNode(Node):
         obs_topic = p("observation_topic", "/joint_states", "sensor_msgs/JointState watched for staleness")
         command_topic = p("command_topic", "/aloe/command", "robot command output")
         executed_topic = p("executed_action_topic", "/aloe/executed_action", "aloe_msgs/ExecutedAction output")
+        episode_topic = p("episode_event_topic", "/aloe/episode_event", "aloe_msgs/EpisodeEvent input: every "
+                          "START/end drops the chunks planned before it; '' = never")
         adapter = p("output_adapter", "float64_multi_array", f"one of {list(ADAPTER_NAMES)}")
         joint_names = p("joint_names", [], "joint_trajectory / moveit_py joint names; [] = action_names",
                         array_type=Parameter.Type.STRING_ARRAY)
@@ -119,6 +122,7 @@ class ExecutorNode(Node):
         self._last_problems: list[str] | None = None
         self._transition_logged: dict[tuple[str, str], float] = {}
         self._suppressed: dict[tuple[str, str], int] = {}
+        self._pending_log: tuple[str, float] | None = None  # (text, since) of a transition held back as a flap
         self.intervention: Intervention | None = None
         self.intervention_ns = 0
         self.obs_ns: int | None = None
@@ -132,6 +136,9 @@ class ExecutorNode(Node):
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_subscription(ActionChunk, chunk_topic, self._on_chunk, reliable)
         self.create_subscription(Intervention, intervention_topic, self._on_intervention, reliable)
+        self.episode_start_ns = 0  # chunks observed before the newest episode event are never executed
+        if episode_topic:
+            self.create_subscription(EpisodeEvent, episode_topic, self._on_episode_event, reliable)
         self.create_subscription(JointState, obs_topic, self._on_observation, qos_profile_sensor_data)
         self.timer = self.create_timer(self.period_ns / NS_PER_S, self._tick)
         # Diagnostics on the steady clock: they keep coming while sim time is paused.
@@ -177,12 +184,26 @@ class ExecutorNode(Node):
             self._last_problems, self._rejected_run = problems, self._rejected_run + 1
             self.rejection = (state, reason)
             return
+        if chunk.observation_stamp_ns < self.episode_start_ns:
+            self.get_logger().info(f"chunk {msg.chunk_id} dropped: planned before the episode event at "
+                                   f"{self.episode_start_ns * 1e-9:.3f} s")
+            return
         if not self.blender.add(chunk):
             self.get_logger().debug(f"chunk {msg.chunk_id} ignored: not newer than the newest chunk")
             return
         if self.rejection is not None:
             self.get_logger().info(f"good chunk {chunk.chunk_id} after {self._rejected_run} rejected chunk(s)")
         self.rejection, self._rejected_run, self._last_problems = None, 0, None
+
+    def _on_episode_event(self, msg: EpisodeEvent) -> None:
+        # A plan made in one episode must not run into the next (after a reset the world moved):
+        # forget the chunks; the next one must be observed after this event.
+        self.episode_start_ns = _stamp_ns(msg.header.stamp) or self._now_ns()
+        had = self.blender.newest is not None
+        self.blender.clear()
+        if had:
+            self.get_logger().info(f"episode {msg.episode_id} event {msg.event}: chunks dropped, holding until "
+                                   "a chunk observed after it arrives")
 
     def _on_intervention(self, msg: Intervention) -> None:
         self.intervention, self.intervention_ns = msg, self._now_ns()
@@ -246,22 +267,33 @@ class ExecutorNode(Node):
         self._set_state(state, reason)
 
     def _set_state(self, state: str, reason: str) -> None:
+        now = time.monotonic()
         if state == self.state:
             self.hold_reason = reason
+            pending = self._pending_log
+            if pending is not None and now - pending[1] >= FLAP_PERSIST_S:
+                # A transition held back as a flap turned out to last: it is a real outage, say so.
+                self._pending_log = None
+                self._log_transition(pending[0] + f" (for {now - pending[1]:.1f} s now)", state)
             return
         previous, self.state, self.hold_reason = self.state, state, reason
+        self._pending_log = None
         # Logged once per change; a transition that repeats within FLAP_WINDOW_S (e.g. a chunk used
-        # up before the next arrives, every chunk) is counted and summarised, not printed each time.
-        now = time.monotonic()
+        # up before the next arrives, every chunk) is counted and summarised, not printed each
+        # time, unless the new state then lasts FLAP_PERSIST_S (then it is logged late, not lost).
         key = (previous, state)
+        text = f"state {previous} -> {state}" + (f": {reason}" if reason else "")
         if now - self._transition_logged.get(key, -1e9) < FLAP_WINDOW_S:
             self._suppressed[key] = self._suppressed.get(key, 0) + 1
+            self._pending_log = (text, now)
             return
         self._transition_logged[key] = now
         repeats = self._suppressed.pop(key, 0)
-        text = f"state {previous} -> {state}" + (f": {reason}" if reason else "")
         if repeats:
             text += f" ({repeats} more times in the last {FLAP_WINDOW_S:g}+ s, not logged)"
+        self._log_transition(text, state)
+
+    def _log_transition(self, text: str, state: str) -> None:
         if state in (RUNNING, HUMAN):
             self.get_logger().info(text)
         else:

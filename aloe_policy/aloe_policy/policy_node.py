@@ -27,7 +27,7 @@ from collections import deque
 
 import numpy as np
 import rclpy
-from aloe_msgs.msg import ActionChunk
+from aloe_msgs.msg import ActionChunk, EpisodeEvent
 from aloe_msgs.srv import LoadPolicy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped
@@ -118,6 +118,7 @@ class PolicyNode(Node):
         self.chunk_id = 0
         self._last_chunk: tuple[int, int, int] | None = None  # (observation stamp, period, H) of our newest chunk
         self._last_obs_ns = -1
+        self._episode_start_ns = 0  # observations before the newest episode event are not used
         self._delay_ema_s: float | None = None  # observation stamp -> chunk published, node clock
         self._latencies: deque[float] = deque(maxlen=100)
         self._publish_times: deque[float] = deque(maxlen=50)
@@ -158,6 +159,11 @@ class PolicyNode(Node):
         else:
             self.get_logger().warn("no checkpoint parameter: waiting for a policy on ~/load_policy "
                                    f"({alias or 'no alias'}); the executor holds meanwhile")
+        episode_topic = p("episode_event_topic", "/aloe/episode_event", "aloe_msgs/EpisodeEvent: every "
+                          "START/end starts a fresh chunk from a fresh observation; '' = never")
+        if episode_topic:
+            self.create_subscription(EpisodeEvent, episode_topic, self._on_episode_event,
+                                     QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
         self.get_logger().info(f"policy node ready: cameras {self.topics}, execution_horizon "
                                f"{self.execution_horizon}, chunks -> {chunk_topic}")
         self._stop = threading.Event()
@@ -275,6 +281,11 @@ class PolicyNode(Node):
         stamps = [_stamp_ns(latest[k][0].header.stamp) or latest[k][1] for k in needed]
         return {"images": images, "proprio": proprio, "task": task}, max(stamps)
 
+    def _on_episode_event(self, msg: EpisodeEvent) -> None:
+        with self._lock:
+            self._episode_start_ns = _stamp_ns(msg.header.stamp) or self._now_ns()
+            self._last_chunk = None  # infer as soon as the new episode's observation arrives
+
     def _due(self, now_ns: int) -> bool:
         if self._last_chunk is None:
             return True
@@ -306,8 +317,8 @@ class PolicyNode(Node):
         except ObservationError as exc:
             self._set_waiting(str(exc))
             return
-        if obs_ns <= self._last_obs_ns:
-            return  # nothing new to infer from
+        if obs_ns <= self._last_obs_ns or obs_ns < self._episode_start_ns:
+            return  # nothing new to infer from (or only the previous episode's last view)
         self._set_waiting("")
         if obs["task"].strip() not in policy.model.text_encoder.known_instructions:
             self.get_logger().warn(f"instruction {obs['task']!r} is not in the policy's text cache: encoding it "
@@ -318,6 +329,8 @@ class PolicyNode(Node):
         with self._lock:
             if swaps != self._swap_count:
                 return  # the policy was swapped during inference: never publish the old one's chunk
+            if obs_ns < self._episode_start_ns:
+                return  # an episode event came during inference: the chunk belongs to the old episode
             publish_ns = self._now_ns()
             self._last_chunk = (obs_ns, policy.period_ns, policy.horizon)
             self._last_obs_ns = obs_ns

@@ -369,3 +369,30 @@ def test_bad_configuration_exits_with_the_parameter_named(ros_node_process):
     proc = ros_node_process("aloe_policy", "executor_node", {"blending_mode": "cubic"})
     proc.popen.wait(30)
     assert proc.popen.returncode == 1 and "unknown blending mode 'cubic'" in proc.log()
+
+
+def test_episode_event_drops_the_previous_episodes_plan(start_executor):
+    """A chunk planned in one episode never runs into the next: after an EpisodeEvent the
+    executor holds until a chunk observed after the event arrives (found in the main loop: the
+    previous episode's 'gripper closed' tail was executed after the reset)."""
+    from aloe_msgs.msg import EpisodeEvent
+
+    sim = start_executor()
+    event_pub = sim.node.create_publisher(EpisodeEvent, "/aloe/episode_event",
+                                          QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
+    sim._wait(lambda: event_pub.get_subscription_count() > 0, 30.0, "executor subscribes episode events")
+    sim.step()
+    sim.publish_chunk(ramp_chunk(0))
+    assert sim.step().source == POLICY
+    start = EpisodeEvent(episode_id="ep-2", event=EpisodeEvent.START, task="t")
+    start.header.stamp = time_msg(sim.now_ns + PERIOD_NS)
+    event_pub.publish(start)
+    sim.spin_for(SETTLE_S)
+    held = sim.step()
+    assert held.source == HOLD and "no chunk" in held.hold_reason
+    sim.publish_chunk(ramp_chunk(5), observation_ns=sim.now_ns - PERIOD_NS)  # in flight across the event
+    assert sim.step().source == HOLD
+    sim.proc.wait_for_log("dropped: planned before the episode event")
+    sim.publish_chunk(ramp_chunk(0))  # observed in the new episode
+    resumed = sim.step()
+    assert resumed.source == POLICY and resumed.chunk_id == sim.next_chunk_id - 1
