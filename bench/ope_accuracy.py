@@ -264,8 +264,8 @@ def markdown(result: dict) -> str:
             lines.append(f"| {r['method']} | " + " | ".join(
                 f"{g[x]['q_bias']:+.2f} / {g[x]['v_bias']:+.2f}" if x in g else "-" for x in GROUPS) + " |")
     lines += ["", "Headline critics (first seed), 95 % bootstrap intervals over the states (2000 resamples):", "",
-              "| method | Q RMSE | Q Spearman | V RMSE | V Spearman | Q RMSE / progress's | V RMSE / progress's |",
-              "|---|---|---|---|---|---|---|"]
+              "| method | Q RMSE | Q Spearman | V RMSE | V Spearman | Q RMSE / progress's | V RMSE / progress's "
+              "| Q / V Spearman, non-trivial states |", "|---|---|---|---|---|---|---|---|"]
     head = {r["method"]: r for r in runs if r["critic_seed"] == a["seed"] and r["K"] == a["main_k"]
             and r["aggregate"] == "subset_min"}
     q = np.array([r["q_true"] for r in rows])
@@ -284,14 +284,22 @@ def markdown(result: dict) -> str:
             rq, rv = rmse(eq, q, boot) / rmse(pq, q, boot), rmse(ev, v, boot) / rmse(pv, v, boot)
             cells += [f"{r['q_rmse'] / head['progress']['q_rmse']:.2f} {ci(rq)}",
                       f"{r['v_rmse'] / head['progress']['v_rmse']:.2f} {ci(rv)}"]
+        nt = (q > 0.01) | (v > 0.01)  # states where pi (or the chunk) can still succeed: no trivial zero ties
+        cells.append(f"{spearman(eq[nt], q[nt]):.2f} / {spearman(ev[nt], v[nt]):.2f} (n={int(nt.sum())})")
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if args.report:
-        print(markdown(json.loads(Path(args.report).read_text())))
+    if args.report:  # tables (and the scatter plot, from the headline critics present) of an earlier run
+        result = json.loads(Path(args.report).read_text())
+        print(markdown(result))
+        headline = {r["method"]: {k: np.array(v) for k, v in r["estimates"].items()} for r in result["runs"]
+                    if r["critic_seed"] == result["args"]["seed"] and r["K"] == result["args"]["main_k"]
+                    and r["aggregate"] == "subset_min"}
+        if headline:
+            plot(result["rows"], headline, Path(args.report).with_suffix(".png"))
         return 0
     torch.set_num_threads(args.threads)
     # Import every library module now: a file edited by someone else mid-run must not be picked up
