@@ -96,9 +96,9 @@ class ScriptedPickController:
         cfg = self.config
         cube = aim + np.asarray(cfg.bias, dtype=np.float64)
         tcp = np.asarray(s.tcp, dtype=np.float64)
-        # Gripper: "open" while approaching from afar (the gripper is open anyway; an explicit -1
-        # gives a policy learning from these demonstrations a clear, noise-tolerant target
-        # instead of 0, where small errors accumulate into a closed gripper), 0 near the cube
+        # Gripper: "open" until just above grasp height (the gripper is open anyway; an explicit
+        # -1 gives a policy learning from these demonstrations a clear, noise-tolerant target
+        # instead of 0, where small errors accumulate into a closed gripper), 0 at grasp height
         # (an "open" there would cancel a "close" still on its way when commands arrive a tick
         # late), "close" to grasp and while holding.
         grip = 0.0
@@ -121,8 +121,6 @@ class ScriptedPickController:
                 self.phase, target, grip = "release", above, GRIP_OPEN
             elif xy_err > (2.0 if self.phase == "descend" else 1.0) * cfg.tol:  # hysteresis against noise
                 self.phase, target = "approach", above
-                if xy_err > 2 * cfg.tol:
-                    grip = GRIP_OPEN
                 if tcp[2] < cube[2] + 0.5 * cfg.hover and xy_err > 2 * cfg.tol:
                     target = np.array([tcp[0], tcp[1], above[2]])  # rise before moving sideways
                     target[:2] += _clip_norm(above[:2] - tcp[:2], 0.5 * cfg.step)
@@ -131,6 +129,8 @@ class ScriptedPickController:
                 target[:2] = cube[:2]
                 if abs(tcp[2] - cube[2]) < cfg.tol and xy_err < 1.5 * cfg.tol:
                     grip = GRIP_CLOSE
+            if self.phase in ("approach", "descend") and abs(tcp[2] - cube[2]) > 2 * cfg.tol:
+                grip = GRIP_OPEN  # well above grasp height: no close can be on its way
         action = np.zeros(ACTION_DIM)
         action[:3] = _clip_norm(cfg.gain * (target - tcp), cfg.step)
         action[6] = grip
