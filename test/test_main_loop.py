@@ -28,9 +28,10 @@ def test_short_loop_produces_consistent_bags_checkpoints_hot_reloads_and_report(
 
     # bags: one per episode, every phase complete, each readable
     assert len(list((run / "bags" / "demos").iterdir())) == config.demo_episodes
-    for phase in ("iter_01", "iter_02"):
+    for phase, count in (("eval_01", config.eval_episodes), ("iter_01", config.episodes_per_iteration),
+                         ("eval_02", config.eval_episodes), ("iter_02", config.episodes_per_iteration)):
         bags = sorted((run / "bags" / phase).iterdir())
-        assert len(bags) == config.episodes_per_iteration, f"{phase}: {bags}"
+        assert len(bags) == count, f"{phase}: {bags}"
         for bag in bags:
             assert (bag / "metadata.yaml").is_file()
 
@@ -46,14 +47,14 @@ def test_short_loop_produces_consistent_bags_checkpoints_hot_reloads_and_report(
     assert (run / "checkpoints" / "iter_01" / "critic").is_dir()
 
     # hot reload: the chunks recorded in each phase come from the policy loaded before it
-    for phase, policy_id in (("iter_01", ids[0]), ("iter_02", ids[1])):
+    for phase, policy_id in (("eval_01", ids[0]), ("iter_01", ids[0]), ("eval_02", ids[1]), ("iter_02", ids[1])):
         seen = set().union(*(chunk_policy_ids(b) for b in (run / "bags" / phase).iterdir()))
         assert seen <= {policy_id} and seen, f"{phase} ran chunks of {seen}, expected {policy_id}"
 
     # metrics and report agree with the bags
     assert [r["policy_id"] for r in rows] == ids
     assert all(r["episodes"] == config.episodes_per_iteration for r in rows)
-    assert all(0.0 <= r["intervention_rate"] <= 1.0 for r in rows)
+    assert all(0.0 <= r["intervention_rate"] <= 1.0 and 0.0 <= r["success_rate"] <= 1.0 for r in rows)
     assert np.isfinite(rows[0]["critic_loss"])
     assert json.loads((run / "metrics.json").read_text()) == rows
     html = (run / "report.html").read_text()

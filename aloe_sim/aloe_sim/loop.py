@@ -47,6 +47,7 @@ class LoopConfig:
     iterations: int = 3                  # improvement iterations after the initial policy
     demo_episodes: int = 20              # scripted demonstrations for the initial policy
     episodes_per_iteration: int = 10     # policy episodes (with operator takeovers) per iteration
+    eval_episodes: int = 5               # policy-only episodes (operator off) per iteration: success rate
     seed: int = 0
     image_size: int = 64
     max_steps: int = 100                 # ticks (0.1 s) per episode
@@ -101,7 +102,7 @@ def phase_metrics(bag_dir: Path, cache_dir: Path, image_size: int) -> dict:
     return {
         "episodes": len(episodes), "skipped": len(report.skipped),
         "success_rate": float(np.mean(success)),
-        "autonomous_success_rate": float(np.mean([s and t == 0 for s, t in zip(success, takeovers)])),
+        "no_takeover_success_rate": float(np.mean([s and t == 0 for s, t in zip(success, takeovers)])),
         "intervention_rate": float(sum(h.sum() for h in human) / max(1, sum(len(e) for e in episodes))),
         "takeovers_per_episode": float(np.mean(takeovers)),
         "mean_episode_length": float(np.mean([len(e) for e in episodes])),
@@ -238,11 +239,20 @@ class LoopRunner:
             bag_dirs = [demo_dir]
             for it in range(1, c.iterations + 2):
                 t_it = time.monotonic()
+                row = {"iteration": it - 1, "policy_id": policy_id}
+                if c.eval_episodes:
+                    # The policy alone (operator off): its success rate. These online rollouts of
+                    # the current policy are training data too.
+                    eval_dir = self.run_phase(f"eval_{it:02d}", "off", c.eval_episodes, seed=500 * it + c.seed)
+                    bag_dirs.append(eval_dir)
+                    evaluation = phase_metrics(eval_dir, self.run_dir / "cache", c.image_size)
+                    row["success_rate"] = evaluation.get("success_rate", float("nan"))
                 phase_dir = self.run_phase(f"iter_{it:02d}", "correct", c.episodes_per_iteration,
                                            seed=1000 * it + c.seed)
                 bag_dirs.append(phase_dir)
-                row = {"iteration": it - 1, "policy_id": policy_id,
-                       **phase_metrics(phase_dir, self.run_dir / "cache", c.image_size)}
+                supervised = phase_metrics(phase_dir, self.run_dir / "cache", c.image_size)
+                supervised["assisted_success_rate"] = supervised.pop("success_rate", float("nan"))
+                row.update(supervised)
                 if it <= c.iterations:  # the last phase only measures the final policy
                     result = train_iteration(c.train_config(self.run_dir, c.method, init=False), bag_dirs,
                                              checkpoint, self.run_dir / "checkpoints" / f"iter_{it:02d}")
@@ -279,7 +289,7 @@ def _wait_for_line(process, text: str, timeout: float) -> None:
 
 
 def print_table(rows: list[dict]) -> None:
-    cols = [("iteration", "{:d}"), ("success_rate", "{:.2f}"), ("autonomous_success_rate", "{:.2f}"),
+    cols = [("iteration", "{:d}"), ("success_rate", "{:.2f}"), ("assisted_success_rate", "{:.2f}"),
             ("intervention_rate", "{:.3f}"), ("takeovers_per_episode", "{:.2f}"),
             ("mean_episode_length", "{:.1f}"), ("critic_loss", "{:.4f}"), ("wall_s", "{:.0f}")]
     head = " | ".join(f"{n:>12.12}" for n, _ in cols)
@@ -317,7 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-QUICK = {"iterations": 1, "demo_episodes": 3, "episodes_per_iteration": 2, "init_policy_steps": 30,
+QUICK = {"iterations": 1, "demo_episodes": 3, "episodes_per_iteration": 2, "eval_episodes": 1, "init_policy_steps": 30,
          "policy_steps": 20, "critic_steps": 20, "max_steps": 30, "image_size": 32, "ensemble_size": 2,
          "num_policy_samples": 2}
 

@@ -12,7 +12,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-COLUMNS = ("iteration", "policy_id", "episodes", "success_rate", "autonomous_success_rate", "intervention_rate",
+COLUMNS = ("iteration", "policy_id", "success_rate", "episodes", "assisted_success_rate", "no_takeover_success_rate",
+           "intervention_rate",
            "takeovers_per_episode", "mean_episode_length", "critic_loss", "train_s", "wall_s")
 
 
@@ -20,8 +21,9 @@ def plot_metrics(rows: list[dict], path: Path) -> Path:
     its = [r["iteration"] for r in rows]
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     ax = axes[0]
-    ax.plot(its, [r.get("success_rate", float("nan")) for r in rows], "o-", label="success (with operator)")
-    ax.plot(its, [r.get("autonomous_success_rate", float("nan")) for r in rows], "s-", label="success, no takeover")
+    ax.plot(its, [r.get("success_rate", float("nan")) for r in rows], "o-", label="policy alone (operator off)")
+    ax.plot(its, [r.get("assisted_success_rate", float("nan")) for r in rows], "s-", label="with the operator")
+    ax.plot(its, [r.get("no_takeover_success_rate", float("nan")) for r in rows], "^-", label="with operator, no takeover")
     ax.set(xlabel="iteration (policy)", ylabel="rate", ylim=(-0.05, 1.05), title="success")
     ax.legend(fontsize=8)
     ax = axes[1]
@@ -59,8 +61,9 @@ def write_report(run_dir: Path, rows: list[dict], config: dict, wall_s: float) -
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}</style></head><body>
 <h1>ALOE human-in-the-loop run</h1>
 <p>Run directory <code>{html.escape(str(run_dir))}</code>, {wall_s / 60:.1f} minutes. Iteration k is the policy
-after k improvement steps (0 = behaviour cloning on demonstrations); its row measures the episodes it ran
-with the scripted operator supervising.</p>
+after k improvement steps (0 = behaviour cloning on demonstrations). success_rate: the policy alone
+(operator off); the other columns: the episodes it ran with the scripted operator supervising
+(episodes = their number).</p>
 <table>{table}</table>
 {f'<img src="{plot.name}" style="max-width:100%">' if plot else ''}
 <h2>Training curves</h2>{curves}
