@@ -83,6 +83,13 @@ def executable_of(package: str, name: str) -> list[str]:
 
 
 @pytest.fixture
+def node_executable():
+    """``executable_of(package, name)`` as a fixture: test modules must not ``import conftest``
+    (several conftest.py files exist, and which one that name means depends on test order)."""
+    return executable_of
+
+
+@pytest.fixture
 def ros_node_process(tmp_path):
     """Factory: ``start(package, executable, params: dict, node_name, args=[])`` -> NodeProcess."""
     started: list[NodeProcess] = []

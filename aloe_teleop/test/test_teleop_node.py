@@ -156,15 +156,14 @@ def test_trigger_services_publish_episode_events_with_the_task(ros_node_process,
     assert operator.events[2].episode_id == operator.events[3].episode_id != start.episode_id
 
 
-def test_keyboard_in_a_terminal_takes_over_moves_and_hands_back(operator, tmp_path):
+def test_keyboard_in_a_terminal_takes_over_moves_and_hands_back(operator, tmp_path, node_executable):
     """teleop_node with a pseudo-terminal as stdin: the termios keyboard path end to end."""
     import os
     import pty
     import signal
     import subprocess
 
-    from conftest import executable_of
-
+    executable_of = node_executable
     master, slave = pty.openpty()
     log = tmp_path / "teleop_tty.log"
     proc = subprocess.Popen(executable_of("aloe_teleop", "teleop_node") + ["--ros-args", "-p", "devices:=[keyboard]"],
