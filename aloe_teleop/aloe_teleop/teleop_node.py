@@ -196,6 +196,8 @@ class TeleopNode(Node):
 
     # ---- episodes ------------------------------------------------------------------------------
     def _on_task(self, msg: String) -> None:
+        if msg.data != self._task:
+            self.get_logger().info(f"task: {msg.data!r}")
         self._task = msg.data
 
     def _episode(self, kind: str) -> tuple[bool, str]:

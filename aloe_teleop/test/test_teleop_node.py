@@ -133,6 +133,7 @@ def test_trigger_services_publish_episode_events_with_the_task(ros_node_process,
     operator.task.publish(String(data="put the cube in the bowl"))
     teleop = ros_node_process("aloe_teleop", "teleop_node", TELEOP_PARAMS)
     teleop.wait_for_log("teleop ready")
+    teleop.wait_for_log("task: 'put the cube in the bowl'")  # the latched task has arrived
     operator.wait_for(lambda: operator.node.count_publishers("/aloe/episode_event") > 0, what="teleop publisher")
     refused = operator.call("/teleop_node/success")
     assert not refused.success and "no episode" in refused.message
