@@ -21,8 +21,10 @@ the same run. The policy is an untrained built-in FlowMatchingPolicy of the defa
 (64x64 camera, H=10) with control_period 1/rate; torch runs 1 thread (one core stays free
 for control, the deployment setting on a 2-core machine).
 
-Usage: ``python bench/bench_executor.py [--rate 50 --phase-s 15]`` (source scripts/env.sh
-first); writes its section of BENCHMARKS.md unless ``--no-write``.
+Usage: ``python bench/bench_executor.py [--rate 50 --phase-s 15] [--realtime-priority 40]``
+(source scripts/env.sh first); writes its section of BENCHMARKS.md unless ``--no-write``.
+``--realtime-priority`` sets executor_node's ``realtime_priority`` (SCHED_FIFO for its control
+thread, the deployment setting of launch/config/robot.yaml); 0 measures normal scheduling.
 """
 
 from __future__ import annotations
@@ -55,11 +57,14 @@ def parse_args(argv=None):
     ap.add_argument("--rounds", type=int, default=3, help="rounds; every round runs every phase (default 3)")
     ap.add_argument("--warmup-s", type=float, default=3.0, help="seconds ignored at the start of each phase")
     ap.add_argument("--execution-horizon", type=int, default=5, help="policy_node execution_horizon in the async phase")
+    ap.add_argument("--realtime-priority", type=int, default=0,
+                    help="executor_node realtime_priority (SCHED_FIFO 1-99; 0 = normal scheduling)")
     ap.add_argument("--torch-threads", type=int, default=1, help="policy_node torch_threads (default 1)")
     ap.add_argument("--domain-id", type=int, default=int(os.environ.get("ALOE_BENCH_DOMAIN_ID", 23)))
     ap.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md", help="markdown file to update")
     ap.add_argument("--no-write", action="store_true", help="print results only")
     ap.add_argument("--json", type=Path, help="also write the raw results as JSON here")
+    ap.add_argument("--keep", action="store_true", help="keep the node logs and checkpoint (printed path)")
     return ap.parse_args(argv)
 
 
@@ -258,7 +263,7 @@ def summarize(name: str, raws: list[dict], period_s: float) -> dict:
 def run_phase(name, args, robot, workdir, checkpoint, policy_params, seconds):
     """One round of one phase: fresh node processes, `seconds` measured; -> raw data."""
     executor_params = {"control_rate_hz": args.rate, "blending_mode": "linear", "observation_timeout_s": 0.5,
-                       "chunk_timeout_s": 1.0,
+                       "chunk_timeout_s": 1.0, "realtime_priority": args.realtime_priority,
                        "action_chunk_topic": "/aloe/bench_chunk" if policy_params is None else "/aloe/action_chunk"}
     workdir.mkdir(parents=True, exist_ok=True)
     procs = [NodeProcess("executor_node", executor_params, workdir)]
@@ -301,7 +306,9 @@ def markdown(results, args, command) -> str:
         f"Machine: {platform.node()} ({os.cpu_count()} cores, shared with other users; load average "
         f"{args.load_at_start} at start, {args.load_at_end} at end), "
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, CPU only, policy_node "
-        f"torch_threads={args.torch_threads}. Executor at {args.rate:g} Hz; {args.phase_s:g} s measured per phase "
+        f"torch_threads={args.torch_threads} (inference thread niceness 10, the node default). Executor at "
+        f"{args.rate:g} Hz, realtime_priority={args.realtime_priority} "
+        f"({'SCHED_FIFO' if args.realtime_priority else 'normal scheduling'}); {args.phase_s:g} s measured per phase "
         f"in {args.rounds} interleaved rounds (fresh node processes each); untrained default-size "
         "FlowMatchingPolicy (64x64 camera, H=10, 10 flow steps).",
         "",
@@ -389,7 +396,10 @@ def main(argv=None):
     if not args.no_write:
         write_section(args.output, section)
         print(f"wrote section to {args.output}")
-    shutil.rmtree(workdir, ignore_errors=True)
+    if args.keep:
+        print(f"node logs kept in {workdir}")
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

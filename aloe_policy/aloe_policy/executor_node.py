@@ -104,6 +104,9 @@ class ExecutorNode(Node):
         frame_id = p("frame_id", "base_link", "twist_stamped header.frame_id")
         twist_scale = p("twist_scale", 1.0, "twist_stamped: action * scale = m/s, rad/s")
         group = p("moveit_planning_group", "", "moveit_py planning group")
+        self.realtime_priority = p("realtime_priority", 0, "SCHED_FIFO priority of the control thread (1-99) as "
+                                   "ros2_control does; needs CAP_SYS_NICE or an rtprio limit; 0 = normal scheduling",
+                                   integer_range=(0, 99))
 
         self.spec = ChunkSpec(self.action_dim, horizon, tuple(self.action_names), frozenset(allowed),
                               frozenset(blocked))
@@ -322,6 +325,26 @@ class ExecutorNode(Node):
         return super().destroy_node()
 
 
+def apply_realtime_priority(priority: int) -> str:
+    """SCHED_FIFO at ``priority`` for the calling thread (the one that spins: timer callbacks run there).
+
+    Linux applies sched_setscheduler(0, ...) to the calling thread only, so the middleware's
+    threads keep their scheduling. -> '' on success, else why not (the node then warns once).
+    """
+    if priority <= 0:
+        return ""
+    import os
+
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
+    except AttributeError:
+        return "SCHED_FIFO is not available on this platform"
+    except OSError as exc:
+        return (f"{exc.strerror}: allow it with an rtprio limit (e.g. '@realtime - rtprio 99' in "
+                "/etc/security/limits.conf) or CAP_SYS_NICE")
+    return ""
+
+
 def main(args=None):
     rclpy.init(args=args)
     try:
@@ -332,6 +355,15 @@ def main(args=None):
         rclpy.logging.get_logger("executor_node").fatal(f"cannot start: {exc}{hint}")
         rclpy.shutdown()
         return 1
+    problem = apply_realtime_priority(node.realtime_priority)
+    if problem:
+        node.get_logger().warn(f"realtime_priority {node.realtime_priority} not applied, normal scheduling: {problem}")
+    elif node.realtime_priority:
+        node.get_logger().info(f"control thread runs SCHED_FIFO priority {node.realtime_priority}")
+    import gc
+
+    gc.collect()
+    gc.freeze()  # start-up objects never scanned again: shorter collector pauses inside ticks
     try:
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):

@@ -17,10 +17,18 @@ inference needs an observation newer than the previous one's.
 ``~/load_policy`` (and the alias ``load_policy_alias``, default /aloe/load_policy) validates
 a checkpoint fully (``validate_checkpoint`` + loading + compatibility with this node's inputs)
 before an atomic swap; on any failure it refuses with the reason and the running policy stays.
+
+The node spins a SingleThreadedExecutor: a validation therefore pauses the input callbacks for
+its duration (~0.1 s for the built-in model; the worker keeps the newest inputs it has and the
+executor keeps running the current chunk). A MultiThreadedExecutor was tried first and measured
+(bench/bench_executor.py): its thread pool competes for the GIL with the inference worker and
+stalled single inferences for 1-2.4 s (the robot idled 37-86 % of the ticks); with one executor
+thread the worst inference was 30 ms.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections import deque
@@ -32,10 +40,9 @@ from aloe_msgs.srv import LoadPolicy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped
 from rcl_interfaces.msg import IntegerRange, ParameterDescriptor
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.clock import Clock, ClockType
 from rclpy.exceptions import ParameterException
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image, JointState
@@ -98,6 +105,9 @@ class PolicyNode(Node):
         self.device = p("device", "cpu", "torch device for the policy")
         self.seed = p("seed", 0, "seed of the sampling noise generator")
         torch_threads = p("torch_threads", 0, "torch CPU threads; 0 = torch default", integer_range=(0, 256))
+        self.inference_nice = p("inference_nice", 10, "niceness added to the inference thread only (Linux: per "
+                                "thread): the control loop and drivers win the CPU over inference; 0 = off",
+                                integer_range=(0, 19))
         alias = p("load_policy_alias", "/aloe/load_policy", "second name of the LoadPolicy service; '' = none")
 
         import torch  # heavy import after parameters, so a parameter error is reported quickly
@@ -148,10 +158,9 @@ class PolicyNode(Node):
         self.chunk_pub = self.create_publisher(ActionChunk, chunk_topic,
                                                QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        service_group = MutuallyExclusiveCallbackGroup()  # validation never blocks the input callbacks
-        self.create_service(LoadPolicy, "~/load_policy", self._on_load_policy, callback_group=service_group)
+        self.create_service(LoadPolicy, "~/load_policy", self._on_load_policy)
         if alias:
-            self.create_service(LoadPolicy, alias, self._on_load_policy, callback_group=service_group)
+            self.create_service(LoadPolicy, alias, self._on_load_policy)
         self.create_timer(1.0, self._publish_diagnostics, clock=Clock(clock_type=ClockType.STEADY_TIME))
 
         if self.checkpoint_param:
@@ -294,6 +303,11 @@ class PolicyNode(Node):
         return inference_due(actions_left(now_ns, stamp, period, horizon), self.execution_horizon, delay, period)
 
     def _run(self) -> None:
+        if self.inference_nice:
+            try:  # os.nice acts on the calling thread on Linux: only inference gets the lower priority
+                os.nice(self.inference_nice)
+            except (OSError, AttributeError) as exc:  # not Linux/POSIX: run at normal priority
+                self.get_logger().warn(f"inference_nice {self.inference_nice} not applied: {exc}")
         while not self._stop.wait(0.005):
             try:
                 self._step()
@@ -389,7 +403,7 @@ def main(args=None):
         rclpy.logging.get_logger("policy_node").fatal(f"cannot start: {exc}{hint}")
         rclpy.shutdown()
         return 1
-    executor = MultiThreadedExecutor(num_threads=2)
+    executor = SingleThreadedExecutor()  # see the module docstring: no executor thread pool
     executor.add_node(node)
     try:
         executor.spin()

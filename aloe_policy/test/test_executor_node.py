@@ -396,3 +396,46 @@ def test_episode_event_drops_the_previous_episodes_plan(start_executor):
     sim.publish_chunk(ramp_chunk(0))  # observed in the new episode
     resumed = sim.step()
     assert resumed.source == POLICY and resumed.chunk_id == sim.next_chunk_id - 1
+
+
+def test_realtime_priority_helper_applies_fifo_to_the_calling_thread_or_says_why_not(monkeypatch):
+    import os
+    import threading
+
+    from aloe_policy.executor_node import apply_realtime_priority
+
+    assert apply_realtime_priority(0) == ""  # off: nothing touched
+    result = {}
+
+    def in_thread():  # a throwaway thread: the test process's own threads keep their scheduling
+        result["problem"] = apply_realtime_priority(10)
+        result["policy"] = os.sched_getscheduler(0)
+
+    t = threading.Thread(target=in_thread)
+    t.start()
+    t.join()
+    if result["problem"] == "":
+        assert result["policy"] == os.SCHED_FIFO
+    else:
+        assert "rtprio" in result["problem"] and result["policy"] == os.SCHED_OTHER
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER, "only the calling thread changes"
+
+    def refuse(*args):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "sched_setscheduler", refuse)
+    problem = apply_realtime_priority(40)
+    assert problem.startswith("Operation not permitted") and "limits.conf" in problem
+
+
+def test_executor_with_realtime_priority_runs_its_spin_thread_fifo_or_warns(start_executor):
+    import os
+
+    sim = start_executor(realtime_priority=20)
+    sim.step()
+    log = sim.proc.log()
+    pid = sim.proc.popen.pid
+    if "control thread runs SCHED_FIFO priority 20" in log:
+        assert os.sched_getscheduler(pid) == os.SCHED_FIFO and os.sched_getparam(pid).sched_priority == 20
+    else:
+        assert "realtime_priority 20 not applied, normal scheduling" in log, log

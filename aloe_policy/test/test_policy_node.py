@@ -31,6 +31,17 @@ JOINTS = [f"panda_joint{i}" for i in range(1, 8)] + ["panda_gripper"]
 NODE_PARAMS = {"torch_threads": 1, "execution_horizon": 2, "observation_timeout_s": 2.0}
 
 
+def thread_niceness(pid: int) -> dict[int, int]:
+    """thread id -> nice value of every thread of a process (Linux /proc; field 19 of stat)."""
+    from pathlib import Path
+
+    out = {}
+    for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
+        fields = stat.read_text().rsplit(")", 1)[1].split()
+        out[int(stat.parent.name)] = int(fields[16])  # fields after "(comm)" start at field 3
+    return out
+
+
 def fake_text(texts):
     """Deterministic 32-d unit vectors per text (stand-in for MiniLM)."""
     rng = np.random.default_rng(sum(map(ord, texts[0])) if texts else 0)
@@ -182,6 +193,10 @@ def test_policy_node_publishes_chunks_of_the_checkpoint_shape_once_all_inputs_ar
         assert stamp in robot.stamps, f"stamped with the stamp of an observation it saw; log:\n{log}"
     ids = [c.chunk_id for c in robot.chunks]
     assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    # inference_nice (default 10) lowers the inference thread only; the thread that runs the ROS
+    # callbacks (the process's main thread) keeps normal priority.
+    nice = thread_niceness(robot.proc.popen.pid)
+    assert nice[robot.proc.popen.pid] == 0 and 10 in nice.values(), nice
     # A diagnostics message sent between the first and second chunk has a rate of 0: wait for one
     # after at least two chunks (the message comes once a second).
     assert robot.spin(5.0, lambda: robot.diagnostics.get("policy_id") == policy_id
