@@ -32,7 +32,12 @@ ACTION_DIM = 7
 ACTION_NAMES = ("dx", "dy", "dz", "rx", "ry", "rz", "grip")
 JOINT_NAMES = tuple(f"panda_joint{i}" for i in range(1, 8))
 GRIPPER_JOINT_NAME = "panda_gripper"  # joint_states entry carrying the gripper command in [0, 1]
-CAMERAS = ("front", "handcam_rgb")
+CAMERAS = ("front", "handcam_rgb", "workspace")
+# "workspace" is a scene camera this wrapper adds (a MuJoCo free camera): fixed, in front of the
+# robot, looking 55 degrees down at the centre of the cube's workspace from 0.7 m. gym-hil's
+# "front" camera sees the whole robot from 1.3 m, where the 4 cm cube is ~2 pixels of a 64x64
+# image; here it is ~4, enough for a small CNN to localise it.
+WORKSPACE_CAMERA = {"lookat": (0.42, 0.0, 0.03), "azimuth": 180.0, "elevation": -55.0, "distance": 0.7}
 CUBE_HALF_SIZE = 0.02  # metres (gym-hil block geom size)
 MAX_GRIPPER_COMMAND = 255.0  # gym-hil actuator range of the gripper command
 _WORKSPACE_XY = np.asarray([[0.3, -0.15], [0.5, 0.15]])  # gym-hil cube sampling bounds
@@ -134,7 +139,7 @@ class SimConfig:
     seed: base seed of the episode seed sequence."""
 
     image_size: int = 64
-    cameras: tuple[str, ...] = ("front",)
+    cameras: tuple[str, ...] = ("workspace",)
     max_steps: int = 100
     seed: int = 0
 
@@ -176,7 +181,8 @@ class PickCubeSim:
             for flag in (mujoco.mjtRndFlag.mjRND_SHADOW, mujoco.mjtRndFlag.mjRND_REFLECTION,
                          mujoco.mjtRndFlag.mjRND_SKYBOX):
                 flags[flag] = 0
-            self._camera_ids = {name: mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, name)
+            self._camera_ids = {name: (_free_camera(mujoco) if name == "workspace"
+                                       else mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, name))
                                 for name in config.cameras}
         self._seeds = np.random.default_rng(config.seed)
         self._step = 0
@@ -353,3 +359,14 @@ def rollout(sim: PickCubeSim, act_fn: Callable[[Observation], np.ndarray], max_s
                          rewards=np.asarray(rewards, dtype=np.float64), success=bool(success),
                          steps=len(actions), reason=reason, tcp=np.asarray(tcp),
                          wall_s=time.perf_counter() - start)
+
+
+def _free_camera(mujoco):
+    """The "workspace" camera (see ``WORKSPACE_CAMERA``) as a MuJoCo free camera."""
+    camera = mujoco.MjvCamera()
+    camera.type = mujoco.mjtCamera.mjCAMERA_FREE
+    camera.lookat[:] = WORKSPACE_CAMERA["lookat"]
+    camera.azimuth = WORKSPACE_CAMERA["azimuth"]
+    camera.elevation = WORKSPACE_CAMERA["elevation"]
+    camera.distance = WORKSPACE_CAMERA["distance"]
+    return camera

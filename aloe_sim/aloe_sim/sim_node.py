@@ -51,7 +51,7 @@ PARAMETERS = {
     "seed": (0, "seed of the episode seed sequence (cube positions)"),
     "task": ("pick up the cube", "language instruction published on the task topic and in EpisodeEvents"),
     "image_size": (64, "square camera image side, pixels"),
-    "cameras": (["front"], "cameras to render: front, handcam_rgb"),
+    "cameras": (["workspace"], "cameras to render: workspace (scene camera over the table), front, handcam_rgb"),
     "max_steps": (100, "control ticks per episode before FAILURE (time limit)"),
     "pause_between_episodes_s": (1.0, "wall seconds between an episode's end event and the next START"),
     "command_timeout_s": (2.0, "wall seconds to wait for a command each tick before holding"),

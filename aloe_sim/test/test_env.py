@@ -140,3 +140,19 @@ def test_proprio_matches_what_the_policy_builds_from_joint_states(sim):
     vec = proprio_vector(ProprioSpec(), names, [*obs.joint_pos, obs.gripper], [*obs.joint_vel, 0.0], obs.tcp)
     assert ProprioSpec().dim == 18
     np.testing.assert_array_equal(vec, obs.proprio())
+
+
+def test_workspace_camera_shows_the_cube_larger_than_the_front_camera():
+    """The added scene camera: over several cube positions the cube (pink) covers more pixels
+    than in gym-hil's "front" view (the hand may hide it at some start positions), and the
+    image changes with the cube position."""
+    with PickCubeSim(SimConfig(image_size=64, cameras=("workspace", "front"), max_steps=5)) as s:
+        def cube_pixels(img):
+            r, g, b = (img[..., i].astype(int) for i in range(3))
+            return (r > 200) & (b > 200) & (g < 200)
+
+        views = [s.reset(seed=seed).images for seed in range(8)]
+        workspace = [int(cube_pixels(v["workspace"]).sum()) for v in views]
+        front = [int(cube_pixels(v["front"]).sum()) for v in views]
+        assert np.median(workspace) >= 2 * np.median(front) and np.median(front) >= 1, (workspace, front)
+        assert (views[0]["workspace"] != views[2]["workspace"]).any()

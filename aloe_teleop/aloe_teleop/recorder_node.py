@@ -16,6 +16,7 @@ import importlib
 
 import rclpy
 import rclpy.executors
+from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -100,11 +101,15 @@ class RecorderNode(Node):
         # Control topics are subscribed now, with the QoS their publishers are specified with.
         self._subscribe(self.event_topic, "aloe_msgs/msg/EpisodeEvent", [])
         self._subscribe(self.task_topic, "std_msgs/msg/String", [], latched=True)
-        self.create_timer(float(p("discovery_period_s")), self._discover)
-        self.create_timer(float(p("status_period_s")), self._status)
+        # Housekeeping runs on the steady clock: with use_sim_time, sim time stands still until the
+        # simulator ticks, and a simulator that waits for this recorder to subscribe before its
+        # first tick would wait forever (it did: 20 s per sim_node start, its startup timeout).
+        steady = Clock(clock_type=ClockType.STEADY_TIME)
+        self.create_timer(float(p("discovery_period_s")), self._discover, clock=steady)
+        self.create_timer(float(p("status_period_s")), self._status, clock=steady)
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._dropped_reported = 0
-        self.create_timer(float(p("diagnostics_period_s")), self._diagnostics)
+        self.create_timer(float(p("diagnostics_period_s")), self._diagnostics, clock=steady)
         self.recorder.start()
         self.get_logger().info(
             f"recording {len(self.wanted)} topics to {config.output_dir}/<episode_id>/ "

@@ -199,3 +199,14 @@ def test_sigint_closes_the_open_bag_and_types_and_qos_come_from_the_graph(ros_no
     meta = load_episode_metadata(bag)
     assert meta["outcome"] == "INCOMPLETE" and meta["end_reason"] == "shutdown"
     assert "subscribed /joint_states [sensor_msgs/msg/JointState] best-effort" in rec.log()
+
+
+def test_on_sim_time_with_no_clock_yet_the_recorder_still_subscribes_to_discovered_topics(ros_node_process,
+                                                                                         publisher, tmp_path):
+    """sim_node waits for the recorder's subscriptions before its first tick, i.e. before sim time
+    moves: discovery must not run on the (frozen) sim clock. It did, and every sim start waited
+    for its 20 s startup timeout."""
+    rec = ros_node_process("aloe_teleop", "recorder_node",
+                           {**recorder_params(tmp_path / "bags"), "use_sim_time": True})
+    publisher.wait_matched(timeout=10.0)  # /joint_states is subscribed by discovery (no /clock published)
+    assert "subscribed /joint_states" in rec.log()
