@@ -34,10 +34,14 @@ class ImprovementConfig:
     policy_steps: int = 2000     # gradient steps per iteration
     policy_batch_size: int = 64  # recorded chunks per policy step
     policy_grad_clip: float = 1.0  # max global gradient norm
+    ema_decay: float = 0.0       # > 0: the policy ends with the exponential moving average of its weights
+                                 # over the steps (as diffusion/flow policies are usually deployed); 0 = last step
 
     def __post_init__(self):
         if self.weight_mode not in WEIGHT_MODES:
             raise ValueError(f"weight_mode must be one of {WEIGHT_MODES}, got {self.weight_mode!r}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.beta <= 0 or self.w_max <= 0:
             raise ValueError(f"beta and w_max must be > 0, got beta={self.beta} w_max={self.w_max}")
 
@@ -80,6 +84,7 @@ def improve_policy(policy, dataset, advantages: np.ndarray | None, config: Impro
     parts = rank_blocks(B, batch_blocks)  # every block in one process (see distributed.py)
     mine = span(parts)
     opt = torch.optim.AdamW(params, lr=config.policy_lr)
+    ema = [p.detach().clone() for p in params] if config.ema_decay > 0 else None
     policy.train()
     curve = []
     steps = range(config.policy_steps)
@@ -107,6 +112,9 @@ def improve_policy(policy, dataset, advantages: np.ndarray | None, config: Impro
         sum_gradients(params)
         torch.nn.utils.clip_grad_norm_(params, config.policy_grad_clip)
         opt.step()
+        if ema is not None:
+            with torch.no_grad():
+                torch._foreach_lerp_(ema, [p.detach() for p in params], 1.0 - config.ema_decay)
         if step % log_every == 0 or step == config.policy_steps - 1:
             ess = float(weights.sum() ** 2 / (weights.pow(2).sum() + 1e-12)) / len(weights)
             policy_loss = mean_over_ranks(loss_sum) * rank_world()[1] / B  # global-batch mean
@@ -114,6 +122,10 @@ def improve_policy(policy, dataset, advantages: np.ndarray | None, config: Impro
                           "weight_ess": ess})
             if progress:
                 steps.set_postfix(loss=f"{curve[-1]['policy_loss']:.4g}")
+    if ema is not None:
+        with torch.no_grad():
+            for p, e in zip(params, ema):
+                p.copy_(e)
     policy.eval()
     return curve
 

@@ -113,3 +113,40 @@ def test_advantage_weighting_moves_the_real_flow_matching_policy_toward_high_adv
         results[name] = (float(s.mean()), float((s > 0).float().mean()))
     assert results["aw"][1] > 0.85 and abs(results["aw"][0] - HIGH) < 0.3, results
     assert 0.15 < results["bc"][1] < 0.85 and LOW + 0.3 < results["bc"][0] < HIGH - 0.3, results
+
+
+def test_ema_decay_ends_with_the_moving_average_of_the_weights():
+    """ema_decay=0: the last step's weights; ema_decay=d: p_ema <- d p_ema + (1 - d) p after every
+    step, checked against the same average kept by hand over the recorded weight trajectory."""
+    d, adv = two_chunk_dataset()
+    config = ImprovementConfig(policy_lr=3e-3, policy_steps=5, policy_batch_size=16)
+    torch.manual_seed(0)
+    plain = TinyFlowPolicy()
+    start = [p.detach().clone() for p in plain.parameters()]
+    trajectory = []
+    original_step = torch.optim.AdamW.step
+
+    def recording_step(self, *args, **kwargs):
+        out = original_step(self, *args, **kwargs)
+        trajectory.append([p.detach().clone() for g in self.param_groups for p in g["params"]])
+        return out
+
+    torch.optim.AdamW.step = recording_step
+    try:
+        improve_policy(plain, d, adv, config, seed=0)
+    finally:
+        torch.optim.AdamW.step = original_step
+    assert len(trajectory) == 5
+    for p, last in zip(plain.parameters(), trajectory[-1]):
+        torch.testing.assert_close(p.detach(), last)  # no EMA: the last step
+
+    torch.manual_seed(0)
+    averaged = TinyFlowPolicy()
+    improve_policy(averaged, d, adv, ImprovementConfig(**{**config.__dict__, "ema_decay": 0.9}), seed=0)
+    expected = start
+    for weights in trajectory:
+        expected = [0.9 * e + 0.1 * w for e, w in zip(expected, weights)]
+    for p, e in zip(averaged.parameters(), expected):
+        torch.testing.assert_close(p.detach(), e, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="ema_decay"):
+        ImprovementConfig(ema_decay=1.0)

@@ -45,17 +45,25 @@ class LoopConfig:
     run_dir: str = ""                    # '' = runs/<date-time>
     method: str = "aloe"                 # value signal of the improvement: aloe | bc | progress | td1
     iterations: int = 3                  # improvement iterations after the initial policy
-    demo_episodes: int = 20              # scripted demonstrations for the initial policy
+    demo_episodes: int = 60              # scripted demonstrations for the initial policy (~17 ticks each;
+                                         # 20 gave a policy that rarely finds the cube from the camera)
     episodes_per_iteration: int = 10     # policy episodes (with operator takeovers) per iteration
-    eval_episodes: int = 5               # policy-only episodes (operator off) per iteration: success rate
+    eval_episodes: int = 20              # policy-only episodes (operator off) per iteration: success rate.
+                                         # Also training data: the only episodes where the policy's own
+                                         # failures reach the sparse reward (the operator rescues the rest)
     seed: int = 0
     image_size: int = 64
     max_steps: int = 100                 # ticks (0.1 s) per episode
     operator_noise: float = 0.0          # operator quality: action noise, fraction of its 3 cm step
     reaction_delay_ticks: int = 2
     init_policy_steps: int = 1500        # BC gradient steps of the initial policy
-    policy_steps: int = 600              # advantage-weighted steps per iteration
-    critic_steps: int = 2000             # critic gradient steps per iteration
+    policy_steps: int = 1200             # advantage-weighted steps per iteration (600 barely moved the policy)
+    critic_steps: int = 1500             # critic gradient steps per iteration
+    policy_ema_decay: float = 0.995      # the policy ends with the moving average of its weights (0 = last step)
+    init_lr: float = 3e-4                # learning rate of the initial behaviour cloning
+    improvement_lr: float = 1e-4         # learning rate of each improvement (small steps away from the current policy)
+    weight_mode: str = "binary"          # exp: clip(exp(A / beta)); binary: imitate only chunks with A > 0 (the
+                                         # policy's own below-par chunks, half of its online data, get weight 0)
     ensemble_size: int = 5
     freeze_critic_encoder: bool = True   # Q heads on the policy's frozen features: the CPU-sized choice
     batch_size: int = 32                 # policy batch
@@ -64,6 +72,7 @@ class LoopConfig:
     torch_threads: int = 1             # 1: OpenMP threads spin against the ROS nodes on a 2-core machine
     params_file: str = ""                # '' = launch/config/sim.yaml
     episode_deadline_s: float = 90.0     # wall-clock deadline per episode before a phase is declared hung
+    pause_between_episodes_s: float = 0.5  # wall time between episodes (the recorder closes a bag)
     train_overrides: dict = field(default_factory=dict)  # any aloe-train TrainConfig field
 
     def train_config(self, run_dir: Path, method: str, init: bool):
@@ -80,7 +89,9 @@ class LoopConfig:
             "policy_batch_size": self.batch_size, "critic_steps": self.critic_steps,
             "ensemble_size": self.ensemble_size, "critic_batch_size": self.critic_batch_size,
             "freeze_encoder": self.freeze_critic_encoder,
-            "num_policy_samples": self.num_policy_samples, "policy_lr": 3e-4, **self.train_overrides})
+            "num_policy_samples": self.num_policy_samples, "policy_lr": self.init_lr if init else self.improvement_lr,
+            "weight_mode": self.weight_mode, "ema_decay": self.policy_ema_decay,
+            **self.train_overrides})
         return config
 
 
@@ -166,6 +177,7 @@ class LoopRunner:
         return load_params(self.params_file, {
             "sim_node": {"episodes": episodes, "seed": seed, "image_size": c.image_size, "max_steps": c.max_steps,
                          "clock_start_s": self.clock_s, "real_time_factor": 0.0,
+                         "pause_between_episodes_s": c.pause_between_episodes_s,
                          # /aloe/reward: only the recorder listens (it subscribes once it has seen the sim's
                          # publishers); /aloe/sim/state: only the operator
                          "wait_for_subscribers": ["/aloe/reward", "/aloe/sim/state", "/aloe/episode_event"]},
