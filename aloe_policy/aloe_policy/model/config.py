@@ -43,6 +43,10 @@ class PolicyConfig:
     # --- network -----------------------------------------------------------------------------
     cnn_channels: tuple[int, ...] = (32, 64, 64)   # one stride-2 3x3 conv per entry, per camera
     cnn_pool_size: int = 4               # CNN output is average-pooled to pool x pool cells (keeps layout)
+    cnn_keypoints: int = 0               # > 0: also K spatial-softmax keypoints per camera (expected x, y of
+                                         # K learnt feature maps: sub-cell object positions; Levine et al. 2016)
+    image_shift: int = 0                 # > 0: training-time random shift augmentation by up to this many
+                                         # pixels (replicate-pad + random crop, as DrQ); never at inference
     hidden_dim: int = 256                # observation feature size (ObservationEncoder.feature_dim)
     head_hidden_dim: int = 512           # velocity-field MLP width
     head_layers: int = 3                 # residual blocks in the velocity-field MLP
@@ -89,6 +93,13 @@ class PolicyConfig:
                      "cnn_pool_size", "hidden_dim", "head_hidden_dim", "head_layers", "time_embed_dim",
                      "flow_steps"):
             positive_int(name)
+        for name in ("cnn_keypoints", "image_shift"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise ConfigError(f"PolicyConfig.{name} must be an integer >= 0, got {v!r}")
+        if self.image_shift >= self.image_size // 2:
+            raise ConfigError(f"PolicyConfig.image_shift must be < image_size / 2 = {self.image_size // 2}, "
+                              f"got {self.image_shift}")
         number("control_period_s", lo=0.0, lo_open=True)
         number("dropout", lo=0.0, hi=1.0)
         number("norm_std_floor", lo=0.0, lo_open=True)
@@ -141,9 +152,21 @@ class PolicyConfig:
         except TypeError as exc:  # e.g. an unhashable value where a scalar belongs
             raise ConfigError(f"invalid policy config: {exc}") from exc
 
+    def hashed_dict(self) -> dict:
+        """`to_dict` without the fields added after format 1 while they are off (0), so the
+        policy_id of a checkpoint written before they existed does not change."""
+        out = self.to_dict()
+        for name in ADDED_FIELDS:
+            if out[name] == 0:
+                del out[name]
+        return out
+
     def replace(self, **changes) -> "PolicyConfig":
         """A copy with some fields changed (validated)."""
         return dataclasses.replace(self, **changes)
 
+
+# Fields added after the first checkpoint format (see `hashed_dict`).
+ADDED_FIELDS = ("cnn_keypoints", "image_shift")
 
 __all__ = ["PolicyConfig", "ConfigError", "SIM_ACTION_NAMES"]

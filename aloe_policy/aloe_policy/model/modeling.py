@@ -49,9 +49,11 @@ class CheckpointError(ValueError):
 # ---------------------------------------------------------------------------------------------
 class CameraEncoder(nn.Module):
     """float32 (B, 3, S, S) in [0, 1] -> (B, out_dim). Stride-2 convs, then a coarse spatial grid
-    (average-pooled to pool x pool) so where things are in the image survives."""
+    (average-pooled to pool x pool) so where things are in the image survives, and optionally
+    ``keypoints`` spatial-softmax keypoints: for each of K learnt maps the softmax-weighted mean
+    image position (x, y) in [-1, 1], which locates a small object to a fraction of a cell."""
 
-    def __init__(self, channels: tuple[int, ...], pool_size: int, out_dim: int):
+    def __init__(self, channels: tuple[int, ...], pool_size: int, out_dim: int, keypoints: int = 0):
         super().__init__()
         layers, c_in = [], 3
         for c in channels:
@@ -59,11 +61,50 @@ class CameraEncoder(nn.Module):
             c_in = c
         self.conv = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool2d(pool_size)
-        self.proj = nn.Linear(c_in * pool_size * pool_size, out_dim)
+        self.keypoints = SpatialSoftmax(c_in, keypoints) if keypoints > 0 else None
+        self.proj = nn.Linear(c_in * pool_size * pool_size + 2 * keypoints, out_dim)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         x = self.conv(image * 2.0 - 1.0)
-        return self.proj(self.pool(x).flatten(1))
+        parts = [self.pool(x).flatten(1)]
+        if self.keypoints is not None:
+            parts.append(self.keypoints(x))
+        return self.proj(torch.cat(parts, dim=-1))
+
+
+class SpatialSoftmax(nn.Module):
+    """(B, C, h, w) feature map -> (B, 2K): for K maps (a 1x1 conv of the C channels) the expected
+    (x, y) under a softmax over the h x w positions, with a learnt temperature."""
+
+    def __init__(self, channels: int, keypoints: int):
+        super().__init__()
+        self.maps = nn.Conv2d(channels, keypoints, 1)
+        self.log_temperature = nn.Parameter(torch.zeros(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = x.shape
+        logits = self.maps(x).flatten(2) / self.log_temperature.exp()     # (B, K, h*w)
+        attention = torch.softmax(logits, dim=-1)
+        ys = torch.linspace(-1.0, 1.0, h, device=x.device, dtype=x.dtype)
+        xs = torch.linspace(-1.0, 1.0, w, device=x.device, dtype=x.dtype)
+        grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
+        ex = (attention * grid_x.reshape(1, 1, -1)).sum(-1)
+        ey = (attention * grid_y.reshape(1, 1, -1)).sum(-1)
+        return torch.stack([ex, ey], dim=-1).flatten(1)                     # (B, 2K)
+
+
+def random_shift(images: torch.Tensor, pad: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """DrQ augmentation: replicate-pad (B, C, S, S) by ``pad`` pixels, crop back at a random integer
+    offset per image (the same image content moved by up to ``pad`` pixels each way)."""
+    b, _, h, w = images.shape
+    padded = nn.functional.pad(images, (pad, pad, pad, pad), mode="replicate")
+    device = generator.device if generator is not None else images.device
+    offsets = torch.randint(0, 2 * pad + 1, (b, 2), generator=generator, device=device).to(images.device)
+    rows = (offsets[:, 0, None] + torch.arange(h, device=images.device)[None])          # (B, h)
+    cols = (offsets[:, 1, None] + torch.arange(w, device=images.device)[None])          # (B, w)
+    batch = torch.arange(b, device=images.device)[:, None, None]
+    # (B, h, w, C) gather of the crop, back to (B, C, h, w)
+    return padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
 
 
 class ObservationEncoder(nn.Module):
@@ -77,7 +118,8 @@ class ObservationEncoder(nn.Module):
         super().__init__()
         self.config = config
         d = config.hidden_dim
-        self.cameras = nn.ModuleDict({cam: CameraEncoder(config.cnn_channels, config.cnn_pool_size, d)
+        self.cameras = nn.ModuleDict({cam: CameraEncoder(config.cnn_channels, config.cnn_pool_size, d,
+                                                         config.cnn_keypoints)
                                       for cam in config.camera_names})
         self.proprio = nn.Sequential(nn.Linear(config.proprio_dim, d), nn.SiLU(), nn.Linear(d, d))
         self.text = nn.Linear(config.text_embed_dim, d)
@@ -193,6 +235,9 @@ class FlowMatchingPolicy(nn.Module):
         """
         batch = self.prepare(obs)
         n = batch["proprio"].shape[0]
+        if self.training and self.config.image_shift > 0:
+            batch = {**batch, "images": {cam: random_shift(img, self.config.image_shift, generator)
+                                         for cam, img in batch["images"].items()}}
         x1 = self.normalizer.normalize_actions(check_chunks(chunks, self.config, n, self.device))
         x0 = self._noise(x1.shape, generator)
         t = self._noise((n,), generator, uniform=True)
@@ -258,7 +303,7 @@ class FlowMatchingPolicy(nn.Module):
 
     # --- identity and checkpoints -------------------------------------------------------------
     def _hashed_metadata(self) -> dict:
-        return {"format_version": FORMAT_VERSION, "config": self.config.to_dict(),
+        return {"format_version": FORMAT_VERSION, "config": self.config.hashed_dict(),
                 "normalization": self.normalizer.to_dict()}
 
     @property
