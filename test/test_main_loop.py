@@ -45,6 +45,11 @@ def test_short_loop_produces_consistent_bags_checkpoints_hot_reloads_and_report(
     assert ids[0] != ids[1]
     assert json.loads((run / "checkpoints" / "iter_01" / "data_manifest.json").read_text())["policy_in"] == ids[0]
     assert (run / "checkpoints" / "iter_01" / "critic").is_dir()
+    # the policy-alone (eval) episodes trained the critic but were not imitated
+    manifest = json.loads((run / "checkpoints" / "iter_01" / "data_manifest.json").read_text())
+    eval_ticks = sum(b["ticks"] for b in manifest["bags"] if "/eval_" in b["bag"])
+    assert eval_ticks > 0
+    assert manifest["advantage_stats"]["imitated_chunks"] == manifest["counts"]["transitions"] - eval_ticks
 
     # hot reload: the chunks recorded in each phase come from the policy loaded before it
     for phase, policy_id in (("eval_01", ids[0]), ("iter_01", ids[0]), ("eval_02", ids[1]), ("iter_02", ids[1])):
@@ -56,6 +61,9 @@ def test_short_loop_produces_consistent_bags_checkpoints_hot_reloads_and_report(
     assert all(r["episodes"] == config.episodes_per_iteration for r in rows)
     assert all(0.0 <= r["intervention_rate"] <= 1.0 and 0.0 <= r["success_rate"] <= 1.0 for r in rows)
     assert np.isfinite(rows[0]["critic_loss"])
+    assert all(r["eval_episodes"] == config.eval_episodes for r in rows)
+    shares = [r[k] for r in rows for k in ("adv_pos_success", "adv_pos_failure", "adv_pos_operator") if k in r]
+    assert "adv_pos_operator" in rows[0] and all(0.0 <= v <= 1.0 for v in shares)
     assert json.loads((run / "metrics.json").read_text()) == rows
     html = (run / "report.html").read_text()
     assert ids[0] in html and ids[1] in html and (run / "metrics.png").stat().st_size > 1000

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import fnmatch
 import json
 import logging
 import os
@@ -39,7 +40,8 @@ import torch
 import yaml
 
 from .critic import AGGREGATION_RULES, CriticConfig, PolicySampleBank, critic_for_policy, save_critic
-from .dataset import IngestionConfig, SkippedBagWarning, TransitionDataset, find_bags, ingest_bags
+from .dataset import (SOURCE_HUMAN, SOURCE_POLICY, IngestionConfig, SkippedBagWarning, TransitionDataset, find_bags,
+                      ingest_bags)
 from .distributed import barrier, is_main, rank_world, setup, teardown
 from .improvement import WEIGHT_MODES, ImprovementConfig, improve_policy
 from .values import VALUE_METHODS, chunk_values, fit_critic
@@ -66,6 +68,10 @@ class TrainConfig:
     batch_blocks: int = 8             # seeded noise blocks per batch; runs on a world size dividing it equal one process
     overwrite: bool = False           # replace an existing out_dir
     progress: bool = True             # tqdm progress bars
+    critic_only_bags: list = field(default_factory=list)  # fnmatch patterns of bag paths whose chunks train the
+                                      # critic but are not imitated (every method), e.g. ["*/eval_*/*"]: rollouts
+                                      # without an operator show the critic where the policy fails; imitating
+                                      # them re-teaches the failure (their stuck ticks outnumber the rest)
     ingestion: IngestionConfig = field(default_factory=IngestionConfig)
     critic: CriticConfig = field(default_factory=CriticConfig)
     improvement: ImprovementConfig = field(default_factory=ImprovementConfig)
@@ -279,12 +285,44 @@ def run_iteration(config: TrainConfig, dataset: TransitionDataset, policy, fresh
         stats = {k: {"mean": float(np.mean(v)), "std": float(np.std(v)), "min": float(np.min(v)),
                      "max": float(np.max(v))} for k, v in values.items()}
         stats["fraction_positive_advantage"] = float((advantages > 0).mean())
+        stats["fraction_positive_by_group"] = advantage_breakdown(dataset, advantages)
     if not (config.method == "bc" and fresh):  # a fresh policy's BC above already is the bc iteration
-        log.info("improving the policy (%s) on %d chunks", config.method, len(dataset))
+        imitated, imitated_adv = imitation_set(dataset, advantages, config.critic_only_bags)
+        log.info("improving the policy (%s) on %d of %d chunks", config.method, len(imitated), len(dataset))
+        if stats is not None:
+            stats["imitated_chunks"] = len(imitated)
         phase = "policy_bc" if config.method == "bc" else "policy_improvement"
-        curves[phase] = improve_policy(policy, dataset, advantages, config.improvement, seed=config.seed,
+        curves[phase] = improve_policy(policy, imitated, imitated_adv, config.improvement, seed=config.seed,
                                        device=device, progress=config.progress, batch_blocks=config.batch_blocks)
     return IterationOutput(policy, critic, evaluated_id, values, curves, stats)
+
+
+def imitation_set(dataset, advantages: np.ndarray | None, critic_only_bags) -> tuple:
+    """The chunks the improvement may imitate: all but those of bags matching ``critic_only_bags``
+    (fnmatch patterns on the bag path). Returns (dataset view, its advantages or None)."""
+    if not critic_only_bags:
+        return dataset, advantages
+    excluded = np.array([any(fnmatch.fnmatch(str(b), p) for p in critic_only_bags) for b in dataset.bags], bool)
+    keep = ~excluded[dataset.tick_episode[dataset.indices]]
+    if not keep.any():
+        raise ValueError(f"critic_only_bags {list(critic_only_bags)} match every bag: nothing is left to imitate")
+    view = dataset.filter(mask=np.isin(np.arange(len(dataset.done)), dataset.indices[keep]))
+    return view, (None if advantages is None else np.asarray(advantages)[keep])
+
+
+def advantage_breakdown(dataset, advantages: np.ndarray) -> dict:
+    """Fraction of chunks with A > 0 per provenance group (the chunks binary weighting imitates):
+    operator chunks, and the policy's own chunks in episodes that succeeded / failed. A useful
+    critic keeps the last one well below the others. Groups with no chunk are left out."""
+    rows = dataset.indices
+    source = dataset.source_fraction[rows]
+    human = source[:, SOURCE_HUMAN] >= 0.5
+    policy = source[:, SOURCE_POLICY] >= 0.5
+    success = dataset.outcome[rows] == "SUCCESS"
+    groups = {"operator": human, "policy_in_success": policy & success, "policy_in_failure": policy & ~success}
+    positive = np.asarray(advantages) > 0
+    return {name: {"fraction_positive": float(positive[m].mean()), "chunks": int(m.sum())}
+            for name, m in groups.items() if m.any()}
 
 
 def _ingest_sharded(bags, config: TrainConfig):

@@ -150,3 +150,40 @@ def test_ema_decay_ends_with_the_moving_average_of_the_weights():
         torch.testing.assert_close(p.detach(), e, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="ema_decay"):
         ImprovementConfig(ema_decay=1.0)
+
+
+def test_advantage_breakdown_counts_positive_chunks_per_provenance_group():
+    from aloe_critic.dataset import SOURCE_HUMAN, SOURCE_POLICY
+    from aloe_critic.train import advantage_breakdown
+
+    ok = Episode.from_arrays([[0.1]] * 4, [[0.0]] * 4, [0, 0, 0, 1], sources=[SOURCE_POLICY] * 4, outcome="SUCCESS")
+    bad = Episode.from_arrays([[0.2]] * 4, [[0.0]] * 4, [0] * 4, sources=[SOURCE_POLICY] * 4, outcome="FAILURE")
+    demo = Episode.from_arrays([[0.3]] * 4, [[0.0]] * 4, [0, 0, 0, 1], sources=[SOURCE_HUMAN] * 4)
+    d = TransitionDataset([ok, bad, demo], chunk_horizon=2, gamma=0.9)
+    adv = np.array([1, 1, 1, -1,  -1, -1, -1, 1,  1, 1, 1, 1], np.float32)
+    got = advantage_breakdown(d, adv)
+    assert got == {"operator": {"fraction_positive": 1.0, "chunks": 4},
+                   "policy_in_success": {"fraction_positive": 0.75, "chunks": 4},
+                   "policy_in_failure": {"fraction_positive": 0.25, "chunks": 4}}
+    only_policy = d.filter(is_intervention=False)
+    assert set(advantage_breakdown(only_policy, adv[:8])) == {"policy_in_success", "policy_in_failure"}
+
+
+def test_critic_only_bags_are_left_out_of_the_imitation_set_only():
+    from aloe_critic.train import TrainConfig, imitation_set
+
+    eps = [Episode.from_arrays([[0.1]] * 3, [[0.0]] * 3, [0, 0, 1], bag="run/bags/iter_01/ep0"),
+           Episode.from_arrays([[0.2]] * 4, [[0.0]] * 4, [0] * 4, bag="run/bags/eval_01/ep0"),
+           Episode.from_arrays([[0.3]] * 2, [[0.0]] * 2, [0, 1], bag="run/bags/demos/ep0")]
+    d = TransitionDataset(eps, chunk_horizon=2, gamma=0.9)
+    adv = np.arange(9, dtype=np.float32)
+    view, view_adv = imitation_set(d, adv, ["*/eval_*/*"])
+    assert list(view.indices) == [0, 1, 2, 7, 8] and list(view_adv) == [0, 1, 2, 7, 8]
+    assert np.allclose(view.chunks[view.indices, 0, 0], [0.1, 0.1, 0.1, 0.3, 0.3])
+    same, same_adv = imitation_set(d, adv, [])
+    assert same is d and same_adv is adv
+    assert imitation_set(d, None, ["*eval*"])[1] is None
+    with pytest.raises(ValueError, match="match every bag"):
+        imitation_set(d, adv, ["run/*"])
+    config = TrainConfig.from_dict({"critic_only_bags": "*/eval_*/*,*/old/*"})  # CLI / YAML string form
+    assert config.critic_only_bags == ["*/eval_*/*", "*/old/*"]

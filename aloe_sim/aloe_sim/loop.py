@@ -35,7 +35,9 @@ from .bringup import NodeGroup, load_params, node_sets, repo_root, start_nodes
 log = logging.getLogger("aloe_loop")
 
 # The small network that fits the 2-core CPU budget (see BENCHMARKS.md, loop sizing).
-LOOP_POLICY_CONFIG = {"cnn_channels": [16, 32, 32], "hidden_dim": 128, "head_hidden_dim": 256, "head_layers": 2}
+# Keypoints + shift augmentation: BC from 60 demos 0.45 -> 0.65 grasp success (BENCHMARKS.md "Main job").
+LOOP_POLICY_CONFIG = {"cnn_channels": [16, 32, 32], "hidden_dim": 128, "head_hidden_dim": 256, "head_layers": 2,
+                      "cnn_keypoints": 16, "image_shift": 4}
 
 
 @dataclass
@@ -45,8 +47,8 @@ class LoopConfig:
     run_dir: str = ""                    # '' = runs/<date-time>
     method: str = "aloe"                 # value signal of the improvement: aloe | bc | progress | td1
     iterations: int = 3                  # improvement iterations after the initial policy
-    demo_episodes: int = 60              # scripted demonstrations for the initial policy (~17 ticks each;
-                                         # 20 gave a policy that rarely finds the cube from the camera)
+    demo_episodes: int = 5               # scripted demonstrations for the initial policy (~16 ticks each): a
+                                         # weak start (~0.25) that the human-in-the-loop iterations improve
     episodes_per_iteration: int = 10     # policy episodes (with operator takeovers) per iteration
     eval_episodes: int = 20              # policy-only episodes (operator off) per iteration: success rate.
                                          # Also training data: the only episodes where the policy's own
@@ -56,12 +58,12 @@ class LoopConfig:
     max_steps: int = 100                 # ticks (0.1 s) per episode
     operator_noise: float = 0.0          # operator quality: action noise, fraction of its 3 cm step
     reaction_delay_ticks: int = 2
-    init_policy_steps: int = 1500        # BC gradient steps of the initial policy
+    init_policy_steps: int = 3000        # BC gradient steps of the initial policy
     policy_steps: int = 1200             # advantage-weighted steps per iteration (600 barely moved the policy)
     critic_steps: int = 1500             # critic gradient steps per iteration
     policy_ema_decay: float = 0.995      # the policy ends with the moving average of its weights (0 = last step)
     init_lr: float = 3e-4                # learning rate of the initial behaviour cloning
-    improvement_lr: float = 1e-4         # learning rate of each improvement (small steps away from the current policy)
+    improvement_lr: float = 3e-4         # learning rate of each improvement
     weight_mode: str = "binary"          # exp: clip(exp(A / beta)); binary: imitate only chunks with A > 0 (the
                                          # policy's own below-par chunks, half of its online data, get weight 0)
     ensemble_size: int = 5
@@ -69,6 +71,8 @@ class LoopConfig:
     batch_size: int = 32                 # policy batch
     critic_batch_size: int = 256
     num_policy_samples: int = 4          # A'_j ~ pi per observation
+    eval_critic_only: bool = True        # policy-alone episodes train the critic but are not imitated: their
+                                         # stuck ticks would be most of the imitated chunks (BENCHMARKS.md)
     torch_threads: int = 1             # 1: OpenMP threads spin against the ROS nodes on a 2-core machine
     params_file: str = ""                # '' = launch/config/sim.yaml
     episode_deadline_s: float = 90.0     # wall-clock deadline per episode before a phase is declared hung
@@ -91,6 +95,7 @@ class LoopConfig:
             "freeze_encoder": self.freeze_critic_encoder,
             "num_policy_samples": self.num_policy_samples, "policy_lr": self.init_lr if init else self.improvement_lr,
             "weight_mode": self.weight_mode, "ema_decay": self.policy_ema_decay,
+            "critic_only_bags": ["*/bags/eval_*/*"] if self.eval_critic_only else [],
             **self.train_overrides})
         return config
 
@@ -259,6 +264,7 @@ class LoopRunner:
                     bag_dirs.append(eval_dir)
                     evaluation = phase_metrics(eval_dir, self.run_dir / "cache", c.image_size)
                     row["success_rate"] = evaluation.get("success_rate", float("nan"))
+                    row["eval_episodes"] = evaluation.get("episodes", 0)
                 phase_dir = self.run_phase(f"iter_{it:02d}", "correct", c.episodes_per_iteration,
                                            seed=1000 * it + c.seed)
                 bag_dirs.append(phase_dir)
@@ -271,6 +277,11 @@ class LoopRunner:
                     critic_curve = result.curves.get("critic", [])
                     row["critic_loss"] = float(critic_curve[-1]["critic_loss"]) if critic_curve else float("nan")
                     row["train_s"] = result.seconds
+                    groups = (result.advantage_stats or {}).get("fraction_positive_by_group", {})
+                    for name, key in (("policy_in_success", "adv_pos_success"), ("policy_in_failure", "adv_pos_failure"),
+                                      ("operator", "adv_pos_operator")):
+                        if name in groups:  # share of these chunks the binary weighting imitates
+                            row[key] = groups[name]["fraction_positive"]
                     checkpoint = result.checkpoint_dir
                     policy_id = loader.load(checkpoint)
                     row["next_policy_id"] = policy_id
@@ -303,7 +314,8 @@ def _wait_for_line(process, text: str, timeout: float) -> None:
 def print_table(rows: list[dict]) -> None:
     cols = [("iteration", "{:d}"), ("success_rate", "{:.2f}"), ("assisted_success_rate", "{:.2f}"),
             ("intervention_rate", "{:.3f}"), ("takeovers_per_episode", "{:.2f}"),
-            ("mean_episode_length", "{:.1f}"), ("critic_loss", "{:.4f}"), ("wall_s", "{:.0f}")]
+            ("mean_episode_length", "{:.1f}"), ("critic_loss", "{:.4f}"), ("adv_pos_success", "{:.2f}"),
+            ("adv_pos_failure", "{:.2f}"), ("wall_s", "{:.0f}")]
     head = " | ".join(f"{n:>12.12}" for n, _ in cols)
     print("\n" + head + "\n" + "-" * len(head))
     for r in rows:

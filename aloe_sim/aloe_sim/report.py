@@ -12,16 +12,31 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-COLUMNS = ("iteration", "policy_id", "success_rate", "episodes", "assisted_success_rate", "no_takeover_success_rate",
+COLUMNS = ("iteration", "policy_id", "success_rate", "eval_episodes", "episodes", "assisted_success_rate", "no_takeover_success_rate",
            "intervention_rate",
-           "takeovers_per_episode", "mean_episode_length", "critic_loss", "train_s", "wall_s")
+           "takeovers_per_episode", "mean_episode_length", "critic_loss", "adv_pos_success",
+           "adv_pos_failure", "adv_pos_operator", "train_s", "wall_s")
+
+
+def wilson_interval(successes: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95 % Wilson score interval of a success rate from n episodes ((nan, nan) for n = 0)."""
+    if n <= 0:
+        return float("nan"), float("nan")
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * ((p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5) / (1 + z * z / n)
+    return centre - half, centre + half
 
 
 def plot_metrics(rows: list[dict], path: Path) -> Path:
     its = [r["iteration"] for r in rows]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    fig, axes = plt.subplots(1, 4, figsize=(17, 3.6))
     ax = axes[0]
-    ax.plot(its, [r.get("success_rate", float("nan")) for r in rows], "o-", label="policy alone (operator off)")
+    rate = [r.get("success_rate", float("nan")) for r in rows]
+    bounds = [wilson_interval(p * r.get("eval_episodes", 0), r.get("eval_episodes", 0)) for p, r in zip(rate, rows)]
+    ax.errorbar(its, rate, yerr=[[max(0.0, p - lo) for p, (lo, _) in zip(rate, bounds)],
+                                 [max(0.0, hi - p) for p, (_, hi) in zip(rate, bounds)]],
+                fmt="o-", capsize=3, label="policy alone (operator off), 95 % CI")
     ax.plot(its, [r.get("assisted_success_rate", float("nan")) for r in rows], "s-", label="with the operator")
     ax.plot(its, [r.get("no_takeover_success_rate", float("nan")) for r in rows], "^-", label="with operator, no takeover")
     ax.set(xlabel="iteration (policy)", ylabel="rate", ylim=(-0.05, 1.05), title="success")
@@ -32,6 +47,13 @@ def plot_metrics(rows: list[dict], path: Path) -> Path:
     ax = axes[2]
     ax.plot(its, [r.get("critic_loss", float("nan")) for r in rows], "o-", color="tab:green")
     ax.set(xlabel="iteration (critic fit)", ylabel="TD loss", title="critic loss (last step)")
+    ax = axes[3]
+    for key, label in (("adv_pos_success", "policy chunks, successful episodes"),
+                       ("adv_pos_failure", "policy chunks, failed episodes"), ("adv_pos_operator", "operator chunks")):
+        ax.plot(its, [r.get(key, float("nan")) for r in rows], "o-", label=label)
+    ax.set(xlabel="iteration (critic fit)", ylabel="fraction with A > 0", ylim=(-0.05, 1.05),
+           title="chunks the improvement imitates")
+    ax.legend(fontsize=8)
     for a in axes:
         a.grid(alpha=0.3)
         a.set_xticks(its)
