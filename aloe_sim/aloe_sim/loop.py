@@ -42,7 +42,7 @@ LOOP_POLICY_CONFIG = {"cnn_channels": [16, 32, 32], "hidden_dim": 128, "head_hid
 
 @dataclass
 class LoopConfig:
-    """Every knob of the main job. Defaults: about 15 minutes on a 2-core machine with no GPU."""
+    """Every knob of the main job. Defaults: ~12 minutes on a 2-core machine, no GPU (BENCHMARKS.md)."""
 
     run_dir: str = ""                    # '' = runs/<date-time>
     method: str = "aloe"                 # value signal of the improvement: aloe | bc | progress | td1
@@ -278,9 +278,9 @@ class LoopRunner:
                     row["critic_loss"] = float(critic_curve[-1]["critic_loss"]) if critic_curve else float("nan")
                     row["train_s"] = result.seconds
                     groups = (result.advantage_stats or {}).get("fraction_positive_by_group", {})
-                    for name, key in (("policy_in_success", "adv_pos_success"), ("policy_in_failure", "adv_pos_failure"),
-                                      ("operator", "adv_pos_operator")):
-                        if name in groups:  # share of these chunks the binary weighting imitates
+                    for name, key in (("policy_in_success", "adv_pos_success"),
+                                      ("policy_in_failure", "adv_pos_failure"), ("operator", "adv_pos_operator")):
+                        if name in groups:  # share of these chunks with A > 0 (a critic diagnostic)
                             row[key] = groups[name]["fraction_positive"]
                     checkpoint = result.checkpoint_dir
                     policy_id = loader.load(checkpoint)

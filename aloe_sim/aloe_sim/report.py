@@ -52,7 +52,7 @@ def plot_metrics(rows: list[dict], path: Path) -> Path:
                        ("adv_pos_failure", "policy chunks, failed episodes"), ("adv_pos_operator", "operator chunks")):
         ax.plot(its, [r.get(key, float("nan")) for r in rows], "o-", label=label)
     ax.set(xlabel="iteration (critic fit)", ylabel="fraction with A > 0", ylim=(-0.05, 1.05),
-           title="chunks the improvement imitates")
+           title="recorded chunks with A > 0 (all data)")
     ax.legend(fontsize=8)
     for a in axes:
         a.grid(alpha=0.3)

@@ -1,0 +1,159 @@
+#!/usr/bin/env python3
+"""Offline mirror of the main job (``aloe-loop``): the same camera policy, operator, data and training
+functions in one process, without ROS. Used to choose the main job's defaults: a variant is a few
+minutes here instead of 15 over ROS, and every variant sees the same cube positions.
+
+Per iteration, as the main job: ``--eval`` episodes of the policy alone (fixed seeds 500.. so
+iterations are paired; their success rate is the metric) and ``--episodes`` supervised by the
+scripted operator (seeds 1000 k ..), then one training iteration on everything collected:
+
+* ``aloe`` / ``bc`` / ``progress`` / ``td1``: ``aloe_critic.train.run_iteration`` (the library's).
+  ``--eval-critic-only`` puts the policy-alone episodes in ``critic_only_bags`` (they train the
+  critic but are not imitated), as the main job does.
+* ``filtered``: a reference that uses the episode outcome, not a critic: imitate operator chunks
+  and every chunk of a successful episode (success-filtered BC with interventions).
+
+Example (the "Main job: what makes success rise" table of BENCHMARKS.md):
+    python bench/offline_loop.py --demos 5 --eval-critic-only --save-init /tmp/init5 --out /tmp/aloe.json
+    python bench/offline_loop.py --demos 5 --eval-critic-only --load-init /tmp/init5 --method bc --out /tmp/bc.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+LOG_T0 = time.monotonic()
+
+
+def log(message: str) -> None:
+    print(f"[{time.monotonic() - LOG_T0:6.0f} s] {message}", flush=True)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--method", default="aloe", choices=("aloe", "bc", "progress", "td1", "filtered"))
+    p.add_argument("--demos", type=int, default=5, help="scripted demonstrations for the initial policy")
+    p.add_argument("--iterations", type=int, default=3)
+    p.add_argument("--episodes", type=int, default=10, help="supervised episodes per iteration")
+    p.add_argument("--eval", type=int, default=20, help="policy-alone episodes per iteration (fixed seeds)")
+    p.add_argument("--eval-critic-only", action="store_true",
+                   help="policy-alone episodes train the critic only (TrainConfig.critic_only_bags)")
+    p.add_argument("--no-eval-data", action="store_true", help="policy-alone episodes are not training data at all")
+    p.add_argument("--init-steps", type=int, default=3000)
+    p.add_argument("--policy-steps", type=int, default=1200)
+    p.add_argument("--critic-steps", type=int, default=1500)
+    p.add_argument("--init-lr", type=float, default=3e-4)
+    p.add_argument("--improve-lr", type=float, default=3e-4)
+    p.add_argument("--max-steps", type=int, default=100)
+    p.add_argument("--image-size", type=int, default=64)
+    p.add_argument("--cameras", default="workspace")
+    p.add_argument("--replan", type=int, default=2, help="ticks between inferences (chunks run open-loop between)")
+    p.add_argument("--policy", default="{}", help="JSON PolicyConfig overrides on the main job's network")
+    p.add_argument("--train", action="append", default=[], metavar="FIELD=VALUE",
+                   help="TrainConfig override, repeatable (default: the main job's settings)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--save-init", default="", help="save the initial policy here")
+    p.add_argument("--load-init", default="", help="start from this initial policy (skips BC; same --demos/--seed)")
+    p.add_argument("--out", default="bench/results/offline_loop.json")
+    return p
+
+
+def main(argv=None) -> int:
+    import yaml
+
+    from aloe_critic.dataset import SOURCE_HUMAN, TransitionDataset
+    from aloe_critic.improvement import improve_policy
+    from aloe_critic.train import TrainConfig, apply_overrides, run_iteration, seed_everything
+    from aloe_policy.model import FlowMatchingPolicy, PolicyConfig
+    from aloe_sim.env import PickCubeSim
+    from aloe_sim.loop import LOOP_POLICY_CONFIG, LoopConfig
+    from aloe_sim.offline import run_episodes
+    from aloe_sim.scripted import OperatorSupervisor, SupervisorConfig
+
+    a = build_parser().parse_args(argv)
+    torch.set_num_threads(1)
+    loop = LoopConfig()
+    cameras = tuple(a.cameras.split(","))
+    sim = PickCubeSim(cameras=cameras, image_size=a.image_size, max_steps=a.max_steps)
+
+    def train_config(method: str, steps: int, init: bool) -> TrainConfig:
+        values = {"method": method, "seed": a.seed, "init_only": init, "progress": False, "image_size": a.image_size,
+                  "policy_steps": steps, "policy_batch_size": loop.batch_size, "critic_steps": a.critic_steps,
+                  "ensemble_size": loop.ensemble_size, "critic_batch_size": loop.critic_batch_size,
+                  "freeze_encoder": loop.freeze_critic_encoder, "num_policy_samples": loop.num_policy_samples,
+                  "policy_lr": a.init_lr if init else a.improve_lr, "weight_mode": loop.weight_mode,
+                  "ema_decay": loop.policy_ema_decay,
+                  "critic_only_bags": ["*/eval_*/*"] if a.eval_critic_only else []}
+        for item in a.train:
+            key, _, value = item.partition("=")
+            values[key] = yaml.safe_load(value)
+        return apply_overrides(TrainConfig(), values)
+
+    demo = OperatorSupervisor(SupervisorConfig(mode="demo", max_steps=a.max_steps))
+    demos = run_episodes(sim, range(10_000 + 100 * a.seed, 10_000 + 100 * a.seed + a.demos), supervisor=demo,
+                         desc="demo")
+    log(f"{a.demos} demonstrations, success {demos.success_rate:.2f}, mean length {demos.mean_length:.1f}")
+    data = list(demos.episodes)
+    seed_everything(a.seed)
+    dataset = TransitionDataset(data, 10, 0.99)
+    if a.load_init:
+        policy = FlowMatchingPolicy.from_pretrained(a.load_init)
+    else:
+        config = PolicyConfig.from_dict({**PolicyConfig().to_dict(), **LOOP_POLICY_CONFIG, "image_size": a.image_size,
+                                         "camera_names": cameras, **json.loads(a.policy)})
+        policy = FlowMatchingPolicy(config)
+        policy.fit_normalization(*dataset.behaviour_arrays())
+        run_iteration(train_config("bc", a.init_steps, init=True), dataset, policy, fresh=True)
+        if a.save_init:
+            policy.save_pretrained(a.save_init)
+    log(f"initial policy {policy.policy_id}")
+
+    operator = OperatorSupervisor(SupervisorConfig(mode="correct", max_steps=a.max_steps))
+    rows = []
+    for it in range(a.iterations + 1):
+        evaluation = run_episodes(sim, range(500, 500 + a.eval), policy=policy, desc=f"eval_{it:02d}",
+                                  replan_every=a.replan)
+        supervised = run_episodes(sim, range(1000 * (it + 1), 1000 * (it + 1) + a.episodes), policy=policy,
+                                  supervisor=operator, desc=f"iter_{it:02d}", replan_every=a.replan)
+        row = {"iteration": it, "policy_id": policy.policy_id, "success_rate": evaluation.success_rate,
+               "eval_success": [bool(s.success) for s in evaluation.stats],
+               "assisted_success_rate": supervised.success_rate, "intervention_rate": supervised.intervention_rate,
+               "mean_episode_length": supervised.mean_length}
+        log(f"iteration {it}: policy-alone success {evaluation.success_rate:.2f} | supervised: intervention rate "
+            f"{supervised.intervention_rate:.3f}, length {supervised.mean_length:.1f}")
+        if it < a.iterations:
+            if not a.no_eval_data:
+                for i, episode in enumerate(evaluation.episodes):
+                    episode.bag = f"offline/eval_{it:02d}/{i:03d}"  # matched by critic_only_bags
+                data += evaluation.episodes
+            data += supervised.episodes
+            dataset = TransitionDataset(data, 10, 0.99)
+            seed_everything(a.seed * 1000 + it)
+            if a.method == "filtered":
+                rows_ = dataset.indices
+                keep = (dataset.source_fraction[rows_, SOURCE_HUMAN] >= 0.5) | (dataset.outcome[rows_] == "SUCCESS")
+                improve_policy(policy, dataset, np.where(keep, 1.0, -1.0).astype(np.float32),
+                               train_config("bc", a.policy_steps, init=False).improvement, seed=a.seed)
+                row["imitated_chunks"] = int(keep.sum())
+            else:
+                result = run_iteration(train_config(a.method, a.policy_steps, init=False), dataset, policy)
+                policy = result.policy
+                if result.advantage_stats:
+                    row["imitated_chunks"] = result.advantage_stats.get("imitated_chunks")
+                    row["fraction_positive_by_group"] = result.advantage_stats["fraction_positive_by_group"]
+        rows.append(row)
+        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.out).write_text(json.dumps({"args": vars(a), "rows": rows}, indent=1))
+    log("success per iteration: " + ", ".join(f"{r['success_rate']:.2f}" for r in rows) + f" -> {a.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
