@@ -502,8 +502,9 @@ def test_builtin_policy_satisfies_the_vla_protocol_and_lerobot_adapter_is_guarde
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
-def test_cuda_policy_matches_cpu_sampling_with_a_cpu_generator(tmp_path):
-    policy = trained_like(make_policy())
+@pytest.mark.parametrize("vision", [{}, {"cnn_keypoints": 4, "image_shift": 2}], ids=["grid", "keypoints_shift"])
+def test_cuda_policy_matches_cpu_sampling_with_a_cpu_generator(tmp_path, vision):
+    policy = trained_like(make_policy(**vision))
     policy.save_pretrained(tmp_path / "ckpt")
     gpu = FlowMatchingPolicy.from_pretrained(tmp_path / "ckpt", device="cuda")
     obs = make_obs(batch=2)
@@ -512,6 +513,14 @@ def test_cuda_policy_matches_cpu_sampling_with_a_cpu_generator(tmp_path):
     assert out_gpu.device.type == "cuda" and gpu.policy_id == policy.policy_id
     assert torch.allclose(out_cpu, out_gpu.cpu(), atol=1e-4)
     assert gpu.loss(obs, np.zeros((2, 4, 7), np.float32)).device.type == "cuda"
+    # training mode (shift augmentation drawn from a CPU generator): the same loss as on the CPU
+    policy.train(), gpu.train()
+    chunks = np.full((2, 4, 7), 0.1, np.float32)
+    loss_cpu = policy.loss(obs, chunks, generator=torch.Generator().manual_seed(3))
+    loss_gpu = gpu.loss(obs, chunks, generator=torch.Generator().manual_seed(3))
+    assert torch.allclose(loss_cpu, loss_gpu.cpu(), rtol=1e-3, atol=1e-4)
+    loss_gpu.mean().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in gpu.parameters() if p.requires_grad)
 
 
 def test_model_package_imports_without_rclpy_or_loading_minilm():
