@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -70,7 +71,7 @@ def main(argv=None) -> int:
 
     from aloe_critic.dataset import SOURCE_HUMAN, TransitionDataset
     from aloe_critic.improvement import improve_policy
-    from aloe_critic.train import TrainConfig, apply_overrides, run_iteration, seed_everything
+    from aloe_critic.train import TrainConfig, run_iteration, seed_everything
     from aloe_policy.model import FlowMatchingPolicy, PolicyConfig
     from aloe_sim.env import PickCubeSim
     from aloe_sim.loop import LOOP_POLICY_CONFIG, LoopConfig
@@ -79,22 +80,22 @@ def main(argv=None) -> int:
 
     a = build_parser().parse_args(argv)
     torch.set_num_threads(1)
-    loop = LoopConfig()
     cameras = tuple(a.cameras.split(","))
     sim = PickCubeSim(cameras=cameras, image_size=a.image_size, max_steps=a.max_steps)
 
-    def train_config(method: str, steps: int, init: bool) -> TrainConfig:
-        values = {"method": method, "seed": a.seed, "init_only": init, "progress": False, "image_size": a.image_size,
-                  "policy_steps": steps, "policy_batch_size": loop.batch_size, "critic_steps": a.critic_steps,
-                  "ensemble_size": loop.ensemble_size, "critic_batch_size": loop.critic_batch_size,
-                  "freeze_encoder": loop.freeze_critic_encoder, "num_policy_samples": loop.num_policy_samples,
-                  "policy_lr": a.init_lr if init else a.improve_lr, "weight_mode": loop.weight_mode,
-                  "ema_decay": loop.policy_ema_decay,
-                  "critic_only_bags": ["*/eval_*/*"] if a.eval_critic_only else []}
-        for item in a.train:
-            key, _, value = item.partition("=")
-            values[key] = yaml.safe_load(value)
-        return apply_overrides(TrainConfig(), values)
+    overrides = {"progress": False}
+    for item in a.train:
+        key, _, value = item.partition("=")
+        overrides[key] = yaml.safe_load(value)
+    # The main job's TrainConfig mapping (LoopConfig.train_config), with this run's sizes.
+    loop = LoopConfig(seed=a.seed, image_size=a.image_size, init_policy_steps=a.init_steps,
+                      policy_steps=a.policy_steps, critic_steps=a.critic_steps, init_lr=a.init_lr,
+                      improvement_lr=a.improve_lr, eval_critic_only=a.eval_critic_only, train_overrides=overrides)
+    # The mapping writes policy_config.json into a run directory: a temporary one, removed at exit.
+    scratch = tempfile.TemporaryDirectory(prefix="offline_loop_")
+
+    def train_config(method: str, init: bool) -> TrainConfig:
+        return loop.train_config(Path(scratch.name), method, init)
 
     demo = OperatorSupervisor(SupervisorConfig(mode="demo", max_steps=a.max_steps))
     demos = run_episodes(sim, range(10_000 + 100 * a.seed, 10_000 + 100 * a.seed + a.demos), supervisor=demo,
@@ -110,7 +111,7 @@ def main(argv=None) -> int:
                                          "camera_names": cameras, **json.loads(a.policy)})
         policy = FlowMatchingPolicy(config)
         policy.fit_normalization(*dataset.behaviour_arrays())
-        run_iteration(train_config("bc", a.init_steps, init=True), dataset, policy, fresh=True)
+        run_iteration(train_config("bc", init=True), dataset, policy, fresh=True)
         if a.save_init:
             policy.save_pretrained(a.save_init)
     log(f"initial policy {policy.policy_id}")
@@ -131,7 +132,7 @@ def main(argv=None) -> int:
         if it < a.iterations:
             if not a.no_eval_data:
                 for i, episode in enumerate(evaluation.episodes):
-                    episode.bag = f"offline/eval_{it:02d}/{i:03d}"  # matched by critic_only_bags
+                    episode.bag = f"offline/bags/eval_{it:02d}/{i:03d}"  # as the main job's: critic_only_bags
                 data += evaluation.episodes
             data += supervised.episodes
             dataset = TransitionDataset(data, 10, 0.99)
@@ -140,10 +141,10 @@ def main(argv=None) -> int:
                 rows_ = dataset.indices
                 keep = (dataset.source_fraction[rows_, SOURCE_HUMAN] >= 0.5) | (dataset.outcome[rows_] == "SUCCESS")
                 improve_policy(policy, dataset, np.where(keep, 1.0, -1.0).astype(np.float32),
-                               train_config("bc", a.policy_steps, init=False).improvement, seed=a.seed)
+                               train_config("bc", init=False).improvement, seed=a.seed)
                 row["imitated_chunks"] = int(keep.sum())
             else:
-                result = run_iteration(train_config(a.method, a.policy_steps, init=False), dataset, policy)
+                result = run_iteration(train_config(a.method, init=False), dataset, policy)
                 policy = result.policy
                 if result.advantage_stats:
                     row["imitated_chunks"] = result.advantage_stats.get("imitated_chunks")

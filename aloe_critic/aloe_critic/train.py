@@ -303,11 +303,11 @@ def imitation_set(dataset, advantages: np.ndarray | None, critic_only_bags) -> t
     if not critic_only_bags:
         return dataset, advantages
     excluded = np.array([any(fnmatch.fnmatch(str(b), p) for p in critic_only_bags) for b in dataset.bags], bool)
-    keep = ~excluded[dataset.tick_episode[dataset.indices]]
+    imitable = ~excluded[dataset.tick_episode]  # per transition row (one per tick)
+    keep = imitable[dataset.indices]
     if not keep.any():
         raise ValueError(f"critic_only_bags {list(critic_only_bags)} match every bag: nothing is left to imitate")
-    view = dataset.filter(mask=np.isin(np.arange(len(dataset.done)), dataset.indices[keep]))
-    return view, (None if advantages is None else np.asarray(advantages)[keep])
+    return dataset.filter(mask=imitable), (None if advantages is None else np.asarray(advantages)[keep])
 
 
 def advantage_breakdown(dataset, advantages: np.ndarray) -> dict:
