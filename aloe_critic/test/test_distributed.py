@@ -12,7 +12,7 @@ import pytest
 import torch
 
 SCRIPT = textwrap.dedent('''
-    import json, sys
+    import glob, json, sys
     import numpy as np, torch
     torch.set_num_threads(1)
     from aloe_critic.distributed import setup, rank_world, all_gather_objects, teardown
@@ -34,9 +34,11 @@ SCRIPT = textwrap.dedent('''
     bank_sum = float(bank.samples.double().sum())
     out = {"rank_world": list(rank_world()), "q": q.tolist(), "policy_checksums": all_gather_objects(checksum),
            "bank_sum": bank_sum}
-    if rank_world()[0] == 0:
-        json.dump(out, open(sys.argv[1], "w"))
     teardown()
+    # what is left running after teardown: a gloo thread would make the interpreter's exit abort
+    out["threads_after_teardown"] = sorted(open(p).read().strip() for p in glob.glob("/proc/self/task/*/comm"))
+    if out["rank_world"][0] == 0:
+        json.dump(out, open(sys.argv[1], "w"))
 ''')
 
 
@@ -60,6 +62,7 @@ def test_two_rank_torchrun_critic_and_policy_equal_single_process(tmp_path):
     assert single["rank_world"] == [0, 1] and ddp["rank_world"] == [0, 2]
     assert ddp["bank_sum"] == pytest.approx(single["bank_sum"], rel=1e-6)          # same pi samples
     np.testing.assert_allclose(ddp["q"], single["q"], atol=2e-4)                     # same critic
+    assert not [t for t in ddp["threads_after_teardown"] if "gloo" in t], ddp["threads_after_teardown"]
     a, b = ddp["policy_checksums"]
     assert a == pytest.approx(b, rel=1e-9)                                            # ranks in sync
     assert a == pytest.approx(single["policy_checksums"][0], rel=1e-6)                # same policy update
