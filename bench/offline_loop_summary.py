@@ -2,8 +2,8 @@
 
 Each JSON written by ``offline_loop.py --out`` is one (method, seed) run. Runs of the same seed
 share the initial policy (``--load-init``) and every run evaluates the same cube positions
-(seeds 500..), so two methods are compared *paired*: at the last iteration, episode i of seed s
-under method M against episode i of seed s under the reference. Only the discordant pairs carry
+(seeds 500..), so two methods are compared *paired*: at the last iteration both reached, episode
+i of seed s under method M against episode i of seed s under the reference. Only the discordant pairs carry
 information (M succeeds where the reference fails, or the reverse); under "no difference" they
 split 50/50, and the two-sided exact sign test (McNemar's exact test) gives the p-value.
 
@@ -54,9 +54,9 @@ def sign_test(wins: int, losses: int) -> float:
     return min(1.0, 2 * tail)
 
 
-def paired(rows_a: list[dict], rows_b: list[dict]) -> tuple[int, int]:
-    """(a succeeded and b failed, b succeeded and a failed) over the last iteration's episodes."""
-    a, b = rows_a[-1]["eval_success"], rows_b[-1]["eval_success"]
+def paired(rows_a: list[dict], rows_b: list[dict], iteration: int) -> tuple[int, int]:
+    """(a succeeded and b failed, b succeeded and a failed) over one iteration's episodes."""
+    a, b = rows_a[iteration]["eval_success"], rows_b[iteration]["eval_success"]
     if len(a) != len(b):
         raise ValueError(f"the runs evaluated {len(a)} and {len(b)} episodes: not paired")
     return sum(x and not y for x, y in zip(a, b)), sum(y and not x for x, y in zip(a, b))
@@ -64,7 +64,8 @@ def paired(rows_a: list[dict], rows_b: list[dict]) -> tuple[int, int]:
 
 def summarise(runs: dict[str, dict[int, list[dict]]], reference: str | None = None) -> dict:
     """Per method: success per iteration per seed, the mean over seeds, the gain (last - first);
-    and, against ``reference``, the paired last-iteration comparison over the seeds both ran."""
+    and, against ``reference``, the paired comparison over the seeds both ran, at the last
+    iteration every one of those runs reached (a run still going has fewer rows)."""
     out = {}
     for key, by_seed in sorted(runs.items()):
         curves = {seed: [r["success_rate"] for r in rows] for seed, rows in sorted(by_seed.items())}
@@ -75,13 +76,14 @@ def summarise(runs: dict[str, dict[int, list[dict]]], reference: str | None = No
                  "mean_gain": sum(gains.values()) / len(gains), "gains": gains}
         if reference and key != reference and reference in runs:
             common = sorted(set(by_seed) & set(runs[reference]))
-            wins = losses = 0
-            for seed in common:
-                w, l_ = paired(by_seed[seed], runs[reference][seed])
-                wins, losses = wins + w, losses + l_
             if common:
-                entry["vs_reference"] = {"reference": reference, "seeds": common, "wins": wins, "losses": losses,
-                                         "p_value": sign_test(wins, losses)}
+                last = min(len(rows[seed]) for rows in (by_seed, runs[reference]) for seed in common) - 1
+                wins = losses = 0
+                for seed in common:
+                    w, l_ = paired(by_seed[seed], runs[reference][seed], last)
+                    wins, losses = wins + w, losses + l_
+                entry["vs_reference"] = {"reference": reference, "seeds": common, "iteration": last, "wins": wins,
+                                         "losses": losses, "p_value": sign_test(wins, losses)}
         out[key] = entry
     return out
 
@@ -96,11 +98,11 @@ def markdown(summary: dict) -> str:
                      + ", ".join(f"{v:.2f}" for v in entry["mean"]) + f" | **{entry['mean_gain']:+.2f}** |")
     tests = [(k, e["vs_reference"]) for k, e in summary.items() if "vs_reference" in e]
     if tests:
-        lines += ["", "| method vs reference, last iteration, paired episodes | better | worse | exact sign-test p |",
-                  "|---|---|---|---|"]
+        lines += ["", "| method vs reference, paired episodes | iteration | better | worse | exact sign-test p |",
+                  "|---|---|---|---|---|"]
         for key, t in tests:
-            lines.append(f"| {key} vs {t['reference']} (seeds {', '.join(map(str, t['seeds']))}) | {t['wins']} | "
-                         f"{t['losses']} | {t['p_value']:.3f} |")
+            lines.append(f"| {key} vs {t['reference']} (seeds {', '.join(map(str, t['seeds']))}) | {t['iteration']} | "
+                         f"{t['wins']} | {t['losses']} | {t['p_value']:.3f} |")
     return "\n".join(lines) + "\n"
 
 

@@ -47,11 +47,16 @@ def test_summary_pairs_episodes_of_the_same_seed_and_reports_mean_gain(tmp_path)
     assert s["aloe (all data)"]["vs_reference"]["seeds"] == [1] and "vs_reference" not in s["bc"]
 
     md = summary_mod.markdown(s)
-    assert "| **aloe** | mean of 2 | 0.12, 0.62 | **+0.50** |" in md and "| aloe vs bc (seeds 0, 1) | 3 | 1 |" in md
+    assert "| **aloe** | mean of 2 | 0.12, 0.62 | **+0.50** |" in md and "| aloe vs bc (seeds 0, 1) | 1 | 3 | 1 |" in md
     out = tmp_path / "plot.png"
     assert summary_mod.main([str(f) for f in files] + ["--plot", str(out), "--json", str(tmp_path / "s.json")]) == 0
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads((tmp_path / "s.json").read_text())["aloe"]["vs_reference"]["wins"] == 3
+
+    # a run still going (fewer rows) is compared at the last iteration both reached
+    write_run(tmp_path / "b1.json", "bc", 1, [[T, T, T, T]])
+    t = summary_mod.summarise(summary_mod.load_runs(files), reference="bc")["aloe"]["vs_reference"]
+    assert (t["iteration"], t["wins"], t["losses"]) == (0, 0, 4)  # seed 0: equal; seed 1: bc 4 vs aloe 0
 
 
 def test_bad_inputs_are_refused_with_the_file_named(tmp_path, capsys):
@@ -63,6 +68,6 @@ def test_bad_inputs_are_refused_with_the_file_named(tmp_path, capsys):
     b = write_run(tmp_path / "b.json", "aloe", 0, [[True, True]])
     with pytest.raises(ValueError, match="second 'aloe' run for seed 0"):
         summary_mod.load_runs([a, b])
-    c = write_run(tmp_path / "c.json", "bc", 0, [[True, True, False]])
+    c = write_run(tmp_path / "c.json", "bc", 0, [[True, True, False]])  # 3 episodes vs 2
     with pytest.raises(ValueError, match="not paired"):
         summary_mod.summarise(summary_mod.load_runs([a, c]), reference="bc")
