@@ -22,8 +22,9 @@ from pathlib import Path
 
 
 def label(args: dict) -> str:
-    """The method, marked where the policy-alone episodes were imitated too."""
-    name = args["method"]
+    """The method with its ``--train`` overrides, marked where the policy-alone episodes were
+    imitated too."""
+    name = args["method"] + (f" [{', '.join(args['train'])}]" if args.get("train") else "")
     if args.get("no_eval_data"):
         return f"{name} (no eval data)"
     return name if args.get("eval_critic_only") else f"{name} (all data)"

@@ -11,10 +11,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import offline_loop_summary as summary_mod  # noqa: E402
 
 
-def write_run(path: Path, method: str, seed: int, episodes: list[list[bool]], critic_only: bool = True) -> Path:
+def write_run(path: Path, method: str, seed: int, episodes: list[list[bool]], critic_only: bool = True,
+              train: tuple = ()) -> Path:
     rows = [{"iteration": i, "success_rate": sum(e) / len(e), "eval_success": e} for i, e in enumerate(episodes)]
-    path.write_text(json.dumps({"args": {"method": method, "seed": seed, "eval_critic_only": critic_only},
-                                "rows": rows}))
+    path.write_text(json.dumps({"args": {"method": method, "seed": seed, "eval_critic_only": critic_only,
+                                         "train": list(train)}, "rows": rows}))
     return path
 
 
@@ -34,9 +35,10 @@ def test_summary_pairs_episodes_of_the_same_seed_and_reports_mean_gain(tmp_path)
         write_run(tmp_path / "a1.json", "aloe", 1, [[F, F, F, F], [T, T, F, F]]),
         write_run(tmp_path / "b1.json", "bc", 1, [[F, F, F, F], [F, F, F, T]]),
         write_run(tmp_path / "x1.json", "aloe", 1, [[F, F, F, F], [F, F, F, F]], critic_only=False),
+        write_run(tmp_path / "e1.json", "aloe", 1, [[F, F, F, F], [F, F, F, F]], train=["weight_mode=exp"]),
     ]
     runs = summary_mod.load_runs(files)
-    assert set(runs) == {"aloe", "bc", "aloe (all data)"}
+    assert set(runs) == {"aloe", "bc", "aloe (all data)", "aloe [weight_mode=exp]"}
     s = summary_mod.summarise(runs, reference="bc")
     assert s["aloe"]["mean"] == [pytest.approx(0.125), pytest.approx(0.625)]
     assert s["aloe"]["mean_gain"] == pytest.approx(0.5) and s["bc"]["mean_gain"] == pytest.approx(0.25)
