@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 
 rclpy = pytest.importorskip("rclpy")
-torch = pytest.importorskip("torch")
+pytest.importorskip("torch")
 from aloe_msgs.msg import ActionChunk, ExecutedAction  # noqa: E402
 from aloe_msgs.srv import LoadPolicy  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
@@ -34,7 +34,8 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E
 from sensor_msgs.msg import Image, JointState  # noqa: E402
 from std_msgs.msg import Float64MultiArray, String  # noqa: E402
 
-from aloe_policy.model import FlowMatchingPolicy, PolicyConfig, TextEncoder, validate_checkpoint  # noqa: E402
+from aloe_policy import testing  # noqa: E402
+from aloe_policy.model import FlowMatchingPolicy, validate_checkpoint  # noqa: E402
 
 pytestmark = pytest.mark.system
 
@@ -60,19 +61,8 @@ def record(name: str, **values) -> None:
             fh.write(json.dumps({"test": name, **values}) + "\n")
 
 
-def fake_text(texts):
-    rng = np.random.default_rng(sum(map(ord, texts[0])) if texts else 0)
-    out = rng.standard_normal((len(texts), 32)).astype(np.float32)
-    return out / np.linalg.norm(out, axis=1, keepdims=True)
-
-
 def save_tiny_checkpoint(directory: Path, seed: int) -> str:
-    torch.manual_seed(seed)
-    policy = FlowMatchingPolicy(PolicyConfig(**TINY), text_encoder=TextEncoder(embed_dim=32, encode_fn=fake_text))
-    rng = np.random.default_rng(seed)
-    policy.fit_normalization(rng.standard_normal((20, 18)), rng.uniform(-0.2, 0.2, (20, 4, 7)))
-    policy.text_encoder.encode([TASK])
-    return policy.save_pretrained(directory)
+    return testing.save_tiny_checkpoint(directory, seed, TINY, TASK, action_spread=0.2)
 
 
 @pytest.fixture(scope="module")

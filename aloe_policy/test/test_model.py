@@ -13,28 +13,17 @@ import pytest
 import torch
 
 from aloe_policy.model import (CheckpointError, ConfigError, FlowMatchingPolicy, ObservationEncoder,
-                               ObservationError, PolicyConfig, TextEncoder, validate_checkpoint)
+                               ObservationError, PolicyConfig, validate_checkpoint)
 from aloe_policy.model.adapters import LeRobotPolicyAdapter, VLAPolicy
+from aloe_policy.testing import tiny_policy
 
 TINY = dict(image_size=16, proprio_dim=6, chunk_horizon=4, cnn_channels=(8, 16), cnn_pool_size=2,
             hidden_dim=64, head_hidden_dim=128, head_layers=2, time_embed_dim=16, text_embed_dim=32,
             dropout=0.0)
 
 
-def fake_text(texts):
-    """Deterministic unit vectors per text (stand-in for MiniLM, 32-d)."""
-    out = []
-    for t in texts:
-        seed = int.from_bytes(t.encode()[:8].ljust(8, b"\0"), "little") ^ len(t)
-        v = np.random.default_rng(seed).standard_normal(32).astype(np.float32)
-        out.append(v / np.linalg.norm(v))
-    return np.stack(out)
-
-
 def make_policy(seed=0, **overrides) -> FlowMatchingPolicy:
-    torch.manual_seed(seed)
-    config = PolicyConfig(**{**TINY, **overrides})
-    return FlowMatchingPolicy(config, text_encoder=TextEncoder(embed_dim=config.text_embed_dim, encode_fn=fake_text))
+    return tiny_policy({**TINY, **overrides}, seed)
 
 
 def make_obs(batch=2, size=16, seed=0, tasks=None, proprio_dim=6):
@@ -532,3 +521,13 @@ def test_model_package_imports_without_rclpy_or_loading_minilm():
             "assert not bad, bad")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_hashed_text_embedding_is_per_text_deterministic_and_unit_norm():
+    from aloe_policy.testing import hashed_text_embedding
+
+    e = hashed_text_embedding(["pick up the cube", "stack the cube", "pick up the cube"], dim=16)
+    assert e.shape == (3, 16) and e.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(e, axis=1), 1.0, rtol=1e-6)
+    assert np.array_equal(e[0], e[2]) and abs(float(e[0] @ e[1])) < 0.99
+    assert np.array_equal(hashed_text_embedding(["stack the cube"], dim=16)[0], e[1])  # batch does not matter

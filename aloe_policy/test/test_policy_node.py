@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 rclpy = pytest.importorskip("rclpy")
-torch = pytest.importorskip("torch")
+pytest.importorskip("torch")
 from aloe_msgs.msg import ActionChunk  # noqa: E402
 from aloe_msgs.srv import LoadPolicy  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
@@ -19,7 +19,7 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E
 from sensor_msgs.msg import CompressedImage, Image, JointState  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 
-from aloe_policy.model import FlowMatchingPolicy, PolicyConfig, TextEncoder  # noqa: E402
+from aloe_policy import testing  # noqa: E402
 from aloe_policy.observation import rgb_to_compressed, rgb_to_image_fields  # noqa: E402
 
 pytestmark = pytest.mark.system
@@ -42,21 +42,8 @@ def thread_niceness(pid: int) -> dict[int, int]:
     return out
 
 
-def fake_text(texts):
-    """Deterministic 32-d unit vectors per text (stand-in for MiniLM)."""
-    rng = np.random.default_rng(sum(map(ord, texts[0])) if texts else 0)
-    out = rng.standard_normal((len(texts), 32)).astype(np.float32)
-    return out / np.linalg.norm(out, axis=1, keepdims=True)
-
-
 def save_tiny_checkpoint(directory, seed, **overrides) -> str:
-    torch.manual_seed(seed)
-    config = PolicyConfig(**{**TINY, **overrides})
-    policy = FlowMatchingPolicy(config, text_encoder=TextEncoder(embed_dim=32, encode_fn=fake_text))
-    rng = np.random.default_rng(seed)
-    policy.fit_normalization(rng.standard_normal((20, 18)), rng.uniform(-0.1, 0.1, (20, 4, 7)))
-    policy.text_encoder.encode([TASK])
-    return policy.save_pretrained(directory)
+    return testing.save_tiny_checkpoint(directory, seed, {**TINY, **overrides}, TASK, action_spread=0.1)
 
 
 @pytest.fixture(scope="module")
