@@ -12,6 +12,9 @@ scripted operator (seeds 1000 k ..), then one training iteration on everything c
   critic but are not imitated), as the main job does.
 * ``filtered``: a reference that uses the episode outcome, not a critic: imitate operator chunks
   and every chunk of a successful episode (success-filtered BC with interventions).
+* ``random``: a control for binary advantage weighting: bc on a random ``--keep-fraction`` of
+  the imitable chunks (drawn anew each iteration), about the share binary ALOE keeps. ALOE below
+  it means its critic picks worse than chance; near it, that it picks no better.
 
 Example (the "Main job: what makes success rise" table of BENCHMARKS.md):
     python bench/offline_loop.py --demos 5 --eval-critic-only --save-init /tmp/init5 --out /tmp/aloe.json
@@ -21,6 +24,7 @@ Example (the "Main job: what makes success rise" table of BENCHMARKS.md):
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import tempfile
@@ -39,7 +43,9 @@ def log(message: str) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--method", default="aloe", choices=("aloe", "bc", "progress", "td1", "filtered"))
+    p.add_argument("--method", default="aloe", choices=("aloe", "bc", "progress", "td1", "filtered", "random"))
+    p.add_argument("--keep-fraction", type=float, default=0.55,
+                   help="--method random: the share of imitable chunks kept (binary ALOE keeps about this)")
     p.add_argument("--demos", type=int, default=5, help="scripted demonstrations for the initial policy")
     p.add_argument("--iterations", type=int, default=3)
     p.add_argument("--episodes", type=int, default=10, help="supervised episodes per iteration")
@@ -71,7 +77,7 @@ def main(argv=None) -> int:
 
     from aloe_critic.dataset import SOURCE_HUMAN, TransitionDataset
     from aloe_critic.improvement import improve_policy
-    from aloe_critic.train import TrainConfig, run_iteration, seed_everything
+    from aloe_critic.train import TrainConfig, imitation_set, run_iteration, seed_everything
     from aloe_policy.model import FlowMatchingPolicy, PolicyConfig
     from aloe_sim.env import PickCubeSim
     from aloe_sim.loop import LOOP_POLICY_CONFIG, LoopConfig
@@ -137,11 +143,16 @@ def main(argv=None) -> int:
             data += supervised.episodes
             dataset = TransitionDataset(data, 10, 0.99)
             seed_everything(a.seed * 1000 + it)
-            if a.method == "filtered":
-                rows_ = dataset.indices
-                keep = (dataset.source_fraction[rows_, SOURCE_HUMAN] >= 0.5) | (dataset.outcome[rows_] == "SUCCESS")
-                improve_policy(policy, dataset, np.where(keep, 1.0, -1.0).astype(np.float32),
-                               train_config("bc", init=False).improvement, seed=a.seed)
+            if a.method in ("random", "filtered"):  # a 0/1 mask on the chunks, imitated with binary weights
+                bc_config = train_config("bc", init=False)
+                if a.method == "random":  # the imitable chunks as run_iteration sees them, a random share kept
+                    view, _ = imitation_set(dataset, None, bc_config.critic_only_bags)
+                    keep = np.random.default_rng([a.seed, it]).random(len(view.indices)) < a.keep_fraction
+                else:
+                    view, rows_ = dataset, dataset.indices
+                    keep = (dataset.source_fraction[rows_, SOURCE_HUMAN] >= 0.5) | (dataset.outcome[rows_] == "SUCCESS")
+                improve_policy(policy, view, np.where(keep, 1.0, -1.0).astype(np.float32),
+                               dataclasses.replace(bc_config.improvement, weight_mode="binary"), seed=a.seed)
                 row["imitated_chunks"] = int(keep.sum())
             else:
                 result = run_iteration(train_config(a.method, init=False), dataset, policy)

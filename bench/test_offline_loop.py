@@ -33,3 +33,20 @@ def test_offline_loop_runs_and_critic_only_episodes_are_not_imitated(tmp_path):
     again = json.loads(both.read_text())["rows"]
     assert again[0]["policy_id"] == rows[0]["policy_id"]  # the same initial policy
     assert again[0]["imitated_chunks"] > demo_and_supervised  # eval episodes imitated too
+
+
+@pytest.mark.slow
+def test_random_control_imitates_a_share_of_the_imitable_chunks_only(tmp_path):
+    init = tmp_path / "init"
+    assert offline_loop.main(TINY + ["--eval-critic-only", "--method", "bc", "--save-init", str(init),
+                                     "--out", str(tmp_path / "bc.json")]) == 0
+    aloe = tmp_path / "aloe.json"
+    assert offline_loop.main(TINY + ["--eval-critic-only", "--load-init", str(init), "--out", str(aloe)]) == 0
+    imitable = json.loads(aloe.read_text())["rows"][0]["imitated_chunks"]  # demo + supervised chunks
+    counts = {}
+    for fraction in (0.0001, 0.5, 1.0):
+        out = tmp_path / f"random{fraction}.json"
+        assert offline_loop.main(TINY + ["--eval-critic-only", "--load-init", str(init), "--method", "random",
+                                         "--keep-fraction", str(fraction), "--out", str(out)]) == 0
+        counts[fraction] = json.loads(out.read_text())["rows"][0]["imitated_chunks"]
+    assert counts[1.0] == imitable and counts[0.0001] == 0 and 0 <= counts[0.5] <= imitable
