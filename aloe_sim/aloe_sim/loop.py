@@ -64,8 +64,8 @@ class LoopConfig:
     policy_ema_decay: float = 0.995      # the policy ends with the moving average of its weights (0 = last step)
     init_lr: float = 3e-4                # learning rate of the initial behaviour cloning
     improvement_lr: float = 3e-4         # learning rate of each improvement
-    weight_mode: str = "binary"          # exp: clip(exp(A / beta)); binary: imitate only chunks with A > 0 (the
-                                         # policy's own below-par chunks, half of its online data, get weight 0)
+    weight_mode: str = "exp"             # exp: clip(exp(A / beta)), beta 0.1; binary: imitate only chunks with
+                                         # A > 0. Offline over several seeds exp did better (BENCHMARKS.md)
     ensemble_size: int = 5
     freeze_critic_encoder: bool = True   # Q heads on the policy's frozen features: the CPU-sized choice
     batch_size: int = 32                 # policy batch
