@@ -22,9 +22,18 @@ from pathlib import Path
 
 
 def label(args: dict) -> str:
-    """The method with its ``--train`` overrides, marked where the policy-alone episodes were
-    imitated too."""
-    name = args["method"] + (f" [{', '.join(args['train'])}]" if args.get("train") else "")
+    """The method, its advantage weighting (critic methods), its other ``--train`` overrides, and a
+    mark where the policy-alone episodes were imitated too."""
+    train = list(args.get("train") or [])
+    weight_mode = args.get("weight_mode")  # recorded by offline_loop.py; a --train override wins
+    for item in [t for t in train if t.startswith("weight_mode=")]:
+        weight_mode = item.partition("=")[2]
+        train.remove(item)
+    name = args["method"]
+    if weight_mode and name not in ("bc", "filtered", "random"):
+        name += f" ({weight_mode})"
+    if train:
+        name += f" [{', '.join(train)}]"
     if args.get("no_eval_data"):
         return f"{name} (no eval data)"
     return name if args.get("eval_critic_only") else f"{name} (all data)"
@@ -121,6 +130,7 @@ def plot(summary: dict, path: Path) -> Path:
             ax.plot(range(len(entry["success"][seed])), entry["success"][seed], color=colour, alpha=0.3, lw=1)
         ax.plot(range(len(entry["mean"])), entry["mean"], color=colour, lw=2.5, marker="o",
                 label=f"{key} (mean of {len(entry['seeds'])} seeds)")
+    ax.set_xticks(range(max(len(e["mean"]) for e in summary.values())))
     ax.set_xlabel("iteration (0 = initial policy)")
     ax.set_ylabel("success, policy alone")
     ax.set_ylim(-0.02, 1.02)

@@ -38,7 +38,10 @@ def test_summary_pairs_episodes_of_the_same_seed_and_reports_mean_gain(tmp_path)
         write_run(tmp_path / "e1.json", "aloe", 1, [[F, F, F, F], [F, F, F, F]], train=["weight_mode=exp"]),
     ]
     runs = summary_mod.load_runs(files)
-    assert set(runs) == {"aloe", "bc", "aloe (all data)", "aloe [weight_mode=exp]"}
+    assert set(runs) == {"aloe", "bc", "aloe (all data)", "aloe (exp)"}
+    assert summary_mod.label({"method": "aloe", "weight_mode": "binary", "train": ["beta=0.2"],
+                              "eval_critic_only": True}) == "aloe (binary) [beta=0.2]"
+    assert summary_mod.label({"method": "bc", "weight_mode": "exp", "eval_critic_only": True}) == "bc"
     s = summary_mod.summarise(runs, reference="bc")
     assert s["aloe"]["mean"] == [pytest.approx(0.125), pytest.approx(0.625)]
     assert s["aloe"]["mean_gain"] == pytest.approx(0.5) and s["bc"]["mean_gain"] == pytest.approx(0.25)
