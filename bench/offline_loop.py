@@ -162,7 +162,8 @@ def main(argv=None) -> int:
                     row["fraction_positive_by_group"] = result.advantage_stats["fraction_positive_by_group"]
         rows.append(row)
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-        effective = {"weight_mode": train_config(a.method, init=False).improvement.weight_mode}  # loop default or --train
+        effective = {"weight_mode": "binary" if a.method in ("random", "filtered")  # a 0/1 mask
+                     else train_config(a.method, init=False).improvement.weight_mode}  # loop default or --train
         Path(a.out).write_text(json.dumps({"args": {**vars(a), **effective}, "rows": rows}, indent=1))
     log("success per iteration: " + ", ".join(f"{r['success_rate']:.2f}" for r in rows) + f" -> {a.out}")
     return 0

@@ -43,10 +43,13 @@ def test_random_control_imitates_a_share_of_the_imitable_chunks_only(tmp_path):
     aloe = tmp_path / "aloe.json"
     assert offline_loop.main(TINY + ["--eval-critic-only", "--load-init", str(init), "--out", str(aloe)]) == 0
     imitable = json.loads(aloe.read_text())["rows"][0]["imitated_chunks"]  # demo + supervised chunks
+    assert json.loads(aloe.read_text())["args"]["weight_mode"] == "exp"  # the main job's default, recorded
     counts = {}
     for fraction in (0.0001, 0.5, 1.0):
         out = tmp_path / f"random{fraction}.json"
         assert offline_loop.main(TINY + ["--eval-critic-only", "--load-init", str(init), "--method", "random",
                                          "--keep-fraction", str(fraction), "--out", str(out)]) == 0
-        counts[fraction] = json.loads(out.read_text())["rows"][0]["imitated_chunks"]
+        result = json.loads(out.read_text())
+        counts[fraction] = result["rows"][0]["imitated_chunks"]
+        assert result["args"]["weight_mode"] == "binary"  # a 0/1 mask, recorded for the summary's label
     assert counts[1.0] == imitable and counts[0.0001] == 0 and 0 <= counts[0.5] <= imitable
