@@ -122,6 +122,13 @@ def main(argv=None) -> int:
             policy.save_pretrained(a.save_init)
     log(f"initial policy {policy.policy_id}")
 
+    # One TrainConfig for every iteration; random/filtered imitate a 0/1 mask with binary weights.
+    masked = a.method in ("random", "filtered")
+    iteration_config = train_config("bc" if masked else a.method, init=False)
+    if masked:
+        iteration_config.improvement = dataclasses.replace(iteration_config.improvement, weight_mode="binary")
+    run_args = {**vars(a), "weight_mode": iteration_config.improvement.weight_mode}  # loop default or --train
+
     operator = OperatorSupervisor(SupervisorConfig(mode="correct", max_steps=a.max_steps))
     rows = []
     for it in range(a.iterations + 1):
@@ -143,28 +150,25 @@ def main(argv=None) -> int:
             data += supervised.episodes
             dataset = TransitionDataset(data, 10, 0.99)
             seed_everything(a.seed * 1000 + it)
-            if a.method in ("random", "filtered"):  # a 0/1 mask on the chunks, imitated with binary weights
-                bc_config = train_config("bc", init=False)
+            if masked:
                 if a.method == "random":  # the imitable chunks as run_iteration sees them, a random share kept
-                    view, _ = imitation_set(dataset, None, bc_config.critic_only_bags)
+                    view, _ = imitation_set(dataset, None, iteration_config.critic_only_bags)
                     keep = np.random.default_rng([a.seed, it]).random(len(view.indices)) < a.keep_fraction
                 else:
                     view, rows_ = dataset, dataset.indices
                     keep = (dataset.source_fraction[rows_, SOURCE_HUMAN] >= 0.5) | (dataset.outcome[rows_] == "SUCCESS")
                 improve_policy(policy, view, np.where(keep, 1.0, -1.0).astype(np.float32),
-                               dataclasses.replace(bc_config.improvement, weight_mode="binary"), seed=a.seed)
+                               iteration_config.improvement, seed=a.seed)
                 row["imitated_chunks"] = int(keep.sum())
             else:
-                result = run_iteration(train_config(a.method, init=False), dataset, policy)
+                result = run_iteration(iteration_config, dataset, policy)
                 policy = result.policy
                 if result.advantage_stats:
                     row["imitated_chunks"] = result.advantage_stats.get("imitated_chunks")
                     row["fraction_positive_by_group"] = result.advantage_stats["fraction_positive_by_group"]
         rows.append(row)
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-        effective = {"weight_mode": "binary" if a.method in ("random", "filtered")  # a 0/1 mask
-                     else train_config(a.method, init=False).improvement.weight_mode}  # loop default or --train
-        Path(a.out).write_text(json.dumps({"args": {**vars(a), **effective}, "rows": rows}, indent=1))
+        Path(a.out).write_text(json.dumps({"args": run_args, "rows": rows}, indent=1))
     log("success per iteration: " + ", ".join(f"{r['success_rate']:.2f}" for r in rows) + f" -> {a.out}")
     return 0
 
