@@ -13,8 +13,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 COLUMNS = ("iteration", "policy_id", "success_rate", "eval_episodes", "episodes", "assisted_success_rate",
-           "no_takeover_success_rate", "intervention_rate", "takeovers_per_episode", "mean_episode_length", "critic_loss", "adv_pos_success",
-           "adv_pos_failure", "adv_pos_operator", "train_s", "wall_s")
+           "no_takeover_success_rate", "intervention_rate", "takeovers_per_episode", "mean_episode_length",
+           "critic_loss", "adv_pos_success", "adv_pos_failure", "adv_pos_operator", "train_s", "wall_s")
 
 
 def wilson_interval(successes: float, n: int, z: float = 1.96) -> tuple[float, float]:
