@@ -16,6 +16,7 @@ Commands are published reliable (a dropped command is a missed tick on the robot
 
 from __future__ import annotations
 
+import abc
 import threading
 
 import numpy as np
@@ -31,13 +32,14 @@ class AdapterError(RuntimeError):
     """The adapter cannot be used with this configuration or on this machine."""
 
 
-class CommandAdapter:
+class CommandAdapter(abc.ABC):
     """Sends one action per control tick. ``send(action (D,) float64, stamp builtin_interfaces/Time)``."""
 
     name = ""
 
+    @abc.abstractmethod
     def send(self, action: np.ndarray, stamp) -> None:
-        raise NotImplementedError
+        """Publish ``action`` as this adapter's command message, stamped ``stamp``."""
 
     def close(self) -> None:
         pass
