@@ -43,8 +43,8 @@ def setup(device: str = "cpu") -> str:
     if world > 1 and not dist.is_initialized():
         # torch._dynamo, imported lazily (by the first optimizer.step()) while a group is up,
         # keeps a reference to it: destroy_process_group() then leaves gloo's threads running and
-        # the interpreter's exit aborts ("terminate called without an active exception", ~1 run
-        # in 15 on a 2-core machine). Imported before the group exists, it holds nothing.
+        # the interpreter's exit aborts ("terminate called without an active exception", 3 runs
+        # in 60 on a 2-core machine). Imported before the group exists, it holds nothing.
         import torch._dynamo  # noqa: F401
         cuda = device.startswith("cuda")
         if cuda:  # one GPU per process, chosen before NCCL starts (its barriers use the current device)
