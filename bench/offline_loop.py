@@ -7,14 +7,23 @@ Per iteration, as the main job: ``--eval`` episodes of the policy alone (fixed s
 iterations are paired; their success rate is the metric) and ``--episodes`` supervised by the
 scripted operator (seeds 1000 k ..), then one training iteration on everything collected:
 
-* ``aloe`` / ``bc`` / ``progress`` / ``td1``: ``aloe_critic.train.run_iteration`` (the library's).
-  ``--eval-critic-only`` puts the policy-alone episodes in ``critic_only_bags`` (they train the
-  critic but are not imitated), as the main job does.
+* ``aloe`` / ``bc`` / ``dagger`` / ``progress`` / ``td1``: ``aloe_critic.train.run_iteration`` (the
+  library's). ``--eval-critic-only`` puts the policy-alone episodes in ``critic_only_bags`` (they
+  train the critic but are not imitated), as the main job does. ``dagger`` imitates the operator's
+  chunks only (demonstrations + interventions), ``bc`` everything imitable, ``progress`` is AWR on
+  Monte-Carlo returns of the behaviour.
 * ``filtered``: a reference that uses the episode outcome, not a critic: imitate operator chunks
   and every chunk of a successful episode (success-filtered BC with interventions).
 * ``random``: a control for binary advantage weighting: bc on a random ``--keep-fraction`` of
   the imitable chunks (drawn anew each iteration), about the share binary ALOE keeps. ALOE below
   it means its critic picks worse than chance; near it, that it picks no better.
+
+Operators (``--operator``): ``skilled`` is the main job's scripted operator; ``imperfect`` stands in
+for a human: slower (2 cm steps), noisier (half a step of noise), aiming 1 cm off, and later to
+take over (4 ticks of reaction delay, 12 of patience). Per iteration the JSON records policy-alone
+success, throughput (successes per robot-hour: successes / summed episode time, so cycle time
+counts) and per-episode outcomes and lengths (for paired tests), and the supervised episodes'
+success, throughput and intervention rate.
 
 Example (the "Main job: what makes success rise" table of BENCHMARKS.md):
     python bench/offline_loop.py --demos 5 --eval-critic-only --save-init /tmp/init5 --out /tmp/aloe.json
@@ -36,6 +45,33 @@ import torch
 
 LOG_T0 = time.monotonic()
 
+# The operator conditions: SupervisorConfig / ScriptedConfig overrides on the main job's operator.
+OPERATORS = {
+    "skilled": {},
+    "imperfect": {"reaction_delay_ticks": 4, "patience": 12,
+                  "controller": {"step": 0.02, "noise": 0.5, "bias": (0.01, -0.01, 0.0)}},
+}
+
+
+def make_operator(name: str, mode: str, max_steps: int, seed: int = 0):
+    """The scripted operator of condition ``name`` in ``mode`` (correct / demo)."""
+    from aloe_sim.scripted import OperatorSupervisor, ScriptedConfig, SupervisorConfig
+
+    spec = dict(OPERATORS[name])
+    controller = ScriptedConfig(**{**spec.pop("controller", {}), "seed": seed})
+    return OperatorSupervisor(SupervisorConfig(mode=mode, max_steps=max_steps, controller=controller, **spec))
+
+
+def phase_record(summary, prefix: str) -> dict:
+    """Success, throughput (successes per robot-hour of episode time) and per-episode outcomes of a phase."""
+    from aloe_sim.env import CONTROL_PERIOD_S
+
+    hours = sum(st.steps for st in summary.stats) * CONTROL_PERIOD_S / 3600.0
+    successes = sum(bool(st.success) for st in summary.stats)
+    return {f"{prefix}_success": [bool(st.success) for st in summary.stats],
+            f"{prefix}_steps": [int(st.steps) for st in summary.stats],
+            f"{prefix}_throughput_per_hour": successes / hours if hours > 0 else 0.0}
+
 
 def log(message: str) -> None:
     print(f"[{time.monotonic() - LOG_T0:6.0f} s] {message}", flush=True)
@@ -43,7 +79,9 @@ def log(message: str) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--method", default="aloe", choices=("aloe", "bc", "progress", "td1", "filtered", "random"))
+    p.add_argument("--method", default="aloe", choices=("aloe", "bc", "dagger", "progress", "td1", "filtered", "random"))
+    p.add_argument("--operator", default="skilled", choices=tuple(OPERATORS),
+                   help="who supervises: skilled (the main job's) or imperfect (slower, noisier, later)")
     p.add_argument("--keep-fraction", type=float, default=0.55,
                    help="--method random: the share of imitable chunks kept (binary ALOE keeps about this)")
     p.add_argument("--demos", type=int, default=5, help="scripted demonstrations for the initial policy")
@@ -82,7 +120,6 @@ def main(argv=None) -> int:
     from aloe_sim.env import PickCubeSim
     from aloe_sim.loop import LOOP_POLICY_CONFIG, LoopConfig
     from aloe_sim.offline import run_episodes
-    from aloe_sim.scripted import OperatorSupervisor, SupervisorConfig
 
     a = build_parser().parse_args(argv)
     torch.set_num_threads(1)
@@ -103,7 +140,9 @@ def main(argv=None) -> int:
     def train_config(method: str, init: bool) -> TrainConfig:
         return loop.train_config(Path(scratch.name), method, init)
 
-    demo = OperatorSupervisor(SupervisorConfig(mode="demo", max_steps=a.max_steps))
+    # Demonstrations come from the skilled operator in every condition: the initial policy (and
+    # --load-init) is shared, and only the corrections differ between operators.
+    demo = make_operator("skilled", "demo", a.max_steps)
     demos = run_episodes(sim, range(10_000 + 100 * a.seed, 10_000 + 100 * a.seed + a.demos), supervisor=demo,
                          desc="demo")
     log(f"{a.demos} demonstrations, success {demos.success_rate:.2f}, mean length {demos.mean_length:.1f}")
@@ -129,7 +168,7 @@ def main(argv=None) -> int:
         iteration_config.improvement = dataclasses.replace(iteration_config.improvement, weight_mode="binary")
     run_args = {**vars(a), "weight_mode": iteration_config.improvement.weight_mode}  # loop default or --train
 
-    operator = OperatorSupervisor(SupervisorConfig(mode="correct", max_steps=a.max_steps))
+    operator = make_operator(a.operator, "correct", a.max_steps, seed=a.seed)
     rows = []
     for it in range(a.iterations + 1):
         evaluation = run_episodes(sim, range(500, 500 + a.eval), policy=policy, desc=f"eval_{it:02d}",
@@ -137,11 +176,12 @@ def main(argv=None) -> int:
         supervised = run_episodes(sim, range(1000 * (it + 1), 1000 * (it + 1) + a.episodes), policy=policy,
                                   supervisor=operator, desc=f"iter_{it:02d}", replan_every=a.replan)
         row = {"iteration": it, "policy_id": policy.policy_id, "success_rate": evaluation.success_rate,
-               "eval_success": [bool(s.success) for s in evaluation.stats],
+               **phase_record(evaluation, "eval"),
                "assisted_success_rate": supervised.success_rate, "intervention_rate": supervised.intervention_rate,
-               "mean_episode_length": supervised.mean_length}
-        log(f"iteration {it}: policy-alone success {evaluation.success_rate:.2f} | supervised: intervention rate "
-            f"{supervised.intervention_rate:.3f}, length {supervised.mean_length:.1f}")
+               "mean_episode_length": supervised.mean_length, **phase_record(supervised, "assisted")}
+        log(f"iteration {it}: policy-alone success {evaluation.success_rate:.2f}, throughput "
+            f"{row['eval_throughput_per_hour']:.0f}/h | supervised: success {supervised.success_rate:.2f}, intervention "
+            f"rate {supervised.intervention_rate:.3f}, length {supervised.mean_length:.1f}")
         if it < a.iterations:
             if not a.no_eval_data:
                 for i, episode in enumerate(evaluation.episodes):
@@ -152,7 +192,7 @@ def main(argv=None) -> int:
             seed_everything(a.seed * 1000 + it)
             if masked:
                 if a.method == "random":  # the imitable chunks as run_iteration sees them, a random share kept
-                    view, _ = imitation_set(dataset, None, iteration_config.critic_only_bags)
+                    view, _ = imitation_set(dataset, iteration_config.critic_only_bags)
                     keep = np.random.default_rng([a.seed, it]).random(len(view.indices)) < a.keep_fraction
                 else:
                     view, rows_ = dataset, dataset.indices
@@ -164,8 +204,12 @@ def main(argv=None) -> int:
                 result = run_iteration(iteration_config, dataset, policy)
                 policy = result.policy
                 if result.advantage_stats:
-                    row["imitated_chunks"] = result.advantage_stats.get("imitated_chunks")
-                    row["fraction_positive_by_group"] = result.advantage_stats["fraction_positive_by_group"]
+                    st = result.advantage_stats
+                    row["imitated_chunks"] = st.get("imitated_chunks")
+                    row["fraction_positive_by_group"] = st["fraction_positive_by_group"]
+                    row["value_samples"] = st["value_samples"]
+                    row["ranked_replaced_fraction"] = st["ranked_replaced_fraction"]
+                    row["q_std_mean"] = st["q_std"]["mean"]
         rows.append(row)
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
         Path(a.out).write_text(json.dumps({"args": run_args, "rows": rows}, indent=1))

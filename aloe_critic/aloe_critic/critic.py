@@ -9,6 +9,11 @@ Read top to bottom (DESIGN.md, "The learning algorithm"; arXiv 2602.12691):
     V(o) = Agg_k[ mean_j Q_k(o, A_j) ],  A_j ~ pi(.|o)
     A(o_t, A_t) = Agg_k Q_k(o_t, A_t) - V(o_t)
 
+with, for the members to be independent enough that their spread means something,
+    Q_k = f_k + prior_scale * p_k        p_k: a fixed random network (random prior function)
+    L   = sum_k sum_batch m_k,i (Q_k(o_i, A_i) - y_i)^2 / sum_batch m_k,i
+                                         m_k,i ~ Bernoulli(bootstrap_fraction), fixed per fit
+
 The value *signal* (how y is built) lives in ``values.py``: ``aloe`` (above), and the
 baselines ``td1`` and ``progress`` trained with this same network on the same data.
 
@@ -17,6 +22,17 @@ Design choices (documented here because they change numbers):
 * The K heads share one observation encoder (the image CNN is the expensive part); each head
   is an independent MLP over [features, flattened chunk], initialised independently. The
   encoder is trained by the sum of the heads' losses and has its own Polyak target copy.
+* Independence of the members (issue 14): with one shared encoder, the same batch and the same
+  target, K heads agree almost everywhere (measured spread 0.006-0.019 against a V bias of
+  0.1-0.2), so conservative aggregation corrects nothing. Two standard remedies, both on by
+  default: each member sees its own fixed bootstrap subset of the transitions
+  (``bootstrap_fraction``; Osband et al. 2016), and each member carries a random prior
+  function, an untrained network added to its output (``prior_scale``; Osband et al. 2018):
+  where data pins Q down the trained part cancels the prior, away from the data the priors
+  (different per member) remain and the members disagree.
+* V for the advantages (issue 14): from ``num_value_samples`` chunks of pi per observation
+  (64 by default), not the target's n: with 8 samples the sampling error of V alone was about
+  one unit of beta. ``evaluate`` also returns ``v_se``, the standard error of V by batch means.
 * pi is fixed while the critic is fit, so A'_j ~ pi(.|o) is drawn once per observation per
   iteration (``PolicySampleBank``, n samples per observation). The target's expectation is
   the same as drawing fresh samples every batch, at a fraction of the cost of running the
@@ -34,6 +50,7 @@ Design choices (documented here because they change numbers):
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 from dataclasses import asdict, dataclass
@@ -60,7 +77,10 @@ class CriticConfig:
     critic_batch_size: int = 256     # transitions per critic step
     critic_grad_clip: float = 10.0   # max global gradient norm
     tau: float = 0.005               # Polyak rate of the target networks Qbar
-    num_policy_samples: int = 8      # n: A'_j ~ pi per observation (mean_j in the target and V)
+    num_policy_samples: int = 8      # n: A'_j ~ pi per observation in the TD target (mean_j)
+    num_value_samples: int = 64      # A_j ~ pi per observation for V(o_t) in the advantages (its error << beta)
+    bootstrap_fraction: float = 0.8  # each member fits its own fixed random share of the transitions (1 = all)
+    prior_scale: float = 0.1         # each member adds this times a fixed random network (random prior); 0 = none
     aggregate: str = "subset_min"    # conservative aggregation rule over the ensemble
     subset_size: int = 2             # subset_min: members per subset
     kappa: float = 1.0               # mean_std: mean - kappa * std
@@ -72,6 +92,24 @@ class CriticConfig:
             raise ValueError(f"aggregate must be one of {AGGREGATION_RULES}, got {self.aggregate!r}")
         if not 1 <= self.subset_size <= self.ensemble_size:
             raise ValueError(f"subset_size must be in 1..ensemble_size={self.ensemble_size}, got {self.subset_size}")
+        if not 0.0 < self.bootstrap_fraction <= 1.0:
+            raise ValueError(f"bootstrap_fraction must be in (0, 1], got {self.bootstrap_fraction}")
+        if self.prior_scale < 0:
+            raise ValueError(f"prior_scale must be >= 0, got {self.prior_scale}")
+        if self.num_policy_samples < 1 or self.num_value_samples < 1:
+            raise ValueError("num_policy_samples and num_value_samples must be >= 1")
+
+    # Fields added after critics were first saved, with the value that reproduces those critics.
+    LEGACY = {"bootstrap_fraction": 1.0, "prior_scale": 0.0}
+
+    @classmethod
+    def from_saved(cls, saved: dict) -> "CriticConfig":
+        """The config of a saved critic (critic_config.json's "critic"): unknown keys are
+        ignored, fields it predates take their legacy value (so its weights load)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {**cls.LEGACY, "num_value_samples": saved.get("num_policy_samples", cls.num_value_samples)}
+        values.update({k: v for k, v in saved.items() if k in known})
+        return cls(**values)
 
 
 def conservative_aggregate(values: torch.Tensor, rule: str = "subset_min", subset_size: int = 2,
@@ -114,20 +152,38 @@ class EnsembleLinear(nn.Module):
 
 
 class QEnsemble(nn.Module):
-    """K chunk-level Q heads: (features (N, F), chunks (N, H*A)) -> (K, N)."""
+    """K chunk-level Q heads: (features (N, F), chunks (N, H*A)) -> (K, N).
 
-    def __init__(self, ensemble_size: int, feature_dim: int, chunk_dim: int, hidden_dim: int, layers: int):
+    With ``prior_scale > 0`` each head is f_k + prior_scale * p_k, p_k an untrained random MLP of
+    the same shape (frozen parameters: saved, never optimised, identical in the target copy).
+    """
+
+    def __init__(self, ensemble_size: int, feature_dim: int, chunk_dim: int, hidden_dim: int, layers: int,
+                 prior_scale: float = 0.0):
         super().__init__()
         dims = [feature_dim + chunk_dim] + [hidden_dim] * layers
         self.layers = nn.ModuleList(EnsembleLinear(ensemble_size, i, o) for i, o in zip(dims[:-1], dims[1:]))
         self.out = EnsembleLinear(ensemble_size, dims[-1], 1)
         self.ensemble_size = ensemble_size
+        self.prior_scale = float(prior_scale)
+        self.prior = None
+        if self.prior_scale > 0:
+            self.prior = nn.ModuleList(EnsembleLinear(ensemble_size, i, o) for i, o in zip(dims, dims[1:] + [1]))
+            for p in self.prior.parameters():
+                p.requires_grad_(False)
+
+    @staticmethod
+    def _mlp(layers, x: torch.Tensor) -> torch.Tensor:
+        for layer in layers[:-1]:
+            x = torch.relu(layer(x))
+        return layers[-1](x).squeeze(-1)
 
     def forward(self, features: torch.Tensor, chunks: torch.Tensor) -> torch.Tensor:
         x = torch.cat([features, chunks], -1).unsqueeze(0).expand(self.ensemble_size, -1, -1)
-        for layer in self.layers:
-            x = torch.relu(layer(x))
-        return self.out(x).squeeze(-1)
+        q = self._mlp(list(self.layers) + [self.out], x)
+        if self.prior is not None:
+            q = q + self.prior_scale * self._mlp(list(self.prior), x)
+        return q
 
 
 class ActionScaler(nn.Module):
@@ -166,7 +222,7 @@ class ChunkCritic(nn.Module):
         self.chunk_horizon, self.action_dim, self.feature_dim = int(chunk_horizon), int(action_dim), int(feature_dim)
         self.encoder = encoder
         self.q = QEnsemble(self.config.ensemble_size, feature_dim, chunk_horizon * action_dim,
-                           self.config.critic_hidden_dim, self.config.critic_layers)
+                           self.config.critic_hidden_dim, self.config.critic_layers, self.config.prior_scale)
         self.target_encoder = copy.deepcopy(encoder)
         self.target_q = copy.deepcopy(self.q)
         for p in list(self.target_encoder.parameters()) + list(self.target_q.parameters()):
@@ -243,14 +299,34 @@ class ChunkCritic(nn.Module):
         return conservative_aggregate(values, c.aggregate, c.subset_size, c.kappa, generator)
 
     @torch.no_grad()
-    def evaluate(self, obs, chunks: torch.Tensor, policy_chunks: torch.Tensor) -> dict[str, torch.Tensor]:
+    def evaluate(self, obs, chunks: torch.Tensor, policy_chunks: torch.Tensor, features: torch.Tensor | None = None,
+                 groups: int = 8) -> dict[str, torch.Tensor]:
         """Q, V, advantage, ensemble std of Q for recorded chunks (B, H, A) given pi's samples
-        (B, n, H, A) at the same observations. Deterministic (expected subset-min)."""
-        feats = self.features(obs)
+        (B, n, H, A) at the same observations. Deterministic (expected subset-min).
+
+        ``v_se`` (B,): standard error of V from the n samples, by batch means: the n samples are
+        cut into ``groups`` groups, V computed per group, SE = std_g(V_g) / sqrt(G) (valid for the
+        non-linear aggregation too). ``v_std_pi`` (B,): spread of the aggregated Q over pi's
+        samples, how much pi's own chunks differ in value at o.
+        """
+        feats = self.features(obs) if features is None else features
         q_k = self.q_values(obs, chunks, features=feats)                    # (K, B)
-        v_k = self.q_values(obs, policy_chunks, features=feats).mean(-1)    # mean_j -> (K, B)
-        q, v = self.aggregate(q_k), self.aggregate(v_k)
-        return {"q": q, "v": v, "advantage": q - v, "q_std": q_k.std(0, unbiased=False)}
+        q_kj = self.q_values(obs, policy_chunks, features=feats)            # (K, B, n)
+        q, v = self.aggregate(q_k), self.aggregate(q_kj.mean(-1))           # Agg_k mean_j
+        n = q_kj.shape[-1]
+        G = max(1, min(int(groups), n // 2))
+        if G >= 2:
+            per_group = torch.stack([self.aggregate(g.mean(-1)) for g in q_kj[..., :n // G * G].chunk(G, -1)])
+            v_se = per_group.std(0, unbiased=True) / math.sqrt(G)
+        else:
+            v_se = torch.full_like(v, float("nan"))
+        return {"q": q, "v": v, "advantage": q - v, "q_std": q_k.std(0, unbiased=False), "v_se": v_se,
+                "v_std_pi": self.aggregate(q_kj).std(-1, unbiased=False)}
+
+    @torch.no_grad()
+    def pessimistic_q(self, obs, chunks: torch.Tensor, features: torch.Tensor | None = None) -> torch.Tensor:
+        """Agg_k Q_k(o, A) for chunks (B, H, A) -> (B,) or (B, n, H, A) -> (B, n) (deterministic)."""
+        return self.aggregate(self.q_values(obs, chunks, features=features))
 
 
 def critic_for_policy(policy, config: CriticConfig, init_from_policy: bool = True) -> ChunkCritic:
@@ -303,11 +379,15 @@ class PolicySampleBank:
                         else torch.zeros(0, n, dataset.chunk_horizon, dataset.action_dim))
         self.n = n
 
-    def chunks(self, ticks) -> torch.Tensor:
+    def chunks(self, ticks, n: int | None = None) -> torch.Tensor:
+        """(B, n, H, A): the first ``n`` samples (all when None) at each of the tick ids."""
         rows = self.row[np.asarray(ticks, np.int64)]
         if (rows < 0).any():
             raise KeyError("observation ticks not in the policy sample bank; build it over these ticks")
-        return self.samples[torch.from_numpy(rows)]
+        if n is not None and n > self.n:
+            raise ValueError(f"{n} samples asked of a bank holding {self.n} per observation")
+        out = self.samples[torch.from_numpy(rows)]
+        return out if n is None or n == self.n else out[:, :n]
 
 
 def _sample(policy, obs, n: int, generator: torch.Generator) -> torch.Tensor:

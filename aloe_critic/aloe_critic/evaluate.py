@@ -59,8 +59,7 @@ def load_critic(critic_path: str | Path, policy_path: str | Path | None = None, 
         warnings.warn(f"critic {critic_dir} was fit for policy {meta['evaluated_policy_id']}, evaluating with "
                       f"{policy.policy_id} from {policy_path}: V uses this policy's samples, Q is the other's",
                       stacklevel=2)
-    known = {f.name for f in fields(CriticConfig)}
-    config = CriticConfig(**{k: v for k, v in meta["critic"].items() if k in known})
+    config = CriticConfig.from_saved(meta["critic"])
     critic = critic_for_policy(policy, config, init_from_policy=False)
     load_critic_state(critic, critic_dir)
     critic.eval()

@@ -4,6 +4,11 @@
     w_i = 1[A_i > 0] / mean_batch(1[A > 0])                                                  (mode "binary")
     L   = mean_batch policy.loss(o_i, A_i, w_i)
 
+Critic-ranked extraction (``extraction="ranked"``): the chunk imitated at o_i is the best under the
+pessimistic critic among the recorded one and N samples of pi at o_i,
+    A*_i = argmax_{A in {A_i} + {A_j ~ pi(.|o_i)}} Agg_k Q_k(o_i, A),     L = mean_batch policy.loss(o_i, A*_i, 1)
+("implicit" policy extraction by selection; values.ranked_chunks picks them).
+
 Intervention chunks are ordinary data here: they are weighted by the same advantage. The
 ``bc`` baseline is the same loop with w = 1 on all data, interventions included (HG-DAgger).
 """
@@ -21,6 +26,7 @@ from .distributed import (DEFAULT_BATCH_BLOCKS, block_rng, mean_over_ranks, rank
                           sum_gradients)
 
 WEIGHT_MODES = ("exp", "binary")
+EXTRACTIONS = ("weighted", "ranked")
 
 
 @dataclass
@@ -29,7 +35,9 @@ class ImprovementConfig:
 
     beta: float = 0.1            # advantage temperature (units of the value: sparse success -> [0, 1])
     w_max: float = 20.0          # weight clip before per-batch normalisation
-    weight_mode: str = "exp"     # exp | binary
+    weight_mode: str = "exp"     # exp | binary (extraction "weighted")
+    extraction: str = "weighted"  # weighted: recorded chunks x advantage weights; ranked: imitate the critic's best
+                                  # of {recorded chunk, num_value_samples chunks of pi} at each observation, weight 1
     policy_lr: float = 1e-4      # AdamW learning rate
     policy_steps: int = 2000     # gradient steps per iteration
     policy_batch_size: int = 64  # recorded chunks per policy step
@@ -40,6 +48,8 @@ class ImprovementConfig:
     def __post_init__(self):
         if self.weight_mode not in WEIGHT_MODES:
             raise ValueError(f"weight_mode must be one of {WEIGHT_MODES}, got {self.weight_mode!r}")
+        if self.extraction not in EXTRACTIONS:
+            raise ValueError(f"extraction must be one of {EXTRACTIONS}, got {self.extraction!r}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.beta <= 0 or self.w_max <= 0:
@@ -65,11 +75,14 @@ def advantage_weights(adv: torch.Tensor, beta: float, w_max: float, mode: str = 
 
 def improve_policy(policy, dataset, advantages: np.ndarray | None, config: ImprovementConfig | None = None,
                    seed: int = 0, device: str | torch.device = "cpu", progress: bool = False,
-                   log_every: int = 50, batch_blocks: int = DEFAULT_BATCH_BLOCKS) -> list[dict]:
-    """Train ``policy`` in place on ``dataset``'s recorded chunks.
+                   log_every: int = 50, batch_blocks: int = DEFAULT_BATCH_BLOCKS,
+                   targets: np.ndarray | None = None) -> list[dict]:
+    """Train ``policy`` in place on ``dataset``'s recorded chunks (or on ``targets``).
 
     advantages: (len(dataset),) in the dataset view's order, or None for behaviour cloning
-    (weights 1 everywhere). Returns the curve (rows: step, policy_loss, weight_max, weight_ess).
+    (weights 1 everywhere). targets: (len(dataset), H, A) chunks to imitate instead of the
+    recorded ones (critic-ranked extraction), same order. Returns the curve (rows: step,
+    policy_loss, weight_max, weight_ess).
     batch_blocks: noise blocks per global batch (distributed.py): under torchrun each rank
     trains on its blocks and the result equals the one-process run.
     """
@@ -79,6 +92,10 @@ def improve_policy(policy, dataset, advantages: np.ndarray | None, config: Impro
         advantages = np.asarray(advantages, np.float32)
         if advantages.shape != (len(dataset),):
             raise ValueError(f"advantages must be ({len(dataset)},), got {advantages.shape}")
+    if targets is not None:
+        targets = torch.as_tensor(np.asarray(targets, np.float32))
+        if targets.shape != (len(dataset),) + tuple(dataset.chunks.shape[1:]):
+            raise ValueError(f"targets must be ({len(dataset)}, H, A), got {tuple(targets.shape)}")
     params = [p for p in policy.parameters() if p.requires_grad]
     B = config.policy_batch_size
     parts = rank_blocks(B, batch_blocks)  # every block in one process (see distributed.py)
@@ -95,6 +112,7 @@ def improve_policy(policy, dataset, advantages: np.ndarray | None, config: Impro
     for step in steps:
         pos = rng.integers(0, len(dataset), size=B)
         batch = dataset.batch(dataset.indices[pos[mine]])  # this rank's share of the global batch
+        chunks = batch.chunks if targets is None else targets[pos[mine]]
         if advantages is None:
             weights = torch.ones(B)
         else:  # normalised over the global batch, then this rank's blocks
@@ -105,7 +123,7 @@ def improve_policy(policy, dataset, advantages: np.ndarray | None, config: Impro
         for block, part in parts:
             local = slice(part.start - mine.start, part.stop - mine.start)
             with block_rng(seed, step, block, device) as gen:
-                per_sample = _policy_loss(policy, observation_rows(batch.obs, local), batch.chunks[local].to(device),
+                per_sample = _policy_loss(policy, observation_rows(batch.obs, local), chunks[local].to(device),
                                           weights[part].to(device), gen)
             (per_sample.sum() / B).backward()  # sum over ranks of these = gradient of the global mean
             loss_sum += float(per_sample.detach().sum())

@@ -43,12 +43,13 @@ from .critic import AGGREGATION_RULES, CriticConfig, PolicySampleBank, critic_fo
 from .dataset import (SOURCE_HUMAN, SOURCE_POLICY, IngestionConfig, SkippedBagWarning, TransitionDataset, find_bags,
                       ingest_bags)
 from .distributed import barrier, is_main, rank_world, setup, teardown
-from .improvement import WEIGHT_MODES, ImprovementConfig, improve_policy
-from .values import VALUE_METHODS, chunk_values, fit_critic
+from .improvement import EXTRACTIONS, WEIGHT_MODES, ImprovementConfig, improve_policy
+from .values import VALUE_METHODS, chunk_values, fit_critic, ranked_chunks
 
 log = logging.getLogger("aloe_critic.train")
 
-METHODS = ("aloe", "bc", "progress", "td1")
+METHODS = ("aloe", "bc", "dagger", "progress", "td1")
+IMITATION_METHODS = ("bc", "dagger")  # weight 1, no critic; dagger: operator chunks only (demos + interventions)
 SECTIONS = ("ingestion", "critic", "improvement")
 
 
@@ -56,7 +57,7 @@ SECTIONS = ("ingestion", "critic", "improvement")
 class TrainConfig:
     """Every hyper-parameter of one training iteration (saved as train_config.json)."""
 
-    method: str = "aloe"              # aloe | bc | progress | td1
+    method: str = "aloe"              # aloe | bc (all imitable chunks) | dagger (operator chunks) | progress | td1
     seed: int = 0                     # seeds python, numpy and torch (data order, init, policy samples)
     device: str = "cpu"               # cpu | cuda | cuda:N
     gamma: float = 0.99               # discount per control tick
@@ -271,43 +272,69 @@ def run_iteration(config: TrainConfig, dataset: TransitionDataset, policy, fresh
                                                   batch_blocks=config.batch_blocks)
     if config.init_only:
         return IterationOutput(policy, None, None, None, curves, None)
-    critic, values, stats, evaluated_id, advantages = None, None, None, None, None
+    critic, values, stats, evaluated_id, advantages, targets = None, None, None, None, None, None
     if config.method in VALUE_METHODS:
         evaluated_id = policy.policy_id
         critic = critic_for_policy(policy, config.critic, config.critic_init_from_policy)
-        bank = PolicySampleBank(policy, dataset, config.critic.num_policy_samples, batch_size=config.eval_batch_size,
+        # One bank of pi's chunks: the TD target uses the first num_policy_samples, V and the
+        # ranked extraction all num_value_samples (V's sampling error well below beta).
+        n_bank = max(config.critic.num_policy_samples, config.critic.num_value_samples)
+        t0 = time.monotonic()
+        bank = PolicySampleBank(policy, dataset, n_bank, batch_size=config.eval_batch_size,
                                 seed=config.seed, device=device, progress=config.progress)
+        bank_s = time.monotonic() - t0
         log.info("fitting the %s critic for policy %s", config.method, evaluated_id)
         curves["critic"] = fit_critic(critic, dataset, config.method, bank, config.critic, seed=config.seed,
                                       device=device, progress=config.progress, batch_blocks=config.batch_blocks)
+        t0 = time.monotonic()
         values = chunk_values(critic, dataset, bank, config.eval_batch_size, device)
+        values_s = time.monotonic() - t0
         advantages = values["advantage"]
         stats = {k: {"mean": float(np.mean(v)), "std": float(np.std(v)), "min": float(np.min(v)),
-                     "max": float(np.max(v))} for k, v in values.items()}
+                     "max": float(np.max(v))} for k, v in values.items() if k != "best_index"}
         stats["fraction_positive_advantage"] = float((advantages > 0).mean())
         stats["fraction_positive_by_group"] = advantage_breakdown(dataset, advantages)
-    if not (config.method == "bc" and fresh):  # a fresh policy's BC above already is the bc iteration
-        imitated, imitated_adv = imitation_set(dataset, advantages, config.critic_only_bags)
+        stats["value_samples"] = {"n": n_bank, "bank_seconds": bank_s, "values_seconds": values_s,
+                                  "v_se_mean": float(np.nanmean(values["v_se"])),
+                                  "v_se_over_beta": float(np.nanmean(values["v_se"]) / config.improvement.beta)}
+        stats["ranked_replaced_fraction"] = float((values["best_index"] >= 0).mean())
+        if config.improvement.extraction == "ranked":
+            targets = ranked_chunks(dataset, bank, values["best_index"])
+    if not (config.method in IMITATION_METHODS and fresh):  # a fresh policy's BC above already is the bc iteration
+        imitated, keep = imitation_set(dataset, config.critic_only_bags,
+                                       operator_only=config.method == "dagger")
+        imitated_adv = None if advantages is None else np.asarray(advantages)[keep]
+        imitated_targets = None if targets is None else targets[keep]
+        if imitated_targets is not None:
+            imitated_adv = None  # ranked extraction distils the chosen chunks with weight 1
         log.info("improving the policy (%s) on %d of %d chunks", config.method, len(imitated), len(dataset))
         if stats is not None:
             stats["imitated_chunks"] = len(imitated)
-        phase = "policy_bc" if config.method == "bc" else "policy_improvement"
+        phase = "policy_bc" if config.method in IMITATION_METHODS else "policy_improvement"
         curves[phase] = improve_policy(policy, imitated, imitated_adv, config.improvement, seed=config.seed,
-                                       device=device, progress=config.progress, batch_blocks=config.batch_blocks)
+                                       device=device, progress=config.progress, batch_blocks=config.batch_blocks,
+                                       targets=imitated_targets)
     return IterationOutput(policy, critic, evaluated_id, values, curves, stats)
 
 
-def imitation_set(dataset, advantages: np.ndarray | None, critic_only_bags) -> tuple:
+def imitation_set(dataset, critic_only_bags, operator_only: bool = False) -> tuple:
     """The chunks the improvement may imitate: all but those of bags matching ``critic_only_bags``
-    (fnmatch patterns on the bag path). Returns (dataset view, its advantages or None)."""
-    if not critic_only_bags:
-        return dataset, advantages
-    excluded = np.array([any(fnmatch.fnmatch(str(b), p) for p in critic_only_bags) for b in dataset.bags], bool)
-    imitable = ~excluded[dataset.tick_episode]  # per transition row (one per tick)
+    (fnmatch patterns on the bag path); with ``operator_only`` (the dagger baseline) only chunks
+    the operator mostly executed (demonstrations and interventions). Returns (dataset view,
+    keep: (len(dataset),) bool over the input view's order)."""
+    imitable = np.ones(len(dataset.done), bool)  # per transition row (one per tick)
+    if critic_only_bags:
+        excluded = np.array([any(fnmatch.fnmatch(str(b), p) for p in critic_only_bags) for b in dataset.bags], bool)
+        imitable &= ~excluded[dataset.tick_episode]
+    if operator_only:
+        imitable &= dataset.source_fraction[:, SOURCE_HUMAN] >= 0.5
     keep = imitable[dataset.indices]
     if not keep.any():
-        raise ValueError(f"critic_only_bags {list(critic_only_bags)} match every bag: nothing is left to imitate")
-    return dataset.filter(mask=imitable), (None if advantages is None else np.asarray(advantages)[keep])
+        raise ValueError(f"nothing is left to imitate (critic_only_bags {list(critic_only_bags)}"
+                         + (", operator chunks only" if operator_only else "") + ")")
+    if keep.all():
+        return dataset, keep
+    return dataset.filter(mask=imitable), keep
 
 
 def advantage_breakdown(dataset, advantages: np.ndarray) -> dict:
@@ -412,7 +439,8 @@ def train_iteration(config: TrainConfig, bags, policy_in: str | os.PathLike | No
 # CLI
 # ---------------------------------------------------------------------------------------------
 
-CHOICES = {"method": METHODS, "aggregate": AGGREGATION_RULES, "weight_mode": WEIGHT_MODES}
+CHOICES = {"method": METHODS, "aggregate": AGGREGATION_RULES, "weight_mode": WEIGHT_MODES,
+           "extraction": EXTRACTIONS}
 
 
 def _field_docs(cls) -> dict[str, str]:

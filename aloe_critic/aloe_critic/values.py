@@ -7,6 +7,9 @@ Same network (``ChunkCritic``), same data, only the regression target differs:
                one-step SARSA-style TD, i.e. the value of the *behaviour* that collected the data)
 * ``progress`` y = G_t = sum_i gamma^i r_{t+i}  (Monte-Carlo return-to-go of the behaviour, the
                RECAP-like progress signal; no bootstrapping)
+
+Every member k fits only its bootstrap share of the transitions (``bootstrap_masks``):
+    L = sum_k (1/B) sum_i m_k,i (Q_k(o_i, A_i) - y_i)^2
 """
 
 from __future__ import annotations
@@ -52,12 +55,22 @@ def progress_target(batch) -> torch.Tensor:
     return batch.mc_returns
 
 
+def bootstrap_masks(num_transitions: int, ensemble_size: int, fraction: float, seed: int) -> torch.Tensor:
+    """(K, N) float32 0/1: member k fits transition i where 1. Drawn once per fit from the seed
+    (so every rank of a torchrun group draws the same masks); all ones at fraction 1."""
+    if fraction >= 1.0:
+        return torch.ones(ensemble_size, num_transitions)
+    rng = np.random.default_rng([int(seed), 0xB007])
+    return torch.from_numpy((rng.random((ensemble_size, num_transitions)) < fraction).astype(np.float32))
+
+
 def value_target(method: str, critic: ChunkCritic, batch, gamma: float, bank: PolicySampleBank | None = None,
                  generator: torch.Generator | None = None, next_features: torch.Tensor | None = None) -> torch.Tensor:
     if method == "aloe":
         if bank is None:
             raise ValueError("the aloe target needs samples of the current policy (a PolicySampleBank)")
-        return aloe_target(critic, batch, bank.chunks(batch.next_tick.cpu().numpy()).to(batch.returns.device),
+        n = critic.config.num_policy_samples
+        return aloe_target(critic, batch, bank.chunks(batch.next_tick.cpu().numpy(), n).to(batch.returns.device),
                            gamma, generator, next_features)
     if method == "td1":
         return td1_target(critic, batch, gamma, generator, next_features)
@@ -97,6 +110,7 @@ def fit_critic(critic: ChunkCritic, dataset, method: str, bank: PolicySampleBank
     # A frozen encoder's features (online = target) are computed once, not per step; nothing
     # random happens in the forward then, so the rank's share runs as one block.
     table = critic.feature_table(dataset, device=device) if critic.encoder_frozen else None
+    masks = bootstrap_masks(len(dataset.done), critic.config.ensemble_size, config.bootstrap_fraction, seed).to(device)
     for step in steps:
         pos = rng.integers(0, len(dataset), size=B)
         batch = dataset.batch(dataset.indices[pos[mine]], observations=table is None).to(device)
@@ -111,8 +125,9 @@ def fit_critic(critic: ChunkCritic, dataset, method: str, bank: PolicySampleBank
             with block_rng(seed, step, block, device):  # the online encoder's dropout masks
                 q = critic.q_values(observation_rows(batch.obs, local), batch.chunks[local],
                                     features=None if feats is None else feats[local])  # (K, b)
-            block_loss = ((q - y[local].unsqueeze(0)) ** 2).sum()
-            (block_loss / B).backward()  # summed over blocks and ranks: sum_k mean_batch (Q_k - y)^2
+            m = masks[:, batch.index[local]]                                             # (K, b) bootstrap
+            block_loss = (m * (q - y[local].unsqueeze(0)) ** 2).sum()
+            (block_loss / B).backward()  # summed over blocks and ranks: sum_k (1/B) sum_i m_ki (Q_k - y)^2
             loss_sum, q_sum = loss_sum + float(block_loss.detach()), q_sum + float(q.detach().sum())
         sum_gradients(critic.trainable_parameters())
         torch.nn.utils.clip_grad_norm_(critic.trainable_parameters(), config.critic_grad_clip)
@@ -131,25 +146,52 @@ def fit_critic(critic: ChunkCritic, dataset, method: str, bank: PolicySampleBank
     return curve
 
 
+VALUE_KEYS = ("q", "v", "advantage", "q_std", "v_se", "v_std_pi", "best_q", "best_index")
+
+
 @torch.no_grad()
 def chunk_values(critic: ChunkCritic, dataset, bank: PolicySampleBank, batch_size: int = 256,
                  device: str | torch.device = "cpu") -> dict[str, np.ndarray]:
-    """Q, V, advantage and ensemble std of Q for every recorded chunk of ``dataset`` (its view
-    order). V uses the bank's samples of the current policy at o_t. Under torchrun the batches
+    """Per recorded chunk of ``dataset`` (its view order): Q, V, advantage, ensemble std of Q,
+    ``v_se`` (standard error of V from the bank's samples), ``v_std_pi`` (spread of pi's chunks'
+    values), and the critic-ranked choice among {recorded chunk} + the bank's samples of pi at o_t:
+    ``best_index`` (-1: the recorded chunk, j: sample j) and its pessimistic value ``best_q``.
+    V uses every sample the bank holds at o_t (``num_value_samples``). Under torchrun the batches
     are shared out over the ranks and every rank gets all values (evaluation is deterministic)."""
     critic.to(device).eval()
-    keys = ("q", "v", "advantage", "q_std")
     rank, world = rank_world()
     view = dataset.indices
     starts = list(range(0, len(view), batch_size))
+    table = critic.feature_table(dataset, device=device) if critic.encoder_frozen else None
     mine = {}
     for s in starts[rank::world]:
-        batch = dataset.batch(view[s:s + batch_size]).to(device)
+        batch = dataset.batch(view[s:s + batch_size], observations=table is None).to(device)
+        feats = None if table is None else table[batch.obs_tick]
+        if feats is None:
+            feats = critic.features(batch.obs)
         pol = bank.chunks(batch.obs_tick.cpu().numpy()).to(device)
-        res = critic.evaluate(batch.obs, batch.chunks, pol)
-        mine[s] = {k: res[k].cpu().numpy() for k in keys}
+        res = critic.evaluate(batch.obs, batch.chunks, pol, features=feats)
+        sampled_q = critic.pessimistic_q(batch.obs, pol, features=feats)                  # (b, n)
+        best_q, best = sampled_q.max(-1)
+        keep = res["q"] >= best_q                                                         # the recorded chunk wins ties
+        res["best_q"] = torch.where(keep, res["q"], best_q)
+        res["best_index"] = torch.where(keep, torch.full_like(best, -1), best)
+        mine[s] = {k: res[k].cpu().numpy() for k in VALUE_KEYS}
     if world > 1:
         for part in all_gather_objects(mine):
             mine.update(part)
     critic.train()
-    return {k: np.concatenate([mine[s][k] for s in starts]) if starts else np.zeros(0, np.float32) for k in keys}
+    return {k: np.concatenate([mine[s][k] for s in starts]) if starts else np.zeros(0, np.float32)
+            for k in VALUE_KEYS}
+
+
+def ranked_chunks(dataset, bank: PolicySampleBank, best_index: np.ndarray) -> np.ndarray:
+    """Critic-ranked extraction: per transition of ``dataset``'s view, the chunk ``chunk_values``
+    chose (the recorded one where best_index is -1, else pi's sample) -> (N, H, A) float32."""
+    view = dataset.indices
+    chosen = dataset.chunks[view].copy()
+    pick = np.flatnonzero(np.asarray(best_index) >= 0)
+    if len(pick):
+        samples = bank.chunks(dataset.obs_tick[view[pick]])                                # (p, n, H, A)
+        chosen[pick] = samples[torch.arange(len(pick)), torch.from_numpy(np.asarray(best_index)[pick])].numpy()
+    return chosen

@@ -128,7 +128,8 @@ class ChainPolicy:
 def fitted_q(method, dataset, bank, steps=600):
     torch.manual_seed(0)
     config = CriticConfig(ensemble_size=5, critic_hidden_dim=64, critic_layers=2, critic_lr=1e-3,
-                          critic_steps=steps, critic_batch_size=256, tau=0.05, num_policy_samples=16)
+                          critic_steps=steps, critic_batch_size=256, tau=0.05,
+                          num_policy_samples=bank.n if bank is not None else 16)
     critic = ChunkCritic(OneHotFeatures(), N_STATES, H, 1, config)
     fit_critic(critic, dataset, method, bank=bank, seed=0)
     states = np.repeat(np.arange(1, GOAL), len(CHUNKS))

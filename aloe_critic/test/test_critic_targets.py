@@ -20,7 +20,7 @@ class ProprioFeatures(nn.Module):
 def constant_critic(member_values, rule="subset_min", subset_size=2, kappa=1.0):
     """A critic whose target heads output member_values[k] for every input."""
     K = len(member_values)
-    config = CriticConfig(ensemble_size=K, critic_hidden_dim=4, critic_layers=1, aggregate=rule,
+    config = CriticConfig(ensemble_size=K, critic_hidden_dim=4, critic_layers=1, aggregate=rule, prior_scale=0.0,
                           subset_size=subset_size, kappa=kappa)
     critic = ChunkCritic(ProprioFeatures(), 1, 3, 1, config)
     with torch.no_grad():

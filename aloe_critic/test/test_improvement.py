@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from aloe_critic.dataset import Episode, TransitionDataset
+from aloe_critic.dataset import SOURCE_HUMAN, SOURCE_POLICY, Episode, TransitionDataset
 from aloe_critic.improvement import ImprovementConfig, advantage_weights, improve_policy
 
 H = 2
@@ -176,14 +176,28 @@ def test_critic_only_bags_are_left_out_of_the_imitation_set_only():
            Episode.from_arrays([[0.2]] * 4, [[0.0]] * 4, [0] * 4, bag="run/bags/eval_01/ep0"),
            Episode.from_arrays([[0.3]] * 2, [[0.0]] * 2, [0, 1], bag="run/bags/demos/ep0")]
     d = TransitionDataset(eps, chunk_horizon=2, gamma=0.9)
-    adv = np.arange(9, dtype=np.float32)
-    view, view_adv = imitation_set(d, adv, ["*/eval_*/*"])
-    assert list(view.indices) == [0, 1, 2, 7, 8] and list(view_adv) == [0, 1, 2, 7, 8]
+    view, keep = imitation_set(d, ["*/eval_*/*"])
+    assert list(view.indices) == [0, 1, 2, 7, 8] and list(np.flatnonzero(keep)) == [0, 1, 2, 7, 8]
     assert np.allclose(view.chunks[view.indices, 0, 0], [0.1, 0.1, 0.1, 0.3, 0.3])
-    same, same_adv = imitation_set(d, adv, [])
-    assert same is d and same_adv is adv
-    assert imitation_set(d, None, ["*eval*"])[1] is None
-    with pytest.raises(ValueError, match="match every bag"):
-        imitation_set(d, adv, ["run/*"])
+    same, same_keep = imitation_set(d, [])
+    assert same is d and same_keep.all()
+    with pytest.raises(ValueError, match="nothing is left"):
+        imitation_set(d, ["run/*"])
     config = TrainConfig.from_dict({"critic_only_bags": "*/eval_*/*,*/old/*"})  # CLI / YAML string form
     assert config.critic_only_bags == ["*/eval_*/*", "*/old/*"]
+
+
+def test_dagger_imitates_only_chunks_the_operator_mostly_executed():
+    from aloe_critic.train import imitation_set
+
+    # ticks: policy, policy, human, human, human, policy (H=2: a chunk is human-majority when
+    # at least one of its two ticks is the operator's)
+    mixed = Episode.from_arrays([[0.1]] * 6, [[0.0]] * 6, [0] * 5 + [1],
+                                sources=[SOURCE_POLICY, SOURCE_POLICY, SOURCE_HUMAN, SOURCE_HUMAN, SOURCE_HUMAN,
+                                         SOURCE_POLICY], bag="run/bags/iter_00/ep0")
+    d = TransitionDataset([mixed], chunk_horizon=2, gamma=0.9)
+    view, keep = imitation_set(d, [], operator_only=True)
+    assert list(np.flatnonzero(keep)) == [1, 2, 3, 4]
+    assert list(view.indices) == [1, 2, 3, 4]
+
+

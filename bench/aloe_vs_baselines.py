@@ -1,0 +1,284 @@
+#!/usr/bin/env python3
+"""The paper's comparison, offline mirror: ALOE vs Dagger vs AWR/progress vs bc (issue 14).
+
+Every (operator, method, seed) is one ``bench/offline_loop.py`` run. Runs of one seed share the
+initial policy (made once per seed from 5 skilled demonstrations, ``--save-init``) and evaluate
+the same cube positions, so methods are compared *paired*, episode by episode, at the last
+iteration:
+
+* success (policy alone): the exact sign test on the discordant episode pairs (McNemar exact);
+* throughput (successes per robot-hour = successes / summed episode time, policy alone): a paired
+  permutation test, swapping the two methods' episodes within each pair (10,000 draws).
+
+    python bench/aloe_vs_baselines.py run --dir /tmp/avb --seeds 0 1 2 3 4 --jobs 2          # CPU-hours
+    python bench/aloe_vs_baselines.py summary --dir /tmp/avb --out bench/results/aloe_vs_baselines.json
+
+A method is a name of offline_loop.py's ``--method`` with optional TrainConfig overrides after a
+colon: ``aloe``, ``aloe:extraction=ranked``, ``dagger``, ``progress``, ``bc``. ``run`` skips runs
+whose JSON already holds every iteration, so an interrupted study resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+BASELINES = ("dagger", "progress", "bc")
+METRICS = ("success", "throughput_per_hour")
+
+
+def run_name(operator: str, method: str, seed: int) -> str:
+    return f"{operator}__{method.replace(':', '__').replace('=', '-').replace(',', '_')}__s{seed}"
+
+
+def offline_loop_args(method: str) -> list[str]:
+    """``aloe:extraction=ranked,beta=0.2`` -> ['--method', 'aloe', '--train', 'extraction=ranked', ...]."""
+    name, _, overrides = method.partition(":")
+    args = ["--method", name]
+    for item in filter(None, overrides.split(",")):
+        args += ["--train", item]
+    return args
+
+
+def complete(path: Path, iterations: int) -> bool:
+    try:
+        return len(json.loads(path.read_text())["rows"]) >= iterations + 1
+    except (OSError, ValueError, KeyError):
+        return False
+
+
+def run_study(a) -> int:
+    root = Path(a.dir)
+    root.mkdir(parents=True, exist_ok=True)
+    common = ["--demos", str(a.demos), "--eval-critic-only", "--iterations", str(a.iterations)] + a.extra
+
+    def call(args: list[str], log: Path) -> int:
+        t0 = time.monotonic()
+        with open(log, "w") as fh:
+            rc = subprocess.call(["nice", "-n", str(a.nice), sys.executable, str(HERE / "offline_loop.py"), *args],
+                                 stdout=fh, stderr=subprocess.STDOUT)
+        print(f"[{time.strftime('%H:%M:%S')}] {log.stem}: exit {rc} after {time.monotonic() - t0:.0f} s", flush=True)
+        return rc
+
+    def seed_jobs(seed: int) -> int:
+        init = root / f"init_s{seed}"
+        if not (init / "config.json").is_file():
+            rc = call(["--seed", str(seed), "--iterations", "0", "--save-init", str(init),
+                       "--out", str(root / f"init_s{seed}.json"), "--demos", str(a.demos)], root / f"init_s{seed}.log")
+            if rc != 0:
+                return rc
+        return 0
+
+    jobs = [(op, m, s) for s in a.seeds for op in a.operators for m in a.methods]
+    with ThreadPoolExecutor(max_workers=a.jobs) as pool:
+        if any(list(pool.map(seed_jobs, a.seeds))):
+            print("an initial policy failed; see init_s*.log", file=sys.stderr)
+            return 1
+
+        def one(job) -> int:
+            op, method, seed = job
+            name = run_name(op, method, seed)
+            out = root / f"{name}.json"
+            if complete(out, a.iterations):
+                return 0
+            return call(["--seed", str(seed), "--operator", op, "--load-init", str(root / f"init_s{seed}"),
+                         "--out", str(out), *offline_loop_args(method), *common], root / f"{name}.log")
+
+        codes = list(pool.map(one, jobs))
+    failed = [run_name(*j) for j, c in zip(jobs, codes) if c]
+    if failed:
+        print(f"{len(failed)} runs failed: {', '.join(failed)} (logs in {root})", file=sys.stderr)
+    return 1 if failed else 0
+
+
+# ---------------------------------------------------------------------------------------------
+# summary
+# ---------------------------------------------------------------------------------------------
+
+def sign_test(wins: int, losses: int) -> float:
+    """Two-sided exact binomial p-value of wins vs losses at p = 1/2."""
+    n = wins + losses
+    if n == 0:
+        return 1.0
+    return min(1.0, 2 * sum(math.comb(n, k) for k in range(min(wins, losses) + 1)) / 2 ** n)
+
+
+def throughput(success: np.ndarray, steps: np.ndarray, period_s: float = 0.1) -> float:
+    """Successes per robot-hour over a set of episodes."""
+    hours = steps.sum() * period_s / 3600.0
+    return float(success.sum() / hours) if hours > 0 else 0.0
+
+
+def paired_throughput_test(sa, ta, sb, tb, draws: int = 10_000, seed: int = 0) -> tuple[float, float]:
+    """(difference a - b in throughput, two-sided permutation p) for paired episodes: under the
+    null the two methods' episodes of a pair are exchangeable, so each pair is swapped at random."""
+    sa, ta, sb, tb = (np.asarray(x, float) for x in (sa, ta, sb, tb))
+    observed = throughput(sa, ta) - throughput(sb, tb)
+    rng = np.random.default_rng(seed)
+    swap = rng.random((draws, len(sa))) < 0.5
+    s1, t1 = np.where(swap, sb, sa), np.where(swap, tb, ta)
+    s2, t2 = np.where(swap, sa, sb), np.where(swap, ta, tb)
+    h1, h2 = t1.sum(1) * 0.1 / 3600, t2.sum(1) * 0.1 / 3600
+    null = s1.sum(1) / h1 - s2.sum(1) / h2
+    p = (1 + np.sum(np.abs(null) >= abs(observed) - 1e-9)) / (draws + 1)
+    return observed, float(p)
+
+
+def load(root: Path) -> dict:
+    """{(operator, method, seed): rows} of every finished or partial run in ``root``."""
+    runs = {}
+    for path in sorted(root.glob("*__s*.json")):
+        data = json.loads(path.read_text())
+        a = data["args"]
+        method = a["method"] + (":" + ",".join(a["train"]) if a.get("train") else "")
+        runs[(a.get("operator", "skilled"), method, int(a["seed"]))] = data["rows"]
+    return runs
+
+
+def summarise(runs: dict) -> dict:
+    records = []
+    for (op, method, seed), rows in sorted(runs.items()):
+        for r in rows:
+            records.append({"method": method, "operator": op, "seed": seed, "iteration": r["iteration"],
+                            "success": r["success_rate"],
+                            "throughput_per_hour": r.get("eval_throughput_per_hour"),
+                            "intervention_rate": r["intervention_rate"],
+                            "assisted_success": r.get("assisted_success_rate"),
+                            "assisted_throughput_per_hour": r.get("assisted_throughput_per_hour")})
+    paired = []
+    methods = sorted({m for _, m, _ in runs})
+    for op in sorted({o for o, _, _ in runs}):
+        for m in [m for m in methods if m.startswith("aloe")]:
+            for b in [b for b in methods if b.split(":")[0] in BASELINES]:
+                seeds = sorted(s for o, mm, s in runs if o == op and mm == m and (op, b, s) in runs)
+                if not seeds:
+                    continue
+                last = min(len(runs[(op, x, s)]) for x in (m, b) for s in seeds) - 1
+                ra = [runs[(op, m, s)][last] for s in seeds]
+                rb = [runs[(op, b, s)][last] for s in seeds]
+                sa = np.concatenate([r["eval_success"] for r in ra]).astype(bool)
+                sb = np.concatenate([r["eval_success"] for r in rb]).astype(bool)
+                wins, losses = int(np.sum(sa & ~sb)), int(np.sum(sb & ~sa))
+                paired.append({"method": m, "baseline": b, "operator": op, "metric": "success", "iteration": last,
+                               "seeds": seeds, "wins": wins, "losses": losses, "p_value": sign_test(wins, losses),
+                               "method_value": float(sa.mean()), "baseline_value": float(sb.mean())})
+                if all("eval_steps" in r for r in ra + rb):
+                    ta = np.concatenate([r["eval_steps"] for r in ra])
+                    tb = np.concatenate([r["eval_steps"] for r in rb])
+                    diff, p = paired_throughput_test(sa, ta, sb, tb)
+                    faster = int(np.sum(sa & sb & (ta < tb))) + wins
+                    slower = int(np.sum(sa & sb & (ta > tb))) + losses
+                    paired.append({"method": m, "baseline": b, "operator": op, "metric": "throughput_per_hour",
+                                   "iteration": last, "seeds": seeds, "wins": faster, "losses": slower, "p_value": p,
+                                   "method_value": throughput(sa, ta), "baseline_value": throughput(sb, tb),
+                                   "difference": diff})
+    return {"records": records, "paired": paired}
+
+
+def markdown(summary: dict) -> str:
+    recs = summary["records"]
+    lines = ["| operator | method | seeds | success per iteration (mean) | throughput/h per iteration (mean) "
+             "| intervention rate (mean) |", "|---|---|---|---|---|---|"]
+    keys = sorted({(r["operator"], r["method"]) for r in recs})
+    for op, m in keys:
+        sel = [r for r in recs if r["operator"] == op and r["method"] == m]
+        its = sorted({r["iteration"] for r in sel})
+        seeds = sorted({r["seed"] for r in sel})
+        cell = lambda k: ", ".join(f"{np.mean([r[k] for r in sel if r['iteration'] == i and r[k] is not None]):.2f}"  # noqa: E731
+                                   if k != "throughput_per_hour" else
+                                   f"{np.mean([r[k] for r in sel if r['iteration'] == i and r[k] is not None]):.0f}"
+                                   for i in its)
+        lines.append(f"| {op} | {m} | {len(seeds)} | {cell('success')} | {cell('throughput_per_hour')} | "
+                     f"{cell('intervention_rate')} |")
+    lines += ["", "| operator | method vs baseline | metric | iteration | seeds | better | worse | p |",
+              "|---|---|---|---|---|---|---|---|"]
+    for t in summary["paired"]:
+        lines.append(f"| {t['operator']} | {t['method']} vs {t['baseline']} | {t['metric']} "
+                     f"({t['method_value']:.2f} vs {t['baseline_value']:.2f}) | {t['iteration']} | "
+                     f"{','.join(map(str, t['seeds']))} | {t['wins']} | {t['losses']} | {t['p_value']:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(summary: dict, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    recs = summary["records"]
+    ops = sorted({r["operator"] for r in recs})
+    methods = sorted({r["method"] for r in recs})
+    fig, axes = plt.subplots(2, len(ops), figsize=(5.5 * len(ops), 7), squeeze=False)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for j, op in enumerate(ops):
+        for row, (key, label) in enumerate((("success", "success, policy alone"),
+                                            ("throughput_per_hour", "successes per robot-hour, policy alone"))):
+            ax = axes[row, j]
+            for i, m in enumerate(methods):
+                sel = [r for r in recs if r["operator"] == op and r["method"] == m and r[key] is not None]
+                if not sel:
+                    continue
+                its = sorted({r["iteration"] for r in sel})
+                mean = [np.mean([r[key] for r in sel if r["iteration"] == it]) for it in its]
+                n = len({r["seed"] for r in sel})
+                ax.plot(its, mean, marker="o", color=colours[i % len(colours)], label=f"{m} ({n} seeds)")
+            ax.set_title(f"{op} operator", fontsize=10)
+            ax.set_xlabel("iteration (0 = initial policy)")
+            ax.set_ylabel(label)
+            ax.set_ylim(bottom=0)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="run the study (resumable)")
+    r.add_argument("--dir", required=True, help="folder of the runs' JSONs, logs and initial policies")
+    r.add_argument("--methods", nargs="+", default=["aloe", "dagger", "progress", "bc"])
+    r.add_argument("--operators", nargs="+", default=["skilled", "imperfect"], choices=("skilled", "imperfect"))
+    r.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
+    r.add_argument("--iterations", type=int, default=5)
+    r.add_argument("--demos", type=int, default=5)
+    r.add_argument("--jobs", type=int, default=2, help="runs at a time (one torch thread each)")
+    r.add_argument("--nice", type=int, default=10)
+    r.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="further offline_loop.py arguments")
+    s = sub.add_parser("summary", help="records, paired tests, table and plot of a study's runs")
+    s.add_argument("--dir", required=True, nargs="+", help="study folder(s)")
+    s.add_argument("--out", default="", help="JSON to write (e.g. bench/results/aloe_vs_baselines.json); "
+                                             "a PNG is written beside it")
+    a = p.parse_args(argv)
+    if a.command == "run":
+        return run_study(a)
+    runs = {}
+    for d in a.dir:
+        runs.update(load(Path(d)))
+    if not runs:
+        print(f"no runs in {a.dir}", file=sys.stderr)
+        return 2
+    summary = summarise(runs)
+    print(markdown(summary), end="")
+    if a.out:
+        out = Path(a.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(summary, indent=1))
+        plot(summary, out.with_suffix(".png"))
+        print(f"wrote {out} and {out.with_suffix('.png')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
