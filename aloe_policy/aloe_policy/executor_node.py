@@ -319,6 +319,22 @@ class ExecutorNode(Node):
         diag.header.stamp = self.get_clock().now().to_msg()
         self.diag_pub.publish(diag)
 
+    def hold_on_shutdown(self, why: str) -> None:
+        """The last command of this node: ``hold_command`` on the output (and an ExecutedAction
+        saying so), so a controller that keeps its last command does not keep moving on a policy
+        action after the executor is gone. Sent twice, 50 ms apart (best-effort transports)."""
+        reason = f"executor shutting down ({why})"
+        for _ in range(2):
+            stamp = self.get_clock().now().to_msg()
+            self.adapter.send(self.hold_command.copy(), stamp)
+            msg = ExecutedAction(action=[float(x) for x in self.hold_command], source=ExecutedAction.SOURCE_HOLD,
+                                 hold_reason=reason)
+            msg.header.stamp = stamp
+            self.executed_pub.publish(msg)
+            time.sleep(0.05)
+        self.get_logger().warn(f"state {self.state} -> HOLD: {reason}; sent hold_command "
+                               f"{[round(float(x), 4) for x in self.hold_command]} as the last command")
+
     def destroy_node(self):
         if getattr(self, "adapter", None) is not None:  # absent when __init__ failed
             self.adapter.close()
@@ -345,8 +361,24 @@ def apply_realtime_priority(priority: int) -> str:
     return ""
 
 
+class _Terminated(Exception):
+    """SIGTERM, turned into an exception so the final hold runs (as for Ctrl-C)."""
+
+
+def _on_sigterm(signum, frame):
+    raise _Terminated()
+
+
 def main(args=None):
-    rclpy.init(args=args)
+    # rclpy's own signal handler would shut the context down on SIGINT before this node could
+    # publish anything: handle SIGINT / SIGTERM here, send the final hold, then shut down.
+    import signal
+
+    from rclpy.signals import SignalHandlerOptions
+
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         node = ExecutorNode()
     except (AdapterError, ValueError, ParameterException) as exc:  # bad configuration: say what, exit
@@ -364,11 +396,22 @@ def main(args=None):
 
     gc.collect()
     gc.freeze()  # start-up objects never scanned again: shorter collector pauses inside ticks
+    why = "stopped"
     try:
         rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+    except KeyboardInterrupt:
+        why = "SIGINT"
+    except _Terminated:
+        why = "SIGTERM"
+    except ExternalShutdownException:
+        why = "context shut down"
     finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the final hold short
+        if rclpy.ok():
+            try:
+                node.hold_on_shutdown(why)
+            except Exception as exc:  # noqa: BLE001 - log and go on shutting down
+                node.get_logger().error(f"final hold command not sent: {exc}")
         node.destroy_node()
         if rclpy.ok():
             rclpy.shutdown()

@@ -55,6 +55,9 @@ from aloe_policy.observation import (ObservationError, ProprioSpec, compressed_t
 NS_PER_S = 1_000_000_000
 
 
+WAITING_REMINDER_S = 30.0  # a cause of waiting that lasts is repeated this often, not every loop
+
+
 def _stamp_ns(stamp) -> int:
     return int(stamp.sec) * NS_PER_S + int(stamp.nanosec)
 
@@ -109,6 +112,12 @@ class PolicyNode(Node):
                                 "thread): the control loop and drivers win the CPU over inference; 0 = off",
                                 integer_range=(0, 19))
         alias = p("load_policy_alias", "/aloe/load_policy", "second name of the LoadPolicy service; '' = none")
+        self.robot_action_names = list(p("action_names", [""], "the robot's action names in order (the executor's "
+                                         "command); [''] = the first policy loaded sets them and every later one "
+                                         "must match"))
+        self.robot_action_names = [n for n in self.robot_action_names if n]
+        self.robot_control_period_s = p("control_period_s", 0.0, "the robot's control period (s); 0 = the first "
+                                        "policy loaded sets it and every later one must match")
 
         import torch  # heavy import after parameters, so a parameter error is reported quickly
 
@@ -133,6 +142,7 @@ class PolicyNode(Node):
         self._latencies: deque[float] = deque(maxlen=100)
         self._publish_times: deque[float] = deque(maxlen=50)
         self._waiting = ""
+        self._waiting_key, self._waiting_since, self._waiting_logged = "", 0.0, 0.0
 
         sensor = qos_profile_sensor_data
         self.topics = {}
@@ -220,6 +230,9 @@ class PolicyNode(Node):
         if model.config.proprio_dim != self.spec.dim:
             return False, (f"refused: policy {loaded.policy_id} takes proprio_dim {model.config.proprio_dim} but "
                            f"proprio_joints/gripper_joints/use_velocity/use_ee_pose give {self.spec.dim}")
+        problem = self._contract_mismatch(loaded)
+        if problem:
+            return False, f"refused: policy {loaded.policy_id} {problem}; still running {self._current_id() or 'no policy'}"
         with self._lock:
             previous = self.policy
             self.policy, self._swap_count = loaded, self._swap_count + 1
@@ -227,6 +240,25 @@ class PolicyNode(Node):
         return True, (f"loaded policy {loaded.policy_id} from {checkpoint} in {time.monotonic() - t0:.2f} s "
                       f"(H={loaded.horizon}, A={loaded.action_dim}); replaced "
                       f"{previous.policy_id if previous else 'no policy'}")
+
+    def _contract_mismatch(self, loaded: LoadedPolicy) -> str:
+        """'' when ``loaded`` commands the same robot as configured (parameters action_names,
+        control_period_s) or, where those are unset, as the running policy; else what differs.
+        The executor rejects chunks of another action space, so swapping to one would hold the
+        robot: refuse it here and keep the running policy driving."""
+        with self._lock:
+            running = self.policy
+        names = self.robot_action_names or (running.action_names if running else None)
+        if names is not None and loaded.action_names != names:
+            source = "parameter action_names" if self.robot_action_names else f"running policy {running.policy_id}"
+            return (f"commands actions {loaded.action_names} (dim {loaded.action_dim}) but the robot takes "
+                    f"{names} (dim {len(names)}, {source})")
+        period_ns = (int(round(self.robot_control_period_s * NS_PER_S)) if self.robot_control_period_s > 0
+                     else (running.period_ns if running else None))
+        if period_ns is not None and loaded.period_ns != period_ns:
+            return (f"has control period {loaded.period_ns * 1e-9:g} s but the robot runs at {period_ns * 1e-9:g} s "
+                    f"({'parameter control_period_s' if self.robot_control_period_s > 0 else 'running policy'})")
+        return ""
 
     def _log_load(self, ok: bool, message: str) -> None:
         # rclpy ties a severity to each logging call site: one call per severity.
@@ -247,12 +279,22 @@ class PolicyNode(Node):
         return response
 
     # ---- inference worker ----------------------------------------------------------------
-    def _set_waiting(self, reason: str) -> None:
-        if reason != self._waiting:
+    def _set_waiting(self, reason: str, key: str | None = None) -> None:
+        """Log a change of why inference waits, once: ``key`` names the cause without the numbers
+        that change every loop (ages), so a long outage is one line plus a reminder every
+        WAITING_REMINDER_S, not a line per loop."""
+        key = reason if key is None else key
+        now = time.monotonic()
+        if key != self._waiting_key:
             if reason:
                 self.get_logger().warn(f"no inference: {reason}")
             elif self._waiting:
-                self.get_logger().info("inputs complete: inferring")
+                self.get_logger().info(f"inputs complete: inferring (waited {now - self._waiting_since:.1f} s)")
+            self._waiting, self._waiting_key, self._waiting_since, self._waiting_logged = reason, key, now, now
+        elif reason and now - self._waiting_logged >= WAITING_REMINDER_S:
+            self.get_logger().warn(f"still no inference after {now - self._waiting_since:.0f} s: {reason}")
+            self._waiting_logged = now
+        else:
             self._waiting = reason
 
     def _observation(self, policy: LoadedPolicy, now_ns: int):
@@ -264,11 +306,13 @@ class PolicyNode(Node):
         missing = [f"{k.split(':')[-1]} ({self.topics[k]})" for k in needed if k not in latest]
         if missing:
             raise ObservationError(f"nothing received yet on {', '.join(missing)}")
-        stale = [f"{k.split(':')[-1]} ({(now_ns - latest[k][1]) * 1e-9:.2f} s)" for k in needed
+        stale = [k for k in needed
                  if self.obs_timeout_ns > 0 and latest[k][1] > 0 and now_ns - latest[k][1] > self.obs_timeout_ns]
         if stale:
-            raise ObservationError(f"stale inputs (> observation_timeout_s {self.obs_timeout_ns * 1e-9:g}): "
-                                   f"{', '.join(stale)}")
+            err = ObservationError(f"stale inputs (> observation_timeout_s {self.obs_timeout_ns * 1e-9:g}): " + ", ".join(
+                f"{k.split(':')[-1]} on {self.topics[k]} ({(now_ns - latest[k][1]) * 1e-9:.2f} s old)" for k in stale))
+            err.key = "stale:" + ",".join(stale)  # the cause without the ages (one log line per cause)
+            raise err
         if not task:
             raise ObservationError(f"no task instruction yet on {self.topics.get('task', 'the task topic')} "
                                    "(or parameter default_task)")
@@ -329,8 +373,13 @@ class PolicyNode(Node):
         try:
             obs, obs_ns = self._observation(policy, now_ns)
         except ObservationError as exc:
-            self._set_waiting(str(exc))
+            self._set_waiting(str(exc), getattr(exc, "key", None))
             return
+        if obs_ns < self._last_obs_ns:  # the inputs' clock went back (sim / bag restarted): start anew
+            self.get_logger().warn(f"observation stamps went back by {(self._last_obs_ns - obs_ns) * 1e-9:.3f} s "
+                                   "(clock reset, sim or bag restarted?): inferring on the new time line")
+            with self._lock:
+                self._last_obs_ns, self._last_chunk = -1, None
         if obs_ns <= self._last_obs_ns or obs_ns < self._episode_start_ns:
             return  # nothing new to infer from (or only the previous episode's last view)
         self._set_waiting("")

@@ -439,3 +439,22 @@ def test_executor_with_realtime_priority_runs_its_spin_thread_fifo_or_warns(star
         assert os.sched_getscheduler(pid) == os.SCHED_FIFO and os.sched_getparam(pid).sched_priority == 20
     else:
         assert "realtime_priority 20 not applied, normal scheduling" in log, log
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_executor_sends_a_final_hold_command_when_stopped(start_executor, sig):
+    import signal
+
+    sim = start_executor()
+    sim.step()
+    sim.publish_chunk(ramp_chunk(5), observation_ns=sim.now_ns)
+    driving = sim.step()
+    assert driving.source == POLICY and driving.action[0] > 0.0
+    n_commands = len(sim.commands)
+    sim.proc.popen.send_signal(getattr(signal, sig))
+    sim._wait(lambda: any(m.source == HOLD and "shutting down" in m.hold_reason for m in sim.executed), 10.0,
+              "the final hold")
+    sim.spin_for(0.3)
+    assert len(sim.commands) > n_commands and sim.commands[-1] == [0.0] * 7, "the last command is the hold"
+    assert sim.proc.popen.wait(10) == 0
+    assert f"executor shutting down ({sig})" in sim.proc.log()

@@ -55,8 +55,12 @@ def checkpoints(tmp_path_factory):
     weights = corrupt / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:3000])  # truncated safetensors
     wrist = save_tiny_checkpoint(root / "wrist", 4, camera_names=("wrist",))  # valid, but needs another camera
+    # valid, but for another robot: 6 actions, or the same actions at 20 Hz
+    six = save_tiny_checkpoint(root / "six", 5, action_dim=6, action_names=tuple(f"j{i}" for i in range(6)),
+                               action_low=(-1.0,) * 6, action_high=(1.0,) * 6)
+    fast = save_tiny_checkpoint(root / "fast", 6, control_period_s=0.05)
     return {"a": (str(root / "a"), ids["a"]), "b": (str(root / "b"), ids["b"]), "corrupt": (str(corrupt), ""),
-            "wrist": (str(root / "wrist"), wrist)}
+            "wrist": (str(root / "wrist"), wrist), "six": (str(root / "six"), six), "fast": (str(root / "fast"), fast)}
 
 
 @pytest.fixture(scope="module")
@@ -88,6 +92,7 @@ class Robot:
                                       QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE))
         self.stamps: list[int] = []
         self.send_camera = True
+        self.publishing = True  # False: every input goes silent
         self._last = 0.0
         self.rgb = np.random.default_rng(0).integers(0, 256, (24, 32, 3), dtype=np.uint8)
 
@@ -118,7 +123,7 @@ class Robot:
     def spin(self, seconds, until=None):
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
-            if time.monotonic() - self._last > 0.05:
+            if self.publishing and time.monotonic() - self._last > 0.05:
                 self._last = time.monotonic()
                 self.publish_inputs()
             rclpy.spin_once(self.node, timeout_sec=0.01)
@@ -214,6 +219,42 @@ def test_load_policy_refuses_corrupt_checkpoint_and_swaps_to_good_one(start_poli
     n = len(robot.chunks)
     robot.wait_chunks(n + 3)
     assert {c.policy_id for c in robot.chunks[n:]} == {id_b}, "no chunk of the old policy after the swap"
+
+
+def test_load_policy_refuses_a_checkpoint_for_another_action_space_and_keeps_driving(start_policy, checkpoints):
+    path_a, id_a = checkpoints["a"]
+    robot = start_policy(checkpoint=path_a)  # no action_names parameter: the running policy sets them
+    robot.wait_chunks(2, policy_id=id_a)
+    for name, expected in (("six", "commands actions ['j0', 'j1', 'j2', 'j3', 'j4', 'j5'] (dim 6)"),
+                           ("fast", "has control period 0.05 s but the robot runs at 0.1 s")):
+        refused = robot.load_policy("/policy_node/load_policy", checkpoints[name][0])
+        assert not refused.success and refused.policy_id == id_a, refused.message
+        assert expected in refused.message
+    n = len(robot.chunks)
+    robot.wait_chunks(n + 3)
+    assert {c.policy_id for c in robot.chunks[n:]} == {id_a}, "the running policy keeps driving"
+
+
+def test_policy_node_refuses_at_start_a_checkpoint_not_matching_the_configured_action_names(start_policy,
+                                                                                          checkpoints):
+    robot = start_policy(checkpoint=checkpoints["six"][0],
+                         action_names=["dx", "dy", "dz", "rx", "ry", "rz", "grip"])
+    robot.proc.wait_for_log("but the robot takes ['dx', 'dy', 'dz', 'rx', 'ry', 'rz', 'grip'] (dim 7, parameter "
+                            "action_names)")
+    robot.spin(1.0)
+    assert robot.chunks == []
+    ok = robot.load_policy("/policy_node/load_policy", checkpoints["a"][0])
+    assert ok.success, ok.message
+
+
+def test_policy_node_logs_a_lasting_input_outage_once_not_every_loop(start_policy, checkpoints):
+    path_a, id_a = checkpoints["a"]
+    robot = start_policy(checkpoint=path_a, observation_timeout_s=0.3)
+    robot.wait_chunks(2, policy_id=id_a)
+    robot.publishing = False  # every input goes silent
+    robot.spin(3.0)
+    log = robot.proc.log()
+    assert log.count("no inference: stale inputs") == 1, log[-2000:]
 
 
 def test_policy_node_without_checkpoint_waits_and_says_so_until_loaded(start_policy, checkpoints):

@@ -4,6 +4,14 @@ Some machines have no ``launch`` package; the main job and the system tests use 
 with the very same parameters YAML as the launch files.
 
     python -m aloe_sim.bringup sim [--params launch/config/sim.yaml] [--set sim_node.episodes=3]
+
+Supervision (the robot is held whenever no valid policy drives it):
+* a node other than executor_node that dies is restarted (``--respawn``, default 3 times, 2 s
+  apart); meanwhile the executor keeps running and holds, because chunks go stale. A node that
+  dies more often than that, or any node with ``--no-respawn``, stops the set: exit status 1.
+* executor_node dying stops the set at once (nothing commands the robot any more): exit 1.
+* Ctrl-C / SIGTERM stops every other node first and the executor last: its final command is
+  its ``hold_command``. Exit 0.
 """
 
 from __future__ import annotations
@@ -50,6 +58,20 @@ def executable(package: str, name: str) -> list[str]:
     raise FileNotFoundError(f"{package}/{name} is not installed: run scripts/setup.sh and source scripts/env.sh")
 
 
+class _QuotedStrings(yaml.SafeDumper):
+    """Every string double-quoted: ROS's parameter parser reads bare ``n`` / ``y`` / ``on`` as
+    booleans (YAML 1.1), where PyYAML writes them bare. Quoted, a string stays a string."""
+
+
+_QuotedStrings.add_representer(str, lambda dumper, data: dumper.represent_scalar("tag:yaml.org,2002:str", data,
+                                                                               style='"'))
+
+
+def dump_params(params: dict) -> str:
+    """A parameters dict as ROS parameter YAML, values typed as they were read."""
+    return yaml.dump(params, Dumper=_QuotedStrings, sort_keys=False)
+
+
 def load_params(path: Path, overrides: dict[str, dict] | None = None) -> dict:
     """Parameters YAML (``{node: {ros__parameters: {...}}}``) with per-node overrides merged in."""
     params = yaml.safe_load(Path(path).read_text()) or {}
@@ -63,6 +85,9 @@ class NodeProcess:
     name: str
     popen: subprocess.Popen
     log_path: Path
+    cmd: list = field(default_factory=list)
+    env: dict = field(default_factory=dict)
+    restarts: int = 0
 
     def alive(self) -> bool:
         return self.popen.poll() is None
@@ -83,19 +108,31 @@ class NodeGroup:
     def dead(self) -> list[NodeProcess]:
         return [p for p in self.processes if not p.alive()]
 
-    def stop(self, names: list[str] | None = None, timeout: float = 10.0) -> None:
+    def stop(self, names: list[str] | None = None, timeout: float = 10.0, last: tuple[str, ...] = ("executor_node",)
+             ) -> None:
+        """SIGINT the nodes (all, or ``names``), then SIGKILL after ``timeout``; the nodes named in
+        ``last`` are stopped after the others (the executor's final command is a hold)."""
         targets = [p for p in self.processes if names is None or p.name in names]
-        for p in targets:
-            if p.alive():
-                p.popen.send_signal(signal.SIGINT)
-        deadline = time.monotonic() + timeout
-        for p in targets:
-            try:
-                p.popen.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                p.popen.kill()
-                p.popen.wait(5)
+        for wave in ([p for p in targets if p.name not in last], [p for p in targets if p.name in last]):
+            for p in wave:
+                if p.alive():
+                    p.popen.send_signal(signal.SIGINT)
+            deadline = time.monotonic() + timeout
+            for p in wave:
+                try:
+                    p.popen.wait(max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    p.popen.kill()
+                    p.popen.wait(5)
         self.processes = [p for p in self.processes if p not in targets]
+
+    def respawn(self, p: NodeProcess) -> NodeProcess:
+        """Start a dead node again with the same command line; its log is appended to."""
+        popen = subprocess.Popen(p.cmd, stdout=p.log_path.open("a"), stderr=subprocess.STDOUT, start_new_session=True,
+                                 preexec_fn=_child_setup, env=p.env)
+        new = NodeProcess(p.name, popen, p.log_path, p.cmd, p.env, p.restarts + 1)
+        self.processes[self.processes.index(p)] = new
+        return new
 
 
 def _child_setup() -> None:
@@ -117,15 +154,16 @@ def start_nodes(entries: list[tuple[str, str, str]], params: dict, log_dir: Path
     log_dir = Path(log_dir)
     log_dir.mkdir(parents=True, exist_ok=True)
     params_file = log_dir / f"params{tag}.yaml"
-    params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+    params_file.write_text(dump_params(params))
     group = NodeGroup()
     for package, exe, name in entries:
         cmd = executable(package, exe) + ["--ros-args", "--params-file", str(params_file),
                                            "-r", f"__node:={name}", "-p", f"use_sim_time:={str(use_sim_time).lower()}"]
         log_path = log_dir / f"{name}{tag}.log"
+        full_env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
         popen = subprocess.Popen(cmd, stdout=log_path.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
-                                 preexec_fn=_child_setup, env=dict(os.environ, PYTHONUNBUFFERED="1", **(env or {})))
-        group.processes.append(NodeProcess(name, popen, log_path))
+                                 preexec_fn=_child_setup, env=full_env)
+        group.processes.append(NodeProcess(name, popen, log_path, cmd, full_env))
     return group
 
 
@@ -140,6 +178,42 @@ def _parse_overrides(items: list[str]) -> dict[str, dict]:
     return out
 
 
+EXECUTOR = "executor_node"  # the one node that commands the robot
+
+
+def supervise(group: NodeGroup, respawn: int, respawn_delay_s: float = 2.0, poll_s: float = 0.2,
+              log=print) -> int:
+    """Watch the nodes until one fails for good (-> 1) or a signal stops the set (-> 0).
+
+    A dead node other than the executor is restarted up to ``respawn`` times while the executor
+    keeps holding the robot; a dead executor, or a node past its restarts, ends the set."""
+    stopping = []
+    handler = lambda signum, frame: stopping.append(signum)  # noqa: E731
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while not stopping:
+            for p in group.dead():
+                code = p.popen.returncode
+                log(f"{p.name} exited with {code}; last output:\n{p.tail()}")
+                if p.name == EXECUTOR:
+                    log(f"{EXECUTOR} is gone: nothing commands the robot any more; stopping every node")
+                    return 1
+                if p.restarts >= respawn:
+                    log(f"{p.name} died {p.restarts + 1} times (respawn limit {respawn}); stopping every node "
+                        f"({EXECUTOR} holds the robot until it stops)")
+                    return 1
+                log(f"restarting {p.name} in {respawn_delay_s:g} s (restart {p.restarts + 1} of {respawn}); "
+                    f"{EXECUTOR} holds the robot meanwhile")
+                time.sleep(respawn_delay_s)
+                group.respawn(p)
+            time.sleep(poll_s)
+        log(f"signal {signal.Signals(stopping[0]).name}: stopping every node, {EXECUTOR} last (final hold)")
+        return 0
+    finally:
+        for sig, h in previous.items():
+            signal.signal(sig, h)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("node_set", choices=sorted(node_sets()), help="which launch file's node set to start")
@@ -147,21 +221,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="NODE.PARAM=VALUE",
                         help="override one parameter (repeatable)")
     parser.add_argument("--log-dir", type=Path, default=Path("runs/bringup"), help="where node logs go")
+    parser.add_argument("--respawn", type=int, default=3, metavar="N",
+                        help="restart a node that dies (not the executor) up to N times; 0 = never")
     args = parser.parse_args(argv)
     params = load_params(args.params or repo_root() / "launch" / "config" / f"{args.node_set}.yaml",
                          _parse_overrides(args.set))
     group = start_nodes(node_sets()[args.node_set], params, args.log_dir, use_sim_time=args.node_set == "sim")
     print(f"started {[p.name for p in group.processes]}; logs in {args.log_dir}; Ctrl-C stops all", flush=True)
+    code = 1
     try:
-        while not group.dead():
-            time.sleep(0.5)
-        for p in group.dead():
-            print(f"{p.name} exited with {p.popen.returncode}; last output:\n{p.tail()}", file=sys.stderr)
-    except KeyboardInterrupt:
-        pass
+        code = supervise(group, args.respawn, log=lambda m: print(m, file=sys.stderr, flush=True))
     finally:
         group.stop()
-    return 0
+    return code
 
 
 if __name__ == "__main__":

@@ -1,0 +1,111 @@
+"""The documented robot bringup (`python -m aloe_sim.bringup robot`, the shipped robot.yaml
+unchanged) starts every node, keeps the robot held through a policy_node crash and restarts it,
+stops with a final hold, and exits non-zero when the executor dies."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+rclpy = pytest.importorskip("rclpy")
+
+pytestmark = pytest.mark.system
+
+ROOT = Path(__file__).resolve().parents[1]
+NODES = ("policy_node", "executor_node", "teleop_node", "recorder_node")
+
+
+def wait_for(predicate, timeout, what, log_dir=None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    logs = "".join(f"\n--- {p.name}\n{p.read_text()[-1500:]}" for p in sorted(Path(log_dir).glob("*.log"))) \
+        if log_dir else ""
+    raise AssertionError(f"timed out waiting for {what}{logs}")
+
+
+def node_pids(name: str) -> list[int]:
+    """PIDs of running processes whose command line remaps the node name to ``name``."""
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                cmd = (d / "cmdline").read_bytes().split(b"\0")
+                state = (d / "status").read_text()
+            except OSError:
+                continue
+            if f"__node:={name}".encode() in cmd and "zombie" not in state:
+                out.append(int(d.name))
+    return out
+
+
+@pytest.fixture
+def bringup(tmp_path):
+    procs = []
+
+    def start(*extra):
+        log_dir = tmp_path / "logs"
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "aloe_sim.bringup", "robot", "--log-dir", str(log_dir),
+             "--set", f"recorder_node.output_dir={tmp_path / 'bags'}", *extra],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            env=dict(os.environ, ROS_DOMAIN_ID=str(40 + os.getpid() % 50)))
+        procs.append(proc)
+        return proc, log_dir
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def all_up(log_dir):
+    return all(node_pids(n) for n in NODES) and all(
+        (Path(log_dir) / f"{n}.log").exists() and ("ready" in (Path(log_dir) / f"{n}.log").read_text()
+                                                   or "started" in (Path(log_dir) / f"{n}.log").read_text())
+        for n in ("policy_node", "executor_node"))
+
+
+def test_robot_bringup_with_the_shipped_yaml_starts_every_node_and_survives_a_policy_crash(bringup):
+    proc, log_dir = bringup()
+    wait_for(lambda: all_up(log_dir) or proc.poll() is not None, 90, "every node up", log_dir)
+    assert proc.poll() is None, proc.stdout.read()
+    time.sleep(3.0)  # a node that dies on its parameters does so within a second or two
+    assert proc.poll() is None and all(node_pids(n) for n in NODES), "a node died with the shipped robot.yaml"
+    teleop = (Path(log_dir) / "teleop_node.log").read_text()
+    assert "InvalidParameterType" not in teleop and "Traceback" not in teleop
+
+    executor = node_pids("executor_node")
+    policy = node_pids("policy_node")
+    os.kill(policy[0], signal.SIGKILL)
+    wait_for(lambda: node_pids("policy_node") and node_pids("policy_node") != policy, 60, "policy_node restarted",
+             log_dir)
+    assert node_pids("executor_node") == executor, "the executor kept running (holding) through the crash"
+    assert proc.poll() is None
+
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out
+    assert "restarting policy_node" in out
+    assert "executor shutting down (SIGINT)" in (Path(log_dir) / "executor_node.log").read_text()
+    assert not any(node_pids(n) for n in NODES)
+
+
+def test_robot_bringup_exits_non_zero_when_the_executor_dies(bringup):
+    proc, log_dir = bringup()
+    wait_for(lambda: all_up(log_dir) or proc.poll() is not None, 90, "every node up", log_dir)
+    os.kill(node_pids("executor_node")[0], signal.SIGKILL)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 1, out
+    assert "executor_node is gone" in out
+    assert not any(node_pids(n) for n in NODES)
