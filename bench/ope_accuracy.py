@@ -20,6 +20,14 @@ offline path (``aloe_sim.offline.run_episodes``; nothing here runs over ROS):
    Spearman rank correlation of Q and V, advantage-sign accuracy. Ablation grid for aloe over
    ensemble size K and the aggregation rule; chunk length H is a separate run (``--horizon``),
    because pi and the ground truth change with H.
+4. the ensemble (issue 14): the ground truth also holds Q^pi(s, A_pi) for one chunk A_pi sampled
+   from pi at s (never executed in the data); per critic, the rank correlation of the ensemble's
+   std there with its |Q error| there ("does the spread grow where the critic is wrong?"), and V's
+   bias at pi's own states. ``--variant NAME=field=value,...`` adds aloe critics with CriticConfig
+   overrides (e.g. the ensemble's independence: bootstrap_fraction, prior_scale);
+   ``--low-coverage N`` fits every critic a second time on the buffer with at most N failed
+   episodes (the states keep their ground truth: the critic must extrapolate to failures).
+   ``--cache`` keeps the buffer, pi and the ground truth (the expensive part) for later variants.
 
 Example (the run in BENCHMARKS.md, section "Evidence"):
     nice python bench/ope_accuracy.py --horizon 10 --out bench/results/ope_H10.json
@@ -60,12 +68,20 @@ def parse_args(argv=None):
     p.add_argument("--rollouts", type=int, default=12, help="rollouts per ground-truth value (Q and V each)")
     p.add_argument("--critic-steps", type=int, default=1500)
     p.add_argument("--critic-batch", type=int, default=128)
-    p.add_argument("--policy-samples", type=int, default=8, help="n: A'_j ~ pi per observation")
+    p.add_argument("--policy-samples", type=int, default=8, help="n: A'_j ~ pi per observation in the TD target")
+    p.add_argument("--value-samples", type=int, default=64, help="A_j ~ pi per observation for V (num_value_samples)")
     p.add_argument("--ensembles", type=int, nargs="+", default=[2, 5, 10], help="K grid for aloe")
     p.add_argument("--aggregates", nargs="+", default=["subset_min", "mean_std"], help="aggregation grid for aloe")
     p.add_argument("--main-k", type=int, default=10, help="K of the td1/progress critics and the headline aloe")
     p.add_argument("--critic-seeds", type=int, default=2, help="critic fits per configuration (seed, seed+1, ...)")
     p.add_argument("--threads", type=int, default=1, help="torch threads")
+    p.add_argument("--variant", action="append", default=[], metavar="NAME=FIELD=VALUE,...",
+                   help="an extra aloe critic (K=--main-k, subset_min) with CriticConfig overrides, repeatable")
+    p.add_argument("--low-coverage", type=int, default=-1, metavar="N",
+                   help="also fit every critic on the buffer with at most N failed episodes (-1: off)")
+    p.add_argument("--skip-grid", action="store_true", help="only progress, td1, the headline aloe and the variants")
+    p.add_argument("--cache", default="", help="directory keeping the buffer, pi and the ground truth; reused when "
+                                               "it exists (same --seed/--horizon)")
     p.add_argument("--out", default="bench/results/ope_H10.json", help="JSON results; a PNG is written beside it")
     p.add_argument("--report", metavar="JSON", help="only print the markdown tables of an earlier run's JSON")
     return p.parse_args(argv)
@@ -142,32 +158,49 @@ def ground_truth(args, sim, episodes, groups, pi, log):
         chunk = np.asarray(e.actions[tick:tick + H], np.float64)
         q = policy_returns(sim, state, pi, n, args.gamma, H, seed=2 * k, prefix=chunk)
         v = policy_returns(sim, state, pi, n, args.gamma, H, seed=2 * k + 1)
+        obs = {"images": {c: np.asarray(e.images[c][tick]) for c in e.images}, "proprio": np.asarray(e.proprio[tick]),
+               "task": e.task}
+        pi_chunk = pi.predict_chunk(obs, generator=torch.Generator().manual_seed(7919 * k + 1)).astype(np.float64)
+        q_pi = policy_returns(sim, state, pi, n, args.gamma, H, seed=2 * k + 500_000, prefix=pi_chunk)
         half = lambda x: 1.96 * x.std(ddof=1) / np.sqrt(len(x)) if np.ptp(x) > 0 else 0.0  # noqa: E731
         rows.append({"episode": ep, "tick": tick, "group": groups[ep],
                      "human_in_chunk": bool((np.asarray(e.sources[tick:tick + H]) == 1).any()),
                      "q_true": float(q.mean()), "q_ci": float(half(q)), "v_true": float(v.mean()),
-                     "v_ci": float(half(v)), "q_success": float((q > 0).mean()), "v_success": float((v > 0).mean())})
+                     "v_ci": float(half(v)), "q_success": float((q > 0).mean()), "v_success": float((v > 0).mean()),
+                     "pi_chunk": pi_chunk.tolist(), "q_pi_true": float(q_pi.mean()), "q_pi_ci": float(half(q_pi))})
         if k % 8 == 0:
             log(f"  ground truth {k + 1}/{len(chosen)} ({time.perf_counter() - t0:.0f} s)")
     return rows, time.perf_counter() - t0
 
 
-def fit_and_score(dataset, bank, pi, method, K, aggregate, seed, args, ids):
+def fit_and_score(dataset, bank, pi, method, K, aggregate, seed, args, ids, rows, overrides=None, fit_view=None):
+    """Fit a critic (on ``fit_view`` of the dataset, default all of it) and score the ground-truth
+    states: Q, V, advantage, q_std at the recorded chunks, and Q / ensemble std at pi's sampled chunk."""
     from aloe_critic.critic import CriticConfig, critic_for_policy
     from aloe_critic.values import chunk_values, fit_critic
 
-    config = CriticConfig(ensemble_size=K, critic_steps=args.critic_steps, critic_batch_size=args.critic_batch,
-                          num_policy_samples=args.policy_samples, aggregate=aggregate, subset_size=min(2, K))
+    config = CriticConfig(**{"ensemble_size": K, "critic_steps": args.critic_steps,
+                             "critic_batch_size": args.critic_batch, "num_policy_samples": args.policy_samples,
+                             "num_value_samples": args.value_samples, "aggregate": aggregate, "subset_size": min(2, K),
+                             **(overrides or {})})
     torch.manual_seed(seed)
     critic = critic_for_policy(pi, config)
     t0 = time.perf_counter()
-    curve = fit_critic(critic, dataset, method, bank, config, seed=seed)
+    curve = fit_critic(critic, dataset if fit_view is None else fit_view, method, bank, config, seed=seed)
     fit_s = time.perf_counter() - t0
     view = dataset.filter(mask=np.isin(np.arange(len(dataset.done)), ids))
     values = chunk_values(critic, view, bank)
     order = {int(t): i for i, t in enumerate(view.indices)}
     pos = np.array([order[int(i)] for i in ids])
-    return {k: values[k][pos] for k in ("q", "v", "advantage", "q_std")}, fit_s, curve[-1]
+    est = {k: values[k][pos] for k in ("q", "v", "advantage", "q_std", "v_se")}
+    obs = dataset.observations(dataset.obs_tick[ids])
+    pi_chunks = torch.tensor(np.array([r["pi_chunk"] for r in rows]), dtype=torch.float32)
+    with torch.no_grad():
+        critic.eval()
+        q_k = critic.q_values(obs, pi_chunks)                                   # (K, B)
+        est["q_pi"] = critic.aggregate(q_k).numpy()
+        est["q_pi_std"] = q_k.std(0, unbiased=False).numpy()
+    return est, fit_s, curve[-1]
 
 
 def metrics(est, rows) -> dict:
@@ -177,7 +210,15 @@ def metrics(est, rows) -> dict:
     noise = np.sqrt(np.array([r["q_ci"] for r in rows]) ** 2 + np.array([r["v_ci"] for r in rows]) ** 2)
     clear = np.abs(a) > noise  # advantage sign resolved by the ground truth's own CI
     sign_ok = np.sign(est["advantage"]) == np.sign(a)
+    q_pi = np.array([r["q_pi_true"] for r in rows])
+    err_pi = np.abs(est["q_pi"] - q_pi)
+    own = np.array([r["group"] == "pi" for r in rows])
     return {
+        "q_pi_rmse": float(np.sqrt(np.mean(err_pi ** 2))),
+        "spread_vs_error_spearman": spearman(est["q_pi_std"], err_pi),
+        "spread_over_error": float(np.mean(est["q_pi_std"]) / max(1e-9, float(np.mean(err_pi)))),
+        "v_bias_pi_states": float(np.mean(est["v"][own] - v[own])) if own.any() else float("nan"),
+        "v_se_mean": float(np.nanmean(est["v_se"])),
         "q_rmse": float(np.sqrt(np.mean((est["q"] - q) ** 2))), "q_bias": float(np.mean(est["q"] - q)),
         "q_spearman": spearman(est["q"], q),
         "v_rmse": float(np.sqrt(np.mean((est["v"] - v) ** 2))), "v_bias": float(np.mean(est["v"] - v)),
@@ -263,6 +304,19 @@ def markdown(result: dict) -> str:
             g = r["by_group"]
             lines.append(f"| {r['method']} | " + " | ".join(
                 f"{g[x]['q_bias']:+.2f} / {g[x]['v_bias']:+.2f}" if x in g else "-" for x in GROUPS) + " |")
+    if any("spread_vs_error_spearman" in r for r in runs):
+        lines += ["", "The ensemble: at one chunk of pi per state, never executed in the data (mean over critic seeds):",
+                  "", "| critic | Q RMSE at pi's chunk | spread-vs-error Spearman | mean spread / mean error "
+                  "| V bias at pi's states | V standard error |", "|---|---|---|---|---|---|"]
+        labels = []
+        for r in runs:
+            if r["method"] not in labels and (r["K"] == a["main_k"] and r["aggregate"] == "subset_min"):
+                labels.append(r["method"])
+        for lab in labels:
+            sel = [r for r in runs if r["method"] == lab and r["K"] == a["main_k"] and r["aggregate"] == "subset_min"]
+            lines.append(f"| {lab} | {mean(sel, 'q_pi_rmse'):.3f} | {mean(sel, 'spread_vs_error_spearman'):.2f} | "
+                         f"{mean(sel, 'spread_over_error'):.2f} | {mean(sel, 'v_bias_pi_states'):+.3f} | "
+                         f"{mean(sel, 'v_se_mean'):.4f} |")
     lines += ["", "Headline critics (first seed), 95 % bootstrap intervals over the states (2000 resamples):", "",
               "| method | Q RMSE | Q Spearman | V RMSE | V Spearman | Q RMSE / progress's | V RMSE / progress's "
               "| Q / V Spearman, non-trivial states |", "|---|---|---|---|---|---|---|---|"]
@@ -288,6 +342,62 @@ def markdown(result: dict) -> str:
         cells.append(f"{spearman(eq[nt], q[nt]):.2f} / {spearman(ev[nt], v[nt]):.2f} (n={int(nt.sum())})")
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def parse_overrides(text: str) -> dict:
+    """'bootstrap_fraction=0.5,prior_scale=0.3' -> {'bootstrap_fraction': 0.5, 'prior_scale': 0.3}."""
+    import yaml
+
+    out = {}
+    for item in filter(None, text.split(",")):
+        key, _, value = item.partition("=")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def low_coverage_view(dataset, episodes, max_failures: int, seed: int, log):
+    """The dataset without all but ``max_failures`` (random) of its failed episodes."""
+    failed = [i for i, e in enumerate(episodes) if e.outcome != "SUCCESS"]
+    keep_failed = set(np.random.default_rng(seed + 11).choice(failed, size=min(max_failures, len(failed)),
+                                                              replace=False).tolist()) if failed else set()
+    drop = np.array([i in set(failed) - keep_failed for i in range(len(episodes))])
+    log(f"low coverage: {len(failed) - len(keep_failed)} of {len(failed)} failed episodes left out of the critic's data")
+    return dataset.filter(mask=~drop[dataset.tick_episode])
+
+
+CACHE_KEYS = ("seed", "horizon", "max_steps", "gamma", "demos", "demo_noise", "old_steps", "pi_steps", "episodes",
+              "states", "rollouts")
+
+
+def save_cache(args, episodes, groups, pi, phase_stats, collect_s, rows, gt_s) -> None:
+    import pickle
+
+    d = Path(args.cache)
+    d.mkdir(parents=True, exist_ok=True)
+    pi.save_pretrained(d / "pi")
+    with open(d / "buffer.pkl", "wb") as fh:
+        pickle.dump({"key": {k: getattr(args, k) for k in CACHE_KEYS}, "episodes": episodes, "groups": groups,
+                     "phase_stats": phase_stats, "collect_s": collect_s, "rows": rows, "gt_s": gt_s}, fh)
+
+
+def load_cache(args, log):
+    """(episodes, groups, pi, phase_stats, collect_s, rows, gt_s) from --cache, or None if absent."""
+    import pickle
+
+    from aloe_policy.model import FlowMatchingPolicy
+
+    d = Path(args.cache)
+    if not (d / "buffer.pkl").is_file():
+        return None
+    with open(d / "buffer.pkl", "rb") as fh:
+        data = pickle.load(fh)
+    key = {k: getattr(args, k) for k in CACHE_KEYS}
+    if data["key"] != key:
+        raise SystemExit(f"--cache {d} was made with {data['key']}, not {key}: use another --cache")
+    pi = FlowMatchingPolicy.from_pretrained(d / "pi")
+    pi.eval()
+    log(f"buffer, pi and ground truth from {d}")
+    return data["episodes"], data["groups"], pi, data["phase_stats"], data["collect_s"], data["rows"], data["gt_s"]
 
 
 def main(argv=None) -> int:
@@ -316,14 +426,20 @@ def main(argv=None) -> int:
     log(f"config: {vars(args)}")
     code = provenance()
     log(f"code: {code}")
-    sim = make_sim(max_steps=args.max_steps, seed=args.seed, snapshot_prob=0.2)
-    episodes, groups, policies, phase_stats, collect_s = collect(args, sim, log)
-    pi = policies["pi"]
-    log(f"collected {len(episodes)} episodes, {sum(len(e) for e in episodes)} ticks, "
-        f"{len(sim.snapshots)} snapshots in {collect_s:.0f} s")
-    sim.snapshot_prob = 0.0
-    rows, gt_s = ground_truth(args, sim, episodes, groups, pi, log)
-    log(f"ground truth for {len(rows)} states in {gt_s:.0f} s; mean CI half-width Q {np.mean([r['q_ci'] for r in rows]):.3f}"
+    cached = load_cache(args, log) if args.cache else None
+    if cached is not None:
+        episodes, groups, pi, phase_stats, collect_s, rows, gt_s = cached
+    else:
+        sim = make_sim(max_steps=args.max_steps, seed=args.seed, snapshot_prob=0.2)
+        episodes, groups, policies, phase_stats, collect_s = collect(args, sim, log)
+        pi = policies["pi"]
+        log(f"collected {len(episodes)} episodes, {sum(len(e) for e in episodes)} ticks, "
+            f"{len(sim.snapshots)} snapshots in {collect_s:.0f} s")
+        sim.snapshot_prob = 0.0
+        rows, gt_s = ground_truth(args, sim, episodes, groups, pi, log)
+        if args.cache:
+            save_cache(args, episodes, groups, pi, phase_stats, collect_s, rows, gt_s)
+    log(f"ground truth for {len(rows)} states ({gt_s:.0f} s); mean CI half-width Q {np.mean([r['q_ci'] for r in rows]):.3f}"
         f" V {np.mean([r['v_ci'] for r in rows]):.3f}")
     result = {"args": vars(args), "code": code, "phases": phase_stats, "collect_s": collect_s,
               "ground_truth_s": gt_s, "rows": rows, "runs": []}
@@ -331,24 +447,39 @@ def main(argv=None) -> int:
 
     dataset = TransitionDataset(episodes, args.horizon, args.gamma)
     ids = np.array([dataset.tick_offset[r["episode"]] + r["tick"] for r in rows])
-    bank = PolicySampleBank(pi, dataset, args.policy_samples, seed=args.seed)
-    configs = [("progress", args.main_k, "subset_min"), ("td1", args.main_k, "subset_min")]
-    configs += [("aloe", k, agg) for agg in args.aggregates for k in args.ensembles]
+    bank = PolicySampleBank(pi, dataset, max(args.policy_samples, args.value_samples), seed=args.seed)
+    configs = [("progress", args.main_k, "subset_min", None), ("td1", args.main_k, "subset_min", None)]
+    if args.skip_grid:
+        configs += [("aloe", args.main_k, "subset_min", None)]
+    else:
+        configs += [("aloe", k, agg, None) for agg in args.aggregates for k in args.ensembles]
+    for item in args.variant:
+        name, _, fields = item.partition("=")
+        configs.append(("aloe", args.main_k, "subset_min", (name, parse_overrides(fields))))
+    views = [("", None)]
+    if args.low_coverage >= 0:
+        views.append((" (low coverage)", low_coverage_view(dataset, episodes, args.low_coverage, args.seed, log)))
     headline = {}
-    for method, K, agg in configs:
-        for s in range(args.critic_seeds):
-            est, fit_s, last = fit_and_score(dataset, bank, pi, method, K, agg, args.seed + s, args, ids)
-            m = metrics(est, rows)
-            run = {"method": method, "K": K, "aggregate": agg, "critic_seed": args.seed + s, "fit_s": fit_s,
-                   "last_curve": last, **m, "by_group": per_group(est, rows),
-                   "estimates": {k: v.tolist() for k, v in est.items()}}
-            result["runs"].append(run)
-            log(f"{method:8s} K={K:2d} {agg:10s} seed={args.seed + s}: Q rmse {m['q_rmse']:.3f} rho {m['q_spearman']:.2f} | "
-                f"V rmse {m['v_rmse']:.3f} rho {m['v_spearman']:.2f} | sign acc {m['adv_sign_acc_resolved']:.2f} "
-                f"({m['resolved_states']} resolved) | fit {fit_s:.0f} s")
-            if s == 0 and K == args.main_k and agg == "subset_min":
-                headline[method] = est
-            out.write_text(json.dumps(result, indent=1))  # partial results survive a kill
+    for suffix, fit_view in views:
+        for method, K, agg, variant in configs:
+            label = (method if variant is None else f"aloe[{variant[0]}]") + suffix
+            for s in range(args.critic_seeds):
+                est, fit_s, last = fit_and_score(dataset, bank, pi, method, K, agg, args.seed + s, args, ids, rows,
+                                                 overrides=None if variant is None else variant[1], fit_view=fit_view)
+                m = metrics(est, rows)
+                run = {"method": label, "K": K, "aggregate": agg, "critic_seed": args.seed + s, "fit_s": fit_s,
+                       "overrides": None if variant is None else variant[1],
+                       "last_curve": last, **m, "by_group": per_group(est, rows),
+                       "estimates": {k: v.tolist() for k, v in est.items()}}
+                result["runs"].append(run)
+                log(f"{label:8s} K={K:2d} {agg:10s} seed={args.seed + s}: Q rmse {m['q_rmse']:.3f} rho "
+                    f"{m['q_spearman']:.2f} | V rmse {m['v_rmse']:.3f} rho {m['v_spearman']:.2f} | sign acc "
+                    f"{m['adv_sign_acc_resolved']:.2f} ({m['resolved_states']} resolved) | spread~|err| rho "
+                    f"{m['spread_vs_error_spearman']:.2f}, spread/err {m['spread_over_error']:.2f}, V bias at pi's "
+                    f"states {m['v_bias_pi_states']:+.3f} | fit {fit_s:.0f} s")
+                if s == 0 and K == args.main_k and agg == "subset_min" and variant is None and not suffix:
+                    headline[method] = est
+                out.write_text(json.dumps(result, indent=1))  # partial results survive a kill
     if headline:
         plot(rows, headline, out.with_suffix(".png"))
     result["total_s"] = time.perf_counter() - start

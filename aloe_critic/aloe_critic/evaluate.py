@@ -80,7 +80,7 @@ def evaluate_bags(bags, critic_path, policy_path=None, cache_dir: str | None = N
     if not report.episodes:
         raise RuntimeError("no usable bags: " + "; ".join(f"{b}: {r}" for b, r in report.skipped))
     dataset = TransitionDataset(report.episodes, critic.chunk_horizon, float(meta.get("gamma", 0.99)))
-    n = num_policy_samples or critic.config.num_policy_samples
+    n = num_policy_samples or critic.config.num_value_samples
     bank = PolicySampleBank(policy, dataset, n, ticks=np.unique(dataset.obs_tick), seed=seed, progress=progress)
     values = chunk_values(critic, dataset, bank, device=device)
     rows = []

@@ -156,9 +156,11 @@ def chunk_values(critic: ChunkCritic, dataset, bank: PolicySampleBank, batch_siz
     ``v_se`` (standard error of V from the bank's samples), ``v_std_pi`` (spread of pi's chunks'
     values), and the critic-ranked choice among {recorded chunk} + the bank's samples of pi at o_t:
     ``best_index`` (-1: the recorded chunk, j: sample j) and its pessimistic value ``best_q``.
-    V uses every sample the bank holds at o_t (``num_value_samples``). Under torchrun the batches
-    are shared out over the ranks and every rank gets all values (evaluation is deterministic)."""
+    V uses the first ``num_value_samples`` chunks the bank holds at o_t (all, if it holds fewer).
+    Under torchrun the batches are shared out over the ranks and every rank gets all values
+    (evaluation is deterministic)."""
     critic.to(device).eval()
+    n_value = min(bank.n, critic.config.num_value_samples)
     rank, world = rank_world()
     view = dataset.indices
     starts = list(range(0, len(view), batch_size))
@@ -169,7 +171,7 @@ def chunk_values(critic: ChunkCritic, dataset, bank: PolicySampleBank, batch_siz
         feats = None if table is None else table[batch.obs_tick]
         if feats is None:
             feats = critic.features(batch.obs)
-        pol = bank.chunks(batch.obs_tick.cpu().numpy()).to(device)
+        pol = bank.chunks(batch.obs_tick.cpu().numpy(), n_value).to(device)
         res = critic.evaluate(batch.obs, batch.chunks, pol, features=feats)
         sampled_q = critic.pessimistic_q(batch.obs, pol, features=feats)                  # (b, n)
         best_q, best = sampled_q.max(-1)
