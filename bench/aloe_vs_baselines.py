@@ -73,13 +73,17 @@ def run_study(a) -> int:
     def seed_jobs(seed: int) -> int:
         init = root / f"init_s{seed}"
         if not (init / "config.json").is_file():
-            rc = call(["--seed", str(seed), "--iterations", "0", "--save-init", str(init),
-                       "--out", str(root / f"init_s{seed}.json"), "--demos", str(a.demos)], root / f"init_s{seed}.log")
+            rc = call(["--seed", str(seed), "--save-init", str(init), "--out", str(root / f"init_s{seed}.json"),
+                       *common, "--iterations", "0"], root / f"init_s{seed}.log")
             if rc != 0:
                 return rc
         return 0
 
     jobs = [(op, m, s) for s in a.seeds for op in a.operators for m in a.methods]
+    manifest = root / "study.json"  # run file -> (operator, method spec, seed): the labels of the summary
+    known = json.loads(manifest.read_text()) if manifest.is_file() else {}
+    known.update({run_name(*j): {"operator": j[0], "method": j[1], "seed": j[2]} for j in jobs})
+    manifest.write_text(json.dumps(known, indent=1))
     with ThreadPoolExecutor(max_workers=a.jobs) as pool:
         if any(list(pool.map(seed_jobs, a.seeds))):
             print("an initial policy failed; see init_s*.log", file=sys.stderr)
@@ -135,13 +139,21 @@ def paired_throughput_test(sa, ta, sb, tb, draws: int = 10_000, seed: int = 0) -
 
 
 def load(root: Path) -> dict:
-    """{(operator, method, seed): rows} of every finished or partial run in ``root``."""
+    """{(operator, method spec, seed): rows} of every finished or partial run in ``root`` (labels
+    from the study's manifest; runs without one are labelled by their own arguments)."""
+    manifest = root / "study.json"
+    known = json.loads(manifest.read_text()) if manifest.is_file() else {}
     runs = {}
     for path in sorted(root.glob("*__s*.json")):
         data = json.loads(path.read_text())
         a = data["args"]
-        method = a["method"] + (":" + ",".join(a["train"]) if a.get("train") else "")
-        runs[(a.get("operator", "skilled"), method, int(a["seed"]))] = data["rows"]
+        if path.stem in known:
+            k = known[path.stem]
+            key = (k["operator"], k["method"], int(k["seed"]))
+        else:
+            key = (a.get("operator", "skilled"), a["method"] + (":" + ",".join(a["train"]) if a.get("train") else ""),
+                   int(a["seed"]))
+        runs[key] = data["rows"]
     return runs
 
 

@@ -1,0 +1,93 @@
+"""bench/aloe_vs_baselines.py: records per (method, operator, seed, iteration), the paired tests
+(success: exact sign test; throughput: paired permutation), the resumable runner's naming, and a
+real tiny study run end to end."""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import aloe_vs_baselines as avb  # noqa: E402
+
+
+def write_run(root: Path, operator: str, method: str, seed: int, success: list[list[bool]], steps: list[list[int]]):
+    name, _, overrides = method.partition(":")
+    rows = []
+    for i, (s, t) in enumerate(zip(success, steps)):
+        rows.append({"iteration": i, "success_rate": float(np.mean(s)), "eval_success": s, "eval_steps": t,
+                     "eval_throughput_per_hour": avb.throughput(np.array(s), np.array(t)),
+                     "intervention_rate": 0.3 - 0.05 * i, "assisted_success_rate": 1.0,
+                     "assisted_throughput_per_hour": 100.0})
+    args = {"method": name, "seed": seed, "operator": operator, "train": [o for o in overrides.split(",") if o]}
+    (root / f"{avb.run_name(operator, method, seed)}.json").write_text(json.dumps({"args": args, "rows": rows}))
+
+
+def test_offline_loop_arguments_and_run_names_of_a_method_spec():
+    assert avb.offline_loop_args("aloe:extraction=ranked,beta=0.2") == [
+        "--method", "aloe", "--train", "extraction=ranked", "--train", "beta=0.2"]
+    assert avb.offline_loop_args("dagger") == ["--method", "dagger"]
+    assert avb.run_name("imperfect", "aloe:extraction=ranked", 3) == "imperfect__aloe__extraction-ranked__s3"
+
+
+def test_throughput_counts_cycle_time():
+    # 2 successes in 10 + 30 ticks of 0.1 s plus one 60-tick failure: 2 per 10 s = 720 per hour
+    assert avb.throughput(np.array([1, 1, 0]), np.array([10, 30, 60])) == pytest.approx(720.0)
+
+
+def test_paired_permutation_test_of_throughput_finds_a_faster_method_and_not_an_equal_one():
+    rng = np.random.default_rng(0)
+    s = np.ones(40, bool)
+    fast, slow = rng.integers(20, 30, 40), rng.integers(35, 45, 40)
+    diff, p = avb.paired_throughput_test(s, fast, s, slow, draws=2000)
+    assert diff > 0 and p < 0.01
+    diff, p = avb.paired_throughput_test(s, fast, s, fast, draws=2000)
+    assert diff == 0 and p > 0.5
+
+
+def test_summary_records_every_iteration_and_pairs_aloe_with_each_baseline_at_the_last_one(tmp_path):
+    ok, bad = [True] * 10, [True] * 4 + [False] * 6
+    for seed in (0, 1):
+        write_run(tmp_path, "imperfect", "aloe", seed, [bad, ok], [[30] * 10, [20] * 10])
+        write_run(tmp_path, "imperfect", "dagger", seed, [bad, bad], [[30] * 10, [30] * 10])
+        write_run(tmp_path, "imperfect", "bc", seed, [bad, ok], [[30] * 10, [40] * 10])
+    summary = avb.summarise(avb.load(tmp_path))
+    assert len(summary["records"]) == 3 * 2 * 2
+    rec = next(r for r in summary["records"] if r["method"] == "aloe" and r["seed"] == 1 and r["iteration"] == 1)
+    assert rec["success"] == 1.0 and rec["operator"] == "imperfect" and rec["intervention_rate"] == pytest.approx(0.25)
+    assert rec["throughput_per_hour"] == pytest.approx(10 / (200 * 0.1 / 3600))
+    by = {(t["baseline"], t["metric"]): t for t in summary["paired"]}
+    dagger = by[("dagger", "success")]
+    assert (dagger["wins"], dagger["losses"], dagger["iteration"], dagger["seeds"]) == (12, 0, 1, [0, 1])
+    assert dagger["p_value"] == pytest.approx(2 * 0.5 ** 12)
+    bc = by[("bc", "success")]
+    assert (bc["wins"], bc["losses"], bc["p_value"]) == (0, 0, 1.0)
+    faster = by[("bc", "throughput_per_hour")]
+    assert faster["wins"] == 20 and faster["losses"] == 0 and faster["p_value"] < 0.01
+    text = avb.markdown(summary)
+    assert "| imperfect | aloe vs dagger | success (1.00 vs 0.40) | 1 | 0,1 | 12 | 0 |" in text
+
+
+@pytest.mark.slow
+def test_a_tiny_study_runs_resumes_and_summarises(tmp_path):
+    args = ["run", "--dir", str(tmp_path / "study"), "--seeds", "0", "--operators", "imperfect",
+            "--methods", "aloe", "dagger", "--iterations", "1", "--demos", "1", "--jobs", "2", "--nice", "0",
+            "--extra", "--episodes", "1", "--eval", "2", "--init-steps", "3", "--policy-steps", "3",
+            "--critic-steps", "3", "--max-steps", "12", "--image-size", "32", "--train", "ensemble_size=2",
+            "--train", "num_policy_samples=2", "--train", "num_value_samples=4"]
+    assert avb.main(args) == 0
+    done = sorted(p.name for p in (tmp_path / "study").glob("imperfect__*.json"))
+    assert done == ["imperfect__aloe__s0.json", "imperfect__dagger__s0.json"]
+    stamp = {p: p.stat().st_mtime_ns for p in (tmp_path / "study").glob("imperfect__*.json")}
+    assert avb.main(args) == 0, "a finished study resumes to nothing"
+    assert stamp == {p: p.stat().st_mtime_ns for p in stamp}
+    out = tmp_path / "avb.json"
+    assert avb.main(["summary", "--dir", str(tmp_path / "study"), "--out", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert {(r["method"], r["iteration"]) for r in data["records"]} == {("aloe", 0), ("aloe", 1), ("dagger", 0),
+                                                                        ("dagger", 1)}
+    assert {t["metric"] for t in data["paired"]} == {"success", "throughput_per_hour"}
+    assert out.with_suffix(".png").stat().st_size > 1000
