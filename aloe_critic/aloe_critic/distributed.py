@@ -3,9 +3,12 @@
 How the distributed run stays the single-process run:
 
 * every rank draws the same *global* batch indices (same seed); the global batch is cut into
-  ``batch_blocks`` fixed blocks (``DEFAULT_BATCH_BLOCKS``) and each rank takes a contiguous run
-  of whole blocks (``rank_blocks``; the world size must divide the number of blocks), so each
-  rank reads and decodes only its share of every batch from the memory-mapped cache;
+  ``batch_blocks`` fixed blocks and each rank takes a contiguous run of whole blocks
+  (``rank_blocks``; the world size must divide the number of blocks), so each rank reads and
+  decodes only its share of every batch from the memory-mapped cache. The default (0) is one
+  block per process: a one-process run pays nothing (each block is a forward pass of its own,
+  measured 2x per policy step at 8 blocks), and a run on W processes equals the one-process run
+  with ``batch_blocks=W``;
 * per-sample randomness inside the training forward (the flow-matching noise x0 and t, dropout
   masks) is drawn per *block*, from a generator and a torch RNG state seeded by (seed, step,
   block) (``block_rng``): sample i of the global batch gets the same noise whichever rank, and
@@ -32,8 +35,9 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-# Blocks per global batch: any world size dividing it reproduces the one-process run exactly.
-DEFAULT_BATCH_BLOCKS = 8
+# Blocks per global batch; 0 = one per process. Runs on any world size dividing a fixed number of
+# blocks give the same result as the one-process run with that number.
+DEFAULT_BATCH_BLOCKS = 0
 
 
 def setup(device: str = "cpu") -> str:
@@ -75,10 +79,11 @@ def rank_blocks(global_batch_size: int, blocks: int = DEFAULT_BATCH_BLOCKS) -> l
     """This rank's (block index, slice of the global batch) pairs, in order.
 
     The global batch is cut into ``min(blocks, global_batch_size)`` contiguous blocks (sizes
-    differing by at most one); rank r of W takes blocks [r*n/W, (r+1)*n/W). One process: all.
+    differing by at most one; ``blocks`` 0 = the world size); rank r of W takes blocks
+    [r*n/W, (r+1)*n/W). One process: all.
     """
     rank, world = rank_world()
-    n = min(int(blocks), int(global_batch_size))
+    n = min(int(blocks) if int(blocks) > 0 else world, int(global_batch_size))
     if n < 1:
         raise ValueError(f"batch_blocks and the batch size must be >= 1, got {blocks} and {global_batch_size}")
     if n % world:

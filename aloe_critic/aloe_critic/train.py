@@ -66,7 +66,8 @@ class TrainConfig:
     policy_config_file: str | None = None   # JSON PolicyConfig fields for a fresh policy (else defaults + data shapes)
     critic_init_from_policy: bool = True    # critic encoder starts from the policy's encoder weights
     eval_batch_size: int = 256        # batch size for sampling pi and scoring chunks
-    batch_blocks: int = 8             # seeded noise blocks per batch; runs on a world size dividing it equal one process
+    batch_blocks: int = 0             # seeded noise blocks per batch (0 = one per process); a run on W processes
+                                      # equals the one-process run with batch_blocks = W (or any multiple)
     overwrite: bool = False           # replace an existing out_dir
     progress: bool = True             # tqdm progress bars
     critic_only_bags: list = field(default_factory=list)  # fnmatch patterns of bag paths whose chunks train the
@@ -82,8 +83,8 @@ class TrainConfig:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
         if not 0.0 < self.gamma <= 1.0:
             raise ValueError(f"gamma must be in (0, 1], got {self.gamma}")
-        if self.batch_blocks < 1:
-            raise ValueError(f"batch_blocks must be >= 1, got {self.batch_blocks}")
+        if self.batch_blocks < 0:
+            raise ValueError(f"batch_blocks must be >= 0 (0 = one block per process), got {self.batch_blocks}")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -29,7 +29,10 @@ SCRIPT = textwrap.dedent('''
     d, adv = two_chunk_dataset()
     torch.manual_seed(0)
     policy = TinyFlowPolicy()
-    improve_policy(policy, d, adv, ImprovementConfig(policy_steps=20, policy_batch_size=16, policy_lr=1e-3), seed=0)
+    # batch_blocks 2 in both runs: the one-process run reproduces the 2-rank one (the default, one
+    # block per process, would give each its own noise)
+    improve_policy(policy, d, adv, ImprovementConfig(policy_steps=20, policy_batch_size=16, policy_lr=1e-3), seed=0,
+                   batch_blocks=2)
     checksum = float(sum(p.detach().double().sum() for p in policy.parameters()))
     bank_sum = float(bank.samples.double().sum())
     out = {"rank_world": list(rank_world()), "q": q.tolist(), "policy_checksums": all_gather_objects(checksum),
@@ -89,7 +92,8 @@ def test_two_rank_torchrun_aloe_train_iteration_equals_single_process(initial_ch
 
     root = initial_checkpoint
     small = [*COMMON, "--method", "aloe", "--ensemble-size", "3", "--critic-hidden-dim", "16", "--critic-steps", "10",
-             "--critic-batch-size", "16", "--num-policy-samples", "2", "--policy-steps", "10"]
+             "--critic-batch-size", "16", "--num-policy-samples", "2", "--num-value-samples", "4",
+             "--policy-steps", "10", "--batch-blocks", "2"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     outs = {}
     for name, launcher in (("single", []), ("ddp", [sys.executable, "-m", "torch.distributed.run", "--standalone",
@@ -132,6 +136,18 @@ def test_rank_blocks_partition_the_one_process_blocks_and_refuse_a_world_that_do
     monkeypatch.setattr(distributed, "rank_world", lambda: (0, 3))
     with pytest.raises(ValueError, match="multiple of the world size"):
         distributed.rank_blocks(64, 8)
+
+
+def test_default_batch_blocks_are_one_per_process(monkeypatch):
+    import aloe_critic.distributed as distributed
+
+    assert distributed.DEFAULT_BATCH_BLOCKS == 0
+    assert distributed.rank_blocks(64, 0) == [(0, slice(0, 64))]  # one process: one forward per batch
+    parts = []
+    for rank in range(2):
+        monkeypatch.setattr(distributed, "rank_world", lambda rank=rank: (rank, 2))
+        parts += distributed.rank_blocks(64, 0)
+    assert parts == [(0, slice(0, 32)), (1, slice(32, 64))]  # two processes: one block each
 
 
 def test_block_rng_gives_a_block_the_same_noise_and_dropout_wherever_it_runs():
