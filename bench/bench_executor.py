@@ -22,7 +22,7 @@ the same run. The policy is an untrained built-in FlowMatchingPolicy of the defa
 for control, the deployment setting on a 2-core machine).
 
 Usage: ``python bench/bench_executor.py [--rate 50 --phase-s 15] [--realtime-priority 40]``
-(source scripts/env.sh first); writes its section of BENCHMARKS.md unless ``--no-write``.
+(source scripts/env.sh first); prints its section of BENCHMARKS.md; ``--write-benchmarks`` writes it there.
 ``--realtime-priority`` sets executor_node's ``realtime_priority`` (SCHED_FIFO for its control
 thread, the deployment setting of launch/config/robot.yaml); 0 measures normal scheduling.
 """
@@ -62,7 +62,8 @@ def parse_args(argv=None):
     ap.add_argument("--torch-threads", type=int, default=1, help="policy_node torch_threads (default 1)")
     ap.add_argument("--domain-id", type=int, default=int(os.environ.get("ALOE_BENCH_DOMAIN_ID", 23)))
     ap.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md", help="markdown file to update")
-    ap.add_argument("--no-write", action="store_true", help="print results only")
+    ap.add_argument("--write-benchmarks", action="store_true",
+                    help="replace this benchmark's section of --output (tracked BENCHMARKS.md); default: print only")
     ap.add_argument("--json", type=Path, help="also write the raw results as JSON here")
     ap.add_argument("--keep", action="store_true", help="keep the node logs and checkpoint (printed path)")
     return ap.parse_args(argv)
@@ -393,7 +394,7 @@ def main(argv=None):
     print(section)
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
-    if not args.no_write:
+    if args.write_benchmarks:
         write_section(args.output, section)
         print(f"wrote section to {args.output}")
     if args.keep:

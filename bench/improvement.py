@@ -59,7 +59,8 @@ def parse_args(argv=None):
     p.add_argument("--ensemble-size", type=int, default=5)
     p.add_argument("--beta", type=float, default=0.1, help="advantage temperature")
     p.add_argument("--threads", type=int, default=1, help="torch threads")
-    p.add_argument("--out", default="bench/results/improvement.json", help="JSON results; a PNG is written beside it")
+    p.add_argument("--out", default="runs/bench/improvement.json",
+                   help="JSON results; a PNG is written beside it (the tracked copy: --out bench/results/improvement.json)")
     p.add_argument("--report", metavar="JSON", help="only print the markdown table of an earlier run's JSON")
     return p.parse_args(argv)
 

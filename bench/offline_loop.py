@@ -106,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--save-init", default="", help="save the initial policy here")
     p.add_argument("--load-init", default="", help="start from this initial policy (skips BC; same --demos/--seed)")
-    p.add_argument("--out", default="bench/results/offline_loop.json")
+    p.add_argument("--out", default="runs/bench/offline_loop.json", help="JSON results (untracked by default)")
     return p
 
 

@@ -82,7 +82,8 @@ def parse_args(argv=None):
     p.add_argument("--skip-grid", action="store_true", help="only progress, td1, the headline aloe and the variants")
     p.add_argument("--cache", default="", help="directory keeping the buffer, pi and the ground truth; reused when "
                                                "it exists (same --seed/--horizon)")
-    p.add_argument("--out", default="bench/results/ope_H10.json", help="JSON results; a PNG is written beside it")
+    p.add_argument("--out", default="runs/bench/ope_H10.json",
+                   help="JSON results; a PNG is written beside it (the tracked copy: --out bench/results/ope_H10.json)")
     p.add_argument("--report", metavar="JSON", help="only print the markdown tables of an earlier run's JSON")
     return p.parse_args(argv)
 

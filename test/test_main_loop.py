@@ -67,3 +67,20 @@ def test_short_loop_produces_consistent_bags_checkpoints_hot_reloads_and_report(
     assert json.loads((run / "metrics.json").read_text()) == rows
     html = (run / "report.html").read_text()
     assert ids[0] in html and ids[1] in html and (run / "metrics.png").stat().st_size > 1000
+
+    # the README's next steps on the loop's own output: bags are found at any depth under bags/
+    import subprocess
+
+    evaluated = subprocess.run(["aloe-evaluate", str(run / "bags"), "--critic", str(run / "checkpoints" / "iter_01"),
+                                "--out", str(tmp_path / "eval"), "--no-plots"], capture_output=True, text=True,
+                               timeout=600)
+    assert evaluated.returncode == 0, evaluated.stdout[-2000:] + evaluated.stderr[-2000:]
+    n_bags = sum(1 for _ in (run / "bags").glob("*/*/metadata.yaml"))
+    scored = (tmp_path / "eval" / "values.csv").read_text().splitlines()
+    assert len({line.split(",")[0] for line in scored[1:]}) == n_bags, "every bag of the run was scored"
+    trained = subprocess.run(["aloe-train", "--bags", str(run / "bags"), "--policy-in",
+                              str(run / "checkpoints" / "iter_01"), "--out", str(tmp_path / "bc_02"), "--method",
+                              "bc", "--policy-steps", "2", "--cache-dir", str(run / "cache"), "--no-progress"],
+                             capture_output=True, text=True, timeout=600)
+    assert trained.returncode == 0, trained.stdout[-2000:] + trained.stderr[-2000:]
+    assert f"from {n_bags} bags" in trained.stdout

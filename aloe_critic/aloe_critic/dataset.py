@@ -159,19 +159,29 @@ class Episode:
 _COLUMNS = ("proprio", "actions", "sources", "rewards", "stamps", "chunk_ids", "policy_index")
 
 
+def _is_bag(d: Path) -> bool:
+    return (d / "metadata.yaml").exists() or any(d.glob("*.mcap"))
+
+
 def find_bags(paths: Iterable[str | os.PathLike]) -> list[Path]:
     """Expand paths into bag directories: a bag dir (holding metadata.yaml or *.mcap) is taken as
-    is, a ``.mcap`` file means its directory, any other directory is searched one level down."""
+    is, a ``.mcap`` file means its directory, any other directory is searched at any depth (a
+    bag's own folder is not searched further; hidden folders are skipped). The main loop's
+    ``runs/<run>/bags/<phase>/<episode>/`` and a recorder's flat ``output_dir`` both work."""
     bags: list[Path] = []
     for p in map(Path, paths):
         p = p.expanduser()
         if p.is_file() and p.suffix == ".mcap":
             bags.append(p.parent)
-        elif p.is_dir() and ((p / "metadata.yaml").exists() or any(p.glob("*.mcap"))):
+        elif p.is_dir() and _is_bag(p):
             bags.append(p)
         elif p.is_dir():
-            bags.extend(sorted(c for c in p.iterdir() if c.is_dir() and ((c / "metadata.yaml").exists()
-                                                                         or any(c.glob("*.mcap")))))
+            for root, dirs, _files in os.walk(p):
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                here = Path(root)
+                if here != p and _is_bag(here):
+                    bags.append(here)
+                    dirs[:] = []
         else:
             raise FileNotFoundError(f"{p}: not a bag directory, .mcap file or directory of bags")
     seen, unique = set(), []
@@ -180,6 +190,15 @@ def find_bags(paths: Iterable[str | os.PathLike]) -> list[Path]:
             seen.add(b.resolve())
             unique.append(b)
     return unique
+
+
+def no_usable_bags(paths, report: "IngestionReport") -> str:
+    """Why nothing could be trained on, never an empty reason."""
+    where = ", ".join(str(p) for p in paths)
+    if not report.skipped:
+        return (f"no bags under {where}: no folder there holds a metadata.yaml or *.mcap (searched at any depth); "
+                "point --bags at the recorder's output_dir or a run's bags/ folder")
+    return f"no usable bags under {where}: " + "; ".join(f"{b}: {r}" for b, r in report.skipped)
 
 
 def bag_content_hash(bag_dir: Path, memo_dir: Path | None = None) -> str:

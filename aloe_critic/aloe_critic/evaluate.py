@@ -26,7 +26,8 @@ import numpy as np
 import torch
 
 from .critic import CRITIC_CONFIG, CriticConfig, PolicySampleBank, critic_for_policy, load_critic_state, read_critic_meta
-from .dataset import SOURCE_HOLD, SOURCE_HUMAN, SOURCE_NAMES, IngestionConfig, TransitionDataset, ingest_bags
+from .dataset import (SOURCE_HOLD, SOURCE_HUMAN, SOURCE_NAMES, IngestionConfig, TransitionDataset, ingest_bags,
+                      no_usable_bags)
 from .values import chunk_values
 
 log = logging.getLogger("aloe_critic.evaluate")
@@ -78,7 +79,7 @@ def evaluate_bags(bags, critic_path, policy_path=None, cache_dir: str | None = N
         ingestion.cache_dir = cache_dir
     report = ingest_bags(bags, ingestion, progress=progress)
     if not report.episodes:
-        raise RuntimeError("no usable bags: " + "; ".join(f"{b}: {r}" for b, r in report.skipped))
+        raise RuntimeError(no_usable_bags(bags, report))
     dataset = TransitionDataset(report.episodes, critic.chunk_horizon, float(meta.get("gamma", 0.99)))
     n = num_policy_samples or critic.config.num_value_samples
     bank = PolicySampleBank(policy, dataset, n, ticks=np.unique(dataset.obs_tick), seed=seed, progress=progress)

@@ -41,7 +41,7 @@ import yaml
 
 from .critic import AGGREGATION_RULES, CriticConfig, PolicySampleBank, critic_for_policy, save_critic
 from .dataset import (SOURCE_HUMAN, SOURCE_POLICY, IngestionConfig, SkippedBagWarning, TransitionDataset, find_bags,
-                      ingest_bags)
+                      ingest_bags, no_usable_bags)
 from .distributed import barrier, is_main, rank_world, setup, teardown
 from .improvement import EXTRACTIONS, WEIGHT_MODES, ImprovementConfig, improve_policy
 from .values import VALUE_METHODS, chunk_values, fit_critic, ranked_chunks
@@ -383,7 +383,7 @@ def train_iteration(config: TrainConfig, bags, policy_in: str | os.PathLike | No
     log.info("ingested %d bags (%d decoded, %d from cache, %d skipped)", len(report.episodes),
              len(report.decoded), len(report.cached), len(report.skipped))
     if not report.episodes:
-        raise RuntimeError("no usable bags: " + "; ".join(f"{b}: {r}" for b, r in report.skipped))
+        raise RuntimeError(no_usable_bags(bags, report))
 
     from aloe_policy.model import FlowMatchingPolicy
 

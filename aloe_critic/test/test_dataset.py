@@ -182,3 +182,22 @@ def test_torch_dataloader_and_weighted_sampling(tmp_path, episode_bag):
     torch.testing.assert_close(batches[1].chunks, torch.from_numpy(d.chunks[5:8]))
     only_interventions = d.sample(64, np.random.default_rng(0), weights=d.is_intervention[d.indices].astype(float))
     assert d.is_intervention[only_interventions.index.numpy()].all()
+
+
+def test_bags_are_found_at_any_depth_and_an_empty_folder_says_why(tmp_path, episode_bag):
+    from aloe_critic.dataset import find_bags, no_usable_bags
+
+    flat = episode_bag("ep0")
+    # the main loop's layout: bags/<run>/<phase>/<episode>/, two levels below the folder given
+    nested = [episode_bag(f"run/{phase}/ep{i}") for phase in ("demos", "eval_01") for i in range(2)]
+    (tmp_path / "bags" / ".hidden" / "x").mkdir(parents=True)
+    found = find_bags([tmp_path / "bags"])
+    assert sorted(map(str, found)) == sorted(map(str, [flat, *nested]))
+    assert find_bags([nested[0]]) == [nested[0]], "a bag folder itself is one bag"
+    empty = tmp_path / "nothing" / "here"
+    empty.mkdir(parents=True)
+    report = ingest_bags([empty], config(tmp_path))
+    assert report.episodes == [] and report.skipped == []
+    why = no_usable_bags([empty], report)
+    assert str(empty) in why and "metadata.yaml or *.mcap" in why
+
