@@ -248,6 +248,12 @@ def _read_custom_data(bag_dir: Path) -> dict:
             parsed = None
         custom["policy_ids"] = ([str(x) for x in parsed] if isinstance(parsed, list)
                                 else [s.strip() for s in text.split(",") if s.strip()])
+    if isinstance(custom.get("stream_topics"), str):
+        try:
+            streams = json.loads(custom["stream_topics"])
+        except ValueError:
+            streams = None
+        custom["stream_topics"] = {str(k): str(v) for k, v in streams.items()} if isinstance(streams, dict) else {}
     custom["_message_count"] = int(info.get("message_count", -1))
     return custom
 
@@ -296,25 +302,31 @@ def decode_bag(bag_dir: Path, config: IngestionConfig) -> tuple[dict[str, np.nda
         by_topic = {c.topic: c for c in reader.connections}
         if config.topic_executed_action not in by_topic:
             raise BagError(f"no {config.topic_executed_action} topic (control ticks) in the bag")
-        if config.cameras is None:
-            cameras = sorted({t.split("/")[2] for t in by_topic if t.startswith("/camera/")
-                              and t.endswith(("/image_raw", "/image_raw/compressed"))})
-        else:
-            cameras = list(config.cameras)
+        # Which topic holds each stream: the recorder writes it into the bag's metadata
+        # (stream_topics); bags without it follow the default /camera/<name>/image_raw layout.
+        streams = custom.get("stream_topics") or {}
+        recorded_cams = {k.split(":", 1)[1]: t for k, t in streams.items() if k.startswith("camera:")}
+        if not recorded_cams:
+            recorded_cams = {t.split("/")[2]: t.removesuffix("/compressed") for t in by_topic
+                             if t.startswith("/camera/") and t.endswith(("/image_raw", "/image_raw/compressed"))}
+        cameras = sorted(recorded_cams) if config.cameras is None else list(config.cameras)
         cam_topics = {}
         for cam in cameras:
-            raw, comp = f"/camera/{cam}/image_raw", f"/camera/{cam}/image_raw/compressed"
-            if raw in by_topic:
-                cam_topics[raw] = cam
-            elif comp in by_topic:
-                cam_topics[comp] = cam
+            topic = recorded_cams.get(cam, f"/camera/{cam}/image_raw")
+            if topic in by_topic:
+                cam_topics[topic] = cam
+            elif f"{topic}/compressed" in by_topic:
+                cam_topics[f"{topic}/compressed"] = cam
             else:
-                raise BagError(f"camera {cam!r}: neither {raw} nor {comp} recorded")
-        wanted = {config.topic_executed_action, config.topic_joint_states, config.topic_task,
+                raise BagError(f"camera {cam!r}: neither {topic} nor {topic}/compressed recorded "
+                               f"(recorded cameras: {recorded_cams or 'none'})")
+        topic_joint_states = streams.get("joint_states", config.topic_joint_states)
+        topic_ee_pose = streams.get("ee_pose", config.topic_ee_pose)
+        wanted = {config.topic_executed_action, topic_joint_states, config.topic_task,
                   config.topic_episode_event, config.topic_reward, *cam_topics}
         if config.use_ee_pose:
-            wanted.add(config.topic_ee_pose)
-        for name in (config.topic_joint_states,) + ((config.topic_ee_pose,) if config.use_ee_pose else ()):
+            wanted.add(topic_ee_pose)
+        for name in (topic_joint_states,) + ((topic_ee_pose,) if config.use_ee_pose else ()):
             if name not in by_topic:
                 raise BagError(f"no {name} topic in the bag (needed for proprio)")
         conns = [c for c in reader.connections if c.topic in wanted]
@@ -339,10 +351,10 @@ def decode_bag(bag_dir: Path, config: IngestionConfig) -> tuple[dict[str, np.nda
                     else:
                         rgb = image_to_rgb(msg.encoding, msg.height, msg.width, msg.step, msg.data)
                     images[cam_topics[topic]].append((_stamp_ns(msg.header), resize_rgb(rgb, config.image_size)))
-                elif topic == config.topic_joint_states:
+                elif topic == topic_joint_states:
                     joints.append((_stamp_ns(msg.header), list(msg.name), np.asarray(msg.position),
                                    np.asarray(msg.velocity)))
-                elif topic == config.topic_ee_pose:
+                elif topic == topic_ee_pose:
                     p = msg.pose.position
                     ees.append((_stamp_ns(msg.header), np.array([p.x, p.y, p.z])))
                 elif topic == config.topic_task:

@@ -14,7 +14,8 @@ JOINTS = [f"panda_joint{i}" for i in range(1, 8)] + ["panda_gripper"]
 def write_episode_bag(path: Path, num_ticks: int = 8, sources=None, outcome: str = "SUCCESS", task: str = "pick the cube",
                       policy_id: str = "abcdef0123456789", image_size: int = 8, rewards=None,
                       metadata: bool = True, writer: str = "rosbags", crash: bool = False,
-                      compressed: bool = False) -> Path:
+                      compressed: bool = False, camera_topic: str = "/camera/front/image_raw",
+                      joint_states_topic: str = "/joint_states", stream_topics: dict | None = None) -> Path:
     """One episode bag (rosbag2 MCAP, the topics of docs/interfaces.md).
 
     Tick k (stamp 1.0 + 0.1 k s) executes action [k]*7. Before tick k (stamp - 10 ms) the camera
@@ -49,15 +50,15 @@ def write_episode_bag(path: Path, num_ticks: int = 8, sources=None, outcome: str
             pixels = np.full((image_size, image_size, 3), value % 256, np.uint8)
             if compressed:  # PNG: lossless, so pixel values stay checkable
                 from aloe_policy.observation import rgb_to_compressed
-                add(stamp, "/camera/front/image_raw/compressed", "sensor_msgs/msg/CompressedImage",
+                add(stamp, camera_topic + "/compressed", "sensor_msgs/msg/CompressedImage",
                     T["sensor_msgs/msg/CompressedImage"](header=header(stamp), format="png",
                                                          data=np.frombuffer(rgb_to_compressed(pixels, "png"), np.uint8)))
                 continue
-            add(stamp, "/camera/front/image_raw", "sensor_msgs/msg/Image",
+            add(stamp, camera_topic, "sensor_msgs/msg/Image",
                 T["sensor_msgs/msg/Image"](header=header(stamp), height=image_size, width=image_size, encoding="rgb8",
                                            is_bigendian=0, step=image_size * 3, data=pixels.reshape(-1)))
         stamp = tick - 20_000_000
-        add(stamp, "/joint_states", "sensor_msgs/msg/JointState",
+        add(stamp, joint_states_topic, "sensor_msgs/msg/JointState",
             T["sensor_msgs/msg/JointState"](header=header(stamp), name=JOINTS, position=np.full(8, float(k)),
                                             velocity=np.zeros(8), effort=np.zeros(0)))
         P = T["geometry_msgs/msg/Pose"]
@@ -87,6 +88,9 @@ def write_episode_bag(path: Path, num_ticks: int = 8, sources=None, outcome: str
         bag_writer.set_custom_data("task", task)
         bag_writer.set_custom_data("policy_ids", policy_id)
         bag_writer.set_custom_data("outcome", outcome)
+        if stream_topics:
+            import json
+            bag_writer.set_custom_data("stream_topics", json.dumps(stream_topics))
     bag_writer.open()
     conns = {}
     for logtime, topic, msgtype, msg in msgs:

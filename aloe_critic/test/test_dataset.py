@@ -201,3 +201,19 @@ def test_bags_are_found_at_any_depth_and_an_empty_folder_says_why(tmp_path, epis
     why = no_usable_bags([empty], report)
     assert str(empty) in why and "metadata.yaml or *.mcap" in why
 
+
+
+def test_bags_of_any_camera_and_joint_state_topics_train_from_their_metadata(tmp_path, episode_bag):
+    streams = {"camera:wrist": "/arm/wrist_cam/color/image_raw", "joint_states": "/arm/joint_states",
+               "ee_pose": "/aloe/ee_pose"}
+    bag = episode_bag("ep0", camera_topic=streams["camera:wrist"], joint_states_topic=streams["joint_states"],
+                      stream_topics=streams)
+    report = ingest_bags([bag], config(tmp_path))
+    assert report.skipped == [] and len(report.episodes) == 1
+    ep = report.episodes[0]
+    assert list(ep.images) == ["wrist"]
+    assert int(ep.images["wrist"][3].max()) == 3 and float(ep.proprio[3][0]) == 3.0  # tick k sees frame/joints k
+    # without the metadata the same topics cannot be told apart from other streams: said by name
+    plain = episode_bag("ep1", camera_topic="/arm/wrist_cam/color/image_raw", joint_states_topic="/arm/joint_states")
+    report = ingest_bags([plain], config(tmp_path))
+    assert report.episodes == [] and "/joint_states" in report.skipped[0][1]

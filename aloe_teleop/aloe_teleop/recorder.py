@@ -88,6 +88,9 @@ CUSTOM_DATA_KEYS = {
     "start_time_ns": "stamp of the START event (recorder clock, ns)",
     "end_time_ns": "stamp of the end event, or of the last message when INCOMPLETE",
     "reindexed": "'true' when metadata.yaml was rebuilt by reindex_bag after a crash",
+    "stream_topics": "(json) {'camera:<name>': topic, 'joint_states': topic, 'ee_pose': topic}: which recorded "
+                     "topic holds each observation stream (ingestion reads them from here, so bags of any "
+                     "camera topic names train)",
 }
 
 _MSGTYPE_EVENT = "aloe_msgs/msg/EpisodeEvent"
@@ -159,8 +162,9 @@ class EpisodeSummary:
     :func:`reindex_bag` on a bag cut by a crash.
     """
 
-    def __init__(self, task_topic: str = TOPIC_TASK):
+    def __init__(self, task_topic: str = TOPIC_TASK, stream_topics: dict[str, str] | None = None):
         self.task_topic = task_topic
+        self.stream_topics = dict(stream_topics or {})
         self.typestore = make_typestore()
         self.episode_id = ""
         self.event_task = ""
@@ -234,6 +238,7 @@ class EpisodeSummary:
             "dropped_messages": str(int(dropped)),
             "start_time_ns": str(self.start_time_ns or self.first_stamp),
             "end_time_ns": str(self.end_time_ns or self.last_stamp),
+            **({"stream_topics": json.dumps(self.stream_topics, sort_keys=True)} if self.stream_topics else {}),
         }
 
 
@@ -302,7 +307,7 @@ def load_episode_metadata(bag_dir: Path | str) -> dict:
     info = yaml.safe_load((bag_dir / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
     raw = info.get("custom_data") or {}
     out: dict = dict(raw)
-    for key in ("policy_ids", "executed_ticks", "message_counts"):
+    for key in ("policy_ids", "executed_ticks", "message_counts", "stream_topics"):
         if key in raw:
             out[key] = json.loads(raw[key])
     for key in ("takeovers", "dropped_messages", "start_time_ns", "end_time_ns"):
@@ -569,7 +574,7 @@ class McapBagWriter:
         with open(self.mcap_path, "r+b") as f:
             f.truncate(self.flushed_offset)
         # Counts are recomputed from what is in the file; only keep what the file cannot tell.
-        keep = ("end_reason", "dropped_messages")
+        keep = ("end_reason", "dropped_messages", "stream_topics")
         reindex_bag(self.bag_dir, extra_custom_data={k: custom_data[k] for k in keep if k in custom_data})
 
 
@@ -839,6 +844,7 @@ class RecorderConfig:
     queue_max_messages: int = 100_000
     min_free_mb: float = 500.0
     disk_check_interval_s: float = 1.0
+    stream_topics: dict = field(default_factory=dict)  # observation stream -> topic, written to the metadata
 
 
 class RecorderQueue:
@@ -1105,7 +1111,7 @@ class Recorder:
         except OSError as exc:
             self.log.error(f"recorder: cannot create bag {bag_dir}: {exc}; episode not recorded")
             return False
-        self._summary = EpisodeSummary(self.config.task_topic)
+        self._summary = EpisodeSummary(self.config.task_topic, self.config.stream_topics)
         self._dropped_at_open = self.queue.dropped
         self._last_flush = time.monotonic()
         self._last_disk_check = time.monotonic()

@@ -39,6 +39,28 @@ DEFAULT_TOPICS = [
 ]
 
 
+def stream_topics(camera_entries: list[str], recorded: list[str], joint_states: str, ee_pose: str) -> dict[str, str]:
+    """{'camera:<name>': topic, 'joint_states': topic, 'ee_pose': topic} for the bag metadata.
+
+    camera_entries: 'name=topic' items; none = the recorded topics that follow the default
+    '/camera/<name>/image_raw' layout."""
+    out = {}
+    for entry in camera_entries:
+        name, sep, topic = entry.partition("=")
+        if not sep or not name.strip() or not topic.strip().startswith("/"):
+            raise ValueError(f"camera_topics entry {entry!r}: expected 'name=/topic'")
+        out[f"camera:{name.strip()}"] = topic.strip()
+    if not camera_entries:
+        for topic in recorded:
+            parts = topic.split("/")
+            if len(parts) == 4 and parts[1] == "camera" and parts[3] == "image_raw":
+                out[f"camera:{parts[2]}"] = topic
+    out["joint_states"] = joint_states
+    if ee_pose:
+        out["ee_pose"] = ee_pose
+    return out
+
+
 def message_class(msgtype: str):
     """'sensor_msgs/msg/Image' -> the rclpy message class (needed for the raw subscription)."""
     pkg, kind, name = msgtype.split("/")
@@ -60,6 +82,14 @@ class RecorderNode(Node):
         self.declare_parameter("output_dir", "aloe_bags", d(description="bags go to <output_dir>/<episode_id>/"))
         self.declare_parameter("topics", DEFAULT_TOPICS, d(
             description="topics to record: '/topic' (type from the ROS graph) or '/topic:pkg/msg/Type'"))
+        self.declare_parameter("camera_topics", [""], d(
+            description="'name=topic' per camera (policy_node's camera_names / camera_topic_format): recorded, and "
+                        "written to each bag's metadata so ingestion finds them; [''] = every '/camera/<name>/"
+                        "image_raw' entry of topics"))
+        self.declare_parameter("joint_states_topic", bag_layout.TOPIC_JOINT_STATES, d(
+            description="sensor_msgs/JointState of the proprio (recorded; named in the metadata)"))
+        self.declare_parameter("ee_pose_topic", "/aloe/ee_pose", d(
+            description="geometry_msgs/PoseStamped of the EE (recorded; named in the metadata); '' = none"))
         self.declare_parameter("episode_event_topic", bag_layout.TOPIC_EPISODE_EVENT)
         self.declare_parameter("task_topic", bag_layout.TOPIC_TASK)
         self.declare_parameter("latched_topics", [bag_layout.TOPIC_TASK], d(
@@ -78,6 +108,16 @@ class RecorderNode(Node):
         self.declare_parameter("diagnostics_period_s", 1.0, d(description="period of /diagnostics"))
 
         p = lambda name: self.get_parameter(name).value  # noqa: E731
+        self.wanted: dict[str, str] = {}  # topic -> type ('' = from the graph)
+        for entry in p("topics"):
+            topic, msgtype = parse_topic_entry(entry)
+            self.wanted[topic] = msgtype
+        streams = stream_topics([c for c in p("camera_topics") if c], list(self.wanted), p("joint_states_topic"),
+                                p("ee_pose_topic"))
+        for key, topic in streams.items():
+            self.wanted.setdefault(topic, "" if key.startswith("camera:") else
+                                   ("sensor_msgs/msg/JointState" if key == "joint_states" else
+                                    "geometry_msgs/msg/PoseStamped"))
         self.event_topic = p("episode_event_topic")
         self.task_topic = p("task_topic")
         config = RecorderConfig(
@@ -86,12 +126,8 @@ class RecorderNode(Node):
             chunk_size=int(p("chunk_size")), compression=p("compression"), fsync=bool(p("fsync")),
             chunk_crc=bool(p("chunk_crc")),
             queue_max_mb=float(p("queue_max_mb")), min_free_mb=float(p("min_free_mb")),
-            disk_check_interval_s=float(p("disk_check_interval_s")))
+            disk_check_interval_s=float(p("disk_check_interval_s")), stream_topics=streams)
         self.qos_depth = int(p("qos_depth"))
-        self.wanted: dict[str, str] = {}  # topic -> type ('' = from the graph)
-        for entry in p("topics"):
-            topic, msgtype = parse_topic_entry(entry)
-            self.wanted[topic] = msgtype
         self.wanted.setdefault(self.event_topic, "aloe_msgs/msg/EpisodeEvent")
         self.wanted.setdefault(self.task_topic, "std_msgs/msg/String")
 
@@ -195,7 +231,12 @@ class RecorderNode(Node):
 
 def main(args=None):
     rclpy.init(args=args)
-    node = RecorderNode()
+    try:
+        node = RecorderNode()
+    except ValueError as exc:  # a bad parameter: say which, exit non-zero
+        rclpy.logging.get_logger("recorder_node").fatal(f"cannot start: {exc}")
+        rclpy.try_shutdown()
+        return 1
     try:
         rclpy.spin(node)
     except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):

@@ -135,7 +135,8 @@ def test_kill_9_mid_episode_loses_at_most_one_flush_interval(ros_node_process, p
 
 def test_burst_of_2000_messages_is_recorded_completely(ros_node_process, publisher, tmp_path):
     out = tmp_path / "bags"
-    rec = ros_node_process("aloe_teleop", "recorder_node", recorder_params(out, status_period_s=0.2))
+    rec = ros_node_process("aloe_teleop", "recorder_node", recorder_params(
+        out, status_period_s=0.2, camera_topics=["wrist=/arm/cam/image_raw"], ee_pose_topic=""))
     publisher.wait_matched()
     publisher.event("ep_burst", EpisodeEvent.START)
     rec.wait_for_log("recording to", timeout=10)
@@ -153,6 +154,8 @@ def test_burst_of_2000_messages_is_recorded_completely(ros_node_process, publish
     meta = load_episode_metadata(bag)
     assert meta["outcome"] == "SUCCESS" and meta["reward"] == 1.0 and meta["dropped_messages"] == 0
     assert meta["message_counts"]["/joint_states"] == n
+    # which topic holds which observation stream travels with the bag (ingestion reads it)
+    assert meta["stream_topics"] == {"camera:wrist": "/arm/cam/image_raw", "joint_states": "/joint_states"}
 
 
 def test_low_disk_space_refuses_to_open_a_bag_with_a_clear_error(ros_node_process, publisher, tmp_path):
