@@ -6,8 +6,8 @@ Chosen by the executor's ``output_adapter`` parameter:
 - ``joint_trajectory``: ``trajectory_msgs/JointTrajectory`` with one point reached after one
   control period (joint_trajectory_controller; header.stamp 0 = start on receipt).
 - ``twist_stamped``: ``geometry_msgs/TwistStamped`` from the first 6 dims
-  ``[vx, vy, vz, wx, wy, wz]`` times ``twist_scale`` (e.g. 1/control_period turns per-tick
-  deltas into m/s and rad/s; REP-103 units); further dims (gripper) are not sent.
+  ``[vx, vy, vz, wx, wy, wz]`` times ``twist_scale``; 0 (the default) means 1/control_period,
+  which turns per-tick deltas into m/s and rad/s (REP-103 units); further dims (gripper) are not sent.
 - ``moveit_py``: joint-position goals through MoveIt 2's moveit_py; loads only where
   moveit_py imports (a robot with MoveIt installed), fails with a clear message elsewhere.
 
@@ -177,7 +177,8 @@ def make_adapter(name: str, node, *, topic: str, action_names, joint_names, cont
     if name == "joint_trajectory":
         return JointTrajectoryAdapter(node, topic, joint_names or action_names, control_period_s)
     if name == "twist_stamped":
-        return TwistStampedAdapter(node, topic, len(action_names), frame_id, twist_scale)
+        scale = twist_scale if twist_scale > 0 else 1.0 / control_period_s
+        return TwistStampedAdapter(node, topic, len(action_names), frame_id, scale)
     if name == "moveit_py":
         return MoveItPyAdapter(node, moveit_planning_group, joint_names or action_names)
     raise AdapterError(f"unknown output_adapter {name!r}; use one of {list(ADAPTER_NAMES)}")

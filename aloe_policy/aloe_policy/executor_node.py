@@ -41,6 +41,7 @@ from aloe_policy.command_adapters import ADAPTER_NAMES, AdapterError, make_adapt
 SIM_ACTION_NAMES = ["dx", "dy", "dz", "rx", "ry", "rz", "grip"]
 
 NO_POLICY = "NO_POLICY"
+HOLD_NEW_EPISODE = "HOLD_NEW_EPISODE"  # an episode event dropped the plan; the next chunk is expected (not a fault)
 RUNNING = "RUNNING"
 HUMAN = "HUMAN"
 HOLD_STALE_CHUNK = "HOLD_STALE_CHUNK"
@@ -51,7 +52,8 @@ HOLD_REJECTED_POLICY = "HOLD_REJECTED_POLICY"
 FLAP_WINDOW_S = 5.0  # a state transition repeating faster than this is summarised in the log
 FLAP_PERSIST_S = 1.0  # ... unless the new state lasts this long: then it is logged after all
 
-_LEVEL = {RUNNING: DiagnosticStatus.OK, HUMAN: DiagnosticStatus.OK, NO_POLICY: DiagnosticStatus.WARN,
+_LEVEL = {RUNNING: DiagnosticStatus.OK, HUMAN: DiagnosticStatus.OK, HOLD_NEW_EPISODE: DiagnosticStatus.OK,
+          NO_POLICY: DiagnosticStatus.WARN,
           HOLD_STALE_CHUNK: DiagnosticStatus.WARN, HOLD_STALE_OBS: DiagnosticStatus.WARN,
           HOLD_MALFORMED: DiagnosticStatus.ERROR, HOLD_REJECTED_POLICY: DiagnosticStatus.ERROR}
 
@@ -102,7 +104,8 @@ class ExecutorNode(Node):
         joint_names = p("joint_names", [], "joint_trajectory / moveit_py joint names; [] = action_names",
                         array_type=Parameter.Type.STRING_ARRAY)
         frame_id = p("frame_id", "base_link", "twist_stamped header.frame_id")
-        twist_scale = p("twist_scale", 1.0, "twist_stamped: action * scale = m/s, rad/s")
+        twist_scale = p("twist_scale", 0.0, "twist_stamped: action * scale = m/s, rad/s; 0 = 1 / control period "
+                        "(per-tick EE deltas, as the policy's actions are, become velocities)")
         group = p("moveit_planning_group", "", "moveit_py planning group")
         self.realtime_priority = p("realtime_priority", 0, "SCHED_FIFO priority of the control thread (1-99) as "
                                    "ros2_control does; needs CAP_SYS_NICE or an rtprio limit; 0 = normal scheduling",
@@ -233,6 +236,12 @@ class ExecutorNode(Node):
         if self.rejection is not None:
             return self.rejection[0], None, self.rejection[1], 0, 0, ""
         if self.blender.newest is None:
+            since = now_ns - self.episode_start_ns if self.episode_start_ns else None
+            if since is not None and since <= self.chunk_timeout_ns:  # the expected gap between episodes
+                return HOLD_NEW_EPISODE, None, "new episode: waiting for its first chunk", 0, 0, ""
+            if since is not None:
+                return (NO_POLICY, None, f"no chunk for {since * 1e-9:.1f} s since the episode event (is "
+                        "policy_node running with a checkpoint, and are its inputs fresh?)", 0, 0, "")
             return NO_POLICY, None, "no chunk received (is policy_node running with a checkpoint?)", 0, 0, ""
         stale = self.blender.stale_reason(now_ns, self.chunk_timeout_ns)
         if stale:
@@ -297,7 +306,7 @@ class ExecutorNode(Node):
         self._log_transition(text, state)
 
     def _log_transition(self, text: str, state: str) -> None:
-        if state in (RUNNING, HUMAN):
+        if state in (RUNNING, HUMAN, HOLD_NEW_EPISODE):
             self.get_logger().info(text)
         else:
             self.get_logger().warn(text)

@@ -316,7 +316,7 @@ def test_diagnostics_report_state_and_counters(start_executor):
 def test_twist_stamped_adapter_sends_first_six_dims_scaled(start_executor, rclpy_context):
     from geometry_msgs.msg import TwistStamped
 
-    sim = start_executor(output_adapter="twist_stamped", twist_scale=10.0, frame_id="tool0",
+    sim = start_executor(output_adapter="twist_stamped", frame_id="tool0",  # twist_scale 0: 1 / 0.1 s
                          command_topic="/aloe/twist_cmd")
     twists = []
     sim.node.create_subscription(TwistStamped, "/aloe/twist_cmd", twists.append,
@@ -389,13 +389,25 @@ def test_episode_event_drops_the_previous_episodes_plan(start_executor):
     event_pub.publish(start)
     sim.spin_for(SETTLE_S)
     held = sim.step()
-    assert held.source == HOLD and "no chunk" in held.hold_reason
+    assert held.source == HOLD and "new episode" in held.hold_reason  # expected, not a fault
     sim.publish_chunk(ramp_chunk(5), observation_ns=sim.now_ns - PERIOD_NS)  # in flight across the event
     assert sim.step().source == HOLD
     sim.proc.wait_for_log("dropped: planned before the episode event")
     sim.publish_chunk(ramp_chunk(0))  # observed in the new episode
     resumed = sim.step()
     assert resumed.source == POLICY and resumed.chunk_id == sim.next_chunk_id - 1
+    log = sim.proc.log()
+    assert "-> HOLD_NEW_EPISODE" in log and "-> NO_POLICY" not in log.split("-> HOLD_NEW_EPISODE", 1)[1], \
+        "an episode boundary is no warning"
+    # no chunk for longer than chunk_timeout_s after an event is a real fault: warned
+    again = EpisodeEvent(episode_id="ep-3", event=EpisodeEvent.START, task="t")
+    again.header.stamp = time_msg(sim.now_ns)
+    event_pub.publish(again)
+    sim.spin_for(SETTLE_S)
+    reasons = [sim.step().hold_reason for _ in range(13)]
+    assert "new episode" in reasons[0] and "s since the episode event" in reasons[-1]
+    assert sum("new episode" in r for r in reasons) in (10, 11)  # chunk_timeout_s 1.0 = 10 ticks of 0.1 s
+    sim.proc.wait_for_log("HOLD_NEW_EPISODE -> NO_POLICY")
 
 
 def test_realtime_priority_helper_applies_fifo_to_the_calling_thread_or_says_why_not(monkeypatch):

@@ -94,6 +94,7 @@ class DeviceCommand:
     action: np.ndarray  # (7,) float32, action units
     released: bool = False  # deadman let go in this reading: hand back now
     events: list[str] = field(default_factory=list)  # episode events pressed in this reading
+    problems: list[str] = field(default_factory=list)  # what was wrong with the reading (read as 0 instead)
 
 
 def _button(buttons: Sequence[int], index: int) -> bool:
@@ -111,9 +112,18 @@ class JoyMapper:
     def update(self, axes: Sequence[float], buttons: Sequence[int]) -> DeviceCommand:
         c = self.config
         action = np.zeros(ACTION_DIM, np.float32)
+        problems = []
         for d, (index, scale) in enumerate(zip(c.axes, c.scales)):
-            if 0 <= index < len(axes):
-                action[d] = scale * apply_deadband(float(axes[index]), c.deadband)
+            if index < 0:
+                continue
+            if index >= len(axes):
+                problems.append(f"axis {index} ({ACTION_NAMES[d]}) missing: the device reports {len(axes)} axes")
+                continue
+            value = float(axes[index])
+            if not np.isfinite(value):  # a NaN must never reach the robot: read as centred
+                problems.append(f"axis {index} ({ACTION_NAMES[d]}) is {value}")
+                continue
+            action[d] = scale * apply_deadband(value, c.deadband)
         if _button(buttons, c.grip_close_button):
             action[6] += c.grip_step
         if _button(buttons, c.grip_open_button):
@@ -127,7 +137,7 @@ class JoyMapper:
         self._previous = list(buttons)
         if not active:
             action[:] = 0.0  # without the deadman the operator commands nothing
-        return DeviceCommand(active, action, released, events)
+        return DeviceCommand(active, action, released, events, problems)
 
 
 # ---------------------------------------------------------------------------------------------

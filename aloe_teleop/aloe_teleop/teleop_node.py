@@ -84,6 +84,7 @@ class TeleopNode(Node):
             raise SystemExit(f"teleop_node: bad device configuration: {exc}") from exc
 
         self._lock = threading.RLock()
+        self._device_problems: dict[int, str] = {}  # device -> its last reading problems (logged on change)
         self._stop = threading.Event()
         self._task = ""
         self._holder: int | None = None  # Intervention.DEVICE_* currently holding the takeover
@@ -135,6 +136,13 @@ class TeleopNode(Node):
 
     def _apply(self, device: int, command) -> None:
         """One device reading: take over, update, or hand back (the latter immediately)."""
+        problems = "; ".join(command.problems)
+        if problems != self._device_problems.get(device, ""):  # logged once per change, not per reading
+            if problems:
+                self.get_logger().warning(f"device reading not usable as is: {problems} (read as 0)")
+            else:
+                self.get_logger().info("device readings usable again")
+            self._device_problems[device] = problems
         with self._lock:
             if command.active and self._holder in (None, device):
                 self._holder = device

@@ -59,6 +59,16 @@ def test_no_command_without_deadman_and_release_is_reported_once():
     assert not mapper.update(*pad({1: 1.0})).released
 
 
+def test_nan_and_missing_axes_are_read_as_centred_and_reported():
+    mapper = JoyMapper(JoyConfig.from_params(shipped_params()["joy"]))
+    axes, buttons = pad({1: float("nan"), 0: 0.5}, pressed=[4])
+    cmd = mapper.update(axes[:4], buttons)  # axis 4 (dz) missing, axis 1 (dx) NaN
+    assert cmd.active and np.isfinite(cmd.action).all()
+    assert cmd.action[0] == 0.0 and cmd.action[2] == 0.0 and cmd.action[1] > 0.0
+    assert cmd.problems == ["axis 1 (dx) is nan", "axis 4 (dz) missing: the device reports 4 axes"]
+    assert mapper.update(*pad({1: 1.0}, pressed=[4])).problems == []
+
+
 def test_deadband_zeroes_small_deflections_and_keeps_full_range():
     assert apply_deadband(0.05, 0.1) == 0.0
     assert apply_deadband(-0.1, 0.1) == 0.0
