@@ -30,10 +30,13 @@ if [[ ! -x "$VENV/bin/python" ]]; then
   if [[ "$MODE" == wheels ]]; then "$PY" -m venv "$VENV"; else "$PY" -m venv --system-site-packages "$VENV"; fi
 fi
 if [[ "$(cat "$VENV/.aloe-reqs" 2>/dev/null)" != "$want" ]]; then
-  log "installing Python dependencies (about a minute on a fresh machine)"
+  log "installing Python dependencies (2-3 minutes on a fresh 2-core machine; a line per package)"
   reqargs=()
   for r in "${REQS[@]}"; do reqargs+=(-r "$r"); done
-  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -c scripts/constraints.txt "${reqargs[@]}" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+  "$VENV/bin/python" -m pip install --progress-bar off --disable-pip-version-check -c scripts/constraints.txt \
+    "${reqargs[@]}" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2) \
+    | sed -un -E 's/^(Collecting [^ ]+).*/[aloe-setup]   \1/p; s/^Successfully installed (.*)/[aloe-setup]   installed: \1/p' \
+    | cut -c1-160
   echo "$want" > "$VENV/.aloe-reqs"
 else
   log "Python dependencies up to date ($VENV)"
@@ -66,7 +69,7 @@ fi
 src_hash="$( (git ls-files -s aloe_msgs aloe_policy aloe_teleop aloe_critic aloe_sim colcon.meta 2>/dev/null \
               || find aloe_* colcon.meta -type f -printf '%p %T@\n') | sha256sum | cut -c1-16)-$MODE"
 if [[ ! -f install/setup.bash || "$(cat install/.aloe-src 2>/dev/null)" != "$src_hash" ]]; then
-  log "colcon build"
+  log "colcon build (about a minute on a fresh machine; a line per package)"
   # shellcheck disable=SC1091
   source "$VENV/bin/activate"
   if [[ "$MODE" == wheels ]]; then
@@ -74,7 +77,8 @@ if [[ ! -f install/setup.bash || "$(cat install/.aloe-src 2>/dev/null)" != "$src
   fi
   colcon build --symlink-install --metas colcon.meta \
     --cmake-args -DPython3_EXECUTABLE="$VENV/bin/python" -DBUILD_TESTING=OFF \
-    --event-handlers console_cohesion- summary- status- >build.log 2>&1 \
+    --event-handlers console_cohesion- summary- status- console_start_end+ 2>&1 | tee build.log \
+    | sed -un -E 's/^(Starting|Finished|Failed|Aborted) .*/[aloe-setup]   &/p' \
     || { tail -n 40 build.log >&2; log "colcon build failed: full log in $ROOT/build.log"; exit 1; }
   echo "$src_hash" > install/.aloe-src
 else

@@ -444,12 +444,13 @@ CHOICES = {"method": METHODS, "aggregate": AGGREGATION_RULES, "weight_mode": WEI
            "extraction": EXTRACTIONS}
 
 
-def _field_docs(cls) -> dict[str, str]:
-    """Field -> its trailing ``# comment`` in the dataclass source: the --help text has one source."""
+def field_docs(cls) -> dict[str, str]:
+    """Field -> its trailing ``# comment`` in the dataclass source, continuation comment lines
+    included (the --help text has one source: the config class)."""
     import inspect
     import re
 
-    docs = {}
+    docs, last = {}, None
     try:
         source = inspect.getsource(cls)
     except (OSError, TypeError):
@@ -457,13 +458,20 @@ def _field_docs(cls) -> dict[str, str]:
     for line in source.splitlines():
         m = re.match(r"\s+(\w+): [^=]+=.*?#\s*(.+)$", line)
         if m:
-            docs[m.group(1)] = m.group(2).strip()
+            last = m.group(1)
+            docs[last] = m.group(2).strip()
+            continue
+        cont = re.match(r"\s+#\s*(.+)$", line)
+        if cont and last is not None:
+            docs[last] += " " + cont.group(1).strip()
+        else:
+            last = None
     return docs
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="aloe-train", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        prog="aloe-train", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="One ALOE iteration: ingest bags, fit the critic for the current policy "
                     "(chunked TD + conservative ensemble aggregation), compute advantages, improve the "
                     "policy by advantage-weighted flow matching, write the new checkpoint.",
@@ -471,7 +479,7 @@ def build_parser() -> argparse.ArgumentParser:
                "  aloe-train --bags data/demos --init-only --out ckpt/iter0\n"
                "  aloe-train --bags data/ --policy-in ckpt/iter0 --out ckpt/iter1 --method aloe\n"
                "  aloe-train --bags data/ --policy-in ckpt/iter0 --out ckpt/iter1 --config train.yaml --beta 0.05\n"
-               "Precedence: defaults < --config YAML (nested sections ingestion/critic/improvement or flat "
+               "\nPrecedence: defaults < --config YAML (nested sections ingestion/critic/improvement or flat\n"
                "keys) < flags. The full config is printed at start and saved as train_config.json.")
     p.add_argument("--bags", nargs="+", required=True, help="bag directories or directories of bags")
     p.add_argument("--policy-in", default=None, help="current policy checkpoint (omit: fresh policy, BC-initialised)")
@@ -484,7 +492,7 @@ def build_parser() -> argparse.ArgumentParser:
         cls = owner.__class__
         if cls not in groups:
             groups[cls] = p.add_argument_group(f"{cls.__name__} ({(cls.__doc__ or '').strip().splitlines()[0]})")
-        doc = _field_docs(cls).get(name, "")
+        doc = field_docs(cls).get(name, "")
         kind = str(f.type)
         help_text = f"{doc} (default: {getattr(owner, name)!r})" if doc else f"(default: {getattr(owner, name)!r})"
         flag = f"--{name.replace('_', '-')}"

@@ -337,14 +337,21 @@ def _parse_bool(text: str) -> bool:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aloe-loop", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    from aloe_critic.improvement import WEIGHT_MODES
+    from aloe_critic.train import METHODS, field_docs
+
+    choices = {"method": METHODS, "weight_mode": WEIGHT_MODES}
+    docs = field_docs(LoopConfig)
     parser.add_argument("--config", type=Path, help="YAML file with LoopConfig fields")
     for f in dataclasses.fields(LoopConfig):
         if f.name == "train_overrides":
             continue
         default = f.default
         kind = _parse_bool if isinstance(default, bool) else type(default)
-        parser.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=None,
-                            help=f"(default {default!r})")
+        allowed = f"; one of {', '.join(choices[f.name])}" if f.name in choices else ""
+        parser.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=None, choices=choices.get(f.name),
+                            metavar=("BOOL" if kind is _parse_bool else kind.__name__.upper()) if f.name not in choices else None,
+                            help=f"{docs.get(f.name, '')} (default {default!r}{allowed})".strip())
     parser.add_argument("--train", action="append", default=[], metavar="FIELD=VALUE",
                         help="override an aloe-train TrainConfig field (repeatable), e.g. --train beta=0.2")
     parser.add_argument("--quick", action="store_true",
