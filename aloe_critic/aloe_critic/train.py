@@ -182,8 +182,10 @@ def _fresh_policy(config: TrainConfig, dataset: TransitionDataset):
     if config.policy_config_file:
         overrides = json.loads(Path(config.policy_config_file).read_text())
     A = dataset.action_dim
+    names = config.ingestion.proprio_spec.names
     base = dict(camera_names=tuple(dataset.cameras), image_size=config.ingestion.image_size,
-                proprio_dim=int(dataset.proprio.shape[1]), action_dim=A, chunk_horizon=config.chunk_horizon)
+                proprio_dim=int(dataset.proprio.shape[1]), action_dim=A, chunk_horizon=config.chunk_horizon,
+                proprio_names=tuple(names) if len(names) == dataset.proprio.shape[1] else ())
     if A != 7:
         base.update(action_names=tuple(f"a{i}" for i in range(A)), action_low=(-1.0,) * A, action_high=(1.0,) * A)
     base.update(overrides)

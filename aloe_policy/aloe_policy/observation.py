@@ -107,6 +107,13 @@ class ProprioSpec:
     def dim(self) -> int:
         return len(self.joints) * (2 if self.use_velocity else 1) + len(self.gripper_joints) + (3 if self.use_ee_pose else 0)
 
+    @property
+    def names(self) -> list[str]:
+        """What each proprio entry is, in order (PolicyConfig.proprio_names: the robot contract)."""
+        return ([f"{j}.position" for j in self.joints] + ([f"{j}.velocity" for j in self.joints] if self.use_velocity
+                                                          else [])
+                + [f"{g}.position" for g in self.gripper_joints] + (["ee.x", "ee.y", "ee.z"] if self.use_ee_pose else []))
+
 
 def proprio_vector(spec: ProprioSpec, names, position, velocity, ee_xyz=None) -> np.ndarray:
     """sensor_msgs/JointState fields (+ EE position) -> (spec.dim,) float32 proprio vector."""

@@ -230,6 +230,13 @@ class PolicyNode(Node):
         if model.config.proprio_dim != self.spec.dim:
             return False, (f"refused: policy {loaded.policy_id} takes proprio_dim {model.config.proprio_dim} but "
                            f"proprio_joints/gripper_joints/use_velocity/use_ee_pose give {self.spec.dim}")
+        theirs, ours = list(model.config.proprio_names), self.spec.names
+        if theirs and theirs != ours:
+            diff = next(i for i, (a, b) in enumerate(zip(theirs + [""] * len(ours), ours + [""] * len(theirs)))
+                        if a != b)
+            return False, (f"refused: policy {loaded.policy_id} reads proprio {theirs[diff:diff + 3]}... at entry "
+                           f"{diff} where this robot gives {ours[diff:diff + 3]}... (parameters proprio_joints, "
+                           f"gripper_joints, use_velocity, use_ee_pose; joints are matched by name)")
         problem = self._contract_mismatch(loaded)
         if problem:
             return False, f"refused: policy {loaded.policy_id} {problem}; still running {self._current_id() or 'no policy'}"

@@ -59,8 +59,14 @@ def checkpoints(tmp_path_factory):
     six = save_tiny_checkpoint(root / "six", 5, action_dim=6, action_names=tuple(f"j{i}" for i in range(6)),
                                action_low=(-1.0,) * 6, action_high=(1.0,) * 6)
     fast = save_tiny_checkpoint(root / "fast", 6, control_period_s=0.05)
+    from aloe_policy.observation import ProprioSpec
+    names = ProprioSpec().names
+    swapped = [names[1], names[0]] + names[2:]  # a robot whose first two joints are listed the other way round
+    named = save_tiny_checkpoint(root / "named", 7, proprio_names=tuple(names))
+    permuted = save_tiny_checkpoint(root / "permuted", 8, proprio_names=tuple(swapped))
     return {"a": (str(root / "a"), ids["a"]), "b": (str(root / "b"), ids["b"]), "corrupt": (str(corrupt), ""),
-            "wrist": (str(root / "wrist"), wrist), "six": (str(root / "six"), six), "fast": (str(root / "fast"), fast)}
+            "wrist": (str(root / "wrist"), wrist), "six": (str(root / "six"), six), "fast": (str(root / "fast"), fast),
+            "named": (str(root / "named"), named), "permuted": (str(root / "permuted"), permuted)}
 
 
 @pytest.fixture(scope="module")
@@ -226,13 +232,17 @@ def test_load_policy_refuses_a_checkpoint_for_another_action_space_and_keeps_dri
     robot = start_policy(checkpoint=path_a)  # no action_names parameter: the running policy sets them
     robot.wait_chunks(2, policy_id=id_a)
     for name, expected in (("six", "commands actions ['j0', 'j1', 'j2', 'j3', 'j4', 'j5'] (dim 6)"),
-                           ("fast", "has control period 0.05 s but the robot runs at 0.1 s")):
+                           ("fast", "has control period 0.05 s but the robot runs at 0.1 s"),
+                           ("permuted", "reads proprio ['panda_joint2.position', 'panda_joint1.position', "
+                                        "'panda_joint3.position']... at entry 0")):
         refused = robot.load_policy("/policy_node/load_policy", checkpoints[name][0])
         assert not refused.success and refused.policy_id == id_a, refused.message
         assert expected in refused.message
     n = len(robot.chunks)
     robot.wait_chunks(n + 3)
     assert {c.policy_id for c in robot.chunks[n:]} == {id_a}, "the running policy keeps driving"
+    named = robot.load_policy("/policy_node/load_policy", checkpoints["named"][0])  # same joints, by name
+    assert named.success, named.message
 
 
 def test_policy_node_refuses_at_start_a_checkpoint_not_matching_the_configured_action_names(start_policy,

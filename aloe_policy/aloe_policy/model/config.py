@@ -31,6 +31,9 @@ class PolicyConfig:
     camera_names: tuple[str, ...] = ("front",)
     image_size: int = 64                 # images are resized to (image_size, image_size)
     proprio_dim: int = 18                # P: 7 joint pos [rad], 7 joint vel [rad/s], gripper, EE xyz [m]
+    proprio_names: tuple[str, ...] = ()  # what each proprio entry is, in order ("panda_joint1.position", ...,
+                                         # "ee.z"; observation.ProprioSpec.names): the robot contract nodes
+                                         # check by name. () = not recorded (checkpoints made before it)
     text_embed_dim: int = 384            # all-MiniLM-L6-v2 sentence embedding size
     text_encoder: str = "all-MiniLM-L6-v2"  # frozen; recorded for provenance only
     # --- action ------------------------------------------------------------------------------
@@ -108,6 +111,11 @@ class PolicyConfig:
         if bad_cams:  # camera names become parameter names ("encoder.cameras.<name>...")
             raise ConfigError(f"PolicyConfig.camera_names must not contain '.', got {bad_cams}")
         str_tuple("action_names")
+        if self.proprio_names:
+            str_tuple("proprio_names")
+            if len(self.proprio_names) != self.proprio_dim:
+                raise ConfigError(f"PolicyConfig.proprio_names has {len(self.proprio_names)} entries but proprio_dim "
+                                  f"is {self.proprio_dim}")
         if not isinstance(self.text_encoder, str):
             raise ConfigError(f"PolicyConfig.text_encoder must be a string, got {self.text_encoder!r}")
         if (not isinstance(self.cnn_channels, tuple) or not self.cnn_channels
@@ -153,11 +161,11 @@ class PolicyConfig:
             raise ConfigError(f"invalid policy config: {exc}") from exc
 
     def hashed_dict(self) -> dict:
-        """`to_dict` without the fields added after format 1 while they are off (0), so the
+        """`to_dict` without the fields added after format 1 while they are off (0 / empty), so the
         policy_id of a checkpoint written before they existed does not change."""
         out = self.to_dict()
         for name in ADDED_FIELDS:
-            if out[name] == 0:
+            if out[name] in (0, []):
                 del out[name]
         return out
 
@@ -167,6 +175,6 @@ class PolicyConfig:
 
 
 # Fields added after the first checkpoint format (see `hashed_dict`).
-ADDED_FIELDS = ("cnn_keypoints", "image_shift")
+ADDED_FIELDS = ("cnn_keypoints", "image_shift", "proprio_names")
 
 __all__ = ["PolicyConfig", "ConfigError", "SIM_ACTION_NAMES"]
