@@ -26,6 +26,8 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 COMMAND_QOS = QoSProfile(depth=10, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE)
 
 ADAPTER_NAMES = ("float64_multi_array", "joint_trajectory", "twist_stamped", "moveit_py")
+# Adapters that command absolute positions: a HOLD repeats the last command (zeros would be a target).
+POSITION_ADAPTERS = ("joint_trajectory", "moveit_py")
 
 
 class AdapterError(RuntimeError):

@@ -36,7 +36,7 @@ import numpy as np
 
 from aloe_policy.chunking import (NS_PER_S, BlendMode, ChunkBlender, ChunkSpec, action_problems,
                                   limits_from_lists, make_chunk)
-from aloe_policy.command_adapters import ADAPTER_NAMES, AdapterError, make_adapter
+from aloe_policy.command_adapters import ADAPTER_NAMES, POSITION_ADAPTERS, AdapterError, make_adapter
 
 SIM_ACTION_NAMES = ["dx", "dy", "dz", "rx", "ry", "rz", "grip"]
 
@@ -107,6 +107,10 @@ class ExecutorNode(Node):
         twist_scale = p("twist_scale", 0.0, "twist_stamped: action * scale = m/s, rad/s; 0 = 1 / control period "
                         "(per-tick EE deltas, as the policy's actions are, become velocities)")
         group = p("moveit_planning_group", "", "moveit_py planning group")
+        hold_mode = p("hold_mode", "auto", "what a HOLD sends: 'command' = hold_command (zeros: stop, for delta and "
+                      "velocity interfaces), 'last' = the last command again (for absolute position interfaces; "
+                      "nothing before the first command), 'auto' = 'last' for joint_trajectory / moveit_py, "
+                      "else 'command'")
         self.realtime_priority = p("realtime_priority", 0, "SCHED_FIFO priority of the control thread (1-99) as "
                                    "ros2_control does; needs CAP_SYS_NICE or an rtprio limit; 0 = normal scheduling",
                                    integer_range=(0, 99))
@@ -117,6 +121,9 @@ class ExecutorNode(Node):
         if hold and len(hold) != self.action_dim:
             raise ValueError(f"hold_command has {len(hold)} entries, expected action_dim={self.action_dim}")
         self.hold_command = self.limits.clip(np.asarray(hold or [0.0] * self.action_dim, dtype=np.float64))
+        if hold_mode not in ("auto", "command", "last"):
+            raise ValueError(f"hold_mode must be auto, command or last, got {hold_mode!r}")
+        self.hold_last = hold_mode == "last" or (hold_mode == "auto" and adapter in POSITION_ADAPTERS)
         self.blender = ChunkBlender(mode, blend_steps, decay)
         self.adapter = make_adapter(adapter, self, topic=command_topic, action_names=self.action_names,
                                     joint_names=joint_names, control_period_s=self.period_ns / NS_PER_S,
@@ -133,6 +140,7 @@ class ExecutorNode(Node):
         self.intervention_ns = 0
         self.obs_ns: int | None = None
         self.previous = self.hold_command.copy()  # rate limits start from the hold command
+        self.commanded = False  # a policy or operator command has been sent (hold_mode 'last' repeats it)
         self.last_tick_ns: int | None = None
         self.ticks = self.missed_ticks = self.chunks_received = self.chunks_rejected = 0
         self._max_gap_ns = 0  # longest tick interval since the last diagnostics message
@@ -265,13 +273,15 @@ class ExecutorNode(Node):
             self.intervention_ns = now_ns
         state, action, reason, chunk_id, index, policy_id = self._decide(now_ns)
         if action is None:
-            command, source = self.hold_command.copy(), ExecutedAction.SOURCE_HOLD
+            command, source = self._hold(), ExecutedAction.SOURCE_HOLD
         else:
             command = self.limits.apply(action, self.previous, self.period_ns / NS_PER_S)
             source = ExecutedAction.SOURCE_HUMAN if state == HUMAN else ExecutedAction.SOURCE_POLICY
+            self.commanded = True
         self.previous = command
         stamp = now.to_msg()
-        self.adapter.send(command, stamp)
+        if self.commanded or not self.hold_last:  # a position interface gets no made-up target before the first
+            self.adapter.send(command, stamp)
         msg = ExecutedAction(action=[float(x) for x in command], source=source, chunk_id=int(chunk_id),
                              index_in_chunk=int(index), policy_id=policy_id, hold_reason=reason)
         msg.header.stamp = stamp
@@ -328,21 +338,30 @@ class ExecutorNode(Node):
         diag.header.stamp = self.get_clock().now().to_msg()
         self.diag_pub.publish(diag)
 
+    def _hold(self) -> np.ndarray:
+        """The command of a HOLD tick: hold_command, or (hold_mode 'last') the last command again."""
+        return self.previous.copy() if self.hold_last and self.commanded else self.hold_command.copy()
+
     def hold_on_shutdown(self, why: str) -> None:
         """The last command of this node: ``hold_command`` on the output (and an ExecutedAction
         saying so), so a controller that keeps its last command does not keep moving on a policy
         action after the executor is gone. Sent twice, 50 ms apart (best-effort transports)."""
         reason = f"executor shutting down ({why})"
+        hold = self._hold()
+        if self.hold_last and not self.commanded:
+            self.get_logger().info(f"{reason}: nothing was commanded, nothing to hold")
+            return
         for _ in range(2):
             stamp = self.get_clock().now().to_msg()
-            self.adapter.send(self.hold_command.copy(), stamp)
-            msg = ExecutedAction(action=[float(x) for x in self.hold_command], source=ExecutedAction.SOURCE_HOLD,
+            self.adapter.send(hold, stamp)
+            msg = ExecutedAction(action=[float(x) for x in hold], source=ExecutedAction.SOURCE_HOLD,
                                  hold_reason=reason)
             msg.header.stamp = stamp
             self.executed_pub.publish(msg)
             time.sleep(0.05)
-        self.get_logger().warn(f"state {self.state} -> HOLD: {reason}; sent hold_command "
-                               f"{[round(float(x), 4) for x in self.hold_command]} as the last command")
+        self.get_logger().warn(f"state {self.state} -> HOLD: {reason}; sent "
+                               f"{'the last command' if self.hold_last else 'hold_command'} "
+                               f"{[round(float(x), 4) for x in hold]} as the last command")
 
     def destroy_node(self):
         if getattr(self, "adapter", None) is not None:  # absent when __init__ failed

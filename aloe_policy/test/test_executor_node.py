@@ -352,6 +352,9 @@ def test_joint_trajectory_adapter_sends_one_point_reached_in_one_period(start_ex
     sim.node.create_subscription(JointTrajectory, "/aloe/jtc_cmd", trajectories.append,
                                  QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
     sim._wait(lambda: sim.node.count_publishers("/aloe/jtc_cmd") > 0, 10.0, "trajectory publisher")
+    held = sim.step()
+    sim.spin_for(0.3)
+    assert held.source == HOLD and trajectories == [], "no made-up position target before the first command"
     sim.publish_chunk(ramp_chunk(10))
     executed = sim.step()
     sim._wait(lambda: trajectories, 5.0, "a JointTrajectory command")
@@ -359,6 +362,11 @@ def test_joint_trajectory_adapter_sends_one_point_reached_in_one_period(start_ex
     assert list(t.joint_names) == joints and len(t.points) == 1
     assert t.points[0].time_from_start.sec == 0 and t.points[0].time_from_start.nanosec == PERIOD_NS
     assert np.allclose(t.points[0].positions, executed.action, atol=1e-6)
+    ticks = [sim.step() for _ in range(12)]  # the chunk runs out and goes stale: a position interface holds
+    sim.spin_for(0.3)
+    last_policy = [m for m in ticks if m.source == POLICY][-1]
+    assert ticks[-1].source == HOLD and np.allclose(trajectories[-1].points[0].positions, last_policy.action, atol=1e-6)
+    assert np.allclose(ticks[-1].action, last_policy.action, atol=1e-6), "HOLD repeats the last position, not zeros"
 
 
 def test_bad_configuration_exits_with_the_parameter_named(ros_node_process):
