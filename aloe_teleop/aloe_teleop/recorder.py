@@ -41,6 +41,7 @@ from io import BytesIO
 from pathlib import Path
 from typing import Callable, Iterable
 
+import numpy as np
 import yaml
 from mcap.data_stream import ReadDataStream, RecordBuilder
 from mcap.opcode import Opcode
@@ -88,6 +89,9 @@ CUSTOM_DATA_KEYS = {
     "start_time_ns": "stamp of the START event (recorder clock, ns)",
     "end_time_ns": "stamp of the end event, or of the last message when INCOMPLETE",
     "reindexed": "'true' when metadata.yaml was rebuilt by reindex_bag after a crash",
+    "stamp_gaps": "(json) {topic: {missing, period_s}}: messages missing from a regular header-stamp stream (a gap "
+                  "of k periods counts k - 1), for topics with such gaps: loss before the recorder saw them "
+                  "(middleware history overflow, a dropped best-effort sample), which dropped_messages cannot count",
     "stream_topics": "(json) {'camera:<name>': topic, 'joint_states': topic, 'ee_pose': topic}: which recorded "
                      "topic holds each observation stream (ingestion reads them from here, so bags of any "
                      "camera topic names train)",
@@ -181,9 +185,54 @@ class EpisodeSummary:
         self.first_stamp = 0
         self.last_stamp = 0
         self.decode_errors = 0
+        self.header_stamps: dict[str, list[int]] = collections.defaultdict(list)
+        self._stamped: dict[str, bool] = {}
+
+    def _header_stamp(self, msgtype: str, data: bytes) -> int | None:
+        """header.stamp (ns) read straight from the CDR bytes of a message whose first field is a
+        std_msgs/Header (no full decode: this runs for every camera frame)."""
+        stamped = self._stamped.get(msgtype)
+        if stamped is None:
+            try:
+                first = self.typestore.fielddefs[msgtype][1][0]
+                stamped = first[0] == "header" and first[1][1] == "std_msgs/msg/Header"
+            except (KeyError, IndexError, TypeError):
+                stamped = False
+            self._stamped[msgtype] = stamped
+        if not stamped or len(data) < 12:
+            return None
+        sec, nanosec = struct.unpack_from("<iI" if data[1] == 1 else ">iI", data, 4)
+        return sec * 1_000_000_000 + nanosec
+
+    def stamp_gaps(self, min_messages: int = 20, regular: float = 0.9) -> dict[str, dict]:
+        """{topic: {"missing": n, "period_s": p}} for regular stamped streams with gaps: the period is
+        the median stamp step; a step of k periods (k >= 2, rounded) means k - 1 messages missing.
+        Only streams where at least ``regular`` of the steps lie within 20 % of a whole number of
+        periods are judged (a driver at a fixed rate); irregular streams are left alone."""
+        out = {}
+        for topic, stamps in self.header_stamps.items():
+            if len(stamps) < min_messages:
+                continue
+            steps = np.diff(np.unique(np.asarray(stamps, np.int64)))
+            if not len(steps):
+                continue
+            period = float(np.median(steps))
+            if period <= 0:
+                continue
+            ratio = steps / period
+            k = np.rint(ratio)
+            if np.mean((k >= 1) & (np.abs(ratio - k) <= 0.2)) < regular:
+                continue  # not a fixed-rate stream: a long step is no evidence of loss
+            missing = int(np.sum(k[steps > 1.5 * period] - 1))
+            if missing > 0:
+                out[topic] = {"missing": missing, "period_s": period * 1e-9}
+        return out
 
     def observe(self, topic: str, msgtype: str, stamp_ns: int, data: bytes) -> None:
         self.message_counts[topic] += 1
+        header_ns = self._header_stamp(msgtype, data)
+        if header_ns:
+            self.header_stamps[topic].append(header_ns)
         if not self.first_stamp:
             self.first_stamp = stamp_ns
         self.last_stamp = max(self.last_stamp, stamp_ns)
@@ -239,6 +288,7 @@ class EpisodeSummary:
             "start_time_ns": str(self.start_time_ns or self.first_stamp),
             "end_time_ns": str(self.end_time_ns or self.last_stamp),
             **({"stream_topics": json.dumps(self.stream_topics, sort_keys=True)} if self.stream_topics else {}),
+            **({"stamp_gaps": json.dumps(gaps, sort_keys=True)} if (gaps := self.stamp_gaps()) else {}),
         }
 
 
@@ -307,7 +357,7 @@ def load_episode_metadata(bag_dir: Path | str) -> dict:
     info = yaml.safe_load((bag_dir / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
     raw = info.get("custom_data") or {}
     out: dict = dict(raw)
-    for key in ("policy_ids", "executed_ticks", "message_counts", "stream_topics"):
+    for key in ("policy_ids", "executed_ticks", "message_counts", "stream_topics", "stamp_gaps"):
         if key in raw:
             out[key] = json.loads(raw[key])
     for key in ("takeovers", "dropped_messages", "start_time_ns", "end_time_ns"):
@@ -1133,6 +1183,12 @@ class Recorder:
         bag, summary = self._bag, self._summary
         self._bag = None
         custom = summary.custom_data(end_reason, dropped=self.queue.dropped - self._dropped_at_open)
+        if "stamp_gaps" in custom:
+            gaps = json.loads(custom["stamp_gaps"])
+            self.log.warning("recorder: messages missing before they reached the recorder (gaps in header stamps): "
+                             + ", ".join(f"{t}: {g['missing']} at a {g['period_s'] * 1e3:.2f} ms period"
+                                         for t, g in sorted(gaps.items()))
+                             + "; raise qos_depth, or check the publisher's QoS and the CPU load")
         try:
             bag.close(custom)
         except OSError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import errno
 import logging
 import time
@@ -334,3 +335,44 @@ def test_user_message_type_is_recorded_from_its_installed_definition(tmp_path, m
         assert conns["/gripper"].msgtype == "my_msgs/msg/GripperState" and conns["/gripper"].msgcount == 1
         assert "/unknown" not in conns
         assert "MSG: my_msgs/Finger" in conns["/gripper"].msgdef.data
+
+
+def test_gaps_in_a_regular_stamped_stream_are_counted_as_missing_messages():
+    from aloe_teleop.bag_layout import make_typestore
+    from aloe_teleop.recorder import EpisodeSummary
+
+    ts = make_typestore()
+    T = ts.types
+
+    def joint_state(ns):
+        header = T["std_msgs/msg/Header"](stamp=T["builtin_interfaces/msg/Time"](sec=ns // 10**9, nanosec=ns % 10**9),
+                                          frame_id="")
+        msg = T["sensor_msgs/msg/JointState"](header=header, name=["j"], position=np.zeros(1), velocity=np.zeros(0),
+                                              effort=np.zeros(0))
+        return bytes(ts.serialize_cdr(msg, "sensor_msgs/msg/JointState"))
+
+    summary = EpisodeSummary()
+    period = 500_000  # 2 kHz
+    sent = [i for i in range(400) if not (100 <= i < 130 or i in (250, 300, 301))]  # 33 lost on the way
+    for i in sent:
+        summary.observe("/joint_states", "sensor_msgs/msg/JointState", 1, joint_state(10**9 + i * period))
+    summary.observe("/aloe/task", "std_msgs/msg/String", 1, bytes(ts.serialize_cdr(T["std_msgs/msg/String"](
+        data="x"), "std_msgs/msg/String")))
+    gaps = summary.stamp_gaps()
+    assert gaps == {"/joint_states": {"missing": 33, "period_s": pytest.approx(0.0005)}}
+    custom = summary.custom_data("event")
+    assert json.loads(custom["stamp_gaps"])["/joint_states"]["missing"] == 33
+    complete = EpisodeSummary()
+    for i in range(400):
+        complete.observe("/joint_states", "sensor_msgs/msg/JointState", 1, joint_state(10**9 + i * period))
+    assert complete.stamp_gaps() == {} and "stamp_gaps" not in complete.custom_data("event")
+
+
+def test_an_irregular_stream_is_not_judged_for_gaps():
+    from aloe_teleop.recorder import EpisodeSummary
+
+    summary = EpisodeSummary()
+    rng = np.random.default_rng(0)
+    t = np.cumsum(rng.exponential(1e6, 300)).astype(np.int64) + 10**9  # event-driven, no fixed rate
+    summary.header_stamps["/events"] = list(t)
+    assert summary.stamp_gaps() == {}

@@ -156,6 +156,7 @@ def test_burst_of_2000_messages_is_recorded_completely(ros_node_process, publish
     assert meta["message_counts"]["/joint_states"] == n
     # which topic holds which observation stream travels with the bag (ingestion reads it)
     assert meta["stream_topics"] == {"camera:wrist": "/arm/cam/image_raw", "joint_states": "/joint_states"}
+    assert "stamp_gaps" not in meta, meta.get("stamp_gaps")  # nothing lost on the way: no gap reported
 
 
 def test_low_disk_space_refuses_to_open_a_bag_with_a_clear_error(ros_node_process, publisher, tmp_path):
