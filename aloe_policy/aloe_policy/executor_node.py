@@ -27,7 +27,6 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 from rclpy.clock import Clock, ClockType
 from rclpy.exceptions import ParameterException, ParameterUninitializedException
 from rclpy.executors import ExternalShutdownException
-from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import JointState
@@ -37,10 +36,12 @@ import numpy as np
 from aloe_policy.chunking import (NS_PER_S, BlendMode, ChunkBlender, ChunkSpec, action_problems,
                                   limits_from_lists, make_chunk)
 from aloe_policy.command_adapters import ADAPTER_NAMES, POSITION_ADAPTERS, AdapterError, make_adapter
+from aloe_policy.managed import ManagedNode
 
 SIM_ACTION_NAMES = ["dx", "dy", "dz", "rx", "ry", "rz", "grip"]
 
 NO_POLICY = "NO_POLICY"
+HOLD_INACTIVE = "HOLD_INACTIVE"  # lifecycle state unconfigured / inactive: commands nothing but holds
 HOLD_NEW_EPISODE = "HOLD_NEW_EPISODE"  # an episode event dropped the plan; the next chunk is expected (not a fault)
 RUNNING = "RUNNING"
 HUMAN = "HUMAN"
@@ -53,6 +54,7 @@ FLAP_WINDOW_S = 5.0  # a state transition repeating faster than this is summaris
 FLAP_PERSIST_S = 1.0  # ... unless the new state lasts this long: then it is logged after all
 
 _LEVEL = {RUNNING: DiagnosticStatus.OK, HUMAN: DiagnosticStatus.OK, HOLD_NEW_EPISODE: DiagnosticStatus.OK,
+          HOLD_INACTIVE: DiagnosticStatus.OK,
           NO_POLICY: DiagnosticStatus.WARN,
           HOLD_STALE_CHUNK: DiagnosticStatus.WARN, HOLD_STALE_OBS: DiagnosticStatus.WARN,
           HOLD_MALFORMED: DiagnosticStatus.ERROR, HOLD_REJECTED_POLICY: DiagnosticStatus.ERROR}
@@ -62,7 +64,7 @@ def _stamp_ns(stamp) -> int:
     return int(stamp.sec) * NS_PER_S + int(stamp.nanosec)
 
 
-class ExecutorNode(Node):
+class ExecutorNode(ManagedNode):
     def __init__(self, **kwargs):
         super().__init__("executor_node", **kwargs)
         p = self._declare
@@ -107,6 +109,8 @@ class ExecutorNode(Node):
         twist_scale = p("twist_scale", 0.0, "twist_stamped: action * scale = m/s, rad/s; 0 = 1 / control period "
                         "(per-tick EE deltas, as the policy's actions are, become velocities)")
         group = p("moveit_planning_group", "", "moveit_py planning group")
+        self.autostart_enabled = p("autostart", True, "configure and activate at start (a plain node); false = "
+                                   "unconfigured until a lifecycle manager activates it (it holds meanwhile)")
         hold_mode = p("hold_mode", "auto", "what a HOLD sends: 'command' = hold_command (zeros: stop, for delta and "
                       "velocity interfaces), 'last' = the last command again (for absolute position interfaces; "
                       "nothing before the first command), 'auto' = 'last' for joint_trajectory / moveit_py, "
@@ -228,6 +232,8 @@ class ExecutorNode(Node):
     # ---- control tick -------------------------------------------------------------------
     def _decide(self, now_ns: int):
         """-> (state, action (D,) or None for hold, hold_reason, chunk_id, index, policy_id)."""
+        if not self.active:
+            return HOLD_INACTIVE, None, "not active (lifecycle): holding until activated", 0, 0, ""
         iv = self.intervention
         if iv is not None and iv.active and now_ns - self.intervention_ns <= self.intervention_timeout_ns:
             problems = action_problems(iv.action, self.action_dim)
@@ -316,7 +322,7 @@ class ExecutorNode(Node):
         self._log_transition(text, state)
 
     def _log_transition(self, text: str, state: str) -> None:
-        if state in (RUNNING, HUMAN, HOLD_NEW_EPISODE):
+        if state in (RUNNING, HUMAN, HOLD_NEW_EPISODE, HOLD_INACTIVE):
             self.get_logger().info(text)
         else:
             self.get_logger().warn(text)
@@ -415,6 +421,7 @@ def main(args=None):
         rclpy.logging.get_logger("executor_node").fatal(f"cannot start: {exc}{hint}")
         rclpy.shutdown()
         return 1
+    node.autostart(node.autostart_enabled)
     problem = apply_realtime_priority(node.realtime_priority)
     if problem:
         node.get_logger().warn(f"realtime_priority {node.realtime_priority} not applied, normal scheduling: {problem}")

@@ -43,12 +43,12 @@ from rcl_interfaces.msg import IntegerRange, ParameterDescriptor
 from rclpy.clock import Clock, ClockType
 from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
-from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import String
 
 from aloe_policy.chunking import actions_left, inference_due
+from aloe_policy.managed import ManagedNode
 from aloe_policy.observation import (ObservationError, ProprioSpec, compressed_to_rgb, image_to_rgb,
                                      proprio_vector, resize_rgb)
 
@@ -81,7 +81,7 @@ class LoadedPolicy:
         self.image_size, self.cameras = c.image_size, list(c.camera_names)
 
 
-class PolicyNode(Node):
+class PolicyNode(ManagedNode):
     def __init__(self, **kwargs):
         super().__init__("policy_node", **kwargs)
         p = self._declare
@@ -173,11 +173,9 @@ class PolicyNode(Node):
             self.create_service(LoadPolicy, alias, self._on_load_policy)
         self.create_timer(1.0, self._publish_diagnostics, clock=Clock(clock_type=ClockType.STEADY_TIME))
 
-        if self.checkpoint_param:
-            self._log_load(*self.load(self.checkpoint_param))
-        else:
-            self.get_logger().warn("no checkpoint parameter: waiting for a policy on ~/load_policy "
-                                   f"({alias or 'no alias'}); the executor holds meanwhile")
+        self.autostart_enabled = p("autostart", True, "configure (load the checkpoint) and activate (infer) at "
+                                   "start, a plain node; false = unconfigured until a lifecycle manager moves it")
+        self._alias = alias
         episode_topic = p("episode_event_topic", "/aloe/episode_event", "aloe_msgs/EpisodeEvent: every "
                           "START/end starts a fresh chunk from a fresh observation; '' = never")
         if episode_topic:
@@ -188,6 +186,22 @@ class PolicyNode(Node):
         self._stop = threading.Event()
         self._worker = threading.Thread(target=self._run, name="policy_inference", daemon=True)
         self._worker.start()
+
+    # ---- lifecycle: configure loads, activate infers, deactivate pauses (the executor holds) --
+    def configure_node(self) -> tuple[bool, str]:
+        if not self.checkpoint_param:
+            self.get_logger().warn("no checkpoint parameter: waiting for a policy on ~/load_policy "
+                                   f"({self._alias or 'no alias'}); the executor holds meanwhile")
+            return True, "no checkpoint yet"
+        ok, message = self.load(self.checkpoint_param)
+        if ok or not self.autostart_enabled:
+            return ok, message
+        self._log_load(ok, message)  # a plain node keeps serving ~/load_policy after a bad start checkpoint
+        return True, "waiting for a valid checkpoint on ~/load_policy"
+
+    def cleanup_node(self) -> None:
+        with self._lock:
+            self.policy, self._last_chunk = None, None
 
     def _declare(self, name, default, description, *, integer_range=None):
         descriptor = ParameterDescriptor(description=description, read_only=True)
@@ -369,6 +383,8 @@ class PolicyNode(Node):
                 self._stop.wait(0.5)
 
     def _step(self) -> None:
+        if not self.active:  # lifecycle: the transitions log themselves
+            return
         with self._lock:
             policy, swaps = self.policy, self._swap_count
         if policy is None:
@@ -459,6 +475,7 @@ def main(args=None):
         rclpy.logging.get_logger("policy_node").fatal(f"cannot start: {exc}{hint}")
         rclpy.shutdown()
         return 1
+    node.autostart(node.autostart_enabled)
     executor = SingleThreadedExecutor()  # see the module docstring: no executor thread pool
     executor.add_node(node)
     try:

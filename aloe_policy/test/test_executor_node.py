@@ -478,3 +478,33 @@ def test_executor_sends_a_final_hold_command_when_stopped(start_executor, sig):
     assert len(sim.commands) > n_commands and sim.commands[-1] == [0.0] * 7, "the last command is the hold"
     assert sim.proc.popen.wait(10) == 0
     assert f"executor shutting down ({sig})" in sim.proc.log()
+
+
+def change_state(node, target: str, transition: str) -> bool:
+    """Call <target>/change_state (lifecycle_msgs) from a test node; -> success."""
+    from lifecycle_msgs.msg import Transition
+    from lifecycle_msgs.srv import ChangeState
+
+    client = node.create_client(ChangeState, f"{target}/change_state")
+    assert client.wait_for_service(timeout_sec=20.0), f"no {target}/change_state service"
+    ids = {"configure": Transition.TRANSITION_CONFIGURE, "activate": Transition.TRANSITION_ACTIVATE,
+           "deactivate": Transition.TRANSITION_DEACTIVATE, "cleanup": Transition.TRANSITION_CLEANUP}
+    future = client.call_async(ChangeState.Request(transition=Transition(id=ids[transition])))
+    rclpy.spin_until_future_complete(node, future, timeout_sec=20.0)
+    return bool(future.result() and future.result().success)
+
+
+def test_executor_as_a_managed_node_holds_until_activated_and_again_when_deactivated(start_executor):
+    sim = start_executor(autostart=False)
+    sim.step()
+    sim.publish_chunk(ramp_chunk(1))
+    held = sim.step()
+    assert held.source == HOLD and "not active" in held.hold_reason, "unconfigured: it holds, it never commands"
+    assert change_state(sim.node, "/executor_node", "configure") and change_state(sim.node, "/executor_node", "activate")
+    sim.publish_chunk(ramp_chunk(1))
+    assert sim.step().source == POLICY
+    assert change_state(sim.node, "/executor_node", "deactivate")
+    sim.publish_chunk(ramp_chunk(1))
+    again = sim.step()
+    assert again.source == HOLD and "not active" in again.hold_reason
+    assert "deactivated" in sim.proc.log()

@@ -307,3 +307,31 @@ def test_executor_runs_the_policy_node_chunks_end_to_end(start_policy, ros_node_
     assert all(0 <= m.index_in_chunk < 4 for m in running)
     # Idle time with vs without asynchronous inference needs a realistic inference latency:
     # measured by bench/bench_executor.py, not here.
+
+
+def test_policy_node_as_a_managed_node_loads_on_configure_and_infers_only_while_active(start_policy, checkpoints):
+    from test_executor_node import change_state
+
+    path_a, id_a = checkpoints["a"]
+    robot = start_policy(checkpoint=path_a, autostart=False)
+    robot.spin(2.0)
+    assert robot.chunks == [], "unconfigured: no chunk"
+    assert change_state(robot.node, "/policy_node", "configure")
+    robot.proc.wait_for_log(f"loaded policy {id_a}")
+    robot.spin(1.0)
+    assert robot.chunks == [], "configured but inactive: no chunk"
+    assert change_state(robot.node, "/policy_node", "activate")
+    robot.wait_chunks(2, policy_id=id_a)
+    assert change_state(robot.node, "/policy_node", "deactivate")
+    robot.spin(0.5)
+    n = len(robot.chunks)
+    robot.spin(1.5)
+    assert len(robot.chunks) == n, "deactivated: inference stops (the executor holds)"
+
+
+def test_policy_node_configure_fails_on_a_bad_checkpoint_when_managed(start_policy, checkpoints):
+    from test_executor_node import change_state
+
+    robot = start_policy(checkpoint=checkpoints["corrupt"][0], autostart=False)
+    assert not change_state(robot.node, "/policy_node", "configure")
+    robot.proc.wait_for_log("configure failed")
