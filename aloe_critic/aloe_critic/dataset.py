@@ -50,8 +50,7 @@ import numpy as np
 import torch
 import yaml
 
-from aloe_policy.observation import (ObservationError, ProprioSpec, compressed_to_rgb, image_to_rgb,
-                                     proprio_vector, resize_rgb)
+from aloe_policy.observation import ObservationError, ProprioSpec, message_to_rgb, proprio_vector, resize_rgb
 
 log = logging.getLogger(__name__)
 
@@ -346,10 +345,7 @@ def decode_bag(bag_dir: Path, config: IngestionConfig) -> tuple[dict[str, np.nda
                     ticks.append((_stamp_ns(msg.header), logtime, np.asarray(msg.action, np.float32),
                                   int(msg.source), int(msg.chunk_id), str(msg.policy_id)))
                 elif topic in cam_topics:
-                    if conn.msgtype.endswith("CompressedImage"):
-                        rgb = compressed_to_rgb(msg.format, msg.data)
-                    else:
-                        rgb = image_to_rgb(msg.encoding, msg.height, msg.width, msg.step, msg.data)
+                    rgb = message_to_rgb(msg)
                     images[cam_topics[topic]].append((_stamp_ns(msg.header), resize_rgb(rgb, config.image_size)))
                 elif topic == topic_joint_states:
                     joints.append((_stamp_ns(msg.header), list(msg.name), np.asarray(msg.position),

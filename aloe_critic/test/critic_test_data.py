@@ -15,7 +15,8 @@ def write_episode_bag(path: Path, num_ticks: int = 8, sources=None, outcome: str
                       policy_id: str = "abcdef0123456789", image_size: int = 8, rewards=None,
                       metadata: bool = True, writer: str = "rosbags", crash: bool = False,
                       compressed: bool = False, camera_topic: str = "/camera/front/image_raw",
-                      joint_states_topic: str = "/joint_states", stream_topics: dict | None = None) -> Path:
+                      joint_states_topic: str = "/joint_states", stream_topics: dict | None = None,
+                      encoding: str = "rgb8") -> Path:
     """One episode bag (rosbag2 MCAP, the topics of docs/interfaces.md).
 
     Tick k (stamp 1.0 + 0.1 k s) executes action [k]*7. Before tick k (stamp - 10 ms) the camera
@@ -54,9 +55,17 @@ def write_episode_bag(path: Path, num_ticks: int = 8, sources=None, outcome: str
                     T["sensor_msgs/msg/CompressedImage"](header=header(stamp), format="png",
                                                          data=np.frombuffer(rgb_to_compressed(pixels, "png"), np.uint8)))
                 continue
+            # the same grey value k in other encodings: a flat Bayer mosaic, big-endian 16-bit grey
+            if encoding == "bayer_rggb8":
+                raw, bigendian = pixels[..., 0], 0
+            elif encoding == "mono16":
+                raw, bigendian = (pixels[..., 0].astype(np.uint16) * 256).astype(">u2").view(np.uint8), 1
+            else:
+                raw, bigendian = pixels, 0
             add(stamp, camera_topic, "sensor_msgs/msg/Image",
-                T["sensor_msgs/msg/Image"](header=header(stamp), height=image_size, width=image_size, encoding="rgb8",
-                                           is_bigendian=0, step=image_size * 3, data=pixels.reshape(-1)))
+                T["sensor_msgs/msg/Image"](header=header(stamp), height=image_size, width=image_size, encoding=encoding,
+                                           is_bigendian=bigendian, step=raw.size // image_size,
+                                           data=np.ascontiguousarray(raw).reshape(-1)))
         stamp = tick - 20_000_000
         add(stamp, joint_states_topic, "sensor_msgs/msg/JointState",
             T["sensor_msgs/msg/JointState"](header=header(stamp), name=JOINTS, position=np.full(8, float(k)),

@@ -217,3 +217,13 @@ def test_bags_of_any_camera_and_joint_state_topics_train_from_their_metadata(tmp
     plain = episode_bag("ep1", camera_topic="/arm/wrist_cam/color/image_raw", joint_states_topic="/arm/joint_states")
     report = ingest_bags([plain], config(tmp_path))
     assert report.episodes == [] and "/joint_states" in report.skipped[0][1]
+
+
+@pytest.mark.parametrize("encoding", ["bayer_rggb8", "mono16"])
+def test_bags_of_raw_bayer_and_big_endian_16_bit_cameras_ingest(tmp_path, episode_bag, encoding):
+    pytest.importorskip("cv2")
+    bag = episode_bag(f"ep_{encoding}", encoding=encoding)
+    report = ingest_bags([bag], config(tmp_path))
+    assert report.skipped == [], report.skipped
+    frames = report.episodes[0].images["front"]
+    assert [int(np.median(frames[k])) for k in range(4)] == [0, 1, 2, 3]  # tick k sees the grey value k

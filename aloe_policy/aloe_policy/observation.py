@@ -3,9 +3,11 @@
 One place decides how standard robot messages become model inputs, so what the policy sees
 live and what the trainer reads from a bag are the same numbers.
 
-Image conversion is done here with numpy (and Pillow for CompressedImage) instead of
-cv_bridge: apt's cv_bridge is missing on wheel installs and the PyPI port has encoding bugs.
-Supported encodings are exactly those in ``IMAGE_ENCODINGS`` and are tested.
+Image conversion: where apt's ``cv_bridge`` imports (a robot with ROS 2 installed) it converts
+(``imgmsg_to_cv2(msg, "rgb8")``); elsewhere this module's own conversion covers the same set of
+encodings (numpy for bit depths and byte order, OpenCV's ``cvtColor`` for channel orders, YUV 4:2:2
+and Bayer demosaicing: the very calls cv_bridge makes), and the tests check both give identical arrays.
+``IMAGE_ENCODINGS`` lists what converts to RGB; ``DEPTH_ENCODINGS`` what converts to metres.
 """
 
 from __future__ import annotations
@@ -15,33 +17,114 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-# encoding -> (channels, dtype, channel order to get RGB)
-IMAGE_ENCODINGS = {
-    "rgb8": (3, np.uint8, (0, 1, 2)),
-    "bgr8": (3, np.uint8, (2, 1, 0)),
-    "rgba8": (4, np.uint8, (0, 1, 2)),
-    "bgra8": (4, np.uint8, (2, 1, 0)),
-    "mono8": (1, np.uint8, (0, 0, 0)),
+# encoding -> (channels, bytes per channel, OpenCV code to RGB or None for a copy); 16-bit values
+# are scaled to 8 bits as cv_bridge does (value / 256)
+_PLAIN = {
+    "rgb8": (3, 1, None), "bgr8": (3, 1, "COLOR_BGR2RGB"), "rgba8": (4, 1, "COLOR_RGBA2RGB"),
+    "bgra8": (4, 1, "COLOR_BGRA2RGB"), "mono8": (1, 1, "COLOR_GRAY2RGB"), "8UC1": (1, 1, "COLOR_GRAY2RGB"),
+    "8UC3": (3, 1, "COLOR_BGR2RGB"), "rgb16": (3, 2, None), "bgr16": (3, 2, "COLOR_BGR2RGB"),
+    "rgba16": (4, 2, "COLOR_RGBA2RGB"), "bgra16": (4, 2, "COLOR_BGRA2RGB"), "mono16": (1, 2, "COLOR_GRAY2RGB"),
 }
+# encoding -> (bytes per pixel, OpenCV conversion code name): the codes cv_bridge uses
+_CVT = {
+    "yuv422": (2, "COLOR_YUV2RGB_UYVY"), "uyvy": (2, "COLOR_YUV2RGB_UYVY"),
+    "yuv422_yuy2": (2, "COLOR_YUV2RGB_YUY2"), "yuyv": (2, "COLOR_YUV2RGB_YUY2"),
+    # OpenCV names a Bayer pattern by its second row's first two pixels: ROS rggb = OpenCV BG
+    "bayer_rggb8": (1, "COLOR_BayerBG2RGB"), "bayer_bggr8": (1, "COLOR_BayerRG2RGB"),
+    "bayer_gbrg8": (1, "COLOR_BayerGR2RGB"), "bayer_grbg8": (1, "COLOR_BayerGB2RGB"),
+}
+IMAGE_ENCODINGS = tuple(_PLAIN) + tuple(_CVT)
+# depth encodings -> (dtype, metres per unit): 16UC1 in millimetres (REP-118), 32FC1 in metres
+DEPTH_ENCODINGS = {"16UC1": (np.uint16, 1e-3), "32FC1": (np.float32, 1.0)}
 
 
 class ObservationError(ValueError):
     """A message cannot be turned into a model input (wrong encoding, size, NaN...)."""
 
 
-def image_to_rgb(encoding: str, height: int, width: int, step: int, data) -> np.ndarray:
-    """sensor_msgs/Image fields -> (height, width, 3) uint8 RGB array (a copy)."""
-    if encoding not in IMAGE_ENCODINGS:
-        raise ObservationError(f"unsupported image encoding {encoding!r}; use one of {sorted(IMAGE_ENCODINGS)}")
-    channels, dtype, order = IMAGE_ENCODINGS[encoding]
-    row = width * channels * np.dtype(dtype).itemsize
+def _rows(encoding: str, height: int, width: int, step: int, data, row_bytes: int) -> np.ndarray:
+    """(height, row_bytes) uint8 view of an image's pixel rows (row padding dropped); checks sizes."""
     buf = np.frombuffer(bytes(data) if not isinstance(data, (bytes, bytearray, np.ndarray)) else data, dtype=np.uint8)
-    if height <= 0 or width <= 0 or step < row or buf.size < step * height:
+    if height <= 0 or width <= 0 or step < row_bytes or buf.size < step * height:
         raise ObservationError(f"image {width}x{height} {encoding} step {step}: expected >= {step * height} "
-                               f"bytes with step >= {row}, got {buf.size} bytes")
-    rows = buf[: step * height].reshape(height, step)[:, :row]
-    pixels = rows.reshape(height, width, channels)
-    return np.ascontiguousarray(pixels[:, :, list(order)])
+                               f"bytes with step >= {row_bytes}, got {buf.size} bytes")
+    return buf[: step * height].reshape(height, step)[:, :row_bytes]
+
+
+def image_to_rgb(encoding: str, height: int, width: int, step: int, data, is_bigendian: int = 0) -> np.ndarray:
+    """sensor_msgs/Image fields -> (height, width, 3) uint8 RGB array (a copy).
+
+    Every encoding of IMAGE_ENCODINGS; 16-bit ones honour ``is_bigendian`` and are scaled by 1/256.
+    Depth encodings (DEPTH_ENCODINGS) are refused here: they are metres, not colour (depth_to_metres).
+    """
+    if encoding in _PLAIN:
+        import cv2
+
+        channels, size, code = _PLAIN[encoding]
+        rows = _rows(encoding, height, width, step, data, width * channels * size)
+        if size == 2:
+            values = rows.view(">u2" if is_bigendian else "<u2").reshape(height, width, channels)
+            pixels = (values >> 8).astype(np.uint8)
+        else:
+            pixels = rows.reshape(height, width, channels)
+        if code is None:
+            return np.array(pixels, copy=True, order="C")
+        return cv2.cvtColor(np.ascontiguousarray(pixels), getattr(cv2, code))
+    if encoding in _CVT:
+        import cv2
+
+        per_pixel, code = _CVT[encoding]
+        rows = _rows(encoding, height, width, step, data, width * per_pixel)
+        if encoding.startswith("bayer") and (height < 2 or width < 2):
+            raise ObservationError(f"a {encoding} image needs at least 2x2 pixels, got {width}x{height}")
+        src = np.ascontiguousarray(rows).reshape(height, width, per_pixel) if per_pixel > 1 else \
+            np.ascontiguousarray(rows)
+        return np.ascontiguousarray(cv2.cvtColor(src, getattr(cv2, code)))
+    if encoding in DEPTH_ENCODINGS:
+        raise ObservationError(f"image encoding {encoding!r} is depth (metres), not colour: the built-in model "
+                               "takes colour cameras only; point camera_names at a colour stream")
+    raise ObservationError(f"unsupported image encoding {encoding!r}; use one of {sorted(IMAGE_ENCODINGS)}")
+
+
+def depth_to_metres(encoding: str, height: int, width: int, step: int, data, is_bigendian: int = 0) -> np.ndarray:
+    """A 16UC1 (mm) or 32FC1 (m) depth image -> (height, width) float32 metres; invalid pixels
+    (0, NaN, +-inf: no return) are NaN."""
+    if encoding not in DEPTH_ENCODINGS:
+        raise ObservationError(f"{encoding!r} is not a depth encoding; use one of {sorted(DEPTH_ENCODINGS)}")
+    dtype, scale = DEPTH_ENCODINGS[encoding]
+    dt = np.dtype(dtype).newbyteorder(">" if is_bigendian else "<")
+    rows = _rows(encoding, height, width, step, data, width * dt.itemsize)
+    metres = np.ascontiguousarray(rows).view(dt).reshape(height, width).astype(np.float32) * np.float32(scale)
+    metres[~np.isfinite(metres) | (metres <= 0)] = np.nan
+    return metres
+
+
+def message_to_rgb(msg) -> np.ndarray:
+    """A sensor_msgs/Image or CompressedImage (rclpy or rosbags) -> (H, W, 3) uint8 RGB: cv_bridge
+    where it imports (apt ROS 2), this module's own conversion elsewhere (same arrays, tested)."""
+    if hasattr(msg, "format"):  # CompressedImage
+        return compressed_to_rgb(msg.format, msg.data)
+    bridge = _cv_bridge()
+    if bridge is not None and msg.encoding in IMAGE_ENCODINGS and type(msg).__module__.startswith("sensor_msgs"):
+        try:
+            return np.ascontiguousarray(bridge.imgmsg_to_cv2(msg, "rgb8"))
+        except Exception as exc:  # noqa: BLE001 - cv_bridge raises its own CvBridgeError and cv2 errors
+            raise ObservationError(f"cv_bridge cannot convert {msg.encoding} {msg.width}x{msg.height}: {exc}") from exc
+    return image_to_rgb(msg.encoding, msg.height, msg.width, msg.step, msg.data, msg.is_bigendian)
+
+
+_BRIDGE: list = []
+
+
+def _cv_bridge():
+    """apt ROS 2's cv_bridge.CvBridge, or None where it does not import (PyPI ROS wheels)."""
+    if not _BRIDGE:
+        try:
+            from cv_bridge import CvBridge
+            _BRIDGE.append(CvBridge())
+        except Exception:  # noqa: BLE001 - absent, or a broken install: use this module's conversion
+            _BRIDGE.append(None)
+    return _BRIDGE[0]
 
 
 def rgb_to_image_fields(rgb: np.ndarray, encoding: str = "rgb8") -> dict:

@@ -49,8 +49,7 @@ from std_msgs.msg import String
 
 from aloe_policy.chunking import actions_left, inference_due
 from aloe_policy.managed import ManagedNode
-from aloe_policy.observation import (ObservationError, ProprioSpec, compressed_to_rgb, image_to_rgb,
-                                     proprio_vector, resize_rgb)
+from aloe_policy.observation import ObservationError, ProprioSpec, message_to_rgb, proprio_vector, resize_rgb
 
 NS_PER_S = 1_000_000_000
 
@@ -339,12 +338,7 @@ class PolicyNode(ManagedNode):
                                    "(or parameter default_task)")
         images = {}
         for cam in policy.cameras:
-            msg = latest[f"camera:{cam}"][0]
-            if isinstance(msg, CompressedImage):
-                rgb = compressed_to_rgb(msg.format, msg.data)
-            else:
-                rgb = image_to_rgb(msg.encoding, msg.height, msg.width, msg.step, msg.data)
-            rgb = resize_rgb(rgb, policy.image_size)
+            rgb = resize_rgb(message_to_rgb(latest[f"camera:{cam}"][0]), policy.image_size)
             images[cam] = rgb if rgb.flags.writeable else rgb.copy()  # torch wants writable arrays
         js = latest["joint_states"][0]
         ee = None

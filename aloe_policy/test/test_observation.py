@@ -47,7 +47,7 @@ def test_row_padding_in_step_is_skipped(rgb):
 
 
 @pytest.mark.parametrize("args,match", [
-    (("16UC1", 5, 7, 14, b"\0" * 70), "unsupported image encoding"),
+    (("nv21", 5, 7, 14, b"\0" * 70), "unsupported image encoding"),
     (("rgb8", 5, 7, 21, b"\0" * 50), "expected >= 105 bytes"),
     (("rgb8", 5, 7, 10, b"\0" * 105), "step >= 21"),
 ])
