@@ -23,6 +23,11 @@ setup(
         "console_scripts": [
             'policy_node = aloe_policy.policy_node:main',
             'executor_node = aloe_policy.executor_node:main',
+            'aloe-serve-policy = aloe_policy.backends.openpi_remote:main',
+        ],
+        "aloe_policy.backends": [
+            "flow_matching = aloe_policy.backends:load_flow_matching",
+            "openpi_remote = aloe_policy.backends.openpi_remote:load_openpi_remote",
         ],
     },
 )

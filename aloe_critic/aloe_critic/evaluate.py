@@ -28,12 +28,13 @@ import torch
 from .critic import CRITIC_CONFIG, CriticConfig, PolicySampleBank, critic_for_policy, load_critic_state, read_critic_meta
 from .dataset import (SOURCE_HOLD, SOURCE_HUMAN, SOURCE_NAMES, IngestionConfig, TransitionDataset, ingest_bags,
                       no_usable_bags)
+from .improvement import ImprovementConfig, unnormalised_weights
 from .values import chunk_values
 
 log = logging.getLogger("aloe_critic.evaluate")
 
 CSV_FIELDS = ("bag", "episode_id", "tick", "stamp_s", "chunk_id", "source", "policy_fraction", "human_fraction",
-              "is_intervention", "outcome", "q", "v", "advantage", "q_std", "method", "policy_id")
+              "is_intervention", "outcome", "q", "v", "advantage", "q_std", "v_se", "weight", "method", "policy_id")
 
 
 def resolve_critic_dir(path: str | Path) -> Path:
@@ -94,6 +95,7 @@ def evaluate_bags(bags, critic_path, policy_path=None, cache_dir: str | None = N
                      "human_fraction": prov["human_fraction"], "is_intervention": prov["is_intervention"],
                      "outcome": prov["outcome"], "q": float(values["q"][k]), "v": float(values["v"][k]),
                      "advantage": float(values["advantage"][k]), "q_std": float(values["q_std"][k]),
+                     "v_se": float(values["v_se"][k]),
                      "method": meta.get("method", "aloe"), "policy_id": policy.policy_id})
     return rows, dataset
 
@@ -164,6 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-plots", action="store_true", help="only write values.csv")
+    p.add_argument("--beta", type=float, default=ImprovementConfig.beta,
+                   help="temperature of the exported weight column: clip(exp(A / beta), 0, w_max)")
+    p.add_argument("--w-max", type=float, default=ImprovementConfig.w_max, help="clip of the exported weight")
     return p
 
 
@@ -178,6 +183,11 @@ def main(argv=None) -> int:
         return 1
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    # The advantage weights a trainer outside this suite consumes (a VLA without an in-process loss):
+    # per chunk, before any per-batch normalisation; keyed by bag + stamp_s / tick.
+    weights = unnormalised_weights(torch.tensor([r["advantage"] for r in rows]), args.beta, args.w_max, "exp")
+    for r, w in zip(rows, weights.tolist()):
+        r["weight"] = w
     write_values_csv(rows, out / "values.csv")
     pngs = [] if args.no_plots else plot_episode_values(dataset, rows, out)
     adv = np.array([r["advantage"] for r in rows])

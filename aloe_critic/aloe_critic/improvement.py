@@ -56,19 +56,22 @@ class ImprovementConfig:
             raise ValueError(f"beta and w_max must be > 0, got beta={self.beta} w_max={self.w_max}")
 
 
-def advantage_weights(adv: torch.Tensor, beta: float, w_max: float, mode: str = "exp") -> torch.Tensor:
-    """Per-sample weights (B,) from advantages (B,), normalised to mean 1 over the batch.
-
-    exp: clip(exp(A / beta), 0, w_max) (computed as exp(min(A / beta, log w_max)): no overflow).
-    binary: 1[A > 0]. A batch with no positive weight gets all zeros (no update from it).
-    """
+def unnormalised_weights(adv: torch.Tensor, beta: float, w_max: float, mode: str = "exp") -> torch.Tensor:
+    """Per-chunk weights (B,) before the per-batch normalisation: exp: clip(exp(A / beta), 0, w_max)
+    (computed as exp(min(A / beta, log w_max)): no overflow); binary: 1[A > 0]. What an external
+    trainer consumes (aloe-evaluate's weight column)."""
     adv = torch.as_tensor(adv, dtype=torch.float32)
     if mode == "exp":
-        w = torch.exp(torch.clamp(adv / beta, max=math.log(w_max)))
-    elif mode == "binary":
-        w = (adv > 0).float()
-    else:
-        raise ValueError(f"unknown weight mode {mode!r}; use one of {WEIGHT_MODES}")
+        return torch.exp(torch.clamp(adv / beta, max=math.log(w_max)))
+    if mode == "binary":
+        return (adv > 0).float()
+    raise ValueError(f"unknown weight mode {mode!r}; use one of {WEIGHT_MODES}")
+
+
+def advantage_weights(adv: torch.Tensor, beta: float, w_max: float, mode: str = "exp") -> torch.Tensor:
+    """Per-sample weights (B,) from advantages (B,), normalised to mean 1 over the batch.
+    A batch with no positive weight gets all zeros (no update from it)."""
+    w = unnormalised_weights(adv, beta, w_max, mode)
     mean = w.mean()
     return w / mean if mean > 0 else torch.zeros_like(w)
 

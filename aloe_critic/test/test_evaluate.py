@@ -19,6 +19,8 @@ def test_evaluate_writes_values_per_chunk_and_plots(aloe_checkpoint, tmp_path):
     for r in rows:
         assert float(r["advantage"]) == pytest.approx(float(r["q"]) - float(r["v"]), abs=1e-5)
         assert np.isfinite(float(r["q_std"])) and r["method"] == "aloe"
+        # the export for a trainer outside the suite: clip(exp(A / beta), 0, w_max), beta 0.1, w_max 20
+        assert float(r["weight"]) == pytest.approx(min(np.exp(float(r["advantage"]) / 0.1), 20.0), rel=1e-4)
     human = [r for r in rows if r["bag"].endswith("ep1") and r["source"] == "HUMAN"]
     assert [int(r["tick"]) for r in human] == [4, 5, 6, 7]
     assert sorted(p.name for p in out.glob("*.png")) == ["values_ep0.png", "values_ep1.png", "values_ep2.png"]

@@ -84,8 +84,15 @@ class PolicyNode(ManagedNode):
     def __init__(self, **kwargs):
         super().__init__("policy_node", **kwargs)
         p = self._declare
-        self.checkpoint_param = p("checkpoint", "", "policy checkpoint directory loaded at start; '' = wait for "
-                                  "~/load_policy")
+        self.checkpoint_param = p("checkpoint", "", "policy checkpoint directory (backend openpi_remote: "
+                                  "ws://host:port) loaded at start; '' = wait for ~/load_policy")
+        self.backend_name = p("backend", "flow_matching", "policy backend (entry-point group aloe_policy.backends): "
+                              "flow_matching (the built-in model) | openpi_remote (a policy served over openpi's "
+                              "websocket protocol, e.g. pi0 on a GPU machine)")
+        self.remote_contract = p("remote_contract", "", "openpi_remote: JSON file of the served policy's PolicyConfig "
+                                 "(cameras, proprio, actions, horizon, period) when its server does not send one")
+        self.remote_timeout_s = p("remote_timeout_s", 2.0, "openpi_remote: deadline of one request; past it the "
+                                  "request fails, the executor holds, the next request reconnects")
         self.cameras = list(p("camera_names", ["front"], "camera names; topic = camera_topic_format.format(name=...)"))
         camera_fmt = p("camera_topic_format", "/camera/{name}/image_raw", "camera topic per name")
         transport = p("image_transport", "raw", "raw (sensor_msgs/Image) or compressed (CompressedImage on "
@@ -224,15 +231,20 @@ class PolicyNode(ManagedNode):
 
     # ---- policy loading ------------------------------------------------------------------
     def load(self, checkpoint: str) -> tuple[bool, str]:
-        """Validate and load ``checkpoint``; swap only if everything is good. -> (ok, message)."""
-        from aloe_policy.model import FlowMatchingPolicy, validate_checkpoint
+        """Validate and load ``checkpoint`` (for the openpi_remote backend: ws://host:port) with the
+        backend of parameter ``backend``; swap only if everything is good. -> (ok, message)."""
+        from aloe_policy.backends import DEFAULT_BACKEND, load_backend
+        from aloe_policy.model import validate_checkpoint
 
         t0 = time.monotonic()
-        ok, message = validate_checkpoint(checkpoint, device=self.device)
-        if not ok:
-            return False, f"refused: {message}; still running {self._current_id() or 'no policy'}"
+        if self.backend_name == DEFAULT_BACKEND:  # a checkpoint directory: the full check first
+            ok, message = validate_checkpoint(checkpoint, device=self.device)
+            if not ok:
+                return False, f"refused: {message}; still running {self._current_id() or 'no policy'}"
+        options = {"contract": self.remote_contract, "timeout_s": self.remote_timeout_s} \
+            if self.backend_name == "openpi_remote" else {}
         try:
-            model = FlowMatchingPolicy.from_pretrained(checkpoint, device=self.device)
+            model = load_backend(self.backend_name, checkpoint, self.device, **options)
         except Exception as exc:  # noqa: BLE001 - any failure: refuse, keep the running policy
             return False, f"refused: cannot load {checkpoint}: {exc}; still running {self._current_id() or 'no policy'}"
         loaded = LoadedPolicy(model, checkpoint)
@@ -400,7 +412,8 @@ class PolicyNode(ManagedNode):
         if obs_ns <= self._last_obs_ns or obs_ns < self._episode_start_ns:
             return  # nothing new to infer from (or only the previous episode's last view)
         self._set_waiting("")
-        if obs["task"].strip() not in policy.model.text_encoder.known_instructions:
+        text_encoder = getattr(policy.model, "text_encoder", None)  # remote backends encode text themselves
+        if text_encoder is not None and obs["task"].strip() not in text_encoder.known_instructions:
             self.get_logger().warn(f"instruction {obs['task']!r} is not in the policy's text cache: encoding it "
                                    "with the sentence encoder (first time ~10 s; the executor holds meanwhile)")
         t0 = time.monotonic()

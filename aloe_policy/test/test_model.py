@@ -14,7 +14,7 @@ import torch
 
 from aloe_policy.model import (CheckpointError, ConfigError, FlowMatchingPolicy, ObservationEncoder,
                                ObservationError, PolicyConfig, validate_checkpoint)
-from aloe_policy.model.adapters import LeRobotPolicyAdapter, VLAPolicy
+from aloe_policy.backends import PolicyBackend, TrainableBackend
 from aloe_policy.testing import tiny_policy
 
 TINY = dict(image_size=16, proprio_dim=6, chunk_horizon=4, cnn_channels=(8, 16), cnn_pool_size=2,
@@ -479,15 +479,9 @@ def test_observation_encoder_is_usable_alone_for_the_critic():
     assert encoder(batch).shape == (5, encoder.feature_dim) == (5, 64)
 
 
-def test_builtin_policy_satisfies_the_vla_protocol_and_lerobot_adapter_is_guarded():
-    assert isinstance(make_policy(), VLAPolicy)
-    try:
-        import lerobot  # noqa: F401
-    except ImportError:
-        with pytest.raises(ImportError, match="needs the optional 'lerobot' package"):
-            LeRobotPolicyAdapter()
-    else:
-        pytest.skip("lerobot installed: the guard path cannot be exercised")
+def test_builtin_policy_is_a_trainable_backend():
+    policy = make_policy()
+    assert isinstance(policy, PolicyBackend) and isinstance(policy, TrainableBackend)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")

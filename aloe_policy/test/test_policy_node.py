@@ -4,6 +4,7 @@ This test process plays the robot (camera, joint_states, EE pose, task) and list
 chunks; the checkpoints' text cache holds the task, so MiniLM is never loaded.
 """
 
+import signal
 import time
 
 import numpy as np
@@ -335,3 +336,24 @@ def test_policy_node_configure_fails_on_a_bad_checkpoint_when_managed(start_poli
     robot = start_policy(checkpoint=checkpoints["corrupt"][0], autostart=False)
     assert not change_state(robot.node, "/policy_node", "configure")
     robot.proc.wait_for_log("configure failed")
+
+
+def test_policy_node_drives_from_a_remote_policy_server_and_holds_through_its_restart(start_policy, checkpoints):
+    from test_remote_backend import start_server
+
+    path, policy_id = checkpoints["a"]
+    server, port = start_server(path)
+    try:
+        robot = start_policy(backend="openpi_remote", checkpoint=f"ws://127.0.0.1:{port}", remote_timeout_s=1.0)
+        robot.wait_chunks(3, policy_id=policy_id)
+        server.send_signal(signal.SIGINT)
+        server.wait(20)
+        assert robot.spin(20.0, lambda: "inference failed" in robot.proc.log()), robot.proc.log()[-2000:]
+        robot.spin(1.0)
+        n = len(robot.chunks)
+        robot.spin(1.5)
+        assert len(robot.chunks) == n, "no chunks while the server is down: the executor's chunks go stale, it holds"
+        server, _ = start_server(path, port)
+        robot.wait_chunks(n + 3, policy_id=policy_id, timeout=30.0)
+    finally:
+        server.kill()

@@ -1,5 +1,5 @@
 """ROS-free VLA model: config (config.py), tensors in/out (processing.py), networks and checkpoints
-(modeling.py), frozen text encoder (text_encoder.py), the policy API for other VLAs (adapters.py).
+(modeling.py), frozen text encoder (text_encoder.py); other VLAs plug in as backends (aloe_policy.backends).
 
 Never imports rclpy: the trainer and the nodes both use it.
 """

@@ -1,0 +1,120 @@
+"""Policy backends: the entry-point registry, and openpi's websocket policy protocol over real
+websockets between real processes (aloe-serve-policy serving a checkpoint, the remote backend and
+policy_node as clients): same chunks as the local model, timeouts, reconnection."""
+
+import os
+import re
+import signal
+import subprocess
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from aloe_policy import testing
+from aloe_policy.backends import BackendError, backend_names, load_backend
+from aloe_policy.backends.openpi_remote import OpenPIRemotePolicy, openpi_observation, packb, unpackb
+
+TINY = dict(image_size=16, chunk_horizon=4, cnn_channels=(8, 16), cnn_pool_size=2, hidden_dim=32,
+            head_hidden_dim=64, head_layers=1, time_embed_dim=16, text_embed_dim=32, dropout=0.0, flow_steps=4)
+TASK = "pick up the cube"
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    path = tmp_path_factory.mktemp("remote") / "ckpt"
+    policy_id = testing.save_tiny_checkpoint(path, 1, TINY, TASK)
+    return str(path), policy_id
+
+
+def start_server(checkpoint, port=0):
+    proc = subprocess.Popen(["aloe-serve-policy", "--checkpoint", checkpoint, "--port", str(port), "--host",
+                             "127.0.0.1"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        m = re.search(r"serving \w+ on ws://[\d.]+:(\d+)", line or "")
+        if m:
+            return proc, int(m.group(1))
+        if proc.poll() is not None:
+            raise AssertionError(f"aloe-serve-policy exited: {proc.stdout.read()}")
+    proc.kill()
+    raise AssertionError("aloe-serve-policy did not start in 60 s")
+
+
+def observation(seed=0):
+    rng = np.random.default_rng(seed)
+    return {"images": {"front": rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)},
+            "proprio": rng.standard_normal(18).astype(np.float32), "task": TASK}
+
+
+def test_the_built_in_backends_are_registered_and_an_unknown_one_is_named():
+    assert {"flow_matching", "openpi_remote"} <= set(backend_names())
+    with pytest.raises(BackendError, match="no policy backend 'pi_zero'"):
+        load_backend("pi_zero", "x")
+
+
+def test_msgpack_numpy_round_trips_arrays_like_openpi_client():
+    msg = {"a": np.arange(6, dtype=np.float32).reshape(2, 3), "b": np.uint8(7), "c": "text",
+           "nested": {"d": np.zeros((1, 2), np.int64)}}
+    back = unpackb(packb(msg))
+    np.testing.assert_array_equal(back["a"], msg["a"]) and back["a"].dtype == np.float32
+    assert back["b"] == 7 and back["c"] == "text" and back["nested"]["d"].shape == (1, 2)
+    raw = unpackb(packb(np.ones(3, np.float64)))  # the wire format openpi_client.msgpack_numpy decodes
+    np.testing.assert_array_equal(raw, np.ones(3))
+    assert set(openpi_observation(observation(), ["front"])) == {"observation/front", "observation/state", "prompt"}
+
+
+def test_remote_policy_serves_the_checkpoints_contract_and_chunks_and_survives_a_server_restart(checkpoint):
+    path, policy_id = checkpoint
+    server, port = start_server(path)
+    try:
+        remote = load_backend("openpi_remote", f"ws://127.0.0.1:{port}", timeout_s=5.0)
+        local = load_backend("flow_matching", path)
+        assert remote.policy_id == policy_id and remote.config == local.config
+        from aloe_policy.backends import PolicyBackend, TrainableBackend
+        assert isinstance(remote, PolicyBackend) and not isinstance(remote, TrainableBackend)
+        # the server's sampling generator starts at seed 0: its first chunk is the local model's
+        first = remote.predict_chunk(observation())
+        np.testing.assert_allclose(first, local.predict_chunk(observation(), torch.Generator().manual_seed(0)),
+                                   atol=1e-5)
+        batch = {"images": {"front": np.stack([observation(i)["images"]["front"] for i in range(2)])},
+                 "proprio": np.stack([observation(i)["proprio"] for i in range(2)]), "task": [TASK, TASK]}
+        assert tuple(remote.sample(batch, 3).shape) == (2, 3, 4, 7)
+        server.send_signal(signal.SIGINT)
+        server.wait(20)
+        t0 = time.monotonic()
+        with pytest.raises(BackendError, match="127.0.0.1"):
+            remote.predict_chunk(observation())
+        assert time.monotonic() - t0 < 10, "a dead server fails the request within the timeout"
+        server, _ = start_server(path, port)  # back on the same port
+        assert remote.predict_chunk(observation()).shape == (4, 7), "the next request reconnects"
+    finally:
+        server.kill()
+
+
+def test_a_server_without_a_contract_needs_one_from_the_user(tmp_path):
+    from websockets.sync.server import serve
+    import threading
+
+    def handler(ws):
+        ws.send(packb({"note": "an openpi server: no aloe_contract"}))
+        for message in ws:
+            request = unpackb(message)
+            ws.send(packb({"actions": np.zeros((5, 7), np.float32) + request["observation/state"][0]}))
+
+    with serve(handler, "127.0.0.1", 0) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        uri = f"ws://127.0.0.1:{server.socket.getsockname()[1]}"
+        with pytest.raises(BackendError, match="remote_contract"):
+            OpenPIRemotePolicy(uri)
+        import json
+        from aloe_policy.model import PolicyConfig
+        contract = tmp_path / "contract.json"
+        contract.write_text(json.dumps(PolicyConfig(**TINY).to_dict()))
+        remote = OpenPIRemotePolicy(uri, contract=str(contract))
+        chunk = remote.predict_chunk(observation())
+        assert chunk.shape == (4, 7) and np.allclose(chunk, observation()["proprio"][0])  # cut to the contract's H
+        server.shutdown()
