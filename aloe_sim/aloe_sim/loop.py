@@ -313,17 +313,20 @@ def _wait_for_line(process, text: str, timeout: float) -> None:
 
 
 def print_table(rows: list[dict]) -> None:
-    cols = [("iteration", "{:d}"), ("success_rate", "{:.2f}"), ("assisted_success_rate", "{:.2f}"),
-            ("intervention_rate", "{:.3f}"), ("takeovers_per_episode", "{:.2f}"),
-            ("mean_episode_length", "{:.1f}"), ("critic_loss", "{:.4f}"), ("adv_pos_success", "{:.2f}"),
-            ("adv_pos_failure", "{:.2f}"), ("wall_s", "{:.0f}")]
-    head = " | ".join(f"{n:>12.12}" for n, _ in cols)
+    """The loop's progress table (names in full: the report's legend explains them)."""
+    cols = [("policy", "iteration", "{:d}"), ("success alone", "success_rate", "{:.2f}"),
+            ("success supervised", "assisted_success_rate", "{:.2f}"), ("intervention", "intervention_rate", "{:.3f}"),
+            ("takeovers/ep", "takeovers_per_episode", "{:.2f}"), ("length", "mean_episode_length", "{:.1f}"),
+            ("critic TD loss", "critic_loss", "{:.2g}"), ("A>0 success", "adv_pos_success", "{:.2f}"),
+            ("A>0 failure", "adv_pos_failure", "{:.2f}"), ("wall s", "wall_s", "{:.0f}")]
+    widths = [max(len(h), 6) for h, _, _ in cols]
+    head = " | ".join(f"{h:>{w}}" for (h, _, _), w in zip(cols, widths))
     print("\n" + head + "\n" + "-" * len(head))
     for r in rows:
         cells = []
-        for n, fmt in cols:
-            v = r.get(n)
-            cells.append(f"{fmt.format(v):>12}" if isinstance(v, (int, float)) and v == v else f"{'-':>12}")
+        for (_, key, fmt), w in zip(cols, widths):
+            v = r.get(key)
+            cells.append(f"{fmt.format(v):>{w}}" if isinstance(v, (int, float)) and v == v else f"{'-':>{w}}")
         print(" | ".join(cells))
     print(flush=True)
 

@@ -1,5 +1,6 @@
 """Report of a loop run: metrics.png (success / interventions / critic loss per iteration) and
-report.html (the table, the plots, each checkpoint's training curves)."""
+report.html (a table that fits a laptop screen with a legend of every column, the plots, each
+checkpoint's training curves, links to each policy's bag folders)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,50 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-COLUMNS = ("iteration", "policy_id", "success_rate", "eval_episodes", "episodes", "assisted_success_rate",
-           "no_takeover_success_rate", "intervention_rate", "takeovers_per_episode", "mean_episode_length",
-           "critic_loss", "adv_pos_success", "adv_pos_failure", "adv_pos_operator", "train_s", "wall_s")
+# The table of a loop run: (header, unit or note, how to read it). One row per policy.
+LEGEND = (
+    ("Policy", "iteration k", "the policy after k improvement iterations (0 = behaviour cloning on the "
+     "demonstrations); its episodes are the bag folders eval_{k+1} (alone) and iter_{k+1} (supervised)"),
+    ("Success alone", "rate [95 % CI] (episodes)", "episodes of the policy with the operator off: the loop's "
+     "measure of the policy; Wilson interval"),
+    ("Success supervised", "rate", "episodes with the scripted operator taking over when it goes wrong"),
+    ("No takeover", "rate", "supervised episodes that succeeded without any takeover"),
+    ("Intervention", "operator ticks / ticks", "share of the supervised episodes' control ticks the operator drove"),
+    ("Takeovers", "per episode", "operator takeovers per supervised episode"),
+    ("Length", "ticks of 0.1 s", "mean supervised episode length"),
+    ("Critic TD loss", "last step", "the critic's squared TD error when its fit ended; it grows with the data "
+     "(more non-zero returns to fit), so a rise is not a worse critic"),
+    ("Chunks with A > 0", "policy in success / policy in failure / operator", "a critic diagnostic: the share of "
+     "each group's recorded chunks the critic scores above the policy's own average (advantage > 0); a useful "
+     "critic scores failures' chunks lower than the rest"),
+    ("Train", "s", "wall time of the iteration's training (critic + improvement)"),
+)
+
+
+def _fmt_rate(v) -> str:
+    return "-" if v is None or v != v else f"{v:.2f}"
+
+
+def table_cells(r: dict) -> list[str]:
+    """One report row (HTML-escaped strings), in LEGEND order."""
+    k = int(r.get("iteration", 0))
+    n = int(r.get("eval_episodes", 0) or 0)
+    rate = r.get("success_rate")
+    if rate is not None and rate == rate and n:
+        lo, hi = wilson_interval(rate * n, n)
+        alone = f"{rate:.2f} [{lo:.2f}, {hi:.2f}] ({n})"
+    else:
+        alone = _fmt_rate(rate)
+    loss = r.get("critic_loss")
+    adv = [r.get(key) for key in ("adv_pos_success", "adv_pos_failure", "adv_pos_operator")]
+    bags = f'<a href="bags/eval_{k + 1:02d}/">eval_{k + 1:02d}</a>, <a href="bags/iter_{k + 1:02d}/">iter_{k + 1:02d}</a>'
+    return [f"{k} <small>{html.escape(str(r.get('policy_id', ''))[:8])}</small><br><small>{bags}</small>", alone,
+            _fmt_rate(r.get("assisted_success_rate")), _fmt_rate(r.get("no_takeover_success_rate")),
+            _fmt_rate(r.get("intervention_rate")), _fmt_rate(r.get("takeovers_per_episode")),
+            "-" if r.get("mean_episode_length") is None else f"{r['mean_episode_length']:.1f}",
+            "-" if loss is None or loss != loss else f"{loss:.2g}",
+            " / ".join(_fmt_rate(a) for a in adv) if any(a is not None for a in adv) else "-",
+            "-" if r.get("train_s") is None else f"{r['train_s']:.0f}"]
 
 
 def wilson_interval(successes: float, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -29,7 +71,8 @@ def wilson_interval(successes: float, n: int, z: float = 1.96) -> tuple[float, f
 
 def plot_metrics(rows: list[dict], path: Path) -> Path:
     its = [r["iteration"] for r in rows]
-    fig, axes = plt.subplots(1, 4, figsize=(17, 3.6))
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
+    axes = axes.ravel()
     ax = axes[0]
     rate = [r.get("success_rate", float("nan")) for r in rows]
     bounds = [wilson_interval(p * r.get("eval_episodes", 0), r.get("eval_episodes", 0)) for p, r in zip(rate, rows)]
@@ -38,21 +81,22 @@ def plot_metrics(rows: list[dict], path: Path) -> Path:
                 fmt="o-", capsize=3, label="policy alone (operator off), 95 % CI")
     ax.plot(its, [r.get("assisted_success_rate", float("nan")) for r in rows], "s-", label="with the operator")
     ax.plot(its, [r.get("no_takeover_success_rate", float("nan")) for r in rows], "^-", label="with operator, no takeover")
-    ax.set(xlabel="iteration (policy)", ylabel="rate", ylim=(-0.05, 1.05), title="success")
-    ax.legend(fontsize=8)
+    ax.set(xlabel="iteration (policy)", ylabel="rate", ylim=(0, 1.05), title="success")
+    ax.legend(fontsize=7, loc="lower right")
     ax = axes[1]
     ax.plot(its, [r.get("intervention_rate", float("nan")) for r in rows], "o-", color="tab:red")
-    ax.set(xlabel="iteration (policy)", ylabel="operator ticks / ticks", title="intervention rate")
+    ax.set(xlabel="iteration (policy)", ylabel="operator ticks / ticks", title="intervention rate", ylim=(0, 1))
     ax = axes[2]
     ax.plot(its, [r.get("critic_loss", float("nan")) for r in rows], "o-", color="tab:green")
-    ax.set(xlabel="iteration (critic fit)", ylabel="TD loss", title="critic loss (last step)")
+    ax.set(xlabel="iteration (critic fit)", ylabel="squared TD error", title="critic TD loss (grows with the data)")
+    ax.set_ylim(bottom=0)
     ax = axes[3]
     for key, label in (("adv_pos_success", "policy chunks, successful episodes"),
                        ("adv_pos_failure", "policy chunks, failed episodes"), ("adv_pos_operator", "operator chunks")):
         ax.plot(its, [r.get(key, float("nan")) for r in rows], "o-", label=label)
-    ax.set(xlabel="iteration (critic fit)", ylabel="fraction with A > 0", ylim=(-0.05, 1.05),
-           title="recorded chunks with A > 0 (all data)")
-    ax.legend(fontsize=8)
+    ax.set(xlabel="iteration (critic fit)", ylabel="fraction with A > 0", ylim=(0, 1.05),
+           title="critic diagnostic: chunks with A > 0")
+    ax.legend(fontsize=7, loc="lower right")
     for a in axes:
         a.grid(alpha=0.3)
         a.set_xticks(its)
@@ -66,27 +110,23 @@ def write_report(run_dir: Path, rows: list[dict], config: dict, wall_s: float) -
     run_dir = Path(run_dir)
     plot = plot_metrics(rows, run_dir / "metrics.png") if rows else None
 
-    def cell(v):
-        if isinstance(v, float):
-            return f"{v:.3f}"
-        return html.escape(str(v)) if v is not None else "-"
-
-    table = "<tr>" + "".join(f"<th>{c}</th>" for c in COLUMNS) + "</tr>\n"
-    for r in rows:
-        table += "<tr>" + "".join(f"<td>{cell(r.get(c))}</td>" for c in COLUMNS) + "</tr>\n"
+    head = "".join(f"<th>{html.escape(h)}<br><small>{html.escape(u)}</small></th>" for h, u, _ in LEGEND)
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in table_cells(r)) + "</tr>\n" for r in rows)
+    legend = "".join(f"<dt>{html.escape(h)}</dt><dd>{html.escape(t)}</dd>" for h, _, t in LEGEND)
     curves = "".join(
-        f'<h3>{p.parent.name}</h3><img src="{p.relative_to(run_dir)}" style="max-width:100%">\n'
-        for p in sorted((run_dir / "checkpoints").glob("iter_*/curves.png")))
+        f'<h3>{p.parent.name}</h3><img src="{p.relative_to(run_dir)}" alt="training curves {p.parent.name}" '
+        'style="max-width:100%">\n' for p in sorted((run_dir / "checkpoints").glob("iter_*/curves.png")))
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>ALOE loop {html.escape(run_dir.name)}</title>
-<style>body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}</style></head><body>
+<style>body{{font-family:sans-serif;margin:1.5em;max-width:1400px}} table{{border-collapse:collapse;font-size:14px}}
+td,th{{border:1px solid #ccc;padding:4px 6px;text-align:right;vertical-align:top}} th{{background:#f4f4f4}}
+dt{{font-weight:bold;margin-top:.4em}} dd{{margin-left:1.5em}}</style></head><body>
 <h1>ALOE human-in-the-loop run</h1>
-<p>Run directory <code>{html.escape(str(run_dir))}</code>, {wall_s / 60:.1f} minutes. Iteration k is the policy
-after k improvement steps (0 = behaviour cloning on demonstrations). success_rate: the policy alone
-(operator off); the other columns: the episodes it ran with the scripted operator supervising
-(episodes = their number).</p>
-<table>{table}</table>
-{f'<img src="{plot.name}" style="max-width:100%">' if plot else ''}
+<p>Run directory <code>{html.escape(str(run_dir))}</code>, {wall_s / 60:.1f} minutes, method
+<b>{html.escape(str(config.get("method", "")))}</b>. One row per policy; every rate is over that policy's episodes.</p>
+<table><tr>{head}</tr>
+{body}</table>
+<details open><summary>What each column means</summary><dl>{legend}</dl></details>
+{f'<img src="{plot.name}" alt="success, interventions, critic loss and diagnostic per iteration" style="max-width:100%">' if plot else ''}
 <h2>Training curves</h2>{curves}
 <h2>Configuration</h2><pre>{html.escape(json.dumps(config, indent=1))}</pre>
 </body></html>"""

@@ -1,24 +1,36 @@
-"""The loop report: Wilson intervals of the success rate, table and plots from metrics rows."""
+"""The loop report: a table with plain column names, units and a legend, bag-folder links per
+policy, confidence intervals, plots from zero; the terminal table's headers in full."""
 
-import math
+import html
+import re
 
-import pytest
+from aloe_sim.loop import print_table
+from aloe_sim.report import LEGEND, write_report
 
-from aloe_sim.report import wilson_interval, write_report
+ROWS = [{"iteration": 0, "policy_id": "abcdef0123456789", "success_rate": 0.35, "eval_episodes": 20,
+         "assisted_success_rate": 1.0, "no_takeover_success_rate": 0.1, "intervention_rate": 0.36,
+         "takeovers_per_episode": 1.1, "mean_episode_length": 31.7, "critic_loss": 0.0017, "adv_pos_success": 0.45,
+         "adv_pos_failure": 0.3, "adv_pos_operator": 0.6, "train_s": 120.0, "wall_s": 200.0},
+        {"iteration": 1, "policy_id": "0123456789abcdef", "success_rate": 0.75, "eval_episodes": 20,
+         "assisted_success_rate": 1.0, "no_takeover_success_rate": 0.3, "intervention_rate": 0.28,
+         "takeovers_per_episode": 0.9, "mean_episode_length": 30.0, "wall_s": 100.0}]
 
 
-def test_wilson_interval_matches_known_values():
-    lo, hi = wilson_interval(10, 20)
-    assert (round(lo, 3), round(hi, 3)) == (0.299, 0.701)
-    lo, hi = wilson_interval(0, 20)
-    assert lo == pytest.approx(0.0, abs=1e-12) and round(hi, 3) == 0.161
-    assert all(math.isnan(v) for v in wilson_interval(0, 0))
+def test_report_table_has_plain_columns_a_legend_intervals_and_bag_links(tmp_path):
+    (tmp_path / "bags" / "eval_01").mkdir(parents=True)
+    page = write_report(tmp_path, ROWS, {"method": "aloe"}, 600.0).read_text()
+    headers = [html.unescape(h) for h in re.findall(r"<th>([^<]+)<br>", page)]
+    assert headers == [h for h, _, _ in LEGEND]
+    assert len(headers) <= 10 and not any("_" in h for h in headers), "plain names, not field names"
+    for _, _, text in LEGEND:
+        assert html.escape(text) in page  # every column explained
+    assert "0.35 [0.18, 0.57] (20)" in page  # the Wilson interval of 7 / 20
+    assert 'href="bags/eval_01/"' in page and 'href="bags/iter_02/"' in page  # policy k -> bags of phase k + 1
+    assert "<td>0.0017</td>" in page and "0.45 / 0.30 / 0.60" in page
+    assert '<img src="metrics.png"' in page and (tmp_path / "metrics.png").stat().st_size > 1000
 
 
-def test_report_writes_table_plot_and_tolerates_missing_columns(tmp_path):
-    rows = [{"iteration": 0, "policy_id": "aaaa", "success_rate": 0.25, "eval_episodes": 20, "critic_loss": 0.01,
-             "adv_pos_success": 0.6, "adv_pos_failure": 0.2, "adv_pos_operator": 0.7},
-            {"iteration": 1, "policy_id": "bbbb", "success_rate": 0.5}]  # the last row: no training columns
-    page = write_report(tmp_path, rows, {"seed": 0}, 60.0).read_text()
-    assert "aaaa" in page and "bbbb" in page and "adv_pos_failure" in page and "<td>0.200</td>" in page
-    assert (tmp_path / "metrics.png").stat().st_size > 1000
+def test_terminal_table_headers_are_not_cut(capsys):
+    print_table(ROWS)
+    out = capsys.readouterr().out
+    assert "success supervised" in out and "critic TD loss" in out and "0.0017" in out
