@@ -119,7 +119,10 @@ def plot_episode_values(dataset: TransitionDataset, rows: list[dict], out_dir: P
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    import os
+
     paths = []
+    common = Path(os.path.commonpath([str(Path(e.bag).parent) for e in dataset.episodes if e.bag] or ["."]))
     for ei, ep in enumerate(dataset.episodes):
         ep_rows = [r for r in rows if r["bag"] == ep.bag and r["episode_id"] == ep.episode_id]
         if not ep_rows:
@@ -139,11 +142,15 @@ def plot_episode_values(dataset: TransitionDataset, rows: list[dict], out_dir: P
                        edgecolor="grey", label="hold" if k == 0 else None)
         ax.set_xlabel("time in episode [s]")
         ax.set_ylabel("value")
-        ax.set_title(f"{Path(ep.bag).name} ({ep.outcome}) - {ep_rows[0]['method']}", fontsize=9)
+        # the bag's place under the folders given (the loop's <phase>/<episode>): in the title and the path
+        rel = Path(os.path.relpath(ep.bag, common)) if ep.bag else Path(f"episode{ei}")
+        ax.set_title(f"{rel} ({ep.outcome}) - {ep_rows[0]['method']} critic, V of policy "
+                     f"{ep_rows[0]['policy_id'][:8]}", fontsize=9)
         ax.legend(fontsize=7, loc="best")
         fig.tight_layout()
-        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in (Path(ep.bag).name or f"episode{ei}"))
-        path = out_dir / f"values_{safe}.png"
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in rel.name)
+        path = out_dir / rel.parent / f"values_{safe}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=80)
         plt.close(fig)
         paths.append(path)
@@ -191,6 +198,10 @@ def main(argv=None) -> int:
     write_values_csv(rows, out / "values.csv")
     pngs = [] if args.no_plots else plot_episode_values(dataset, rows, out)
     adv = np.array([r["advantage"] for r in rows])
+    if not args.policy:
+        print(f"V is the value of policy {rows[0]['policy_id'] if rows else '?'}, the one this critic was fit for "
+              "(the checkpoint's input, not the improved policy saved beside the critic); --policy <ckpt> "
+              "evaluates another")
     print(f"scored {len(rows)} chunks of {len(dataset.episodes)} episodes: mean Q "
           f"{np.mean([r['q'] for r in rows]):.4f}, mean V {np.mean([r['v'] for r in rows]):.4f}, "
           f"advantage > 0 on {100 * (adv > 0).mean():.1f}%; wrote {out / 'values.csv'} and {len(pngs)} plots")
