@@ -60,6 +60,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from aloe_policy.selection import CHUNK_SCORER  # noqa: F401 - the file name policy_node loads (one place)
+
 from .distributed import all_gather_objects, rank_world
 
 AGGREGATION_RULES = ("subset_min", "mean_std")
@@ -396,6 +398,48 @@ def _sample(policy, obs, n: int, generator: torch.Generator) -> torch.Tensor:
         return policy.sample(obs, n, generator=generator)
     except TypeError:
         return policy.sample(obs, n)
+
+
+# ---------------------------------------------------------------------------------------------
+# The critic as a self-contained chunk scorer for value-guided selection at deployment
+# ---------------------------------------------------------------------------------------------
+
+class _ChunkScorer(nn.Module):
+    """(prepared images per camera in camera order, proprio (B, P), text (B, E), chunks (B, n, H, A))
+    -> (B, n) pessimistic Q = expected subset-min over the ensemble (deterministic)."""
+
+    def __init__(self, critic: ChunkCritic, cameras: list[str]):
+        super().__init__()
+        self.critic = critic
+        self.cameras = list(cameras)
+
+    def forward(self, images: list[torch.Tensor], proprio: torch.Tensor, text: torch.Tensor,
+                chunks: torch.Tensor) -> torch.Tensor:
+        batch = {"images": dict(zip(self.cameras, images)), "proprio": proprio, "text": text}
+        feats = self.critic.encoder(batch)
+        return self.critic.aggregate(self.critic.q_values(None, chunks, features=feats))
+
+
+def export_chunk_scorer(critic: ChunkCritic, policy, path: str | Path, example_obs) -> Path:
+    """Write the critic as a TorchScript module (``torch.jit.trace``) that policy_node loads with
+    torch alone (the policy package never imports aloe_critic): it scores n sampled chunks per
+    observation with the pessimistic Q, from the policy's prepared observation (``policy.prepare``).
+    ``example_obs``: one observation batch of the dataset, to trace with."""
+    cameras = list(policy.config.camera_names)
+    scorer = _ChunkScorer(copy.deepcopy(critic).cpu().eval(), cameras).eval()
+    prepared = policy.prepare(example_obs)
+    images = [prepared["images"][c].cpu()[:2] for c in cameras]
+    B = images[0].shape[0]
+    chunks = torch.zeros(B, 3, critic.chunk_horizon, critic.action_dim)
+    import warnings
+
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # the ensemble's subset weights are constants
+        traced = torch.jit.trace(scorer, (images, prepared["proprio"].cpu()[:2], prepared["text"].cpu()[:2], chunks),
+                                 check_trace=False)
+    path = Path(path)
+    traced.save(str(path))
+    return path
 
 
 # ---------------------------------------------------------------------------------------------

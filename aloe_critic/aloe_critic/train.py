@@ -39,7 +39,8 @@ import numpy as np
 import torch
 import yaml
 
-from .critic import AGGREGATION_RULES, CriticConfig, PolicySampleBank, critic_for_policy, save_critic
+from .critic import (AGGREGATION_RULES, CHUNK_SCORER, CriticConfig, PolicySampleBank, critic_for_policy,
+                     export_chunk_scorer, save_critic)
 from .dataset import (SOURCE_HUMAN, SOURCE_POLICY, IngestionConfig, SkippedBagWarning, TransitionDataset, find_bags,
                       ingest_bags, no_usable_bags)
 from .distributed import barrier, is_main, rank_world, setup, teardown
@@ -422,6 +423,8 @@ def train_iteration(config: TrainConfig, bags, policy_in: str | os.PathLike | No
                 "method": config.method, "gamma": dataset.gamma, "evaluated_policy_id": evaluated_id,
                 "evaluated_policy_dir": str(Path(policy_in).resolve()) if policy_in is not None else None,
                 "ingestion": asdict(config.ingestion)})
+            # the critic as a TorchScript scorer: policy_node's value-guided selection loads it with torch alone
+            export_chunk_scorer(critic, policy, stage / CHUNK_SCORER, dataset.observations(dataset.obs_tick[:2]))
         (stage / "train_config.json").write_text(json.dumps(config.to_dict(), indent=1, sort_keys=True))
         manifest = _manifest(report, dataset, policy_in_id, policy_id, config)
         manifest["advantage_stats"] = stats

@@ -49,6 +49,7 @@ from std_msgs.msg import String
 
 from aloe_policy.chunking import actions_left, inference_due
 from aloe_policy.managed import ManagedNode
+from aloe_policy.selection import ValueGuidedSelector
 from aloe_policy.observation import ObservationError, ProprioSpec, message_to_rgb, proprio_vector, resize_rgb
 
 NS_PER_S = 1_000_000_000
@@ -69,9 +70,12 @@ def _time_msg(ns: int):
 class LoadedPolicy:
     """A validated policy and what the node reads from it per chunk (policy_id cached)."""
 
-    def __init__(self, model, checkpoint: str):
+    def __init__(self, model, checkpoint: str, value_guided_samples: int = 0):
         self.model = model
         self.checkpoint = checkpoint
+        # value-guided selection: the best of n samples under the critic in the checkpoint (0 = off)
+        self.infer = (ValueGuidedSelector(model, checkpoint, value_guided_samples).predict_chunk
+                      if value_guided_samples else model.predict_chunk)
         self.policy_id = model.policy_id
         c = model.config
         self.horizon, self.action_dim = c.chunk_horizon, c.action_dim
@@ -91,6 +95,9 @@ class PolicyNode(ManagedNode):
                               "websocket protocol, e.g. pi0 on a GPU machine)")
         self.remote_contract = p("remote_contract", "", "openpi_remote: JSON file of the served policy's PolicyConfig "
                                  "(cameras, proprio, actions, horizon, period) when its server does not send one")
+        self.value_guided_samples = p("value_guided_samples", 0, "> 1: sample this many chunks per inference and "
+                                      "execute the best under the critic in the checkpoint (chunk_scorer.pt); "
+                                      "0 = one sample", integer_range=(0, 1024))
         self.remote_timeout_s = p("remote_timeout_s", 2.0, "openpi_remote: deadline of one request; past it the "
                                   "request fails, the executor holds, the next request reconnects")
         self.cameras = list(p("camera_names", ["front"], "camera names; topic = camera_topic_format.format(name=...)"))
@@ -247,7 +254,10 @@ class PolicyNode(ManagedNode):
             model = load_backend(self.backend_name, checkpoint, self.device, **options)
         except Exception as exc:  # noqa: BLE001 - any failure: refuse, keep the running policy
             return False, f"refused: cannot load {checkpoint}: {exc}; still running {self._current_id() or 'no policy'}"
-        loaded = LoadedPolicy(model, checkpoint)
+        try:
+            loaded = LoadedPolicy(model, checkpoint, self.value_guided_samples)
+        except (OSError, ValueError, RuntimeError) as exc:
+            return False, f"refused: {exc}; still running {self._current_id() or 'no policy'}"
         missing = [c for c in loaded.cameras if c not in self.cameras]
         if missing:
             return False, (f"refused: policy {loaded.policy_id} needs cameras {loaded.cameras} but this node "
@@ -417,7 +427,7 @@ class PolicyNode(ManagedNode):
             self.get_logger().warn(f"instruction {obs['task']!r} is not in the policy's text cache: encoding it "
                                    "with the sentence encoder (first time ~10 s; the executor holds meanwhile)")
         t0 = time.monotonic()
-        actions = policy.model.predict_chunk(obs, generator=self.generator)
+        actions = policy.infer(obs, generator=self.generator)
         latency = time.monotonic() - t0
         with self._lock:
             if swaps != self._swap_count:

@@ -357,3 +357,26 @@ def test_policy_node_drives_from_a_remote_policy_server_and_holds_through_its_re
         robot.wait_chunks(n + 3, policy_id=policy_id, timeout=30.0)
     finally:
         server.kill()
+
+
+def test_value_guided_selection_needs_the_critic_in_the_checkpoint_and_then_drives(start_policy, checkpoints,
+                                                                                   tmp_path):
+    import shutil
+
+    import torch
+
+    from aloe_critic.critic import CriticConfig, critic_for_policy, export_chunk_scorer
+    from aloe_policy.model import FlowMatchingPolicy
+
+    path_a, id_a = checkpoints["a"]
+    scored = tmp_path / "scored"
+    shutil.copytree(path_a, scored)
+    policy = FlowMatchingPolicy.from_pretrained(scored)
+    critic = critic_for_policy(policy, CriticConfig(ensemble_size=2, critic_hidden_dim=8, freeze_encoder=True))
+    obs = {"images": {"front": torch.zeros(2, 16, 16, 3, dtype=torch.uint8)}, "proprio": torch.zeros(2, 18),
+           "task": [TASK, TASK]}
+    export_chunk_scorer(critic, policy, scored / "chunk_scorer.pt", obs)
+    robot = start_policy(checkpoint=path_a, value_guided_samples=4)  # no chunk_scorer.pt in a: refused
+    assert robot.spin(20.0, lambda: "has no chunk_scorer.pt" in robot.proc.log()), robot.proc.log()[-2000:]
+    assert robot.load_policy("/policy_node/load_policy", str(scored)).success
+    robot.wait_chunks(3, policy_id=id_a)
