@@ -67,6 +67,11 @@ def test_short_loop_produces_consistent_bags_checkpoints_hot_reloads_and_report(
     assert json.loads((run / "metrics.json").read_text()) == rows
     html = (run / "report.html").read_text()
     assert ids[0] in html and ids[1] in html and (run / "metrics.png").stat().st_size > 1000
+    # the critic's values along every episode, per phase, linked from the report
+    plots = sorted((run / "checkpoints" / "iter_01" / "values").glob("*/values_*.png"))
+    assert {p.parent.name for p in plots} == {"demos", "eval_01", "iter_01"} and len(plots) == len(
+        [b for phase in ("demos", "eval_01", "iter_01") for b in (run / "bags" / phase).iterdir()])
+    assert 'href="checkpoints/iter_01/values/eval_01/"' in html
 
     # the README's next steps on the loop's own output: bags are found at any depth under bags/
     import subprocess

@@ -85,6 +85,11 @@ def evaluate_bags(bags, critic_path, policy_path=None, cache_dir: str | None = N
     n = num_policy_samples or critic.config.num_value_samples
     bank = PolicySampleBank(policy, dataset, n, ticks=np.unique(dataset.obs_tick), seed=seed, progress=progress)
     values = chunk_values(critic, dataset, bank, device=device)
+    return value_rows(dataset, values, meta.get("method", "aloe"), policy.policy_id), dataset
+
+
+def value_rows(dataset: TransitionDataset, values: dict, method: str, policy_id: str) -> list[dict]:
+    """Rows of values.csv (CSV_FIELDS but the weight) for every chunk of ``dataset``'s view."""
     rows = []
     for k, (i, prov) in enumerate(zip(dataset.indices, dataset.provenance(dataset.indices))):
         ep = dataset.episodes[dataset.episode[i]]
@@ -95,9 +100,8 @@ def evaluate_bags(bags, critic_path, policy_path=None, cache_dir: str | None = N
                      "human_fraction": prov["human_fraction"], "is_intervention": prov["is_intervention"],
                      "outcome": prov["outcome"], "q": float(values["q"][k]), "v": float(values["v"][k]),
                      "advantage": float(values["advantage"][k]), "q_std": float(values["q_std"][k]),
-                     "v_se": float(values["v_se"][k]),
-                     "method": meta.get("method", "aloe"), "policy_id": policy.policy_id})
-    return rows, dataset
+                     "v_se": float(values["v_se"][k]), "method": method, "policy_id": policy_id})
+    return rows
 
 
 def write_values_csv(rows: list[dict], path: Path) -> None:

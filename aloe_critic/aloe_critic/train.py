@@ -71,6 +71,7 @@ class TrainConfig:
                                       # equals the one-process run with batch_blocks = W (or any multiple)
     overwrite: bool = False           # replace an existing out_dir
     progress: bool = True             # tqdm progress bars
+    value_plots: bool = False         # also write values/<phase>/values_<episode>.png (Q and V along every episode)
     critic_only_bags: list = field(default_factory=list)  # fnmatch patterns of bag paths whose chunks train the
                                       # critic but are not imitated (every method), e.g. ["*/eval_*/*"]: rollouts
                                       # without an operator show the critic where the policy fails; imitating
@@ -426,6 +427,10 @@ def train_iteration(config: TrainConfig, bags, policy_in: str | os.PathLike | No
             # the critic as a TorchScript scorer: policy_node's value-guided selection loads it with torch alone
             export_chunk_scorer(critic, policy, stage / CHUNK_SCORER, dataset.observations(dataset.obs_tick[:2]))
         (stage / "train_config.json").write_text(json.dumps(config.to_dict(), indent=1, sort_keys=True))
+        if config.value_plots and out.values is not None:
+            from .evaluate import plot_episode_values, value_rows
+
+            plot_episode_values(dataset, value_rows(dataset, out.values, config.method, evaluated_id), stage / "values")
         manifest = _manifest(report, dataset, policy_in_id, policy_id, config)
         manifest["advantage_stats"] = stats
         (stage / "data_manifest.json").write_text(json.dumps(manifest, indent=1))

@@ -95,7 +95,7 @@ class LoopConfig:
             "ensemble_size": self.ensemble_size, "critic_batch_size": self.critic_batch_size,
             "freeze_encoder": self.freeze_critic_encoder,
             "num_policy_samples": self.num_policy_samples, "policy_lr": self.init_lr if init else self.improvement_lr,
-            "weight_mode": self.weight_mode, "ema_decay": self.policy_ema_decay,
+            "weight_mode": self.weight_mode, "ema_decay": self.policy_ema_decay, "value_plots": not init,
             "critic_only_bags": ["*/bags/eval_*/*"] if self.eval_critic_only else [],
             **self.train_overrides})
         return config

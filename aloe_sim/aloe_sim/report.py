@@ -116,6 +116,13 @@ def write_report(run_dir: Path, rows: list[dict], config: dict, wall_s: float) -
     curves = "".join(
         f'<h3>{p.parent.name}</h3><img src="{p.relative_to(run_dir)}" alt="training curves {p.parent.name}" '
         'style="max-width:100%">\n' for p in sorted((run_dir / "checkpoints").glob("iter_*/curves.png")))
+    value_links = ""
+    for values in sorted((run_dir / "checkpoints").glob("iter_*/values")):
+        phases = ", ".join(f'<a href="{d.relative_to(run_dir)}/">{html.escape(d.name)}</a>'
+                           for d in sorted(p for p in values.iterdir() if p.is_dir()))
+        k = int(values.parent.name.split("_")[-1])
+        value_links += (f"<li>critic of {values.parent.name} (the value of policy {k - 1} along every episode so far, "
+                        f"operator takeovers shaded): {phases}</li>\n")
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>ALOE loop {html.escape(run_dir.name)}</title>
 <style>body{{font-family:sans-serif;margin:1.5em;max-width:1400px}} table{{border-collapse:collapse;font-size:14px}}
 td,th{{border:1px solid #ccc;padding:4px 6px;text-align:right;vertical-align:top}} th{{background:#f4f4f4}}
@@ -127,6 +134,7 @@ dt{{font-weight:bold;margin-top:.4em}} dd{{margin-left:1.5em}}</style></head><bo
 {body}</table>
 <details open><summary>What each column means</summary><dl>{legend}</dl></details>
 {f'<img src="{plot.name}" alt="success, interventions, critic loss and diagnostic per iteration" style="max-width:100%">' if plot else ''}
+<h2>Value along each episode</h2><ul>{value_links or "<li>none written</li>"}</ul>
 <h2>Training curves</h2>{curves}
 <h2>Configuration</h2><pre>{html.escape(json.dumps(config, indent=1))}</pre>
 </body></html>"""

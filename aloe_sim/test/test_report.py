@@ -18,6 +18,8 @@ ROWS = [{"iteration": 0, "policy_id": "abcdef0123456789", "success_rate": 0.35, 
 
 def test_report_table_has_plain_columns_a_legend_intervals_and_bag_links(tmp_path):
     (tmp_path / "bags" / "eval_01").mkdir(parents=True)
+    for phase in ("demos", "eval_01", "iter_01"):  # what aloe-train --value-plots writes per checkpoint
+        (tmp_path / "checkpoints" / "iter_01" / "values" / phase).mkdir(parents=True)
     page = write_report(tmp_path, ROWS, {"method": "aloe"}, 600.0).read_text()
     headers = [html.unescape(h) for h in re.findall(r"<th>([^<]+)<br>", page)]
     assert headers == [h for h, _, _ in LEGEND]
@@ -27,6 +29,7 @@ def test_report_table_has_plain_columns_a_legend_intervals_and_bag_links(tmp_pat
     assert "0.35 [0.18, 0.57] (20)" in page  # the Wilson interval of 7 / 20
     assert 'href="bags/eval_01/"' in page and 'href="bags/iter_02/"' in page  # policy k -> bags of phase k + 1
     assert "<td>0.0017</td>" in page and "0.45 / 0.30 / 0.60" in page
+    assert 'href="checkpoints/iter_01/values/eval_01/"' in page and "the value of policy 0" in page
     assert '<img src="metrics.png"' in page and (tmp_path / "metrics.png").stat().st_size > 1000
 
 
