@@ -50,7 +50,8 @@ def table_cells(r: dict) -> list[str]:
     loss = r.get("critic_loss")
     adv = [r.get(key) for key in ("adv_pos_success", "adv_pos_failure", "adv_pos_operator")]
     bags = f'<a href="bags/eval_{k + 1:02d}/">eval_{k + 1:02d}</a>, <a href="bags/iter_{k + 1:02d}/">iter_{k + 1:02d}</a>'
-    return [f"{k} <small>{html.escape(str(r.get('policy_id', ''))[:8])}</small><br><small>{bags}</small>", alone,
+    pid = html.escape(str(r.get("policy_id", "")))
+    return [f'{k} <small title="policy_id {pid}">{pid[:8]}</small><br><small>{bags}</small>', alone,
             _fmt_rate(r.get("assisted_success_rate")), _fmt_rate(r.get("no_takeover_success_rate")),
             _fmt_rate(r.get("intervention_rate")), _fmt_rate(r.get("takeovers_per_episode")),
             "-" if r.get("mean_episode_length") is None else f"{r['mean_episode_length']:.1f}",
