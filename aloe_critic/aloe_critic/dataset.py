@@ -54,11 +54,11 @@ from aloe_policy.observation import ObservationError, ProprioSpec, message_to_rg
 
 log = logging.getLogger(__name__)
 
-SOURCE_POLICY, SOURCE_HUMAN, SOURCE_HOLD = 0, 1, 2
-SOURCE_NAMES = ("POLICY", "HUMAN", "HOLD")
+from aloe_data.schema import (EVENT_NAMES, SOURCE_HOLD, SOURCE_HUMAN, SOURCE_NAMES,  # noqa: F401,E402
+                              SOURCE_POLICY, TOPIC_CAMERA_FMT, TOPIC_EE_POSE, TOPIC_EPISODE_EVENT,
+                              TOPIC_EXECUTED_ACTION, TOPIC_JOINT_STATES, TOPIC_REWARD, TOPIC_TASK)
 OUTCOMES = ("SUCCESS", "FAILURE", "ABORT", "INCOMPLETE", "UNKNOWN")  # INCOMPLETE: recorder saw no end event
 TERMINAL_OUTCOMES = ("SUCCESS", "FAILURE")
-EVENT_NAMES = {0: "START", 1: "SUCCESS", 2: "FAILURE", 3: "ABORT"}
 
 # Bump when the cached columns' meaning changes: old entries are then ignored, not misread.
 CACHE_VERSION = 1
@@ -83,12 +83,12 @@ class IngestionConfig:
     gripper_joints: list[str] = field(default_factory=lambda: ProprioSpec().gripper_joints)  # gripper joints
     use_velocity: bool = True                 # proprio includes arm joint velocities
     use_ee_pose: bool = True                  # proprio includes the EE xyz (needs the ee_pose topic)
-    topic_joint_states: str = "/joint_states"            # sensor_msgs/JointState
-    topic_ee_pose: str = "/aloe/ee_pose"                 # geometry_msgs/PoseStamped
-    topic_task: str = "/aloe/task"                       # std_msgs/String (else metadata / EpisodeEvent task)
-    topic_executed_action: str = "/aloe/executed_action"  # aloe_msgs/ExecutedAction: the control ticks
-    topic_episode_event: str = "/aloe/episode_event"     # aloe_msgs/EpisodeEvent: outcome, end of episode
-    topic_reward: str = "/aloe/reward"                   # std_msgs/Float32 per tick (optional)
+    topic_joint_states: str = TOPIC_JOINT_STATES         # sensor_msgs/JointState
+    topic_ee_pose: str = TOPIC_EE_POSE                   # geometry_msgs/PoseStamped
+    topic_task: str = TOPIC_TASK                         # std_msgs/String (else metadata / EpisodeEvent task)
+    topic_executed_action: str = TOPIC_EXECUTED_ACTION   # aloe_msgs/ExecutedAction: the control ticks
+    topic_episode_event: str = TOPIC_EPISODE_EVENT       # aloe_msgs/EpisodeEvent: outcome, end of episode
+    topic_reward: str = TOPIC_REWARD                     # std_msgs/Float32 per tick (optional)
 
     @property
     def proprio_spec(self) -> ProprioSpec:
@@ -311,7 +311,7 @@ def decode_bag(bag_dir: Path, config: IngestionConfig) -> tuple[dict[str, np.nda
         cameras = sorted(recorded_cams) if config.cameras is None else list(config.cameras)
         cam_topics = {}
         for cam in cameras:
-            topic = recorded_cams.get(cam, f"/camera/{cam}/image_raw")
+            topic = recorded_cams.get(cam, TOPIC_CAMERA_FMT.format(name=cam))
             if topic in by_topic:
                 cam_topics[topic] = cam
             elif f"{topic}/compressed" in by_topic:

@@ -13,6 +13,7 @@ until shut down.
 from __future__ import annotations
 
 import rclpy
+from aloe_data import schema
 from aloe_msgs.msg import ValueEstimate
 from builtin_interfaces.msg import Time
 from rcl_interfaces.msg import FloatingPointRange, ParameterDescriptor
@@ -35,7 +36,7 @@ class ReplayNode(Node):
         rate = p("rate_hz", 10.0, ParameterDescriptor(
             description="ValueEstimate messages per second",
             floating_point_range=[FloatingPointRange(from_value=0.1, to_value=10000.0)])).value
-        topic = p("value_topic", "/aloe/value_estimate", ParameterDescriptor(description="output topic")).value
+        topic = p("value_topic", schema.TOPIC_VALUE_ESTIMATE, ParameterDescriptor(description="output topic")).value
         cache = p("cache_dir", "", ParameterDescriptor(description="ingestion cache; empty: the training one")).value
         depth = p("qos_depth", 100, ParameterDescriptor(description="publisher history depth")).value
         self.loop = p("loop", False, ParameterDescriptor(description="start over at the end of the bag")).value

@@ -21,6 +21,7 @@ from __future__ import annotations
 import time
 
 import rclpy
+from aloe_data import schema
 from aloe_msgs.msg import ActionChunk, EpisodeEvent, ExecutedAction, Intervention
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
@@ -38,7 +39,7 @@ from aloe_policy.chunking import (NS_PER_S, BlendMode, ChunkBlender, ChunkSpec, 
 from aloe_policy.command_adapters import ADAPTER_NAMES, POSITION_ADAPTERS, AdapterError, make_adapter
 from aloe_policy.managed import ManagedNode
 
-SIM_ACTION_NAMES = ["dx", "dy", "dz", "rx", "ry", "rz", "grip"]
+SIM_ACTION_NAMES = list(schema.SIM_ACTION_NAMES)
 
 NO_POLICY = "NO_POLICY"
 HOLD_INACTIVE = "HOLD_INACTIVE"  # lifecycle state unconfigured / inactive: commands nothing but holds
@@ -95,12 +96,12 @@ class ExecutorNode(ManagedNode):
                     array_type=Parameter.Type.STRING_ARRAY)
         blocked = p("blocked_policy_ids", [], "never execute chunks from these policy ids",
                     array_type=Parameter.Type.STRING_ARRAY)
-        chunk_topic = p("action_chunk_topic", "/aloe/action_chunk", "aloe_msgs/ActionChunk input")
-        intervention_topic = p("intervention_topic", "/aloe/intervention", "aloe_msgs/Intervention input")
-        obs_topic = p("observation_topic", "/joint_states", "sensor_msgs/JointState watched for staleness")
-        command_topic = p("command_topic", "/aloe/command", "robot command output")
-        executed_topic = p("executed_action_topic", "/aloe/executed_action", "aloe_msgs/ExecutedAction output")
-        episode_topic = p("episode_event_topic", "/aloe/episode_event", "aloe_msgs/EpisodeEvent input: every "
+        chunk_topic = p("action_chunk_topic", schema.TOPIC_ACTION_CHUNK, "aloe_msgs/ActionChunk input")
+        intervention_topic = p("intervention_topic", schema.TOPIC_INTERVENTION, "aloe_msgs/Intervention input")
+        obs_topic = p("observation_topic", schema.TOPIC_JOINT_STATES, "sensor_msgs/JointState watched for staleness")
+        command_topic = p("command_topic", schema.TOPIC_COMMAND, "robot command output")
+        executed_topic = p("executed_action_topic", schema.TOPIC_EXECUTED_ACTION, "aloe_msgs/ExecutedAction output")
+        episode_topic = p("episode_event_topic", schema.TOPIC_EPISODE_EVENT, "aloe_msgs/EpisodeEvent input: every "
                           "START/end drops the chunks planned before it; '' = never")
         adapter = p("output_adapter", "float64_multi_array", f"one of {list(ADAPTER_NAMES)}")
         joint_names = p("joint_names", [], "joint_trajectory / moveit_py joint names; [] = action_names",

@@ -35,6 +35,7 @@ from collections import deque
 
 import numpy as np
 import rclpy
+from aloe_data import schema
 from aloe_msgs.msg import ActionChunk, EpisodeEvent
 from aloe_msgs.srv import LoadPolicy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -101,18 +102,18 @@ class PolicyNode(ManagedNode):
         self.remote_timeout_s = p("remote_timeout_s", 2.0, "openpi_remote: deadline of one request; past it the "
                                   "request fails, the executor holds, the next request reconnects")
         self.cameras = list(p("camera_names", ["front"], "camera names; topic = camera_topic_format.format(name=...)"))
-        camera_fmt = p("camera_topic_format", "/camera/{name}/image_raw", "camera topic per name")
+        camera_fmt = p("camera_topic_format", schema.TOPIC_CAMERA_FMT, "camera topic per name")
         transport = p("image_transport", "raw", "raw (sensor_msgs/Image) or compressed (CompressedImage on "
                       "<topic>/compressed)")
         joints = p("proprio_joints", [f"panda_joint{i}" for i in range(1, 8)], "joint_states joints in proprio")
         grippers = p("gripper_joints", ["panda_gripper"], "joint_states gripper joints in proprio")
         use_velocity = p("use_velocity", True, "proprio includes joint velocities")
         use_ee = p("use_ee_pose", True, "proprio includes the EE position from ee_pose_topic")
-        joint_topic = p("joint_states_topic", "/joint_states", "sensor_msgs/JointState")
-        ee_topic = p("ee_pose_topic", "/aloe/ee_pose", "geometry_msgs/PoseStamped")
-        task_topic = p("task_topic", "/aloe/task", "std_msgs/String, transient local")
+        joint_topic = p("joint_states_topic", schema.TOPIC_JOINT_STATES, "sensor_msgs/JointState")
+        ee_topic = p("ee_pose_topic", schema.TOPIC_EE_POSE, "geometry_msgs/PoseStamped")
+        task_topic = p("task_topic", schema.TOPIC_TASK, "std_msgs/String, transient local")
         self.default_task = p("default_task", "", "instruction used until one arrives on task_topic")
-        chunk_topic = p("action_chunk_topic", "/aloe/action_chunk", "aloe_msgs/ActionChunk output")
+        chunk_topic = p("action_chunk_topic", schema.TOPIC_ACTION_CHUNK, "aloe_msgs/ActionChunk output")
         self.obs_timeout_ns = int(p("observation_timeout_s", 1.0, "no inference when an input is older") * NS_PER_S)
         self.execution_horizon = p("execution_horizon", 5, "infer when the executing chunk has fewer actions left "
                                    "than this (+ the inference delay in ticks)", integer_range=(0, 10000))
@@ -124,7 +125,7 @@ class PolicyNode(ManagedNode):
         self.inference_nice = p("inference_nice", 10, "niceness added to the inference thread only (Linux: per "
                                 "thread): the control loop and drivers win the CPU over inference; 0 = off",
                                 integer_range=(0, 19))
-        alias = p("load_policy_alias", "/aloe/load_policy", "second name of the LoadPolicy service; '' = none")
+        alias = p("load_policy_alias", schema.SERVICE_LOAD_POLICY, "second name of the LoadPolicy service; '' = none")
         self.robot_action_names = list(p("action_names", [""], "the robot's action names in order (the executor's "
                                          "command); [''] = the first policy loaded sets them and every later one "
                                          "must match"))
@@ -189,7 +190,7 @@ class PolicyNode(ManagedNode):
         self.autostart_enabled = p("autostart", True, "configure (load the checkpoint) and activate (infer) at "
                                    "start, a plain node; false = unconfigured until a lifecycle manager moves it")
         self._alias = alias
-        episode_topic = p("episode_event_topic", "/aloe/episode_event", "aloe_msgs/EpisodeEvent: every "
+        episode_topic = p("episode_event_topic", schema.TOPIC_EPISODE_EVENT, "aloe_msgs/EpisodeEvent: every "
                           "START/end starts a fresh chunk from a fresh observation; '' = never")
         if episode_topic:
             self.create_subscription(EpisodeEvent, episode_topic, self._on_episode_event,

@@ -29,7 +29,7 @@ import numpy as np
 ENV_ID = "gym_hil/PandaPickCubeBase-v0"
 CONTROL_PERIOD_S = 0.1  # gym-hil control_dt: one step = 0.1 s of sim time
 ACTION_DIM = 7
-ACTION_NAMES = ("dx", "dy", "dz", "rx", "ry", "rz", "grip")
+from aloe_data.schema import SIM_ACTION_NAMES as ACTION_NAMES  # noqa: E402
 JOINT_NAMES = tuple(f"panda_joint{i}" for i in range(1, 8))
 GRIPPER_JOINT_NAME = "panda_gripper"  # joint_states entry carrying the gripper command in [0, 1]
 CAMERAS = ("front", "handcam_rgb", "workspace")

@@ -16,6 +16,8 @@ nodes start from their entry points with launch/config/sim.yaml, as the launch f
 
 from __future__ import annotations
 
+from aloe_data import schema
+
 import argparse
 import dataclasses
 import json
@@ -133,7 +135,7 @@ def phase_metrics(bag_dir: Path, cache_dir: Path, image_size: int) -> dict:
 class PolicyLoader:
     """A tiny rclpy client of policy_node's LoadPolicy service (every wait has a deadline)."""
 
-    def __init__(self, service: str = "/aloe/load_policy"):
+    def __init__(self, service: str = schema.SERVICE_LOAD_POLICY):
         import rclpy
         from aloe_msgs.srv import LoadPolicy
 
@@ -186,7 +188,7 @@ class LoopRunner:
                          "pause_between_episodes_s": c.pause_between_episodes_s,
                          # /aloe/reward: only the recorder listens (it subscribes once it has seen the sim's
                          # publishers); /aloe/sim/state: only the operator
-                         "wait_for_subscribers": ["/aloe/reward", "/aloe/sim/state", "/aloe/episode_event"]},
+                         "wait_for_subscribers": [schema.TOPIC_REWARD, schema.TOPIC_SIM_STATE, schema.TOPIC_EPISODE_EVENT]},
             "operator_node": {"mode": operator_mode, "noise": c.operator_noise, "seed": seed,
                               "reaction_delay_ticks": c.reaction_delay_ticks, "max_steps": c.max_steps},
             "recorder_node": {"output_dir": str(self.run_dir / "bags" / phase)},

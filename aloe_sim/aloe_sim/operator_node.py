@@ -9,6 +9,8 @@ when the policy goes wrong, corrects, hands back), demo (drives whole episodes).
 
 from __future__ import annotations
 
+from aloe_data import schema
+
 import numpy as np
 import rclpy
 from aloe_msgs.msg import EpisodeEvent, ExecutedAction, Intervention
@@ -33,10 +35,10 @@ PARAMETERS = {
     "max_handbacks": (2, "after this many corrections in an episode keep control to its end"),
     "max_steps": (100, "episode length in ticks (match sim_node max_steps): for the time-running-out check"),
     "seed": (0, "noise seed"),
-    "state_topic": ("/aloe/sim/state", "std_msgs/Float64MultiArray privileged task state from sim_node"),
-    "episode_event_topic": ("/aloe/episode_event", "aloe_msgs/EpisodeEvent"),
-    "executed_action_topic": ("/aloe/executed_action", "aloe_msgs/ExecutedAction"),
-    "intervention_topic": ("/aloe/intervention", "aloe_msgs/Intervention output"),
+    "state_topic": (schema.TOPIC_SIM_STATE, "std_msgs/Float64MultiArray privileged task state from sim_node"),
+    "episode_event_topic": (schema.TOPIC_EPISODE_EVENT, "aloe_msgs/EpisodeEvent"),
+    "executed_action_topic": (schema.TOPIC_EXECUTED_ACTION, "aloe_msgs/ExecutedAction"),
+    "intervention_topic": (schema.TOPIC_INTERVENTION, "aloe_msgs/Intervention output"),
 }
 
 

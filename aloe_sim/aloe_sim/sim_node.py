@@ -20,6 +20,8 @@ command never blocks the subscription that delivers it.
 
 from __future__ import annotations
 
+from aloe_data import schema
+
 import threading
 import time
 import uuid
@@ -63,14 +65,14 @@ PARAMETERS = {
     "real_time_factor": (0.0, "cap on sim speed as a multiple of real time (0 = as fast as possible)"),
     "clock_start_s": (1.0, "sim time of the first tick, seconds"),
     "frame_id": ("panda_link0", "frame of the end-effector pose (the robot base; equal to the sim world frame)"),
-    "command_topic": ("/aloe/command", "std_msgs/Float64MultiArray, 7 floats [dx dy dz rx ry rz grip]"),
-    "camera_topic_format": ("/camera/{name}/image_raw", "sensor_msgs/Image topic per camera"),
-    "joint_states_topic": ("/joint_states", "sensor_msgs/JointState"),
-    "ee_pose_topic": ("/aloe/ee_pose", "geometry_msgs/PoseStamped"),
-    "task_topic": ("/aloe/task", "std_msgs/String, transient local"),
-    "reward_topic": ("/aloe/reward", "std_msgs/Float32, one per step"),
-    "state_topic": ("/aloe/sim/state", "std_msgs/Float64MultiArray, privileged task state"),
-    "episode_event_topic": ("/aloe/episode_event", "aloe_msgs/EpisodeEvent"),
+    "command_topic": (schema.TOPIC_COMMAND, "std_msgs/Float64MultiArray, 7 floats [dx dy dz rx ry rz grip]"),
+    "camera_topic_format": (schema.TOPIC_CAMERA_FMT, "sensor_msgs/Image topic per camera"),
+    "joint_states_topic": (schema.TOPIC_JOINT_STATES, "sensor_msgs/JointState"),
+    "ee_pose_topic": (schema.TOPIC_EE_POSE, "geometry_msgs/PoseStamped"),
+    "task_topic": (schema.TOPIC_TASK, "std_msgs/String, transient local"),
+    "reward_topic": (schema.TOPIC_REWARD, "std_msgs/Float32, one per step"),
+    "state_topic": (schema.TOPIC_SIM_STATE, "std_msgs/Float64MultiArray, privileged task state"),
+    "episode_event_topic": (schema.TOPIC_EPISODE_EVENT, "aloe_msgs/EpisodeEvent"),
 }
 
 

@@ -17,17 +17,10 @@ from rosbags.typesys.store import Typestore
 
 ALOE_MSG_NAMES = ("ActionChunk", "ExecutedAction", "Intervention", "EpisodeEvent", "ValueEstimate")
 
-# Default topic names (every node exposes them as remappable parameters).
-TOPIC_CAMERA_FMT = "/camera/{name}/image_raw"
-TOPIC_JOINT_STATES = "/joint_states"
-TOPIC_TASK = "/aloe/task"
-TOPIC_ACTION_CHUNK = "/aloe/action_chunk"
-TOPIC_EXECUTED_ACTION = "/aloe/executed_action"
-TOPIC_INTERVENTION = "/aloe/intervention"
-TOPIC_EPISODE_EVENT = "/aloe/episode_event"
-TOPIC_REWARD = "/aloe/reward"
-TOPIC_VALUE_ESTIMATE = "/aloe/value_estimate"
-TOPIC_COMMAND = "/aloe/command"
+# Default topic names: aloe_data.schema (every node exposes them as remappable parameters).
+from aloe_data.schema import (TOPIC_ACTION_CHUNK, TOPIC_CAMERA_FMT, TOPIC_COMMAND,  # noqa: F401,E402
+                              TOPIC_EPISODE_EVENT, TOPIC_EXECUTED_ACTION, TOPIC_INTERVENTION, TOPIC_JOINT_STATES,
+                              TOPIC_REWARD, TOPIC_TASK, TOPIC_VALUE_ESTIMATE)
 
 
 class TypeRegistrationError(RuntimeError):

@@ -16,7 +16,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-ACTION_NAMES = ("dx", "dy", "dz", "rx", "ry", "rz", "grip")
+from aloe_data.schema import SIM_ACTION_NAMES as ACTION_NAMES  # noqa: E402
 ACTION_DIM = len(ACTION_NAMES)
 EPISODE_EVENTS = ("START", "SUCCESS", "FAILURE", "ABORT")
 

@@ -10,7 +10,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
-EVENT_CODES = {"START": 0, "SUCCESS": 1, "FAILURE": 2, "ABORT": 3}
+from aloe_data.schema import EVENT_CODES  # noqa: E402,F401
 
 
 @dataclass

@@ -70,8 +70,10 @@ LOG = logging.getLogger("aloe_teleop.recorder")
 BAG_FORMAT_VERSION = "1"
 ROSBAG2_METADATA_VERSION = 8  # string QoS profiles; parsed by rosbag2 Jazzy (8) and Kilted (9)
 MCAP_MAGIC = b"\x89MCAP0\r\n"
-EVENT_NAMES = {0: "START", 1: "SUCCESS", 2: "FAILURE", 3: "ABORT"}
-SOURCE_NAMES = {0: "POLICY", 1: "HUMAN", 2: "HOLD"}
+from aloe_data.schema import EVENT_NAMES  # noqa: E402
+from aloe_data.schema import SOURCE_NAMES as _SOURCES  # noqa: E402
+
+SOURCE_NAMES = dict(enumerate(_SOURCES))
 
 # custom_data keys written to metadata.yaml (all values are strings; (json) ones are JSON text).
 CUSTOM_DATA_KEYS = {

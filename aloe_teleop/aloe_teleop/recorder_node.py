@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib
 
 import rclpy
+from aloe_data import schema
 import rclpy.executors
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
@@ -28,7 +29,7 @@ from aloe_teleop.recorder import QosInfo, Recorder, RecorderConfig, parse_topic_
 DEFAULT_TOPICS = [
     bag_layout.TOPIC_CAMERA_FMT.format(name="front") + ":sensor_msgs/msg/Image",
     bag_layout.TOPIC_JOINT_STATES + ":sensor_msgs/msg/JointState",
-    "/aloe/ee_pose:geometry_msgs/msg/PoseStamped",
+    schema.TOPIC_EE_POSE + ":geometry_msgs/msg/PoseStamped",
     bag_layout.TOPIC_TASK + ":std_msgs/msg/String",
     bag_layout.TOPIC_ACTION_CHUNK + ":aloe_msgs/msg/ActionChunk",
     bag_layout.TOPIC_EXECUTED_ACTION + ":aloe_msgs/msg/ExecutedAction",
@@ -88,7 +89,7 @@ class RecorderNode(Node):
                         "image_raw' entry of topics"))
         self.declare_parameter("joint_states_topic", bag_layout.TOPIC_JOINT_STATES, d(
             description="sensor_msgs/JointState of the proprio (recorded; named in the metadata)"))
-        self.declare_parameter("ee_pose_topic", "/aloe/ee_pose", d(
+        self.declare_parameter("ee_pose_topic", schema.TOPIC_EE_POSE, d(
             description="geometry_msgs/PoseStamped of the EE (recorded; named in the metadata); '' = none"))
         self.declare_parameter("episode_event_topic", bag_layout.TOPIC_EPISODE_EVENT)
         self.declare_parameter("task_topic", bag_layout.TOPIC_TASK)

@@ -12,7 +12,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
-SIM_ACTION_NAMES = ("dx", "dy", "dz", "rx", "ry", "rz", "grip")
+from aloe_data.schema import SIM_ACTION_NAMES  # noqa: E402
 
 
 class ConfigError(ValueError):
