@@ -23,3 +23,9 @@ NODE_SETS = {
         ("aloe_critic", "replay_node", "replay_node"),
     ],
 }
+
+# Supervision, the same under ros2 launch and aloe_sim.bringup: the node that commands the robot
+# ends the whole set when it exits (nothing would command the robot); the others are restarted after
+# RESPAWN_DELAY_S while the commander holds the robot (their chunks / inputs go stale).
+COMMANDER = "executor_node"
+RESPAWN_DELAY_S = 2.0

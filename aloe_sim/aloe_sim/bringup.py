@@ -40,11 +40,15 @@ def repo_root() -> Path:
     raise FileNotFoundError("launch/node_sets.py not found: set ALOE_ROOT to the workspace root")
 
 
-def node_sets() -> dict:
+def _node_sets_module():
     spec = importlib.util.spec_from_file_location("aloe_node_sets", repo_root() / "launch" / "node_sets.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.NODE_SETS
+    return module
+
+
+def node_sets() -> dict:
+    return _node_sets_module().NODE_SETS
 
 
 def executable(package: str, name: str) -> list[str]:
@@ -108,10 +112,12 @@ class NodeGroup:
     def dead(self) -> list[NodeProcess]:
         return [p for p in self.processes if not p.alive()]
 
-    def stop(self, names: list[str] | None = None, timeout: float = 10.0, last: tuple[str, ...] = ("executor_node",)
+    def stop(self, names: list[str] | None = None, timeout: float = 10.0, last: tuple[str, ...] | None = None
              ) -> None:
         """SIGINT the nodes (all, or ``names``), then SIGKILL after ``timeout``; the nodes named in
-        ``last`` are stopped after the others (the executor's final command is a hold)."""
+        ``last`` (default: the commander of launch/node_sets.py) are stopped after the others (the
+        executor's final command is a hold)."""
+        last = (_node_sets_module().COMMANDER,) if last is None else last
         targets = [p for p in self.processes if names is None or p.name in names]
         for wave in ([p for p in targets if p.name not in last], [p for p in targets if p.name in last]):
             for p in wave:
@@ -178,15 +184,16 @@ def _parse_overrides(items: list[str]) -> dict[str, dict]:
     return out
 
 
-EXECUTOR = "executor_node"  # the one node that commands the robot
-
-
-def supervise(group: NodeGroup, respawn: int, respawn_delay_s: float = 2.0, poll_s: float = 0.2,
+def supervise(group: NodeGroup, respawn: int, respawn_delay_s: float | None = None, poll_s: float = 0.2,
               log=print) -> int:
     """Watch the nodes until one fails for good (-> 1) or a signal stops the set (-> 0).
 
     A dead node other than the executor is restarted up to ``respawn`` times while the executor
-    keeps holding the robot; a dead executor, or a node past its restarts, ends the set."""
+    keeps holding the robot; a dead executor, or a node past its restarts, ends the set (the
+    rules of launch/node_sets.py, which the launch files follow too)."""
+    sets = _node_sets_module()
+    EXECUTOR = sets.COMMANDER  # noqa: N806 - the one node that commands the robot
+    respawn_delay_s = sets.RESPAWN_DELAY_S if respawn_delay_s is None else respawn_delay_s
     stopping = []
     handler = lambda signum, frame: stopping.append(signum)  # noqa: E731
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
