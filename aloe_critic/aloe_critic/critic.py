@@ -376,7 +376,7 @@ class PolicySampleBank:
             for s in mine:
                 gen = torch.Generator(device="cpu").manual_seed(seed * 1_000_003 + s)
                 obs = dataset.observations(ticks[s:s + batch_size])
-                drawn[s] = _sample(policy, obs, n, gen).float().cpu()
+                drawn[s] = policy.sample(obs, n, generator=gen).float().cpu()
         if world > 1:
             for part in all_gather_objects(drawn):
                 drawn.update(part)
@@ -393,14 +393,6 @@ class PolicySampleBank:
             raise ValueError(f"{n} samples asked of a bank holding {self.n} per observation")
         out = self.samples[torch.from_numpy(rows)]
         return out if n is None or n == self.n else out[:, :n]
-
-
-def _sample(policy, obs, n: int, generator: torch.Generator) -> torch.Tensor:
-    """policy.sample(obs, n, generator) -> (B, n, H, A); policies without a generator argument also work."""
-    try:
-        return policy.sample(obs, n, generator=generator)
-    except TypeError:
-        return policy.sample(obs, n)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -126,8 +126,8 @@ def improve_policy(policy, dataset, advantages: np.ndarray | None, config: Impro
         for block, part in parts:
             local = slice(part.start - mine.start, part.stop - mine.start)
             with block_rng(seed, step, block, device) as gen:
-                per_sample = _policy_loss(policy, observation_rows(batch.obs, local), chunks[local].to(device),
-                                          weights[part].to(device), gen)
+                per_sample = policy.loss(observation_rows(batch.obs, local), chunks[local].to(device),
+                                         weights[part].to(device), generator=gen)
             (per_sample.sum() / B).backward()  # sum over ranks of these = gradient of the global mean
             loss_sum += float(per_sample.detach().sum())
         sum_gradients(params)
@@ -150,13 +150,3 @@ def improve_policy(policy, dataset, advantages: np.ndarray | None, config: Impro
     policy.eval()
     return curve
 
-
-def _policy_loss(policy, obs, chunks, weights, generator):
-    """policy.loss with the block's noise generator; policies without ``generator=`` draw from
-    torch's global RNG, which ``block_rng`` has seeded for the block as well."""
-    try:
-        return policy.loss(obs, chunks, weights, generator=generator)
-    except TypeError as exc:
-        if "generator" not in str(exc):
-            raise
-        return policy.loss(obs, chunks, weights)

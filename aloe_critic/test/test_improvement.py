@@ -25,10 +25,10 @@ class TinyFlowPolicy(nn.Module):
     def velocity(self, x, t, obs):
         return self.net(torch.cat([x, t, obs["proprio"].float()], -1))
 
-    def loss(self, obs, chunks, weights=None):
+    def loss(self, obs, chunks, weights=None, *, generator=None):
         x1 = chunks.reshape(chunks.shape[0], -1)
-        x0 = torch.randn_like(x1)
-        t = torch.rand(x1.shape[0], 1)
+        x0 = torch.randn(x1.shape, generator=generator)
+        t = torch.rand(x1.shape[0], 1, generator=generator)
         per = ((self.velocity((1 - t) * x0 + t * x1, t, obs) - (x1 - x0)) ** 2).mean(-1)
         return per if weights is None else per * weights
 
