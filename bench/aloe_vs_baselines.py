@@ -244,6 +244,7 @@ def plot(summary: dict, path: Path) -> None:
                 n = len({r["seed"] for r in sel})
                 ax.plot(its, mean, marker="o", color=colours[i % len(colours)], label=f"{m} ({n} seeds)")
             ax.set_title(f"{op} operator", fontsize=10)
+            ax.set_xticks(sorted({r["iteration"] for r in recs}))
             ax.set_xlabel("iteration (0 = initial policy)")
             ax.set_ylabel(label)
             ax.set_ylim(bottom=0)
