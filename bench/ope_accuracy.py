@@ -190,7 +190,7 @@ def fit_and_score(dataset, bank, pi, method, K, aggregate, seed, args, ids, rows
     curve = fit_critic(critic, dataset if fit_view is None else fit_view, method, bank, config, seed=seed)
     fit_s = time.perf_counter() - t0
     view = dataset.filter(mask=np.isin(np.arange(len(dataset.done)), ids))
-    values = chunk_values(critic, view, bank)
+    values = chunk_values(critic, view, pi, seed=seed)  # num_value_samples of the (variant) config
     order = {int(t): i for i, t in enumerate(view.indices)}
     pos = np.array([order[int(i)] for i in ids])
     est = {k: values[k][pos] for k in ("q", "v", "advantage", "q_std", "v_se")}
@@ -448,7 +448,7 @@ def main(argv=None) -> int:
 
     dataset = TransitionDataset(episodes, args.horizon, args.gamma)
     ids = np.array([dataset.tick_offset[r["episode"]] + r["tick"] for r in rows])
-    bank = PolicySampleBank(pi, dataset, max(args.policy_samples, args.value_samples), seed=args.seed)
+    bank = PolicySampleBank(pi, dataset, args.policy_samples, seed=args.seed)
     configs = [("progress", args.main_k, "subset_min", None), ("td1", args.main_k, "subset_min", None)]
     if args.skip_grid:
         configs += [("aloe", args.main_k, "subset_min", None)]

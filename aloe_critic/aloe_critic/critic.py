@@ -83,7 +83,8 @@ class CriticConfig:
     critic_grad_clip: float = 10.0   # max global gradient norm
     tau: float = 0.005               # Polyak rate of the target networks Qbar
     num_policy_samples: int = 8      # n: A'_j ~ pi per observation in the TD target (mean_j)
-    num_value_samples: int = 64      # A_j ~ pi per observation for V(o_t) in the advantages (its error << beta)
+    num_value_samples: int = 64      # A_j ~ pi per observation for V(o_t) in the advantages (its error << beta);
+                                     # drawn per batch, never stored for the whole dataset
     bootstrap_fraction: float = 0.8  # each member fits its own fixed random share of the transitions (1 = all)
     prior_scale: float = 0.1         # each member adds this times a fixed random network (random prior); 0 = none
     aggregate: str = "subset_min"    # conservative aggregation rule over the ensemble

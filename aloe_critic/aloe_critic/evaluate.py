@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .critic import CRITIC_CONFIG, CriticConfig, PolicySampleBank, critic_for_policy, load_critic_state, read_critic_meta
+from .critic import CRITIC_CONFIG, CriticConfig, critic_for_policy, load_critic_state, read_critic_meta
 from .dataset import (SOURCE_HOLD, SOURCE_HUMAN, SOURCE_NAMES, IngestionConfig, TransitionDataset, ingest_bags,
                       no_usable_bags)
 from .improvement import ImprovementConfig, unnormalised_weights
@@ -82,9 +82,7 @@ def evaluate_bags(bags, critic_path, policy_path=None, cache_dir: str | None = N
     if not report.episodes:
         raise RuntimeError(no_usable_bags(bags, report))
     dataset = TransitionDataset(report.episodes, critic.chunk_horizon, float(meta.get("gamma", 0.99)))
-    n = num_policy_samples or critic.config.num_value_samples
-    bank = PolicySampleBank(policy, dataset, n, ticks=np.unique(dataset.obs_tick), seed=seed, progress=progress)
-    values = chunk_values(critic, dataset, bank, device=device)
+    values = chunk_values(critic, dataset, policy, num_policy_samples, device=device, seed=seed)
     return value_rows(dataset, values, meta.get("method", "aloe"), policy.policy_id), dataset
 
 

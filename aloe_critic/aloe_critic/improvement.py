@@ -7,7 +7,7 @@
 Critic-ranked extraction (``extraction="ranked"``): the chunk imitated at o_i is the best under the
 pessimistic critic among the recorded one and N samples of pi at o_i,
     A*_i = argmax_{A in {A_i} + {A_j ~ pi(.|o_i)}} Agg_k Q_k(o_i, A),     L = mean_batch policy.loss(o_i, A*_i, 1)
-("implicit" policy extraction by selection; values.ranked_chunks picks them).
+("implicit" policy extraction by selection; values.chunk_values picks them: ``best_chunk``).
 
 Intervention chunks are ordinary data here: they are weighted by the same advantage. The
 ``bc`` baseline is the same loop with w = 1 on all data, interventions included (HG-DAgger).

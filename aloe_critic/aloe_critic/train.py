@@ -45,7 +45,7 @@ from .dataset import (SOURCE_HUMAN, SOURCE_POLICY, IngestionConfig, SkippedBagWa
                       ingest_bags, no_usable_bags)
 from .distributed import barrier, is_main, rank_world, setup, teardown
 from .improvement import EXTRACTIONS, WEIGHT_MODES, ImprovementConfig, improve_policy
-from .values import VALUE_METHODS, chunk_values, fit_critic, ranked_chunks
+from .values import VALUE_METHODS, chunk_values, fit_critic
 
 log = logging.getLogger("aloe_critic.train")
 
@@ -281,30 +281,30 @@ def run_iteration(config: TrainConfig, dataset: TransitionDataset, policy, fresh
     if config.method in VALUE_METHODS:
         evaluated_id = policy.policy_id
         critic = critic_for_policy(policy, config.critic, config.critic_init_from_policy)
-        # One bank of pi's chunks: the TD target uses the first num_policy_samples, V and the
-        # ranked extraction all num_value_samples (V's sampling error well below beta).
-        n_bank = max(config.critic.num_policy_samples, config.critic.num_value_samples)
+        # pi's chunks for the TD target, drawn once per fit (num_policy_samples per tick); V and the
+        # ranked extraction draw num_value_samples per observation batch in chunk_values (V's error << beta)
         t0 = time.monotonic()
-        bank = PolicySampleBank(policy, dataset, n_bank, batch_size=config.eval_batch_size,
+        bank = PolicySampleBank(policy, dataset, config.critic.num_policy_samples, batch_size=config.eval_batch_size,
                                 seed=config.seed, device=device, progress=config.progress)
         bank_s = time.monotonic() - t0
         log.info("fitting the %s critic for policy %s", config.method, evaluated_id)
         curves["critic"] = fit_critic(critic, dataset, config.method, bank, config.critic, seed=config.seed,
                                       device=device, progress=config.progress, batch_blocks=config.batch_blocks)
         t0 = time.monotonic()
-        values = chunk_values(critic, dataset, bank, config.eval_batch_size, device)
+        values = chunk_values(critic, dataset, policy, config.critic.num_value_samples, config.eval_batch_size, device,
+                              seed=config.seed)
         values_s = time.monotonic() - t0
         advantages = values["advantage"]
         stats = {k: {"mean": float(np.mean(v)), "std": float(np.std(v)), "min": float(np.min(v)),
-                     "max": float(np.max(v))} for k, v in values.items() if k != "best_index"}
+                     "max": float(np.max(v))} for k, v in values.items() if k not in ("best_index", "best_chunk")}
         stats["fraction_positive_advantage"] = float((advantages > 0).mean())
         stats["fraction_positive_by_group"] = advantage_breakdown(dataset, advantages)
-        stats["value_samples"] = {"n": n_bank, "bank_seconds": bank_s, "values_seconds": values_s,
-                                  "v_se_mean": float(np.nanmean(values["v_se"])),
+        stats["value_samples"] = {"n": config.critic.num_value_samples, "bank_seconds": bank_s,
+                                  "values_seconds": values_s, "v_se_mean": float(np.nanmean(values["v_se"])),
                                   "v_se_over_beta": float(np.nanmean(values["v_se"]) / config.improvement.beta)}
         stats["ranked_replaced_fraction"] = float((values["best_index"] >= 0).mean())
         if config.improvement.extraction == "ranked":
-            targets = ranked_chunks(dataset, bank, values["best_index"])
+            targets = values["best_chunk"]
     if not (config.method in IMITATION_METHODS and fresh):  # a fresh policy's BC above already is the bc iteration
         imitated, keep = imitation_set(dataset, config.critic_only_bags,
                                        operator_only=config.method == "dagger")

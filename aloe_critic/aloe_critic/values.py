@@ -146,54 +146,47 @@ def fit_critic(critic: ChunkCritic, dataset, method: str, bank: PolicySampleBank
     return curve
 
 
-VALUE_KEYS = ("q", "v", "advantage", "q_std", "v_se", "v_std_pi", "best_q", "best_index")
+VALUE_KEYS = ("q", "v", "advantage", "q_std", "v_se", "v_std_pi", "best_q", "best_index", "best_chunk")
 
 
 @torch.no_grad()
-def chunk_values(critic: ChunkCritic, dataset, bank: PolicySampleBank, batch_size: int = 256,
-                 device: str | torch.device = "cpu") -> dict[str, np.ndarray]:
+def chunk_values(critic: ChunkCritic, dataset, policy, n: int | None = None, batch_size: int = 256,
+                 device: str | torch.device = "cpu", seed: int = 0) -> dict[str, np.ndarray]:
     """Per recorded chunk of ``dataset`` (its view order): Q, V, advantage, ensemble std of Q,
-    ``v_se`` (standard error of V from the bank's samples), ``v_std_pi`` (spread of pi's chunks'
-    values), and the critic-ranked choice among {recorded chunk} + the bank's samples of pi at o_t:
-    ``best_index`` (-1: the recorded chunk, j: sample j) and its pessimistic value ``best_q``.
-    V uses the first ``num_value_samples`` chunks the bank holds at o_t (all, if it holds fewer).
-    Under torchrun the batches are shared out over the ranks and every rank gets all values
-    (evaluation is deterministic)."""
+    ``v_se`` (standard error of V from its samples), ``v_std_pi`` (spread of pi's chunks' values),
+    and the critic-ranked choice among {recorded chunk} + the samples of pi at o_t: ``best_index``
+    (-1: the recorded chunk, j: sample j), its pessimistic value ``best_q`` and the chunk itself
+    ``best_chunk`` (N, H, A) (critic-ranked extraction imitates it).
+
+    V(o_t) averages ``n`` (default ``num_value_samples``) chunks of ``policy`` drawn here, per batch
+    (generator seeded by the batch's position: the same on every rank), and dropped after use: memory
+    is one batch's samples, not n per tick of the dataset. Under torchrun the batches are shared out
+    over the ranks and every rank gets all values."""
     critic.to(device).eval()
-    n_value = min(bank.n, critic.config.num_value_samples)
+    n = int(n or critic.config.num_value_samples)
     rank, world = rank_world()
     view = dataset.indices
     starts = list(range(0, len(view), batch_size))
     table = critic.feature_table(dataset, device=device) if critic.encoder_frozen else None
     mine = {}
     for s in starts[rank::world]:
-        batch = dataset.batch(view[s:s + batch_size], observations=table is None).to(device)
-        feats = None if table is None else table[batch.obs_tick]
-        if feats is None:
-            feats = critic.features(batch.obs)
-        pol = bank.chunks(batch.obs_tick.cpu().numpy(), n_value).to(device)
+        batch = dataset.batch(view[s:s + batch_size]).to(device)
+        feats = critic.features(batch.obs) if table is None else table[batch.obs_tick]
+        gen = torch.Generator(device="cpu").manual_seed(int(seed) * 1_000_003 + 7 + s)
+        pol = policy.sample(batch.obs, n, generator=gen).float().to(device)                 # (b, n, H, A)
         res = critic.evaluate(batch.obs, batch.chunks, pol, features=feats)
         sampled_q = critic.pessimistic_q(batch.obs, pol, features=feats)                  # (b, n)
         best_q, best = sampled_q.max(-1)
         keep = res["q"] >= best_q                                                         # the recorded chunk wins ties
         res["best_q"] = torch.where(keep, res["q"], best_q)
         res["best_index"] = torch.where(keep, torch.full_like(best, -1), best)
+        res["best_chunk"] = torch.where(keep[:, None, None], batch.chunks.to(pol.device),
+                                        pol[torch.arange(len(best)), best])
         mine[s] = {k: res[k].cpu().numpy() for k in VALUE_KEYS}
     if world > 1:
         for part in all_gather_objects(mine):
             mine.update(part)
     critic.train()
-    return {k: np.concatenate([mine[s][k] for s in starts]) if starts else np.zeros(0, np.float32)
+    empty = {"best_chunk": np.zeros((0, dataset.chunk_horizon, dataset.action_dim), np.float32)}
+    return {k: np.concatenate([mine[s][k] for s in starts]) if starts else empty.get(k, np.zeros(0, np.float32))
             for k in VALUE_KEYS}
-
-
-def ranked_chunks(dataset, bank: PolicySampleBank, best_index: np.ndarray) -> np.ndarray:
-    """Critic-ranked extraction: per transition of ``dataset``'s view, the chunk ``chunk_values``
-    chose (the recorded one where best_index is -1, else pi's sample) -> (N, H, A) float32."""
-    view = dataset.indices
-    chosen = dataset.chunks[view].copy()
-    pick = np.flatnonzero(np.asarray(best_index) >= 0)
-    if len(pick):
-        samples = bank.chunks(dataset.obs_tick[view[pick]])                                # (p, n, H, A)
-        chosen[pick] = samples[torch.arange(len(pick)), torch.from_numpy(np.asarray(best_index)[pick])].numpy()
-    return chosen

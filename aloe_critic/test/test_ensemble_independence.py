@@ -6,9 +6,9 @@ import pytest
 import torch
 import torch.nn as nn
 
-from aloe_critic.critic import ChunkCritic, CriticConfig, PolicySampleBank, load_critic_state, save_critic
+from aloe_critic.critic import ChunkCritic, CriticConfig, load_critic_state, save_critic
 from aloe_critic.dataset import Episode, TransitionDataset
-from aloe_critic.values import bootstrap_masks, chunk_values, fit_critic, ranked_chunks
+from aloe_critic.values import bootstrap_masks, chunk_values, fit_critic
 
 
 class ProprioFeatures(nn.Module):
@@ -107,15 +107,25 @@ def hand_critic(K=2):
     return critic
 
 
+class RecordingPolicy(SpreadPolicy):
+    """SpreadPolicy that keeps what it sampled (to recompute V by hand)."""
+
+    def __init__(self):
+        self.drawn = []
+
+    def sample(self, obs, n=1, generator=None):
+        out = super().sample(obs, n, generator)
+        self.drawn.append(out)
+        return out
+
+
 def test_v_standard_error_shrinks_as_one_over_sqrt_n_and_matches_the_sample_spread():
     d = TransitionDataset([Episode.from_arrays([[0.5]] * 40, [[0.0]] * 40, [0.0] * 40, outcome="FAILURE")], 1, 0.9)
     se = {}
     for n in (16, 256):
-        bank = PolicySampleBank(SpreadPolicy(), d, n, seed=1)
-        critic = hand_critic()
-        critic.config.num_value_samples = n
-        values = chunk_values(critic, d, bank)
-        samples = bank.chunks(d.obs_tick[d.indices])[:, :, 0, 0].numpy()
+        policy = RecordingPolicy()
+        values = chunk_values(hand_critic(), d, policy, n, seed=1)
+        samples = torch.cat(policy.drawn)[:, :, 0, 0].numpy()
         # mean over members of A + 0.01 k = mean_j A_j + 0.005: V by hand, with kappa 0
         np.testing.assert_allclose(values["v"], samples.mean(1) + 0.005, atol=1e-5)
         se[n] = float(np.mean(values["v_se"]))
@@ -126,16 +136,17 @@ def test_v_standard_error_shrinks_as_one_over_sqrt_n_and_matches_the_sample_spre
 def test_ranked_extraction_picks_the_highest_valued_chunk_among_the_recorded_and_pis_samples():
     d = TransitionDataset([Episode.from_arrays([[0.5], [3.0], [-0.2]], [[0.0]] * 3, [0.0] * 3, outcome="FAILURE")],
                           1, 0.9)
-    bank = PolicySampleBank(SpreadPolicy(), d, 8, seed=0)
-    critic = hand_critic()
-    values = chunk_values(critic, d, bank)
-    samples = bank.chunks(d.obs_tick[d.indices])[:, :, 0, 0].numpy()
-    chosen = ranked_chunks(d, bank, values["best_index"])[:, 0, 0]
+    policy = RecordingPolicy()
+    values = chunk_values(hand_critic(), d, policy, 8, seed=0)
+    samples = torch.cat(policy.drawn)[:, :, 0, 0].numpy()
+    chosen = values["best_chunk"][:, 0, 0]
     recorded = np.array([0.5, 3.0, -0.2])
     expected = np.where(recorded >= samples.max(1), recorded, samples.max(1))  # Q increases with A
     np.testing.assert_allclose(chosen, expected, atol=1e-6)
     assert values["best_index"][1] == -1, "the recorded 3.0 beats every N(0, 1) sample"
     np.testing.assert_allclose(values["best_q"], expected + 0.005, atol=1e-5)
+    again = chunk_values(hand_critic(), d, RecordingPolicy(), 8, seed=0)
+    np.testing.assert_array_equal(again["best_chunk"], values["best_chunk"])  # seeded: reproducible
 
 
 def test_critic_config_rejects_bad_independence_settings():
