@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import subprocess
 import sys
@@ -33,6 +32,9 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from offline_loop_summary import sign_test  # noqa: E402  (one exact sign test for the bench summaries)
 BASELINES = ("dagger", "progress", "bc")
 METRICS = ("success", "throughput_per_hour")
 
@@ -109,14 +111,6 @@ def run_study(a) -> int:
 # summary
 # ---------------------------------------------------------------------------------------------
 
-def sign_test(wins: int, losses: int) -> float:
-    """Two-sided exact binomial p-value of wins vs losses at p = 1/2."""
-    n = wins + losses
-    if n == 0:
-        return 1.0
-    return min(1.0, 2 * sum(math.comb(n, k) for k in range(min(wins, losses) + 1)) / 2 ** n)
-
-
 def throughput(success: np.ndarray, steps: np.ndarray, period_s: float = 0.1) -> float:
     """Successes per robot-hour over a set of episodes."""
     hours = steps.sum() * period_s / 3600.0
@@ -132,8 +126,7 @@ def paired_throughput_test(sa, ta, sb, tb, draws: int = 10_000, seed: int = 0) -
     swap = rng.random((draws, len(sa))) < 0.5
     s1, t1 = np.where(swap, sb, sa), np.where(swap, tb, ta)
     s2, t2 = np.where(swap, sa, sb), np.where(swap, ta, tb)
-    h1, h2 = t1.sum(1) * 0.1 / 3600, t2.sum(1) * 0.1 / 3600
-    null = s1.sum(1) / h1 - s2.sum(1) / h2
+    null = np.array([throughput(a, b) - throughput(c, d) for a, b, c, d in zip(s1, t1, s2, t2)])
     p = (1 + np.sum(np.abs(null) >= abs(observed) - 1e-9)) / (draws + 1)
     return observed, float(p)
 
