@@ -210,6 +210,8 @@ def main(argv=None) -> int:
                     row["value_samples"] = st["value_samples"]
                     row["ranked_replaced_fraction"] = st["ranked_replaced_fraction"]
                     row["q_std_mean"] = st["q_std"]["mean"]
+                    if "weights" in st:
+                        row["weights"] = st["weights"]
         rows.append(row)
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
         Path(a.out).write_text(json.dumps({"args": run_args, "rows": rows}, indent=1))

@@ -44,7 +44,7 @@ from .critic import (AGGREGATION_RULES, CHUNK_SCORER, CriticConfig, PolicySample
 from .dataset import (SOURCE_HUMAN, SOURCE_POLICY, IngestionConfig, SkippedBagWarning, TransitionDataset, find_bags,
                       ingest_bags, no_usable_bags)
 from .distributed import barrier, is_main, rank_world, setup, teardown
-from .improvement import EXTRACTIONS, WEIGHT_MODES, ImprovementConfig, improve_policy
+from .improvement import EXTRACTIONS, WEIGHT_MODES, ImprovementConfig, improve_policy, unnormalised_weights
 from .values import VALUE_METHODS, chunk_values, fit_critic
 
 log = logging.getLogger("aloe_critic.train")
@@ -315,6 +315,8 @@ def run_iteration(config: TrainConfig, dataset: TransitionDataset, policy, fresh
         log.info("improving the policy (%s) on %d of %d chunks", config.method, len(imitated), len(dataset))
         if stats is not None:
             stats["imitated_chunks"] = len(imitated)
+            if imitated_adv is not None:
+                stats["weights"] = weight_breakdown(imitated, imitated_adv, config.improvement)
         phase = "policy_bc" if config.method in IMITATION_METHODS else "policy_improvement"
         curves[phase] = improve_policy(policy, imitated, imitated_adv, config.improvement, seed=config.seed,
                                        device=device, progress=config.progress, batch_blocks=config.batch_blocks,
@@ -342,19 +344,38 @@ def imitation_set(dataset, critic_only_bags, operator_only: bool = False) -> tup
     return dataset.filter(mask=imitable), keep
 
 
-def advantage_breakdown(dataset, advantages: np.ndarray) -> dict:
-    """Fraction of chunks with A > 0 per provenance group (the chunks binary weighting imitates):
-    operator chunks, and the policy's own chunks in episodes that succeeded / failed. A useful
-    critic keeps the last one well below the others. Groups with no chunk are left out."""
+def provenance_groups(dataset) -> dict[str, np.ndarray]:
+    """Boolean masks over the view's chunks: operator chunks (mostly the operator's: demonstrations
+    and interventions), and the policy's own chunks in episodes that succeeded / failed."""
     rows = dataset.indices
     source = dataset.source_fraction[rows]
-    human = source[:, SOURCE_HUMAN] >= 0.5
     policy = source[:, SOURCE_POLICY] >= 0.5
     success = dataset.outcome[rows] == "SUCCESS"
-    groups = {"operator": human, "policy_in_success": policy & success, "policy_in_failure": policy & ~success}
+    return {"operator": source[:, SOURCE_HUMAN] >= 0.5, "policy_in_success": policy & success,
+            "policy_in_failure": policy & ~success}
+
+
+def advantage_breakdown(dataset, advantages: np.ndarray) -> dict:
+    """Fraction of chunks with A > 0 per provenance group (the chunks binary weighting imitates).
+    A useful critic keeps policy_in_failure well below the others. Groups with no chunk are left out."""
     positive = np.asarray(advantages) > 0
     return {name: {"fraction_positive": float(positive[m].mean()), "chunks": int(m.sum())}
-            for name, m in groups.items() if m.any()}
+            for name, m in provenance_groups(dataset).items() if m.any()}
+
+
+def weight_breakdown(dataset, advantages: np.ndarray, config: ImprovementConfig) -> dict:
+    """Where the advantage-weighted loss puts its gradient, over the imitated chunks: per provenance
+    group its share of the summed weight (bc's share is its share of the chunks) and its mean
+    weight (1 = average), and the weights' effective sample size as a fraction of the chunks
+    (1 = uniform; small = a few chunks carry the update)."""
+    w = unnormalised_weights(torch.as_tensor(np.asarray(advantages, np.float32)), config.beta, config.w_max,
+                             config.weight_mode).numpy().astype(np.float64)
+    total = w.sum()
+    if total <= 0:
+        return {"ess_fraction": 0.0, "groups": {}}
+    groups = {name: {"weight_share": float(w[m].sum() / total), "mean_weight": float(w[m].mean() / w.mean()),
+                     "chunks": int(m.sum())} for name, m in provenance_groups(dataset).items() if m.any()}
+    return {"ess_fraction": float(total ** 2 / (w ** 2).sum() / len(w)), "groups": groups}
 
 
 def _ingest_sharded(bags, config: TrainConfig):

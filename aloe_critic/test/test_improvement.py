@@ -169,6 +169,24 @@ def test_advantage_breakdown_counts_positive_chunks_per_provenance_group():
     assert set(advantage_breakdown(only_policy, adv[:8])) == {"policy_in_success", "policy_in_failure"}
 
 
+def test_weight_breakdown_gives_each_group_its_share_of_the_summed_weight_and_the_ess():
+    from aloe_critic.dataset import SOURCE_HUMAN, SOURCE_POLICY
+    from aloe_critic.improvement import ImprovementConfig
+    from aloe_critic.train import weight_breakdown
+
+    ok = Episode.from_arrays([[0.1]] * 2, [[0.0]] * 2, [0, 1], sources=[SOURCE_POLICY] * 2, outcome="SUCCESS")
+    demo = Episode.from_arrays([[0.3]] * 2, [[0.0]] * 2, [0, 1], sources=[SOURCE_HUMAN] * 2)
+    d = TransitionDataset([ok, demo], chunk_horizon=1, gamma=0.9)
+    beta = 0.1
+    adv = np.array([0.0, 0.0, beta * np.log(3.0), beta * np.log(3.0)], np.float32)  # weights 1, 1, 3, 3
+    got = weight_breakdown(d, adv, ImprovementConfig(beta=beta, w_max=20.0))
+    assert got["groups"]["operator"]["weight_share"] == pytest.approx(6 / 8, rel=1e-5)
+    assert got["groups"]["policy_in_success"]["mean_weight"] == pytest.approx(1 / 2, rel=1e-5)
+    assert got["ess_fraction"] == pytest.approx(8 ** 2 / 20 / 4, rel=1e-5)  # (sum w)^2 / sum w^2 / n
+    uniform = weight_breakdown(d, np.zeros(4, np.float32), ImprovementConfig())
+    assert uniform["ess_fraction"] == pytest.approx(1.0) and uniform["groups"]["operator"]["weight_share"] == 0.5
+
+
 def test_critic_only_bags_are_left_out_of_the_imitation_set_only():
     from aloe_critic.train import TrainConfig, imitation_set
 
