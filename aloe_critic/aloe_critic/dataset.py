@@ -50,7 +50,8 @@ import numpy as np
 import torch
 import yaml
 
-from aloe_policy.observation import ObservationError, ProprioSpec, message_to_rgb, proprio_vector, resize_rgb
+from aloe_policy.observation import (ObservationError, ProprioSpec, format_mismatch, image_format, message_to_rgb,
+                                    proprio_vector, resize_rgb)
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ OUTCOMES = ("SUCCESS", "FAILURE", "ABORT", "INCOMPLETE", "UNKNOWN")  # INCOMPLET
 TERMINAL_OUTCOMES = ("SUCCESS", "FAILURE")
 
 # Bump when the cached columns' meaning changes: old entries are then ignored, not misread.
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 class SkippedBagWarning(UserWarning):
@@ -127,6 +128,7 @@ class Episode:
     bag: str = ""
     bag_hash: str = ""
     episode_id: str = ""
+    camera_formats: dict[str, str] = field(default_factory=dict)  # camera -> "<encoding> <W>x<H>" it sent
 
     @property
     def terminal(self) -> bool:
@@ -334,6 +336,7 @@ def decode_bag(bag_dir: Path, config: IngestionConfig) -> tuple[dict[str, np.nda
                 raise BagError(f"topic {c.topic} has unknown message type {c.msgtype}")
 
         ticks, images, joints, ees, tasks, events, rewards = [], {c: [] for c in cameras}, [], [], [], [], []
+        formats: dict[str, str] = {}  # camera -> its first frame's format; a change of kind or aspect is an error
         spec = config.proprio_spec
         n_read = 0
         try:
@@ -345,8 +348,12 @@ def decode_bag(bag_dir: Path, config: IngestionConfig) -> tuple[dict[str, np.nda
                     ticks.append((_stamp_ns(msg.header), logtime, np.asarray(msg.action, np.float32),
                                   int(msg.source), int(msg.chunk_id), str(msg.policy_id)))
                 elif topic in cam_topics:
-                    rgb = message_to_rgb(msg)
-                    images[cam_topics[topic]].append((_stamp_ns(msg.header), resize_rgb(rgb, config.image_size)))
+                    rgb, cam = message_to_rgb(msg), cam_topics[topic]
+                    fmt = image_format(msg, rgb)
+                    if formats.setdefault(cam, fmt) != fmt and format_mismatch(formats[cam], fmt):
+                        raise BagError(f"camera {cam!r} on {topic} changed from {formats[cam]} to {fmt} mid-episode: "
+                                       f"{format_mismatch(formats[cam], fmt)}")
+                    images[cam].append((_stamp_ns(msg.header), resize_rgb(rgb, config.image_size)))
                 elif topic == topic_joint_states:
                     joints.append((_stamp_ns(msg.header), list(msg.name), np.asarray(msg.position),
                                    np.asarray(msg.velocity)))
@@ -449,9 +456,21 @@ def decode_bag(bag_dir: Path, config: IngestionConfig) -> tuple[dict[str, np.nda
     for cam in cameras:
         frames = images[cam]
         columns[f"image_{cam}"] = np.stack([frames[idx[f"camera {cam}"][i]][1] for i in sel])
-    meta = {"task": task, "outcome": outcome, "policy_ids": policy_ids, "cameras": cameras,
+    meta = {"task": task, "outcome": outcome, "policy_ids": policy_ids, "cameras": cameras, "camera_formats": formats,
             "episode_id": episode_id, "num_ticks": T, "dropped_leading_ticks": int((~keep[:sel[0]]).sum())}
     return columns, meta
+
+
+def check_camera_contract(policy_config, dataset: TransitionDataset, checkpoint) -> None:
+    """Refuse bags whose cameras sent another kind of image or aspect ratio than the policy's
+    checkpoint records (PolicyConfig.camera_formats), naming the camera: trained on, the policy
+    would learn from inputs it never sees on its robot, or the reverse."""
+    for cam, trained in zip(policy_config.camera_names, policy_config.camera_formats):
+        seen = dataset.camera_formats.get(cam)
+        problem = format_mismatch(trained, seen) if seen else ""
+        if problem:
+            raise ValueError(f"camera {cam!r} of these bags {problem} (checkpoint {checkpoint}); record with the "
+                             "camera setup the policy was trained on, or train a fresh policy (no --policy-in)")
 
 
 def _load_cached(entry: Path, bag_dir: Path, bag_hash: str) -> Episode:
@@ -459,7 +478,8 @@ def _load_cached(entry: Path, bag_dir: Path, bag_hash: str) -> Episode:
     cols = {name: np.load(entry / f"{name}.npy", mmap_mode="r") for name in _COLUMNS}
     images = {cam: np.load(entry / f"image_{cam}.npy", mmap_mode="r") for cam in meta["cameras"]}
     return Episode(images=images, policy_ids=meta["policy_ids"], task=meta["task"], outcome=meta["outcome"],
-                   bag=str(bag_dir), bag_hash=bag_hash, episode_id=meta["episode_id"], **cols)
+                   bag=str(bag_dir), bag_hash=bag_hash, episode_id=meta["episode_id"],
+                   camera_formats=meta["camera_formats"], **cols)
 
 
 def load_episode(bag_dir: str | os.PathLike, config: IngestionConfig) -> tuple[Episode, bool]:
@@ -609,6 +629,13 @@ class TransitionDataset(torch.utils.data.Dataset):
             if sorted(e.images) != self.cameras:
                 raise ValueError(f"episode {e.bag or e.episode_id} has cameras {sorted(e.images)}, "
                                  f"expected {self.cameras}")
+        self.camera_formats: dict[str, str] = {}  # camera -> the format of its first recorded episode
+        for e in episodes:
+            for cam, fmt in e.camera_formats.items():
+                first = self.camera_formats.setdefault(cam, fmt)
+                if format_mismatch(first, fmt):
+                    raise ValueError(f"camera {cam!r}: episode {e.bag or e.episode_id} {format_mismatch(first, fmt)} "
+                                     f"(first episode: {first}); train on one camera setup per camera name")
         lengths = np.array([len(e) for e in episodes])
         self.tick_offset = np.concatenate([[0], np.cumsum(lengths)])
         self.num_ticks = int(self.tick_offset[-1])

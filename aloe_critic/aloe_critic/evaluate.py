@@ -26,8 +26,8 @@ import numpy as np
 import torch
 
 from .critic import CRITIC_CONFIG, CriticConfig, critic_for_policy, load_critic_state, read_critic_meta
-from .dataset import (SOURCE_HOLD, SOURCE_HUMAN, SOURCE_NAMES, IngestionConfig, TransitionDataset, ingest_bags,
-                      no_usable_bags)
+from .dataset import (SOURCE_HOLD, SOURCE_HUMAN, SOURCE_NAMES, IngestionConfig, TransitionDataset,
+                      check_camera_contract, ingest_bags, no_usable_bags)
 from .improvement import ImprovementConfig, unnormalised_weights
 from .values import chunk_values
 
@@ -82,6 +82,7 @@ def evaluate_bags(bags, critic_path, policy_path=None, cache_dir: str | None = N
     if not report.episodes:
         raise RuntimeError(no_usable_bags(bags, report))
     dataset = TransitionDataset(report.episodes, critic.chunk_horizon, float(meta.get("gamma", 0.99)))
+    check_camera_contract(policy.config, dataset, policy_path)
     values = chunk_values(critic, dataset, policy, num_policy_samples, device=device, seed=seed)
     return value_rows(dataset, values, meta.get("method", "aloe"), policy.policy_id), dataset
 

@@ -41,8 +41,8 @@ import yaml
 
 from .critic import (AGGREGATION_RULES, CHUNK_SCORER, CriticConfig, PolicySampleBank, critic_for_policy,
                      export_chunk_scorer, save_critic)
-from .dataset import (SOURCE_HUMAN, SOURCE_POLICY, IngestionConfig, SkippedBagWarning, TransitionDataset, find_bags,
-                      ingest_bags, no_usable_bags)
+from .dataset import (SOURCE_HUMAN, SOURCE_POLICY, IngestionConfig, SkippedBagWarning, TransitionDataset,
+                      check_camera_contract, find_bags, ingest_bags, no_usable_bags)
 from .distributed import barrier, is_main, rank_world, setup, teardown
 from .improvement import EXTRACTIONS, WEIGHT_MODES, ImprovementConfig, improve_policy, unnormalised_weights
 from .values import VALUE_METHODS, chunk_values, fit_critic
@@ -185,7 +185,9 @@ def _fresh_policy(config: TrainConfig, dataset: TransitionDataset):
         overrides = json.loads(Path(config.policy_config_file).read_text())
     A = dataset.action_dim
     names = config.ingestion.proprio_spec.names
+    formats = tuple(dataset.camera_formats.get(c, "") for c in dataset.cameras)
     base = dict(camera_names=tuple(dataset.cameras), image_size=config.ingestion.image_size,
+                camera_formats=formats if all(formats) else (),
                 proprio_dim=int(dataset.proprio.shape[1]), action_dim=A, chunk_horizon=config.chunk_horizon,
                 proprio_names=tuple(names) if len(names) == dataset.proprio.shape[1] else ())
     if A != 7:
@@ -416,6 +418,7 @@ def train_iteration(config: TrainConfig, bags, policy_in: str | os.PathLike | No
         policy = FlowMatchingPolicy.from_pretrained(policy_in, device=device)
         policy_in_id = policy.policy_id
         dataset = TransitionDataset(report.episodes, policy.config.chunk_horizon, config.gamma)
+        check_camera_contract(policy.config, dataset, policy_in)
     else:
         dataset = TransitionDataset(report.episodes, config.chunk_horizon, config.gamma)
         policy = _fresh_policy(config, dataset).to(device)

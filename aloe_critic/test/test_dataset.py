@@ -227,3 +227,21 @@ def test_bags_of_raw_bayer_and_big_endian_16_bit_cameras_ingest(tmp_path, episod
     assert report.skipped == [], report.skipped
     frames = report.episodes[0].images["front"]
     assert [int(np.median(frames[k])) for k in range(4)] == [0, 1, 2, 3]  # tick k sees the grey value k
+
+
+def test_ingestion_records_each_cameras_format_and_one_camera_name_cannot_mix_kinds(tmp_path, episode_bag):
+    pytest.importorskip("cv2")
+    colour = episode_bag("colour", image_size=16)
+    jpeg = episode_bag("jpeg", image_size=16, compressed=True)  # the test writer compresses as png
+    grey = episode_bag("grey", image_size=16, encoding="mono16")
+    episodes = {bag.name: ep for bag in (colour, jpeg, grey)
+                for ep in ingest_bags([bag], config(tmp_path)).episodes}
+    assert {n: e.camera_formats for n, e in episodes.items()} == {
+        "colour": {"front": "rgb8 16x16"}, "jpeg": {"front": "png 16x16"}, "grey": {"front": "mono16 16x16"}}
+    again = ingest_bags([colour], config(tmp_path))
+    assert again.cached == [str(colour)] and again.episodes[0].camera_formats == {"front": "rgb8 16x16"}
+    both = TransitionDataset([episodes["colour"], episodes["jpeg"]], chunk_horizon=2, gamma=0.9)  # both colour
+    assert both.camera_formats == {"front": "rgb8 16x16"}
+    with pytest.raises(ValueError, match=r"camera 'front': episode .*grey sends mono images \(mono16 16x16\) but the "
+                                         r"policy was trained on colour \(rgb8 16x16\)"):
+        TransitionDataset([episodes["colour"], episodes["grey"]], chunk_horizon=2, gamma=0.9)

@@ -25,7 +25,22 @@ def test_init_only_writes_a_loadable_checkpoint_with_config_manifest_and_curves(
     assert manifest["counts"]["intervention_transitions"] > 0
     saved = json.loads((ck / "train_config.json").read_text())
     assert saved["init_only"] is True and saved["improvement"]["policy_steps"] == 15
-    assert FlowMatchingPolicy.from_pretrained(ck).config.chunk_horizon == 4
+    config = FlowMatchingPolicy.from_pretrained(ck).config
+    assert config.chunk_horizon == 4
+    assert config.camera_formats == ("rgb8 8x8",), "the robot contract records what each camera sent"
+
+
+def test_bags_from_a_camera_unlike_the_policys_training_are_refused_by_name(initial_checkpoint, tmp_path):
+    from critic_test_data import write_episode_bag
+
+    pytest.importorskip("cv2")
+    root = initial_checkpoint
+    write_episode_bag(tmp_path / "bags" / "grey", num_ticks=10, encoding="mono16")
+    with pytest.raises(ValueError, match=r"camera 'front' of these bags sends mono images \(mono16 8x8\) but the "
+                                         r"policy was trained on colour \(rgb8 8x8\)"):
+        train_iteration(small_config(tmp_path, method="bc"), [tmp_path / "bags"],
+                        root / "iter0", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("method", ["aloe", "td1", "progress", "bc"])

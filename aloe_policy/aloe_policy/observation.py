@@ -164,6 +164,49 @@ def rgb_to_compressed(rgb: np.ndarray, fmt: str = "jpeg", quality: int = 90) -> 
     return out.getvalue()
 
 
+def image_kind(encoding: str) -> str:
+    """What an encoding's pixels are to the model: 'colour' (decoded to RGB), 'mono' (grey copied
+    to three channels) or 'depth' (metres). Compressed formats (jpeg, png) count as colour."""
+    if encoding in DEPTH_ENCODINGS:
+        return "depth"
+    if encoding in ("mono8", "mono16", "8UC1"):
+        return "mono"
+    return "colour"
+
+
+def image_format(msg, rgb: np.ndarray | None = None) -> str:
+    """'<encoding> <W>x<H>' of a sensor_msgs/Image; '<jpeg|png> <W>x<H>' of a CompressedImage (its size
+    from the decoded ``rgb``). The form a checkpoint's camera_formats records."""
+    if hasattr(msg, "format"):  # CompressedImage: "jpeg", "png" or image_transport's "rgb8; png compressed bgr8"
+        kind = "png" if "png" in str(msg.format).lower() else "jpeg"
+        height, width = (rgb if rgb is not None else message_to_rgb(msg)).shape[:2]
+        return f"{kind} {width}x{height}"
+    return f"{msg.encoding} {msg.width}x{msg.height}"
+
+
+def _parse_format(text: str) -> tuple[str, int, int]:
+    encoding, _, size = text.partition(" ")
+    width, _, height = size.partition("x")
+    if not encoding or not width.isdigit() or not height.isdigit() or int(width) <= 0 or int(height) <= 0:
+        raise ValueError(f"camera format must read '<encoding> <width>x<height>' (e.g. 'rgb8 640x480'), got {text!r}")
+    return encoding, int(width), int(height)
+
+
+def format_mismatch(trained: str, seen: str) -> str:
+    """'' when images of format ``seen`` give a policy trained on ``trained`` the inputs it learnt
+    from; else why not. The model sees every camera as image_size x image_size RGB, so the exact
+    encoding within a kind (rgb8 / bgr8 / yuv422 / bayer...) and the resolution may differ; the kind
+    (colour / mono / depth) and the aspect ratio (the field of view after resizing) may not."""
+    te, tw, th = _parse_format(trained)
+    se, sw, sh = _parse_format(seen)
+    if image_kind(te) != image_kind(se):
+        return f"sends {image_kind(se)} images ({seen}) but the policy was trained on {image_kind(te)} ({trained})"
+    if abs(sw / sh - tw / th) > 0.01 * tw / th:
+        return (f"sends {sw}x{sh} images (aspect {sw / sh:.3f}) but the policy was trained on {tw}x{th} "
+                f"(aspect {tw / th:.3f}): a different field of view after resizing")
+    return ""
+
+
 def resize_rgb(rgb: np.ndarray, size: int) -> np.ndarray:
     """Resize to (size, size, 3) with area averaging (Pillow); no-op when already that size."""
     if rgb.shape[0] == size and rgb.shape[1] == size:

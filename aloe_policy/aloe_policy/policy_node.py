@@ -51,7 +51,8 @@ from std_msgs.msg import String
 from aloe_policy.chunking import actions_left, inference_due
 from aloe_policy.managed import ManagedNode
 from aloe_policy.selection import ValueGuidedSelector
-from aloe_policy.observation import ObservationError, ProprioSpec, message_to_rgb, proprio_vector, resize_rgb
+from aloe_policy.observation import (ObservationError, ProprioSpec, format_mismatch, image_format, message_to_rgb,
+                                    proprio_vector, resize_rgb)
 
 NS_PER_S = 1_000_000_000
 
@@ -83,6 +84,13 @@ class LoadedPolicy:
         self.action_names = list(c.action_names)
         self.period_ns = int(round(c.control_period_s * NS_PER_S))
         self.image_size, self.cameras = c.image_size, list(c.camera_names)
+        self.camera_formats = dict(zip(c.camera_names, c.camera_formats))  # {} when the checkpoint records none
+
+    def camera_mismatch(self, cam: str, msg, rgb=None) -> str:
+        """'' when camera ``cam``'s frame ``msg`` is the kind and aspect the policy was trained on
+        (or the checkpoint records nothing); else why not (observation.format_mismatch)."""
+        trained = self.camera_formats.get(cam)
+        return format_mismatch(trained, image_format(msg, rgb)) if trained else ""
 
 
 class PolicyNode(ManagedNode):
@@ -274,6 +282,11 @@ class PolicyNode(ManagedNode):
                            f"{diff} where this robot gives {ours[diff:diff + 3]}... (parameters proprio_joints, "
                            f"gripper_joints, use_velocity, use_ee_pose; joints are matched by name)")
         problem = self._contract_mismatch(loaded)
+        if not problem:  # cameras already streaming are checked now; the others at their first frame
+            with self._lock:
+                frames = {c: self._latest[f"camera:{c}"][0] for c in loaded.cameras if f"camera:{c}" in self._latest}
+            problem = next((f"camera {c!r} ({self.topics[f'camera:{c}']}) {why}" for c, msg in frames.items()
+                            if (why := loaded.camera_mismatch(c, msg))), "")
         if problem:
             return False, f"refused: policy {loaded.policy_id} {problem}; still running {self._current_id() or 'no policy'}"
         with self._lock:
@@ -361,7 +374,16 @@ class PolicyNode(ManagedNode):
                                    "(or parameter default_task)")
         images = {}
         for cam in policy.cameras:
-            rgb = resize_rgb(message_to_rgb(latest[f"camera:{cam}"][0]), policy.image_size)
+            msg = latest[f"camera:{cam}"][0]
+            rgb = message_to_rgb(msg)
+            problem = policy.camera_mismatch(cam, msg, rgb)
+            if problem:
+                err = ObservationError(f"camera {cam!r} ({self.topics[f'camera:{cam}']}) {problem}: holding (policy "
+                                       f"{policy.policy_id}); fix the driver's encoding/resolution or load a matching "
+                                       "checkpoint")
+                err.key = f"format:{cam}:{image_format(msg, rgb)}"
+                raise err
+            rgb = resize_rgb(rgb, policy.image_size)
             images[cam] = rgb if rgb.flags.writeable else rgb.copy()  # torch wants writable arrays
         js = latest["joint_states"][0]
         ee = None

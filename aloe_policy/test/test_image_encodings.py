@@ -121,3 +121,37 @@ def test_cv_bridge_and_the_own_conversion_give_identical_arrays():
         ours = image_to_rgb(enc, H, W, W * channels, raw.tobytes())
         np.testing.assert_array_equal(bridge.CvBridge().imgmsg_to_cv2(msg, "rgb8"), ours)
         np.testing.assert_array_equal(message_to_rgb(msg), ours)
+
+
+def test_camera_formats_match_by_kind_and_aspect_not_by_exact_encoding_or_resolution():
+    from aloe_policy.observation import format_mismatch, image_format, image_kind, rgb_to_compressed
+
+    assert [image_kind(e) for e in ("bgr8", "yuv422", "bayer_rggb8", "mono16", "8UC1", "32FC1", "jpeg")] == [
+        "colour", "colour", "colour", "mono", "mono", "depth", "colour"]
+    assert format_mismatch("rgb8 640x480", "bayer_grbg8 1280x960") == ""  # same kind and field of view
+    assert "trained on colour (rgb8 640x480)" in format_mismatch("rgb8 640x480", "mono8 640x480")
+    assert "aspect 1.778" in format_mismatch("rgb8 640x480", "rgb8 1280x720")
+    with pytest.raises(ValueError, match="'<encoding> <width>x<height>'"):
+        format_mismatch("rgb8", "rgb8 640x480")
+
+    class Raw:  # the fields of sensor_msgs/Image and CompressedImage the format reads
+        encoding, width, height = "yuv422", 640, 480
+
+    class Compressed:
+        format = "rgb8; png compressed bgr8"
+        data = rgb_to_compressed(np.zeros((6, 10, 3), np.uint8), "png")
+
+    assert image_format(Raw()) == "yuv422 640x480"
+    assert image_format(Compressed()) == "png 10x6"
+
+
+def test_a_checkpoint_config_records_one_well_formed_format_per_camera():
+    from aloe_policy.model import ConfigError, PolicyConfig
+
+    config = PolicyConfig(camera_names=("front", "wrist"), camera_formats=("rgb8 640x480", "rgb8 640x480"))
+    assert PolicyConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(ConfigError, match="camera_formats has 1 entries but there are 2 cameras"):
+        PolicyConfig(camera_names=("front", "wrist"), camera_formats=("rgb8 640x480",))
+    with pytest.raises(ConfigError, match="'<encoding> <width>x<height>'"):
+        PolicyConfig(camera_formats=("rgb8 640 x 480",))
+    assert "camera_formats" not in PolicyConfig().hashed_dict(), "unset: the policy_id of older checkpoints stays"

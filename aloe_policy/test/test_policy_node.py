@@ -65,9 +65,14 @@ def checkpoints(tmp_path_factory):
     swapped = [names[1], names[0]] + names[2:]  # a robot whose first two joints are listed the other way round
     named = save_tiny_checkpoint(root / "named", 7, proprio_names=tuple(names))
     permuted = save_tiny_checkpoint(root / "permuted", 8, proprio_names=tuple(swapped))
+    # trained on cameras recorded as: grey; colour at another aspect; colour at 2x the test robot's 32x24
+    formats = {"grey": "mono8 32x24", "wide": "rgb8 64x24", "colour": "bgr8 64x48"}
+    formats = {name: save_tiny_checkpoint(root / name, 9 + i, camera_formats=(fmt,))
+               for i, (name, fmt) in enumerate(formats.items())}
     return {"a": (str(root / "a"), ids["a"]), "b": (str(root / "b"), ids["b"]), "corrupt": (str(corrupt), ""),
             "wrist": (str(root / "wrist"), wrist), "six": (str(root / "six"), six), "fast": (str(root / "fast"), fast),
-            "named": (str(root / "named"), named), "permuted": (str(root / "permuted"), permuted)}
+            "named": (str(root / "named"), named), "permuted": (str(root / "permuted"), permuted),
+            **{name: (str(root / name), policy_id) for name, policy_id in formats.items()}}
 
 
 @pytest.fixture(scope="module")
@@ -244,6 +249,36 @@ def test_load_policy_refuses_a_checkpoint_for_another_action_space_and_keeps_dri
     assert {c.policy_id for c in robot.chunks[n:]} == {id_a}, "the running policy keeps driving"
     named = robot.load_policy("/policy_node/load_policy", checkpoints["named"][0])  # same joints, by name
     assert named.success, named.message
+
+
+def test_load_policy_refuses_a_checkpoint_trained_on_another_kind_or_aspect_of_image_by_camera_name(start_policy,
+                                                                                                  checkpoints):
+    path_a, id_a = checkpoints["a"]
+    robot = start_policy(checkpoint=path_a)  # the robot's camera sends rgb8 32x24
+    robot.wait_chunks(2, policy_id=id_a)
+    for name, expected in (("grey", "camera 'front' (/camera/front/image_raw) sends colour images (rgb8 32x24) but "
+                                    "the policy was trained on mono (mono8 32x24)"),
+                           ("wide", "sends 32x24 images (aspect 1.333) but the policy was trained on 64x24")):
+        refused = robot.load_policy("/policy_node/load_policy", checkpoints[name][0])
+        assert not refused.success and refused.policy_id == id_a, refused.message
+        assert expected in refused.message, refused.message
+    colour, colour_id = checkpoints["colour"]  # bgr8 64x48: same kind and field of view, the model sees 16x16 RGB
+    loaded = robot.load_policy("/policy_node/load_policy", colour)
+    assert loaded.success, loaded.message
+    robot.wait_chunks(2, policy_id=colour_id)
+
+
+def test_policy_node_holds_and_says_why_when_a_camera_first_sends_images_unlike_its_training(start_policy,
+                                                                                            checkpoints):
+    robot = start_policy(checkpoint=checkpoints["grey"][0])  # loaded before any frame: checked at the first one
+    why = "camera 'front' (/camera/front/image_raw) sends colour images (rgb8 32x24)"
+    assert robot.spin(30.0, lambda: why in robot.proc.log()), robot.proc.log()[-2000:]
+    robot.spin(2.0)
+    assert robot.chunks == []
+    assert robot.proc.log().count("sends colour images") == 1, "one line for the cause, not one per loop"
+    ok = robot.load_policy("/policy_node/load_policy", checkpoints["a"][0])  # records no formats: no check
+    assert ok.success, ok.message
+    robot.wait_chunks(2, policy_id=checkpoints["a"][1])
 
 
 def test_policy_node_refuses_at_start_a_checkpoint_not_matching_the_configured_action_names(start_policy,

@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass
 
 from aloe_data.schema import SIM_ACTION_NAMES  # noqa: E402
+
+
+_FORMAT = re.compile(r"\S+ [1-9]\d*x[1-9]\d*")  # a camera format: "<encoding> <width>x<height>"
 
 
 class ConfigError(ValueError):
@@ -30,6 +34,9 @@ class PolicyConfig:
     # --- observation -------------------------------------------------------------------------
     camera_names: tuple[str, ...] = ("front",)
     image_size: int = 64                 # images are resized to (image_size, image_size)
+    camera_formats: tuple[str, ...] = ()  # per camera, what it sent in training: "<encoding> <W>x<H>" ("rgb8
+                                         # 640x480"); nodes refuse another kind or aspect ratio by name
+                                         # (observation.format_mismatch). () = not recorded
     proprio_dim: int = 18                # P: 7 joint pos [rad], 7 joint vel [rad/s], gripper, EE xyz [m]
     proprio_names: tuple[str, ...] = ()  # what each proprio entry is, in order ("panda_joint1.position", ...,
                                          # "ee.z"; observation.ProprioSpec.names): the robot contract nodes
@@ -110,6 +117,14 @@ class PolicyConfig:
         bad_cams = [n for n in self.camera_names if "." in n]
         if bad_cams:  # camera names become parameter names ("encoder.cameras.<name>...")
             raise ConfigError(f"PolicyConfig.camera_names must not contain '.', got {bad_cams}")
+        if self.camera_formats:
+            if len(self.camera_formats) != len(self.camera_names):
+                raise ConfigError(f"PolicyConfig.camera_formats has {len(self.camera_formats)} entries but there are "
+                                  f"{len(self.camera_names)} cameras {list(self.camera_names)}")
+            bad = [f for f in self.camera_formats if not _FORMAT.fullmatch(str(f))]
+            if bad:
+                raise ConfigError(f"PolicyConfig.camera_formats entries read '<encoding> <width>x<height>' "
+                                  f"(e.g. 'rgb8 640x480'), got {bad}")
         str_tuple("action_names")
         if self.proprio_names:
             str_tuple("proprio_names")
@@ -175,6 +190,6 @@ class PolicyConfig:
 
 
 # Fields added after the first checkpoint format (see `hashed_dict`).
-ADDED_FIELDS = ("cnn_keypoints", "image_shift", "proprio_names")
+ADDED_FIELDS = ("cnn_keypoints", "image_shift", "proprio_names", "camera_formats")
 
 __all__ = ["PolicyConfig", "ConfigError", "SIM_ACTION_NAMES"]
