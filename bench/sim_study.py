@@ -19,7 +19,6 @@ whose true values the OPE benchmark measures by rollouts.
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 
 import numpy as np
@@ -182,17 +181,6 @@ def provenance() -> dict:
     return {"git_head": run("git", "rev-parse", "HEAD").strip(),
             "modified_vs_head": run("git", "status", "--short", "--", "aloe_critic", "aloe_sim", "aloe_policy",
                                     "bench").splitlines()}
-
-
-def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95 % Wilson score interval of a binomial proportion."""
-    if n == 0:
-        return (float("nan"), float("nan"))
-    p = successes / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
 
 
 def bootstrap_interval(values, rng: np.random.Generator, n_boot: int = 2000, stat=np.mean) -> tuple[float, float]:

@@ -8,7 +8,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from sim_study import PROPRIO_DIM, make_sim, policy_returns, wilson_interval  # noqa: E402
+from aloe_sim.report import wilson_interval  # noqa: E402
+from sim_study import PROPRIO_DIM, make_sim, policy_returns  # noqa: E402
 
 
 def test_wilson_interval_contains_the_proportion_and_stays_in_0_1():

@@ -154,13 +154,6 @@ def test_zero_weight_samples_contribute_no_gradient():
     assert torch.allclose(loss_a, unweighted * weights)
 
 
-def test_calling_the_module_is_the_loss_so_ddp_wrapping_works():
-    policy = make_policy()
-    obs, chunks, w = make_obs(batch=2), np.zeros((2, 4, 7), np.float32), np.array([0.5, 2.0])
-    direct = policy.loss(obs, chunks, w, generator=torch.Generator().manual_seed(4))
-    assert torch.equal(policy(obs, chunks, w, generator=torch.Generator().manual_seed(4)), direct)
-
-
 def test_loss_rejects_bad_chunks_and_weights():
     policy = make_policy()
     obs = make_obs(batch=2)

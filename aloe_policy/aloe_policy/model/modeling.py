@@ -255,11 +255,6 @@ class FlowMatchingPolicy(nn.Module):
             raise ValueError("weights must be >= 0 (advantage weights are exp(A/beta) clipped to [0, w_max])")
         return per_sample * w
 
-    def forward(self, obs: Mapping, chunks, weights=None, *, generator: torch.Generator | None = None) -> torch.Tensor:
-        """= `loss`: calling the module is the training step, so DistributedDataParallel(policy)(obs,
-        chunks, weights) synchronises gradients (DDP only hooks ``forward``)."""
-        return self.loss(obs, chunks, weights, generator=generator)
-
     # --- inference ----------------------------------------------------------------------------
     @torch.no_grad()
     def sample(self, obs: Mapping, n: int = 1, generator: torch.Generator | None = None) -> torch.Tensor:
