@@ -4,6 +4,13 @@
     w_i = 1[A_i > 0] / mean_batch(1[A > 0])                                                  (mode "binary")
     L   = mean_batch policy.loss(o_i, A_i, w_i)
 
+Temperature by effective sample size (``target_ess`` > 0): beta is chosen once per iteration,
+over the imitated chunks' advantages, as the smallest beta whose weights keep
+    ESS(w) / n = (sum w)^2 / (n sum w^2) >= target_ess,
+so the weighting may concentrate the update but never on fewer than that share of the data (the
+role of the KL bound that sets the temperature in REPS / MPO; with little data, discarding it
+costs more than a noisy advantage gains).
+
 Critic-ranked extraction (``extraction="ranked"``): the chunk imitated at o_i is the best under the
 pessimistic critic among the recorded one and N samples of pi at o_i,
     A*_i = argmax_{A in {A_i} + {A_j ~ pi(.|o_i)}} Agg_k Q_k(o_i, A),     L = mean_batch policy.loss(o_i, A*_i, 1)
@@ -34,6 +41,8 @@ class ImprovementConfig:
     """Advantage-weighted flow matching (and bc) hyper-parameters."""
 
     beta: float = 0.1            # advantage temperature (units of the value: sparse success -> [0, 1])
+    target_ess: float = 0.0      # > 0: beta chosen per iteration so the weights' ESS is this share of the
+                                 # imitated chunks (ess_temperature); 0 = the fixed beta above
     w_max: float = 20.0          # weight clip before per-batch normalisation
     weight_mode: str = "exp"     # exp | binary (extraction "weighted")
     extraction: str = "weighted"  # weighted: recorded chunks x advantage weights; ranked: imitate the critic's best
@@ -52,6 +61,10 @@ class ImprovementConfig:
             raise ValueError(f"extraction must be one of {EXTRACTIONS}, got {self.extraction!r}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if not 0.0 <= self.target_ess <= 1.0:
+            raise ValueError(f"target_ess must be in [0, 1], got {self.target_ess}")
+        if self.target_ess > 0 and self.weight_mode != "exp":
+            raise ValueError("target_ess sets the temperature of exp weights; binary weights have none")
         if self.beta <= 0 or self.w_max <= 0:
             raise ValueError(f"beta and w_max must be > 0, got beta={self.beta} w_max={self.w_max}")
 
@@ -66,6 +79,31 @@ def unnormalised_weights(adv: torch.Tensor, beta: float, w_max: float, mode: str
     if mode == "binary":
         return (adv > 0).float()
     raise ValueError(f"unknown weight mode {mode!r}; use one of {WEIGHT_MODES}")
+
+
+def ess_fraction(weights) -> float:
+    """Effective sample size of weights as a share of their number: (sum w)^2 / (n sum w^2); 1 = uniform."""
+    w = np.asarray(weights, np.float64)
+    total = (w ** 2).sum()
+    return float(w.sum() ** 2 / total / len(w)) if total > 0 else 0.0
+
+
+def ess_temperature(adv, target: float, w_max: float, lo: float = 1e-4, hi: float = 1e4) -> float:
+    """The smallest beta in [lo, hi] whose exp weights clip(exp(A / beta), 0, w_max) over ``adv`` keep
+    ess_fraction >= ``target`` (bisection on log beta; the ESS grows with beta towards 1). ``lo``
+    when even it keeps that much."""
+    adv = torch.as_tensor(np.asarray(adv, np.float32))
+
+    def ess(beta: float) -> float:
+        return ess_fraction(unnormalised_weights(adv, beta, w_max, "exp").numpy())
+
+    if ess(lo) >= target:
+        return lo
+    a, b = math.log(lo), math.log(hi)
+    for _ in range(60):
+        mid = 0.5 * (a + b)
+        a, b = (a, mid) if ess(math.exp(mid)) >= target else (mid, b)
+    return math.exp(b)
 
 
 def advantage_weights(adv: torch.Tensor, beta: float, w_max: float, mode: str = "exp") -> torch.Tensor:
@@ -137,7 +175,7 @@ def improve_policy(policy, dataset, advantages: np.ndarray | None, config: Impro
             with torch.no_grad():
                 torch._foreach_lerp_(ema, [p.detach() for p in params], 1.0 - config.ema_decay)
         if step % log_every == 0 or step == config.policy_steps - 1:
-            ess = float(weights.sum() ** 2 / (weights.pow(2).sum() + 1e-12)) / len(weights)
+            ess = ess_fraction(weights.numpy())
             policy_loss = mean_over_ranks(loss_sum) * rank_world()[1] / B  # global-batch mean
             curve.append({"step": step, "policy_loss": policy_loss, "weight_max": float(weights.max()),
                           "weight_ess": ess})

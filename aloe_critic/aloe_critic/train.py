@@ -44,7 +44,8 @@ from .critic import (AGGREGATION_RULES, CHUNK_SCORER, CriticConfig, PolicySample
 from .dataset import (SOURCE_HUMAN, SOURCE_POLICY, IngestionConfig, SkippedBagWarning, TransitionDataset,
                       check_camera_contract, find_bags, ingest_bags, no_usable_bags)
 from .distributed import barrier, is_main, rank_world, setup, teardown
-from .improvement import EXTRACTIONS, WEIGHT_MODES, ImprovementConfig, improve_policy, unnormalised_weights
+from .improvement import (EXTRACTIONS, WEIGHT_MODES, ImprovementConfig, ess_fraction, ess_temperature, improve_policy,
+                          unnormalised_weights)
 from .values import VALUE_METHODS, chunk_values, fit_critic
 
 log = logging.getLogger("aloe_critic.train")
@@ -315,12 +316,19 @@ def run_iteration(config: TrainConfig, dataset: TransitionDataset, policy, fresh
         if imitated_targets is not None:
             imitated_adv = None  # ranked extraction distils the chosen chunks with weight 1
         log.info("improving the policy (%s) on %d of %d chunks", config.method, len(imitated), len(dataset))
+        improvement = config.improvement
+        if imitated_adv is not None and improvement.target_ess > 0:
+            improvement = dataclasses.replace(improvement, beta=ess_temperature(imitated_adv, improvement.target_ess,
+                                                                                improvement.w_max))
+            log.info("beta %.4g: the weights keep an ESS of %.2f of the %d imitated chunks", improvement.beta,
+                     improvement.target_ess, len(imitated))
         if stats is not None:
             stats["imitated_chunks"] = len(imitated)
             if imitated_adv is not None:
-                stats["weights"] = weight_breakdown(imitated, imitated_adv, config.improvement)
+                stats["weights"] = {"beta": improvement.beta, **weight_breakdown(imitated, imitated_adv, improvement)}
+                stats["value_samples"]["v_se_over_beta"] = stats["value_samples"]["v_se_mean"] / improvement.beta
         phase = "policy_bc" if config.method in IMITATION_METHODS else "policy_improvement"
-        curves[phase] = improve_policy(policy, imitated, imitated_adv, config.improvement, seed=config.seed,
+        curves[phase] = improve_policy(policy, imitated, imitated_adv, improvement, seed=config.seed,
                                        device=device, progress=config.progress, batch_blocks=config.batch_blocks,
                                        targets=imitated_targets)
     return IterationOutput(policy, critic, evaluated_id, values, curves, stats)
@@ -377,7 +385,7 @@ def weight_breakdown(dataset, advantages: np.ndarray, config: ImprovementConfig)
         return {"ess_fraction": 0.0, "groups": {}}
     groups = {name: {"weight_share": float(w[m].sum() / total), "mean_weight": float(w[m].mean() / w.mean()),
                      "chunks": int(m.sum())} for name, m in provenance_groups(dataset).items() if m.any()}
-    return {"ess_fraction": float(total ** 2 / (w ** 2).sum() / len(w)), "groups": groups}
+    return {"ess_fraction": ess_fraction(w), "groups": groups}
 
 
 def _ingest_sharded(bags, config: TrainConfig):
