@@ -335,14 +335,23 @@ class ChunkCritic(nn.Module):
         return self.aggregate(self.q_values(obs, chunks, features=features))
 
 
-def critic_for_policy(policy, config: CriticConfig, init_from_policy: bool = True) -> ChunkCritic:
-    """The default critic of a FlowMatchingPolicy: its own ObservationEncoder (same architecture,
-    initialised from the policy's encoder when ``init_from_policy``: the features already know the
-    task), the policy's observation preparation (normalisation, text embedding)."""
+def critic_for_policy(policy, config: CriticConfig, init_from_policy: bool = True, dataset=None,
+                      saved: dict | None = None) -> ChunkCritic:
+    """The critic of a policy backend.
+
+    A FlowMatchingPolicy (any backend with ``encoder`` and ``prepare``): its own ObservationEncoder
+    (same architecture, initialised from the policy's encoder when ``init_from_policy``: the
+    features already know the task), the policy's observation preparation (normalisation, text
+    embedding). Any other backend (a remote pi0 served over openpi, ...) exposes no features: the
+    critic gets an encoder of its own (critic_with_own_encoder), its normalisation fitted on
+    ``dataset`` or restored from ``saved`` (the critic_config.json of a saved one).
+    """
+    if not (hasattr(policy, "encoder") and hasattr(policy, "prepare")):
+        return critic_with_own_encoder(policy.config, config, dataset, saved, getattr(policy, "device", "cpu"))
     from aloe_policy.model import ObservationEncoder
 
     encoder = ObservationEncoder(policy.config)
-    if init_from_policy and hasattr(policy, "encoder"):
+    if init_from_policy:
         encoder.load_state_dict(policy.encoder.state_dict())
     c = policy.config
     critic = ChunkCritic(encoder, encoder.feature_dim, c.chunk_horizon, c.action_dim, config, prepare=policy.prepare)
@@ -350,6 +359,44 @@ def critic_for_policy(policy, config: CriticConfig, init_from_policy: bool = Tru
     if critic.config.freeze_encoder:
         critic.freeze_encoder()
     return critic.to(policy.device)
+
+
+def critic_with_own_encoder(contract, config: CriticConfig, dataset=None, saved: dict | None = None,
+                            device: str | torch.device = "cpu") -> ChunkCritic:
+    """A critic for a backend that exposes no observation features: a fresh ObservationEncoder
+    built from the backend's robot contract (``contract``: its PolicyConfig: cameras, image size,
+    proprio, actions, horizon), trained with the heads (a random encoder frozen would be useless,
+    so ``freeze_encoder`` is ignored), MiniLM for the task text, and proprio / action
+    normalisation fitted on ``dataset``'s behaviour (or restored from ``saved["own_encoder"]``).
+    save_critic stores that normalisation and the text cache beside the weights."""
+    from aloe_policy.model import ObservationEncoder
+    from aloe_policy.model.processing import Normalizer, ObservationProcessor
+    from aloe_policy.model.text_encoder import TextEncoder
+
+    contract = contract.replace(text_embed_dim=OWN_TEXT_EMBED_DIM)  # the critic's text encoder, not the backend's
+    normalizer, text = Normalizer(contract), TextEncoder(device=str(device), embed_dim=OWN_TEXT_EMBED_DIM)
+    if saved is not None:
+        own = saved.get("own_encoder") or {}
+        if "normalization" not in own:
+            raise ValueError("this critic was saved without its own encoder's normalisation (own_encoder in "
+                             "critic_config.json): it belongs to a policy with features; load it with that policy")
+        normalizer.load_dict(own["normalization"])
+        text.load_cache(own.get("text_cache") or {})
+    elif dataset is None:
+        raise ValueError("a critic with its own encoder fits its normalisation on the data: pass dataset")
+    else:
+        normalizer.fit(*dataset.behaviour_arrays())
+    processor = ObservationProcessor(contract, normalizer, text)
+    encoder = ObservationEncoder(contract)
+    critic = ChunkCritic(encoder, encoder.feature_dim, contract.chunk_horizon, contract.action_dim,
+                         dataclasses.replace(config, freeze_encoder=False),
+                         prepare=lambda obs: processor(obs, device))
+    critic.action_scaler = ActionScaler(contract.action_dim, normalizer.action_mean, normalizer.action_std)
+    critic.own_inputs = (normalizer, text)  # what save_critic writes so the critic loads without its data
+    return critic.to(device)
+
+
+OWN_TEXT_EMBED_DIM = 384  # all-MiniLM-L6-v2, the built-in text encoder
 
 
 class PolicySampleBank:
@@ -456,6 +503,9 @@ def save_critic(critic: ChunkCritic, directory: str | Path, extra: dict | None =
     save_file(state, str(directory / CRITIC_WEIGHTS))
     meta = {"critic": asdict(critic.config), "chunk_horizon": critic.chunk_horizon,
             "action_dim": critic.action_dim, "feature_dim": critic.feature_dim}
+    if getattr(critic, "own_inputs", None) is not None:  # critic_with_own_encoder: its inputs' statistics
+        normalizer, text = critic.own_inputs
+        meta["own_encoder"] = {"normalization": normalizer.to_dict(), "text_cache": text.cache_to_dict()}
     meta.update(extra or {})
     (directory / CRITIC_CONFIG).write_text(json.dumps(meta, indent=1, sort_keys=True))
 

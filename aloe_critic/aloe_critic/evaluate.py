@@ -48,21 +48,24 @@ def resolve_critic_dir(path: str | Path) -> Path:
 
 
 def load_critic(critic_path: str | Path, policy_path: str | Path | None = None, device: str = "cpu"):
-    """-> (critic, policy, meta). The policy defaults to the one the critic was fit for."""
-    from aloe_policy.model import FlowMatchingPolicy
+    """-> (critic, policy, meta). The policy defaults to the one the critic was fit for (a
+    checkpoint, or the server of a remote backend, which must be reachable: V samples it)."""
+    from aloe_policy.backends import DEFAULT_BACKEND, load_backend
 
     critic_dir = resolve_critic_dir(critic_path)
     meta = read_critic_meta(critic_dir)
     policy_path = policy_path or meta.get("evaluated_policy_dir")
     if not policy_path:
         raise ValueError(f"{critic_dir}: the critic's policy is unknown (fresh policy); pass --policy CKPT")
-    policy = FlowMatchingPolicy.from_pretrained(policy_path, device=device)
+    backend = meta.get("evaluated_backend") or DEFAULT_BACKEND
+    options = {"contract": meta["remote_contract"]} if meta.get("remote_contract") else {}
+    policy = load_backend(backend, str(policy_path), device, **options)
     if meta.get("evaluated_policy_id") and policy.policy_id != meta["evaluated_policy_id"]:
         warnings.warn(f"critic {critic_dir} was fit for policy {meta['evaluated_policy_id']}, evaluating with "
                       f"{policy.policy_id} from {policy_path}: V uses this policy's samples, Q is the other's",
                       stacklevel=2)
     config = CriticConfig.from_saved(meta["critic"])
-    critic = critic_for_policy(policy, config, init_from_policy=False)
+    critic = critic_for_policy(policy, config, init_from_policy=False, saved=meta)
     load_critic_state(critic, critic_dir)
     critic.eval()
     return critic, policy, meta
@@ -188,7 +191,7 @@ def main(argv=None) -> int:
     try:
         rows, dataset = evaluate_bags(args.bags, args.critic, args.policy, args.cache_dir, args.num_policy_samples,
                                       args.device, args.seed, progress=True)
-    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:  # BackendError is a RuntimeError
         print(f"aloe-evaluate: {exc}", file=sys.stderr)
         return 1
     out = Path(args.out)

@@ -10,6 +10,11 @@
        data_manifest.json + curves.csv/png into a temporary sibling, then rename it into place:
        a kill mid-iteration leaves every existing checkpoint valid.
 
+A backend without an in-process loss (``--backend openpi_remote --policy-in ws://host:port``: a
+pi0 served over openpi) stops after step 4: the critic (with an encoder of its own, the backend
+exposes no features) and ``values.csv`` (advantage and weight per recorded chunk, keyed by bag
+and stamp) are written for the trainer where that model lives; no policy checkpoint.
+
 The whole iteration is ``train_iteration(config, bags, policy_in, out_dir)`` so a loop driver can
 call it in-process; ``main`` only parses arguments. Under ``torchrun --nproc_per_node N
 aloe-train ...`` the batches are split over N data-parallel ranks (``distributed.py``). Every knob is a field of ``TrainConfig``:
@@ -67,6 +72,11 @@ class TrainConfig:
     init_only: bool = False           # make the initial policy by BC on all data, no critic
     policy_config_file: str | None = None   # JSON PolicyConfig fields for a fresh policy (else defaults + data shapes)
     critic_init_from_policy: bool = True    # critic encoder starts from the policy's encoder weights
+    backend: str = "flow_matching"    # policy backend of --policy-in (entry points aloe_policy.backends):
+                                      # flow_matching (a checkpoint dir) | openpi_remote (ws://host:port: critic
+                                      # and values.csv only, the served model is trained where it lives)
+    remote_contract: str = ""         # openpi_remote: PolicyConfig JSON of the served policy when its server
+                                      # sends none (cameras, image size, proprio, actions, horizon, period)
     eval_batch_size: int = 256        # batch size for sampling pi and scoring chunks
     batch_blocks: int = 0             # seeded noise blocks per batch (0 = one per process); a run on W processes
                                       # equals the one-process run with batch_blocks = W (or any multiple)
@@ -283,7 +293,7 @@ def run_iteration(config: TrainConfig, dataset: TransitionDataset, policy, fresh
     critic, values, stats, evaluated_id, advantages, targets = None, None, None, None, None, None
     if config.method in VALUE_METHODS:
         evaluated_id = policy.policy_id
-        critic = critic_for_policy(policy, config.critic, config.critic_init_from_policy)
+        critic = critic_for_policy(policy, config.critic, config.critic_init_from_policy, dataset=dataset)
         # pi's chunks for the TD target, drawn once per fit (num_policy_samples per tick); V and the
         # ranked extraction draw num_value_samples per observation batch in chunk_values (V's error << beta)
         t0 = time.monotonic()
@@ -308,7 +318,9 @@ def run_iteration(config: TrainConfig, dataset: TransitionDataset, policy, fresh
         stats["ranked_replaced_fraction"] = float((values["best_index"] >= 0).mean())
         if config.improvement.extraction == "ranked":
             targets = values["best_chunk"]
-    if not (config.method in IMITATION_METHODS and fresh):  # a fresh policy's BC above already is the bc iteration
+    if not hasattr(policy, "loss"):  # trained where it lives, from the exported advantages (values.csv)
+        log.info("backend of policy %s has no loss here: advantages exported, no improvement", evaluated_id)
+    elif not (config.method in IMITATION_METHODS and fresh):  # a fresh policy's BC above is the bc iteration
         imitated, keep = imitation_set(dataset, config.critic_only_bags,
                                        operator_only=config.method == "dagger")
         imitated_adv = None if advantages is None else np.asarray(advantages)[keep]
@@ -420,9 +432,22 @@ def train_iteration(config: TrainConfig, bags, policy_in: str | os.PathLike | No
     if not report.episodes:
         raise RuntimeError(no_usable_bags(bags, report))
 
+    from aloe_policy.backends import DEFAULT_BACKEND, load_backend
     from aloe_policy.model import FlowMatchingPolicy
 
-    if policy_in is not None:
+    if policy_in is None and config.backend != DEFAULT_BACKEND:
+        raise ValueError(f"backend {config.backend} needs --policy-in (its address or checkpoint); a fresh policy "
+                         f"is always the built-in {DEFAULT_BACKEND}")
+    if policy_in is not None and config.backend != DEFAULT_BACKEND:  # a served or plugged-in model
+        options = {"contract": config.remote_contract} if config.remote_contract else {}
+        policy = load_backend(config.backend, str(policy_in), str(device), **options)
+        policy_in_id = policy.policy_id
+        if not hasattr(policy, "loss") and config.method not in VALUE_METHODS:
+            raise ValueError(f"backend {config.backend} has no loss here: --method {config.method} would train it; "
+                             f"use a value method ({', '.join(VALUE_METHODS)}) to export its advantages")
+        dataset = TransitionDataset(report.episodes, policy.config.chunk_horizon, config.gamma)
+        check_camera_contract(policy.config, dataset, policy_in)
+    elif policy_in is not None:
         policy = FlowMatchingPolicy.from_pretrained(policy_in, device=device)
         policy_in_id = policy.policy_id
         dataset = TransitionDataset(report.episodes, policy.config.chunk_horizon, config.gamma)
@@ -449,15 +474,27 @@ def train_iteration(config: TrainConfig, bags, policy_in: str | os.PathLike | No
         log.warning("removing %s, left by a run killed while writing %s", left, out_dir)
         shutil.rmtree(left, ignore_errors=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    builtin = config.backend == DEFAULT_BACKEND
     try:
-        policy_id = policy.save_pretrained(stage)
+        # a backend trained elsewhere gets no checkpoint here: its critic and values.csv are the output
+        policy_id = policy.save_pretrained(stage) if hasattr(policy, "loss") else policy_in_id
         if critic is not None:
             save_critic(critic, stage / "critic", extra={
                 "method": config.method, "gamma": dataset.gamma, "evaluated_policy_id": evaluated_id,
-                "evaluated_policy_dir": str(Path(policy_in).resolve()) if policy_in is not None else None,
+                "evaluated_backend": config.backend, "remote_contract": config.remote_contract,
+                "evaluated_policy_dir": (None if policy_in is None else str(Path(policy_in).resolve()) if builtin
+                                         else str(policy_in)),
                 "ingestion": asdict(config.ingestion)})
-            # the critic as a TorchScript scorer: policy_node's value-guided selection loads it with torch alone
-            export_chunk_scorer(critic, policy, stage / CHUNK_SCORER, dataset.observations(dataset.obs_tick[:2]))
+            if builtin:  # the critic as TorchScript: policy_node's value-guided selection loads it with torch alone
+                export_chunk_scorer(critic, policy, stage / CHUNK_SCORER, dataset.observations(dataset.obs_tick[:2]))
+        if not hasattr(policy, "loss") and out.values is not None:
+            from .evaluate import value_rows, write_values_csv
+
+            rows = value_rows(dataset, out.values, config.method, evaluated_id)
+            imp = config.improvement
+            for r, w in zip(rows, unnormalised_weights(out.values["advantage"], imp.beta, imp.w_max, imp.weight_mode)):
+                r["weight"] = float(w)
+            write_values_csv(rows, stage / "values.csv")
         (stage / "train_config.json").write_text(json.dumps(config.to_dict(), indent=1, sort_keys=True))
         if config.value_plots and out.values is not None:
             from .evaluate import plot_episode_values, value_rows
@@ -468,7 +505,8 @@ def train_iteration(config: TrainConfig, bags, policy_in: str | os.PathLike | No
         (stage / "data_manifest.json").write_text(json.dumps(manifest, indent=1))
         write_curves(curves, stage)
         _install(stage, out_dir, config.overwrite)
-        log.info("wrote checkpoint %s (policy_id %s)", out_dir, policy_id)
+        log.info("wrote %s %s (policy_id %s)", "checkpoint" if hasattr(policy, "loss") else
+                 "critic and values.csv (advantage, weight per chunk) of the served policy in", out_dir, policy_id)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise

@@ -6,6 +6,11 @@ Not for deployment: the embedding carries no meaning beyond "same text, same vec
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import time
+
 import hashlib
 from pathlib import Path
 
@@ -46,3 +51,21 @@ def save_tiny_checkpoint(directory: str | Path, seed: int, config: dict, task: s
                              rng.uniform(-action_spread, action_spread, (20, horizon, action_dim)))
     policy.text_encoder.encode([task])
     return policy.save_pretrained(directory)
+
+
+def start_server(checkpoint, port: int = 0):
+    """``aloe-serve-policy`` serving ``checkpoint`` on 127.0.0.1 in its own process (port 0: any
+    free one) -> (process, port), once it says it is serving. The caller kills the process."""
+    proc = subprocess.Popen(["aloe-serve-policy", "--checkpoint", checkpoint, "--port", str(port), "--host",
+                             "127.0.0.1"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        m = re.search(r"serving \w+ on ws://[\d.]+:(\d+)", line or "")
+        if m:
+            return proc, int(m.group(1))
+        if proc.poll() is not None:
+            raise RuntimeError(f"aloe-serve-policy exited: {proc.stdout.read()}")
+    proc.kill()
+    raise RuntimeError("aloe-serve-policy did not start in 60 s")

@@ -374,7 +374,7 @@ def test_policy_node_configure_fails_on_a_bad_checkpoint_when_managed(start_poli
 
 
 def test_policy_node_drives_from_a_remote_policy_server_and_holds_through_its_restart(start_policy, checkpoints):
-    from test_remote_backend import start_server
+    from aloe_policy.testing import start_server
 
     path, policy_id = checkpoints["a"]
     server, port = start_server(path)

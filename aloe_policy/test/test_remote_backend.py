@@ -2,10 +2,7 @@
 websockets between real processes (aloe-serve-policy serving a checkpoint, the remote backend and
 policy_node as clients): same chunks as the local model, timeouts, reconnection."""
 
-import os
-import re
 import signal
-import subprocess
 import time
 
 import numpy as np
@@ -13,6 +10,7 @@ import pytest
 import torch
 
 from aloe_policy import testing
+from aloe_policy.testing import start_server
 from aloe_policy.backends import BackendError, backend_names, load_backend
 from aloe_policy.backends.openpi_remote import OpenPIRemotePolicy, openpi_observation, packb, unpackb
 
@@ -26,22 +24,6 @@ def checkpoint(tmp_path_factory):
     path = tmp_path_factory.mktemp("remote") / "ckpt"
     policy_id = testing.save_tiny_checkpoint(path, 1, TINY, TASK)
     return str(path), policy_id
-
-
-def start_server(checkpoint, port=0):
-    proc = subprocess.Popen(["aloe-serve-policy", "--checkpoint", checkpoint, "--port", str(port), "--host",
-                             "127.0.0.1"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        m = re.search(r"serving \w+ on ws://[\d.]+:(\d+)", line or "")
-        if m:
-            return proc, int(m.group(1))
-        if proc.poll() is not None:
-            raise AssertionError(f"aloe-serve-policy exited: {proc.stdout.read()}")
-    proc.kill()
-    raise AssertionError("aloe-serve-policy did not start in 60 s")
 
 
 def observation(seed=0):
