@@ -559,10 +559,13 @@ def build_parser() -> argparse.ArgumentParser:
                "  aloe-train --bags data/demos --init-only --out ckpt/iter0\n"
                "  aloe-train --bags data/ --policy-in ckpt/iter0 --out ckpt/iter1 --method aloe\n"
                "  aloe-train --bags data/ --policy-in ckpt/iter0 --out ckpt/iter1 --config train.yaml --beta 0.05\n"
+               "  aloe-train --bags data/ --backend openpi_remote --policy-in ws://gpu:8000 --out ckpt/pi0_it1\n"
+               "      (a served model: its critic and values.csv of advantages and weights, no checkpoint)\n"
                "\nPrecedence: defaults < --config YAML (nested sections ingestion/critic/improvement or flat\n"
                "keys) < flags. The full config is printed at start and saved as train_config.json.")
     p.add_argument("--bags", nargs="+", required=True, help="bag directories or directories of bags")
-    p.add_argument("--policy-in", default=None, help="current policy checkpoint (omit: fresh policy, BC-initialised)")
+    p.add_argument("--policy-in", default=None, help="current policy: checkpoint directory, or ws://host:port with "
+                                                     "--backend openpi_remote (omit: fresh policy, BC-initialised)")
     p.add_argument("--out", required=True, help="directory of the new checkpoint (written atomically)")
     p.add_argument("--config", default=None, help="YAML file with TrainConfig fields")
     p.add_argument("--log-level", default="INFO", help="logging level (DEBUG, INFO, WARNING)")
@@ -611,6 +614,9 @@ def main(argv=None) -> int:
         return 2
     try:
         result = train_iteration(config, args.bags, args.policy_in, args.out)
+    except (ValueError, FileExistsError, FileNotFoundError, RuntimeError) as exc:  # the message says what to do
+        print(f"aloe-train: {exc}", file=sys.stderr)
+        return 1
     finally:
         main_rank = is_main()
         teardown()

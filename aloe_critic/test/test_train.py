@@ -41,6 +41,9 @@ def test_bags_from_a_camera_unlike_the_policys_training_are_refused_by_name(init
         train_iteration(small_config(tmp_path, method="bc"), [tmp_path / "bags"],
                         root / "iter0", tmp_path / "out")
     assert not (tmp_path / "out").exists()
+    rc = main(["--bags", str(tmp_path / "bags"), "--policy-in", str(root / "iter0"), "--out", str(tmp_path / "out"),
+               "--cache-dir", str(tmp_path / "cache"), *COMMON])
+    assert rc == 1 and not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("method", ["aloe", "td1", "progress", "bc"])
