@@ -99,4 +99,11 @@ def test_a_server_without_a_contract_needs_one_from_the_user(tmp_path):
         remote = OpenPIRemotePolicy(uri, contract=str(contract))
         chunk = remote.predict_chunk(observation())
         assert chunk.shape == (4, 7) and np.allclose(chunk, observation()["proprio"][0])  # cut to the contract's H
+        # pipelined sampling: 6 observations x 3 samples with 4 requests in flight come back in order
+        obs = [observation(i) for i in range(6)]
+        batch = {"images": {"front": np.stack([o["images"]["front"] for o in obs])},
+                 "proprio": np.stack([o["proprio"] for o in obs]), "task": [TASK] * 6}
+        chunks = remote.sample(batch, 3, in_flight=4).numpy()
+        expected = np.broadcast_to(batch["proprio"][:, 0, None, None, None], (6, 3, 4, 7))
+        np.testing.assert_allclose(chunks, expected, rtol=1e-6)
         server.shutdown()

@@ -96,7 +96,6 @@ class OpenPIRemotePolicy:
         self.policy_id = str(served) if served else hashlib.sha256(
             json.dumps({"uri": uri, "contract": self.config.to_dict()}, sort_keys=True).encode()).hexdigest()[:16]
         self.metadata = metadata
-        self.latencies: list[float] = []
 
     def _connect(self) -> dict:
         from websockets.sync.client import connect
@@ -113,39 +112,54 @@ class OpenPIRemotePolicy:
 
     def infer(self, request: dict) -> dict:
         """One request -> the server's response map; reconnects once if the connection was lost."""
+        return self.infer_many([request])[0]
+
+    def infer_many(self, requests: list[dict], in_flight: int = 1) -> list[dict]:
+        """Requests -> responses in order, up to ``in_flight`` sent before the first reply is read.
+        The protocol has no batches, but a server answers a connection's requests in order, so
+        pipelining hides the round trips behind the server's work (the critic's sample bank)."""
         if self._ws is None:
             self._connect()
-        t0 = time.perf_counter()
+        replies, sent = [], 0
         try:
-            self._ws.send(packb(request))
-            reply = self._ws.recv(timeout=self.timeout_s)
+            while len(replies) < len(requests):
+                while sent < len(requests) and sent - len(replies) < max(1, in_flight):
+                    self._ws.send(packb(requests[sent]))
+                    sent += 1
+                replies.append(self._ws.recv(timeout=self.timeout_s))
         except Exception as exc:  # noqa: BLE001 - timeout, closed connection: drop it, next call reconnects
             self.close()
             raise BackendError(f"policy server {self.uri}: no answer ({type(exc).__name__}: {exc}); "
                                "reconnecting on the next request") from exc
-        if isinstance(reply, str):  # the server's traceback
-            raise BackendError(f"policy server {self.uri} failed:\n{reply}")
-        self.latencies.append(time.perf_counter() - t0)
-        return unpackb(reply)
+        out = []
+        for reply in replies:
+            if isinstance(reply, str):  # the server's traceback
+                raise BackendError(f"policy server {self.uri} failed:\n{reply}")
+            out.append(unpackb(reply))
+        return out
 
-    def predict_chunk(self, obs_single, generator: torch.Generator | None = None) -> np.ndarray:
+    def _actions(self, response: dict) -> np.ndarray:
         c = self.config
-        actions = np.asarray(self.infer(openpi_observation(obs_single, c.camera_names))["actions"], np.float32)
+        actions = np.asarray(response["actions"], np.float32)
         if actions.ndim != 2 or actions.shape[1] != c.action_dim or actions.shape[0] < 1:
             raise BackendError(f"policy server {self.uri} returned actions of shape {actions.shape}; the contract "
                                f"says (H, {c.action_dim})")
         return actions[: c.chunk_horizon]
 
-    def sample(self, obs, n: int = 1, generator: torch.Generator | None = None) -> torch.Tensor:
-        """(B, n, H, A): one request per observation and sample (the protocol has no batches)."""
+    def predict_chunk(self, obs_single, generator: torch.Generator | None = None) -> np.ndarray:
+        return self._actions(self.infer(openpi_observation(obs_single, self.config.camera_names)))
+
+    def sample(self, obs, n: int = 1, generator: torch.Generator | None = None, in_flight: int = 16) -> torch.Tensor:
+        """(B, n, H, A): one request per observation and sample (the protocol has no batches),
+        ``in_flight`` of them pipelined on the connection."""
         B = len(obs["task"])
-        out = np.empty((B, n, self.config.chunk_horizon, self.config.action_dim), np.float32)
+        requests = []
         for b in range(B):
             single = {"images": {c: np.asarray(v[b]) for c, v in obs["images"].items()},
                       "proprio": np.asarray(obs["proprio"][b]), "task": obs["task"][b]}
-            for j in range(n):
-                out[b, j] = self.predict_chunk(single)
-        return torch.from_numpy(out)
+            requests += [openpi_observation(single, self.config.camera_names)] * n
+        chunks = [self._actions(r) for r in self.infer_many(requests, in_flight)]
+        return torch.from_numpy(np.stack(chunks).reshape(B, n, self.config.chunk_horizon, self.config.action_dim))
 
     def close(self) -> None:
         if self._ws is not None:
