@@ -14,6 +14,6 @@ setup(
     zip_safe=True,
     maintainer="ALOE maintainers",
     maintainer_email="maintainers@aloe-robotics.org",
-    description="ROS-free data contract of the ALOE suite: the one schema module.",
+    description="ROS-free data contract of the ALOE suite: the schema module and message <-> observation conversion.",
     license="Apache-2.0",
 )

@@ -132,7 +132,7 @@ class Robot:
         from sensor_msgs.msg import Image, JointState
         from std_msgs.msg import String
 
-        from aloe_policy.observation import rgb_to_image_fields
+        from aloe_data.observation import rgb_to_image_fields
 
         self.rclpy, self.types = rclpy, (ActionChunk, Image, JointState, PoseStamped)
         self.node = rclpy.create_node("bench_executor_robot")

@@ -47,7 +47,7 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=200)
     p.add_argument("--json", default="", help="also write the numbers here")
     a = p.parse_args(argv)
-    from aloe_policy.observation import DEPTH_ENCODINGS, depth_to_metres, image_to_rgb
+    from aloe_data.observation import DEPTH_ENCODINGS, depth_to_metres, image_to_rgb
 
     rows = []
     for enc, (data, step, big) in frames().items():

@@ -8,7 +8,7 @@ never re-parse a bag.
 Per control tick t (one ``/aloe/executed_action`` message, ordered by header stamp):
 
 * o_t: the newest image of every camera, joint_states and ee_pose with header stamp <= t
-  (converted by ``aloe_policy.observation``), and the episode's task text. Leading ticks before
+  (converted by ``aloe_data.observation``), and the episode's task text. Leading ticks before
   every observation stream has produced a message are dropped (the policy could not have
   acted on them either).
 * a_t: the action really sent, whatever its source (POLICY / HUMAN / HOLD).
@@ -50,7 +50,7 @@ import numpy as np
 import torch
 import yaml
 
-from aloe_policy.observation import (ObservationError, ProprioSpec, format_mismatch, image_format, message_to_rgb,
+from aloe_data.observation import (ObservationError, ProprioSpec, format_mismatch, image_format, message_to_rgb,
                                     proprio_vector, resize_rgb)
 
 log = logging.getLogger(__name__)

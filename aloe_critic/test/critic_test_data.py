@@ -50,7 +50,7 @@ def write_episode_bag(path: Path, num_ticks: int = 8, sources=None, outcome: str
         for stamp, value in ((tick - 10_000_000, k), (tick + 50_000_000, 100 + k)):
             pixels = np.full((image_size, image_size, 3), value % 256, np.uint8)
             if compressed:  # PNG: lossless, so pixel values stay checkable
-                from aloe_policy.observation import rgb_to_compressed
+                from aloe_data.observation import rgb_to_compressed
                 add(stamp, camera_topic + "/compressed", "sensor_msgs/msg/CompressedImage",
                     T["sensor_msgs/msg/CompressedImage"](header=header(stamp), format="png",
                                                          data=np.frombuffer(rgb_to_compressed(pixels, "png"), np.uint8)))

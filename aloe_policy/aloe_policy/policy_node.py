@@ -1,7 +1,7 @@
 """policy_node: asynchronous VLA inference -> aloe_msgs/ActionChunk.
 
 Subscription callbacks only keep the newest message of every input (cameras, joint_states,
-EE pose, task). One worker thread assembles the observation (``aloe_policy.observation``)
+EE pose, task). One worker thread assembles the observation (``aloe_data.observation``)
 and runs the policy when the chunk being executed is about to run out:
 
     remaining = H - round((now - observation_stamp_of_last_chunk) / control_period)
@@ -51,7 +51,7 @@ from std_msgs.msg import String
 from aloe_policy.chunking import actions_left, inference_due
 from aloe_policy.managed import ManagedNode
 from aloe_policy.selection import ValueGuidedSelector
-from aloe_policy.observation import (ObservationError, ProprioSpec, format_mismatch, image_format, message_to_rgb,
+from aloe_data.observation import (ObservationError, ProprioSpec, format_mismatch, image_format, message_to_rgb,
                                     proprio_vector, resize_rgb)
 
 NS_PER_S = 1_000_000_000

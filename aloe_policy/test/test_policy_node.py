@@ -21,7 +21,7 @@ from sensor_msgs.msg import CompressedImage, Image, JointState  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 
 from aloe_policy import testing  # noqa: E402
-from aloe_policy.observation import rgb_to_compressed, rgb_to_image_fields  # noqa: E402
+from aloe_data.observation import rgb_to_compressed, rgb_to_image_fields  # noqa: E402
 
 pytestmark = pytest.mark.system
 
@@ -60,7 +60,7 @@ def checkpoints(tmp_path_factory):
     six = save_tiny_checkpoint(root / "six", 5, action_dim=6, action_names=tuple(f"j{i}" for i in range(6)),
                                action_low=(-1.0,) * 6, action_high=(1.0,) * 6)
     fast = save_tiny_checkpoint(root / "fast", 6, control_period_s=0.05)
-    from aloe_policy.observation import ProprioSpec
+    from aloe_data.observation import ProprioSpec
     names = ProprioSpec().names
     swapped = [names[1], names[0]] + names[2:]  # a robot whose first two joints are listed the other way round
     named = save_tiny_checkpoint(root / "named", 7, proprio_names=tuple(names))

@@ -105,7 +105,7 @@ class Observation:
         return self.step * self.control_period
 
     def proprio(self) -> np.ndarray:
-        """(18,) float32 in ``aloe_policy.observation.ProprioSpec`` default order:
+        """(18,) float32 in ``aloe_data.observation.ProprioSpec`` default order:
         7 joint positions, 7 joint velocities, gripper, TCP xyz."""
         return np.concatenate([self.joint_pos, self.joint_vel, [self.gripper], self.tcp]).astype(np.float32)
 

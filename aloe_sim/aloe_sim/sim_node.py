@@ -39,7 +39,7 @@ from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float32, Float64MultiArray, MultiArrayDimension, String
 from std_srvs.srv import Trigger
 
-from aloe_policy.observation import rgb_to_image_fields
+from aloe_data.observation import rgb_to_image_fields
 from aloe_sim.env import ACTION_DIM, GRIPPER_JOINT_NAME, JOINT_NAMES, TASK_STATE_LABELS, PickCubeSim, SimConfig
 
 # Everything the sim publishes is reliable: a reliable publisher also serves best-effort

@@ -129,9 +129,9 @@ def test_task_state_array_round_trip():
 
 
 def test_proprio_matches_what_the_policy_builds_from_joint_states(sim):
-    """sim_node publishes joint_states + ee_pose; aloe_policy.observation turns them into the
+    """sim_node publishes joint_states + ee_pose; aloe_data.observation turns them into the
     same vector the ROS-free Observation gives (the model sees identical numbers live and offline)."""
-    from aloe_policy.observation import ProprioSpec, proprio_vector
+    from aloe_data.observation import ProprioSpec, proprio_vector
 
     from aloe_sim.env import GRIPPER_JOINT_NAME, JOINT_NAMES
 

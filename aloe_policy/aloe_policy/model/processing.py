@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..observation import ObservationError  # one error type for every bad model input (a ValueError)
+from aloe_data.observation import ObservationError  # one error type for every bad model input (a ValueError)
 from .config import PolicyConfig
 from .text_encoder import TextEncoder
 

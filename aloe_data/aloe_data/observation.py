@@ -1,4 +1,5 @@
-"""ROS-free observation assembly shared by the policy node, the simulator and bag ingestion.
+"""ROS-free observation assembly shared by the policy node, the simulator and bag ingestion (aloe_data:
+every package may use it; the policy, simulator and trainer all do).
 
 One place decides how standard robot messages become model inputs, so what the policy sees
 live and what the trainer reads from a bag are the same numbers.

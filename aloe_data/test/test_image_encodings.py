@@ -4,7 +4,7 @@ known values and against OpenCV's own conversions; cv_bridge's path where it imp
 import numpy as np
 import pytest
 
-from aloe_policy.observation import (DEPTH_ENCODINGS, IMAGE_ENCODINGS, ObservationError, depth_to_metres,
+from aloe_data.observation import (DEPTH_ENCODINGS, IMAGE_ENCODINGS, ObservationError, depth_to_metres,
                                      image_to_rgb, message_to_rgb)
 
 cv2 = pytest.importorskip("cv2", reason="opencv-python-headless (scripts/requirements.txt) is the reference")
@@ -124,7 +124,7 @@ def test_cv_bridge_and_the_own_conversion_give_identical_arrays():
 
 
 def test_camera_formats_match_by_kind_and_aspect_not_by_exact_encoding_or_resolution():
-    from aloe_policy.observation import format_mismatch, image_format, image_kind, rgb_to_compressed
+    from aloe_data.observation import format_mismatch, image_format, image_kind, rgb_to_compressed
 
     assert [image_kind(e) for e in ("bgr8", "yuv422", "bayer_rggb8", "mono16", "8UC1", "32FC1", "jpeg")] == [
         "colour", "colour", "colour", "mono", "mono", "depth", "colour"]

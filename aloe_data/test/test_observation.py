@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from aloe_policy.observation import (ObservationError, ProprioSpec, compressed_to_rgb, image_to_rgb,
+from aloe_data.observation import (ObservationError, ProprioSpec, compressed_to_rgb, image_to_rgb,
                                      proprio_vector, resize_rgb, rgb_to_compressed, rgb_to_image_fields)
 
 
