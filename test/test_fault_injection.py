@@ -455,7 +455,7 @@ def _write_unknown_type_bag(path: Path) -> Path:
     from rosbags.rosbag2 import StoragePlugin, Writer
     from rosbags.typesys import get_types_from_msg
 
-    from aloe_teleop.bag_layout import make_typestore
+    from aloe_data.bag_layout import make_typestore
 
     ts = make_typestore()
     ts.register(get_types_from_msg("float64[] position\nstring[] name\n", "acme_msgs/msg/ArmState"))

@@ -103,7 +103,7 @@ def test_every_message_and_service_round_trips_over_dds_between_processes(echo_p
 def test_every_message_serializes_to_cdr_and_back_through_rosbags():
     from rclpy.serialization import deserialize_message, serialize_message
 
-    from aloe_teleop.bag_layout import make_typestore
+    from aloe_data.bag_layout import make_typestore
 
     typestore = make_typestore()
     for name, message in sample_messages().items():

@@ -9,7 +9,7 @@ from rosbags.highlevel import AnyReader
 
 from aloe_policy.model import validate_checkpoint
 from aloe_sim.loop import build_parser, config_from_args, LoopRunner
-from aloe_teleop.bag_layout import make_typestore
+from aloe_data.bag_layout import make_typestore
 
 pytestmark = [pytest.mark.system, pytest.mark.slow]
 

@@ -288,7 +288,7 @@ def decode_bag(bag_dir: Path, config: IngestionConfig) -> tuple[dict[str, np.nda
     """
     from rosbags.rosbag2 import Reader
 
-    from aloe_teleop.bag_layout import make_typestore
+    from aloe_data.bag_layout import make_typestore
 
     typestore = make_typestore()
     custom = _read_custom_data(bag_dir)

@@ -26,7 +26,7 @@ def write_episode_bag(path: Path, num_ticks: int = 8, sources=None, outcome: str
     """
     from rosbags.rosbag2 import StoragePlugin, Writer
 
-    from aloe_teleop.bag_layout import make_typestore
+    from aloe_data.bag_layout import make_typestore
 
     ts = make_typestore()
     T = ts.types

@@ -63,7 +63,8 @@ from mcap.records import (
 from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
 from rosbags.rosbag2.metadata import dump_qos_v8
 
-from aloe_teleop.bag_layout import TOPIC_EPISODE_EVENT, TOPIC_TASK, make_typestore, register_installed_type
+from aloe_data.bag_layout import make_typestore, register_installed_type
+from aloe_data.schema import TOPIC_EPISODE_EVENT, TOPIC_TASK
 
 LOG = logging.getLogger("aloe_teleop.recorder")
 

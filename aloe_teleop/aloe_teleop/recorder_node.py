@@ -15,28 +15,27 @@ from __future__ import annotations
 import importlib
 
 import rclpy
-from aloe_data import schema
 import rclpy.executors
+from aloe_data import schema
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor
 
-from aloe_teleop import bag_layout
 from aloe_teleop.recorder import QosInfo, Recorder, RecorderConfig, parse_topic_entry
 
 DEFAULT_TOPICS = [
-    bag_layout.TOPIC_CAMERA_FMT.format(name="front") + ":sensor_msgs/msg/Image",
-    bag_layout.TOPIC_JOINT_STATES + ":sensor_msgs/msg/JointState",
+    schema.TOPIC_CAMERA_FMT.format(name="front") + ":sensor_msgs/msg/Image",
+    schema.TOPIC_JOINT_STATES + ":sensor_msgs/msg/JointState",
     schema.TOPIC_EE_POSE + ":geometry_msgs/msg/PoseStamped",
-    bag_layout.TOPIC_TASK + ":std_msgs/msg/String",
-    bag_layout.TOPIC_ACTION_CHUNK + ":aloe_msgs/msg/ActionChunk",
-    bag_layout.TOPIC_EXECUTED_ACTION + ":aloe_msgs/msg/ExecutedAction",
-    bag_layout.TOPIC_INTERVENTION + ":aloe_msgs/msg/Intervention",
-    bag_layout.TOPIC_EPISODE_EVENT + ":aloe_msgs/msg/EpisodeEvent",
-    bag_layout.TOPIC_REWARD + ":std_msgs/msg/Float32",
-    bag_layout.TOPIC_COMMAND + ":std_msgs/msg/Float64MultiArray",
+    schema.TOPIC_TASK + ":std_msgs/msg/String",
+    schema.TOPIC_ACTION_CHUNK + ":aloe_msgs/msg/ActionChunk",
+    schema.TOPIC_EXECUTED_ACTION + ":aloe_msgs/msg/ExecutedAction",
+    schema.TOPIC_INTERVENTION + ":aloe_msgs/msg/Intervention",
+    schema.TOPIC_EPISODE_EVENT + ":aloe_msgs/msg/EpisodeEvent",
+    schema.TOPIC_REWARD + ":std_msgs/msg/Float32",
+    schema.TOPIC_COMMAND + ":std_msgs/msg/Float64MultiArray",
 ]
 
 
@@ -87,13 +86,13 @@ class RecorderNode(Node):
             description="'name=topic' per camera (policy_node's camera_names / camera_topic_format): recorded, and "
                         "written to each bag's metadata so ingestion finds them; [''] = every '/camera/<name>/"
                         "image_raw' entry of topics"))
-        self.declare_parameter("joint_states_topic", bag_layout.TOPIC_JOINT_STATES, d(
+        self.declare_parameter("joint_states_topic", schema.TOPIC_JOINT_STATES, d(
             description="sensor_msgs/JointState of the proprio (recorded; named in the metadata)"))
         self.declare_parameter("ee_pose_topic", schema.TOPIC_EE_POSE, d(
             description="geometry_msgs/PoseStamped of the EE (recorded; named in the metadata); '' = none"))
-        self.declare_parameter("episode_event_topic", bag_layout.TOPIC_EPISODE_EVENT)
-        self.declare_parameter("task_topic", bag_layout.TOPIC_TASK)
-        self.declare_parameter("latched_topics", [bag_layout.TOPIC_TASK], d(
+        self.declare_parameter("episode_event_topic", schema.TOPIC_EPISODE_EVENT)
+        self.declare_parameter("task_topic", schema.TOPIC_TASK)
+        self.declare_parameter("latched_topics", [schema.TOPIC_TASK], d(
             description="topics whose last message is re-written at the start of every bag"))
         self.declare_parameter("flush_interval_s", 1.0, d(description="a crash loses at most this much"))
         self.declare_parameter("chunk_size", 4 * 2**20, d(description="MCAP chunk size, bytes"))

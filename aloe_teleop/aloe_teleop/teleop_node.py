@@ -21,6 +21,7 @@ import time
 import numpy as np
 import rclpy
 import rclpy.executors
+from aloe_data import schema
 from aloe_msgs.msg import EpisodeEvent, Intervention
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
@@ -29,7 +30,6 @@ from sensor_msgs.msg import Joy
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
-from aloe_teleop import bag_layout
 from aloe_teleop.devices import (
     ACTION_DIM,
     DeviceConfigError,
@@ -63,9 +63,9 @@ class TeleopNode(Node):
         super().__init__("teleop_node")
         d = ParameterDescriptor
         self.declare_parameter("devices", ["joy", "keyboard"], d(description="joy, keyboard, spacemouse"))
-        self.declare_parameter("intervention_topic", bag_layout.TOPIC_INTERVENTION)
-        self.declare_parameter("episode_event_topic", bag_layout.TOPIC_EPISODE_EVENT)
-        self.declare_parameter("task_topic", bag_layout.TOPIC_TASK)
+        self.declare_parameter("intervention_topic", schema.TOPIC_INTERVENTION)
+        self.declare_parameter("episode_event_topic", schema.TOPIC_EPISODE_EVENT)
+        self.declare_parameter("task_topic", schema.TOPIC_TASK)
         self.declare_parameter("joy_topic", "/joy")
         self.declare_parameter("publish_rate_hz", 30.0, d(
             description="rate of Intervention while a takeover is held (keyboard/SpaceMouse polling, Joy repeat)"))

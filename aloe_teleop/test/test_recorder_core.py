@@ -14,7 +14,7 @@ import yaml
 from mcap.reader import make_reader
 from rosbags.rosbag2 import Reader
 
-from aloe_teleop.bag_layout import make_typestore
+from aloe_data.bag_layout import make_typestore
 from aloe_teleop.recorder import (
     McapBagWriter,
     Recorder,
@@ -338,7 +338,7 @@ def test_user_message_type_is_recorded_from_its_installed_definition(tmp_path, m
 
 
 def test_gaps_in_a_regular_stamped_stream_are_counted_as_missing_messages():
-    from aloe_teleop.bag_layout import make_typestore
+    from aloe_data.bag_layout import make_typestore
     from aloe_teleop.recorder import EpisodeSummary
 
     ts = make_typestore()

@@ -18,7 +18,7 @@ from rosbags.rosbag2 import Reader  # noqa: E402
 from sensor_msgs.msg import JointState  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 
-from aloe_teleop.bag_layout import make_typestore  # noqa: E402
+from aloe_data.bag_layout import make_typestore  # noqa: E402
 from aloe_teleop.recorder import load_episode_metadata, reindex_bag  # noqa: E402
 
 RELIABLE_DEEP = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=5000, reliability=ReliabilityPolicy.RELIABLE)

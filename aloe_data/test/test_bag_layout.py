@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from rosbags.typesys import Stores, get_typestore
 
-from aloe_teleop.bag_layout import ALOE_MSG_NAMES, TypeRegistrationError, find_msg_dir, make_typestore, register_aloe_types
+from aloe_data.bag_layout import ALOE_MSG_NAMES, TypeRegistrationError, find_msg_dir, make_typestore, register_aloe_types
 
 
 def test_installed_definitions_register_every_aloe_type():

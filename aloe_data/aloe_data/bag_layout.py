@@ -1,4 +1,4 @@
-"""The suite's bag layout: default topic names and the one rosbags type registration.
+"""The suite's bag layout: the one rosbags type registration (topic names: aloe_data.schema).
 
 ROS-free (no rclpy): used by the recorder, the trainer's ingestion and the replay tools.
 The aloe_msgs types are registered from the installed ``.msg`` files, so a bag written here
@@ -16,11 +16,6 @@ from rosbags.typesys.base import Nodetype
 from rosbags.typesys.store import Typestore
 
 ALOE_MSG_NAMES = ("ActionChunk", "ExecutedAction", "Intervention", "EpisodeEvent", "ValueEstimate")
-
-# Default topic names: aloe_data.schema (every node exposes them as remappable parameters).
-from aloe_data.schema import (TOPIC_ACTION_CHUNK, TOPIC_CAMERA_FMT, TOPIC_COMMAND,  # noqa: F401,E402
-                              TOPIC_EPISODE_EVENT, TOPIC_EXECUTED_ACTION, TOPIC_INTERVENTION, TOPIC_JOINT_STATES,
-                              TOPIC_REWARD, TOPIC_TASK, TOPIC_VALUE_ESTIMATE)
 
 
 class TypeRegistrationError(RuntimeError):
