@@ -15,7 +15,7 @@ its observation stamp, skipping the actions whose time passed during inference. 
 inference needs an observation newer than the previous one's.
 
 ``~/load_policy`` (and the alias ``load_policy_alias``, default /aloe/load_policy) validates
-a checkpoint fully (``validate_checkpoint`` + loading + compatibility with this node's inputs)
+a checkpoint fully (``load_checkpoint``: files, hash, a test forward pass; then compatibility with this node's inputs)
 before an atomic swap; on any failure it refuses with the reason and the running policy stays.
 
 The node spins a SingleThreadedExecutor: a validation therefore pauses the input callbacks for
@@ -249,14 +249,9 @@ class PolicyNode(ManagedNode):
     def load(self, checkpoint: str) -> tuple[bool, str]:
         """Validate and load ``checkpoint`` (for the openpi_remote backend: ws://host:port) with the
         backend of parameter ``backend``; swap only if everything is good. -> (ok, message)."""
-        from aloe_policy.backends import DEFAULT_BACKEND, load_backend
-        from aloe_policy.model import validate_checkpoint
+        from aloe_policy.backends import load_backend
 
         t0 = time.monotonic()
-        if self.backend_name == DEFAULT_BACKEND:  # a checkpoint directory: the full check first
-            ok, message = validate_checkpoint(checkpoint, device=self.device)
-            if not ok:
-                return False, f"refused: {message}; still running {self._current_id() or 'no policy'}"
         options = {"contract": self.remote_contract, "timeout_s": self.remote_timeout_s} \
             if self.backend_name == "openpi_remote" else {}
         try:

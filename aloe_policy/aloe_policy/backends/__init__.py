@@ -75,7 +75,8 @@ def load_backend(name: str, source: str, device: str = "cpu", **options):
 
 
 def load_flow_matching(source: str, device: str = "cpu"):
-    """The built-in flow-matching VLA from a checkpoint directory (validated on load)."""
-    from aloe_policy.model import FlowMatchingPolicy
+    """The built-in flow-matching VLA from a checkpoint directory, fully checked (files, hash, a test
+    forward pass: model.load_checkpoint); raises CheckpointError saying what is wrong."""
+    from aloe_policy.model import load_checkpoint
 
-    return FlowMatchingPolicy.from_pretrained(source, device=device)
+    return load_checkpoint(source, device=device)

@@ -5,14 +5,14 @@ Never imports rclpy: the trainer and the nodes both use it.
 """
 
 from .config import ConfigError, PolicyConfig
-from .modeling import (CheckpointError, FlowMatchingPolicy, ObservationEncoder, compute_policy_id,
+from .modeling import (CheckpointError, FlowMatchingPolicy, ObservationEncoder, compute_policy_id, load_checkpoint,
                        validate_checkpoint)
 from .processing import Normalizer, ObservationError, ObservationProcessor
 from .text_encoder import TextEncoder, TextEncoderError
 
 __all__ = [
     "PolicyConfig", "ConfigError",
-    "FlowMatchingPolicy", "ObservationEncoder", "validate_checkpoint", "CheckpointError", "compute_policy_id",
+    "FlowMatchingPolicy", "ObservationEncoder", "load_checkpoint", "validate_checkpoint", "CheckpointError", "compute_policy_id",
     "Normalizer", "ObservationProcessor", "ObservationError",
     "TextEncoder", "TextEncoderError",
 ]

@@ -432,19 +432,19 @@ def compute_policy_id(state_dict: Mapping[str, torch.Tensor], hashed_metadata: d
     return h.hexdigest()[:16]
 
 
-def validate_checkpoint(directory: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[bool, str]:
-    """Fully check a checkpoint before it is used; never raises.
+def load_checkpoint(directory: str | os.PathLike, device: str | torch.device = "cpu") -> FlowMatchingPolicy:
+    """`from_pretrained` plus a test forward pass; raises CheckpointError saying what is wrong.
 
-    Returns (True, summary) or (False, what is wrong). Beyond `from_pretrained`'s checks it runs
-    a test forward pass: sample() on a dummy observation (black images, mean proprio, the first
+    The forward pass: sample() on a dummy observation (black images, mean proprio, the first
     cached instruction) must give finite (1, 1, H, A) chunks. It never loads the sentence
-    encoder: with no cached instruction, a zero text embedding is used.
+    encoder: with no cached instruction, a zero text embedding is used. What policy_node loads:
+    one read and one hash of the files per hot reload.
     """
+    policy = FlowMatchingPolicy.from_pretrained(directory, device=device)
+    c = policy.config
+    known = policy.text_encoder.known_instructions
+    generator = torch.Generator().manual_seed(0)
     try:
-        policy = FlowMatchingPolicy.from_pretrained(directory, device=device)
-        c = policy.config
-        known = policy.text_encoder.known_instructions
-        generator = torch.Generator().manual_seed(0)
         if known:  # the whole path: uint8 images, proprio normalisation, cached text embedding
             obs = {"images": {cam: np.zeros((1, c.image_size, c.image_size, 3), np.uint8) for cam in c.camera_names},
                    "proprio": policy.normalizer.proprio_mean[None], "task": known[:1]}
@@ -455,17 +455,28 @@ def validate_checkpoint(directory: str | os.PathLike, device: str | torch.device
                      "proprio": torch.zeros(1, c.proprio_dim, device=policy.device),
                      "text": torch.zeros(1, c.text_embed_dim, device=policy.device)}
             out = policy.sample_prepared(batch, n=1, generator=generator)
-        shape = (1, 1, c.chunk_horizon, c.action_dim)
-        if tuple(out.shape) != shape:
-            return False, f"test forward pass gave shape {tuple(out.shape)}, expected {shape}"
-        if not torch.isfinite(out).all():
-            return False, "test forward pass produced NaN or inf actions"
+    except Exception as exc:  # noqa: BLE001 - whatever the network raises, the checkpoint is unusable
+        raise CheckpointError(f"test forward pass failed: {type(exc).__name__}: {exc}") from exc
+    shape = (1, 1, c.chunk_horizon, c.action_dim)
+    if tuple(out.shape) != shape:
+        raise CheckpointError(f"test forward pass gave shape {tuple(out.shape)}, expected {shape}")
+    if not torch.isfinite(out).all():
+        raise CheckpointError("test forward pass produced NaN or inf actions")
+    return policy
+
+
+def validate_checkpoint(directory: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[bool, str]:
+    """`load_checkpoint` that never raises: (True, summary) or (False, what is wrong)."""
+    try:
+        policy = load_checkpoint(directory, device)
     except CheckpointError as exc:
         return False, f"checkpoint {directory} rejected: {exc}"
     except Exception as exc:  # noqa: BLE001 - the contract is: never raise, say what failed
-        return False, f"checkpoint {directory} rejected: test forward pass failed: {type(exc).__name__}: {exc}"
+        return False, f"checkpoint {directory} rejected: {type(exc).__name__}: {exc}"
+    c = policy.config
     return True, (f"checkpoint {directory} OK: policy_id {policy.policy_id}, H={c.chunk_horizon}, "
-                  f"A={c.action_dim}, cameras {list(c.camera_names)}, {len(known)} cached instructions")
+                  f"A={c.action_dim}, cameras {list(c.camera_names)}, "
+                  f"{len(policy.text_encoder.known_instructions)} cached instructions")
 
 
 def _fsync(path: Path) -> None:
