@@ -11,6 +11,14 @@ so the weighting may concentrate the update but never on fewer than that share o
 role of the KL bound that sets the temperature in REPS / MPO; with little data, discarding it
 costs more than a noisy advantage gains).
 
+Segment pooling (``advantage_pooling="segment"``): the weight of a chunk uses the mean advantage of
+its segment, the run of consecutive chunks of one episode driven by one source (one operator
+correction; one stretch of the policy's driving):
+    A_seg(i) = mean_{j in segment(i)} A_j.
+Consecutive chunks share H-1 of their H actions, so their true advantages hardly differ while the
+critic's errors on them are partly independent; a correction is judged as a whole, and the
+per-chunk noise that would concentrate the weights on a few chunks averages out.
+
 Critic-ranked extraction (``extraction="ranked"``): the chunk imitated at o_i is the best under the
 pessimistic critic among the recorded one and N samples of pi at o_i,
     A*_i = argmax_{A in {A_i} + {A_j ~ pi(.|o_i)}} Agg_k Q_k(o_i, A),     L = mean_batch policy.loss(o_i, A*_i, 1)
@@ -33,6 +41,7 @@ from .distributed import (DEFAULT_BATCH_BLOCKS, block_rng, mean_over_ranks, rank
                           sum_gradients)
 
 WEIGHT_MODES = ("exp", "binary")
+POOLINGS = ("chunk", "segment")
 EXTRACTIONS = ("weighted", "ranked")
 
 
@@ -41,6 +50,8 @@ class ImprovementConfig:
     """Advantage-weighted flow matching (and bc) hyper-parameters."""
 
     beta: float = 0.1            # advantage temperature (units of the value: sparse success -> [0, 1])
+    advantage_pooling: str = "chunk"  # chunk: each chunk's own advantage; segment: the mean over its run of
+                                      # consecutive chunks of one source in one episode (segment_advantages)
     target_ess: float = 0.0      # > 0: beta chosen per iteration so the weights' ESS is this share of the
                                  # imitated chunks (ess_temperature); 0 = the fixed beta above
     w_max: float = 20.0          # weight clip before per-batch normalisation
@@ -57,6 +68,8 @@ class ImprovementConfig:
     def __post_init__(self):
         if self.weight_mode not in WEIGHT_MODES:
             raise ValueError(f"weight_mode must be one of {WEIGHT_MODES}, got {self.weight_mode!r}")
+        if self.advantage_pooling not in POOLINGS:
+            raise ValueError(f"advantage_pooling must be one of {POOLINGS}, got {self.advantage_pooling!r}")
         if self.extraction not in EXTRACTIONS:
             raise ValueError(f"extraction must be one of {EXTRACTIONS}, got {self.extraction!r}")
         if not 0.0 <= self.ema_decay < 1.0:
@@ -79,6 +92,20 @@ def unnormalised_weights(adv: torch.Tensor, beta: float, w_max: float, mode: str
     if mode == "binary":
         return (adv > 0).float()
     raise ValueError(f"unknown weight mode {mode!r}; use one of {WEIGHT_MODES}")
+
+
+def segment_advantages(adv, episode, tick, source) -> np.ndarray:
+    """Per chunk, the mean advantage of its segment: a maximal run of chunks with consecutive ticks
+    of one episode and one dominant source. All arrays (N,) in one order, ticks ascending within
+    an episode (a TransitionDataset view's order)."""
+    adv, episode, tick, source = (np.asarray(x) for x in (adv, episode, tick, source))
+    if len(adv) == 0:
+        return np.asarray(adv, np.float32)
+    new = np.ones(len(adv), bool)
+    new[1:] = (episode[1:] != episode[:-1]) | (tick[1:] != tick[:-1] + 1) | (source[1:] != source[:-1])
+    seg = np.cumsum(new) - 1
+    means = np.bincount(seg, weights=adv.astype(np.float64)) / np.bincount(seg)
+    return means[seg].astype(np.float32)
 
 
 def ess_fraction(weights) -> float:

@@ -49,8 +49,8 @@ from .critic import (AGGREGATION_RULES, CHUNK_SCORER, CriticConfig, PolicySample
 from .dataset import (SOURCE_HUMAN, SOURCE_POLICY, IngestionConfig, SkippedBagWarning, TransitionDataset,
                       check_camera_contract, find_bags, ingest_bags, no_usable_bags)
 from .distributed import barrier, is_main, rank_world, setup, teardown
-from .improvement import (EXTRACTIONS, WEIGHT_MODES, ImprovementConfig, ess_fraction, ess_temperature, improve_policy,
-                          unnormalised_weights)
+from .improvement import (EXTRACTIONS, POOLINGS, WEIGHT_MODES, ImprovementConfig, ess_fraction, ess_temperature,
+                          improve_policy, segment_advantages, unnormalised_weights)
 from .values import VALUE_METHODS, chunk_values, fit_critic
 
 log = logging.getLogger("aloe_critic.train")
@@ -308,10 +308,14 @@ def run_iteration(config: TrainConfig, dataset: TransitionDataset, policy, fresh
                               seed=config.seed)
         values_s = time.monotonic() - t0
         advantages = values["advantage"]
+        if config.improvement.advantage_pooling == "segment":  # raw per-chunk A stays in values and the stats
+            rows = dataset.indices
+            advantages = segment_advantages(advantages, dataset.episode[rows], dataset.tick_in_episode[rows],
+                                            dataset.source_fraction[rows].argmax(1))
         stats = {k: {"mean": float(np.mean(v)), "std": float(np.std(v)), "min": float(np.min(v)),
                      "max": float(np.max(v))} for k, v in values.items() if k not in ("best_index", "best_chunk")}
-        stats["fraction_positive_advantage"] = float((advantages > 0).mean())
-        stats["fraction_positive_by_group"] = advantage_breakdown(dataset, advantages)
+        stats["fraction_positive_advantage"] = float((values["advantage"] > 0).mean())
+        stats["fraction_positive_by_group"] = advantage_breakdown(dataset, values["advantage"])
         stats["value_samples"] = {"n": config.critic.num_value_samples, "bank_seconds": bank_s,
                                   "values_seconds": values_s, "v_se_mean": float(np.nanmean(values["v_se"])),
                                   "v_se_over_beta": float(np.nanmean(values["v_se"]) / config.improvement.beta)}
@@ -521,7 +525,7 @@ def train_iteration(config: TrainConfig, bags, policy_in: str | os.PathLike | No
 # ---------------------------------------------------------------------------------------------
 
 CHOICES = {"method": METHODS, "aggregate": AGGREGATION_RULES, "weight_mode": WEIGHT_MODES,
-           "extraction": EXTRACTIONS}
+           "extraction": EXTRACTIONS, "advantage_pooling": POOLINGS}
 
 
 def field_docs(cls) -> dict[str, str]:

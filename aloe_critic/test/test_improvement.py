@@ -252,3 +252,42 @@ def test_run_iteration_sets_beta_by_ess_and_records_it(initial_checkpoint):
     weights = out.advantage_stats["weights"]
     assert weights["ess_fraction"] == pytest.approx(0.6, abs=0.02) or weights["beta"] == 1e-4
     assert weights["beta"] != config.improvement.beta and config.improvement.beta == 0.1, "the config is not mutated"
+
+
+def test_segment_advantages_average_over_each_run_of_one_source_in_one_episode():
+    from aloe_critic.improvement import segment_advantages
+
+    adv = np.array([1.0, 3.0, 10.0, 20.0, 5.0, 7.0, 100.0], np.float32)
+    episode = np.array([0, 0, 0, 0, 0, 1, 1])
+    tick = np.array([0, 1, 2, 3, 5, 0, 1])        # tick 4 missing (filtered out): a new segment after it
+    source = np.array([0, 0, 1, 1, 1, 0, 0])      # policy, policy, operator x3, then episode 1
+    np.testing.assert_allclose(segment_advantages(adv, episode, tick, source),
+                               [2.0, 2.0, 15.0, 15.0, 5.0, 53.5, 53.5])
+    with pytest.raises(ValueError, match="advantage_pooling"):
+        ImprovementConfig(advantage_pooling="episode")
+
+
+def test_run_iteration_pools_advantages_by_segment_for_the_weights_only(initial_checkpoint):
+    from aloe_critic.dataset import ingest_bags
+    from aloe_critic.train import run_iteration
+    from aloe_policy.model import FlowMatchingPolicy
+    from critic_test_data import small_config
+
+    root = initial_checkpoint
+    config = small_config(root, method="aloe")
+    config.improvement.advantage_pooling = "segment"
+    dataset = TransitionDataset(ingest_bags([root / "bags"], config.ingestion).episodes, 4, 0.99)
+    out = run_iteration(config, dataset, FlowMatchingPolicy.from_pretrained(root / "iter0"))
+    raw = out.values["advantage"]
+    ep0 = dataset.episode[dataset.indices] == 0  # one source (policy) throughout: one segment
+    assert raw[ep0].std() > 0, "the values keep the per-chunk advantages"
+    assert out.advantage_stats["fraction_positive_advantage"] == pytest.approx(float((raw > 0).mean()))
+    from aloe_critic.improvement import ess_fraction, segment_advantages, unnormalised_weights
+    rows = dataset.indices
+    pooled = segment_advantages(raw, dataset.episode[rows], dataset.tick_in_episode[rows],
+                                dataset.source_fraction[rows].argmax(1))
+    imp = config.improvement
+    expected = ess_fraction(unnormalised_weights(torch.from_numpy(pooled), imp.beta, imp.w_max).numpy())
+    assert out.advantage_stats["weights"]["ess_fraction"] == pytest.approx(expected, rel=1e-5)
+    assert expected != pytest.approx(ess_fraction(unnormalised_weights(torch.from_numpy(raw), imp.beta,
+                                                                       imp.w_max).numpy()), rel=1e-3)
