@@ -98,6 +98,7 @@ def run_study(a) -> int:
             if complete(out, a.iterations):
                 return 0
             return call(["--seed", str(seed), "--operator", op, "--load-init", str(root / f"init_s{seed}"),
+                         "--first-phase-cache", str(root / "first_phase"),
                          "--out", str(out), *offline_loop_args(method), *common], root / f"{name}.log")
 
         codes = list(pool.map(one, jobs))

@@ -73,6 +73,23 @@ def phase_record(summary, prefix: str) -> dict:
             f"{prefix}_throughput_per_hour": successes / hours if hours > 0 else 0.0}
 
 
+def first_phase(path: Path, collect):
+    """Iteration 0's (evaluation, supervised) episodes from ``path``, or collected and written there
+    (atomically: runs of one seed may start together; the last writer's identical copy wins)."""
+    import os
+    import pickle
+
+    if path.is_file():
+        log(f"iteration 0's episodes from {path}")
+        return pickle.loads(path.read_bytes())
+    phases = collect()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_bytes(pickle.dumps(phases))
+    os.replace(tmp, path)
+    return phases
+
+
 def log(message: str) -> None:
     print(f"[{time.monotonic() - LOG_T0:6.0f} s] {message}", flush=True)
 
@@ -106,6 +123,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--save-init", default="", help="save the initial policy here")
     p.add_argument("--load-init", default="", help="start from this initial policy (skips BC; same --demos/--seed)")
+    p.add_argument("--first-phase-cache", default="",
+                   help="folder of iteration 0's episodes: runs of one initial policy and operator (same --eval, "
+                        "--episodes, --max-steps, --replan) collect them once and share them (episodes are seeded "
+                        "per episode, so a run that loads them equals one that collects them)")
     p.add_argument("--out", default="runs/bench/offline_loop.json", help="JSON results (untracked by default)")
     return p
 
@@ -171,10 +192,18 @@ def main(argv=None) -> int:
     operator = make_operator(a.operator, "correct", a.max_steps, seed=a.seed)
     rows = []
     for it in range(a.iterations + 1):
-        evaluation = run_episodes(sim, range(500, 500 + a.eval), policy=policy, desc=f"eval_{it:02d}",
-                                  replan_every=a.replan)
-        supervised = run_episodes(sim, range(1000 * (it + 1), 1000 * (it + 1) + a.episodes), policy=policy,
-                                  supervisor=operator, desc=f"iter_{it:02d}", replan_every=a.replan)
+        def collect():
+            evaluation = run_episodes(sim, range(500, 500 + a.eval), policy=policy, desc=f"eval_{it:02d}",
+                                      replan_every=a.replan)
+            supervised = run_episodes(sim, range(1000 * (it + 1), 1000 * (it + 1) + a.episodes), policy=policy,
+                                      supervisor=operator, desc=f"iter_{it:02d}", replan_every=a.replan)
+            return evaluation, supervised
+
+        if it == 0 and a.first_phase_cache:
+            evaluation, supervised = first_phase(Path(a.first_phase_cache) / (
+                f"{policy.policy_id}_{a.operator}_e{a.eval}_n{a.episodes}_m{a.max_steps}_r{a.replan}.pkl"), collect)
+        else:
+            evaluation, supervised = collect()
         row = {"iteration": it, "policy_id": policy.policy_id, "success_rate": evaluation.success_rate,
                **phase_record(evaluation, "eval"),
                "assisted_success_rate": supervised.success_rate, "intervention_rate": supervised.intervention_rate,

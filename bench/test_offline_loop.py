@@ -53,3 +53,21 @@ def test_random_control_imitates_a_share_of_the_imitable_chunks_only(tmp_path):
         counts[fraction] = result["rows"][0]["imitated_chunks"]
         assert result["args"]["weight_mode"] == "binary"  # a 0/1 mask, recorded for the summary's label
     assert counts[1.0] == imitable and counts[0.0001] == 0 and 0 <= counts[0.5] <= imitable
+
+
+@pytest.mark.slow
+def test_a_run_from_the_cached_first_phase_equals_one_that_collects_it(tmp_path):
+    cache, init = tmp_path / "first_phase", str(tmp_path / "init")
+    collected = tmp_path / "collected.json"
+    assert offline_loop.main(TINY + ["--eval-critic-only", "--save-init", init, "--out", str(collected)]) == 0
+    outs = [tmp_path / "writes.json", tmp_path / "reads.json"]
+    for out in outs:  # the first run collects iteration 0 and writes the cache, the second reads it
+        assert offline_loop.main(TINY + ["--eval-critic-only", "--load-init", init, "--first-phase-cache",
+                                         str(cache), "--out", str(out)]) == 0
+    assert len(list(cache.glob("*.pkl"))) == 1
+
+    def outcome(path):  # policy ids (the trained weights) and every episode's outcome and length
+        return [(r["policy_id"], r["eval_success"], r["eval_steps"], r["assisted_steps"])
+                for r in json.loads(path.read_text())["rows"]]
+
+    assert outcome(collected) == outcome(outs[0]) == outcome(outs[1])
