@@ -50,8 +50,8 @@ import numpy as np
 import torch
 import yaml
 
-from aloe_data.observation import (ObservationError, ProprioSpec, format_mismatch, image_format, message_to_rgb,
-                                    proprio_vector, resize_rgb)
+from aloe_data.observation import (ObservationError, ProprioSpec, format_mismatch, image_format, image_kind,
+                                   message_to_rgb, proprio_vector, resize_rgb)
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +80,8 @@ class IngestionConfig:
     cache_dir: str = "~/.cache/aloe/episodes"  # columnar episode cache (one entry per bag hash + decoding)
     cameras: list[str] | None = None          # None: every /camera/<name>/image_raw (or /compressed) topic
     image_size: int = 64                      # images resized to (size, size, 3)
+    depth_range_m: float = 0.0                # > 0: depth cameras (16UC1 / 32FC1) become grey metres, 255 = this
+                                              # range (PolicyConfig.depth_range_m); 0: a depth camera is an error
     proprio_joints: list[str] = field(default_factory=lambda: ProprioSpec().joints)  # arm joints in proprio
     gripper_joints: list[str] = field(default_factory=lambda: ProprioSpec().gripper_joints)  # gripper joints
     use_velocity: bool = True                 # proprio includes arm joint velocities
@@ -348,7 +350,7 @@ def decode_bag(bag_dir: Path, config: IngestionConfig) -> tuple[dict[str, np.nda
                     ticks.append((_stamp_ns(msg.header), logtime, np.asarray(msg.action, np.float32),
                                   int(msg.source), int(msg.chunk_id), str(msg.policy_id)))
                 elif topic in cam_topics:
-                    rgb, cam = message_to_rgb(msg), cam_topics[topic]
+                    rgb, cam = message_to_rgb(msg, config.depth_range_m), cam_topics[topic]
                     fmt = image_format(msg, rgb)
                     if formats.setdefault(cam, fmt) != fmt and format_mismatch(formats[cam], fmt):
                         raise BagError(f"camera {cam!r} on {topic} changed from {formats[cam]} to {fmt} mid-episode: "
@@ -461,10 +463,16 @@ def decode_bag(bag_dir: Path, config: IngestionConfig) -> tuple[dict[str, np.nda
     return columns, meta
 
 
-def check_camera_contract(policy_config, dataset: TransitionDataset, checkpoint) -> None:
+def check_camera_contract(policy_config, dataset: TransitionDataset, checkpoint,
+                          ingestion_depth_range_m: float = 0.0) -> None:
     """Refuse bags whose cameras sent another kind of image or aspect ratio than the policy's
     checkpoint records (PolicyConfig.camera_formats), naming the camera: trained on, the policy
     would learn from inputs it never sees on its robot, or the reverse."""
+    depth = [cam for cam, fmt in dataset.camera_formats.items() if image_kind(fmt.partition(" ")[0]) == "depth"]
+    if depth and policy_config.depth_range_m != ingestion_depth_range_m:
+        raise ValueError(f"depth camera(s) {depth}: these bags were decoded with depth_range_m "
+                         f"{ingestion_depth_range_m:g} but the policy ({checkpoint}) maps {policy_config.depth_range_m:g} "
+                         "m to white; decode with the policy's range (ingestion depth_range_m)")
     for cam, trained in zip(policy_config.camera_names, policy_config.camera_formats):
         seen = dataset.camera_formats.get(cam)
         problem = format_mismatch(trained, seen) if seen else ""

@@ -85,7 +85,7 @@ def evaluate_bags(bags, critic_path, policy_path=None, cache_dir: str | None = N
     if not report.episodes:
         raise RuntimeError(no_usable_bags(bags, report))
     dataset = TransitionDataset(report.episodes, critic.chunk_horizon, float(meta.get("gamma", 0.99)))
-    check_camera_contract(policy.config, dataset, policy_path)
+    check_camera_contract(policy.config, dataset, policy_path, ingestion.depth_range_m)
     values = chunk_values(critic, dataset, policy, num_policy_samples, device=device, seed=seed)
     return value_rows(dataset, values, meta.get("method", "aloe"), policy.policy_id), dataset
 

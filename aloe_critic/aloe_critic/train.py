@@ -189,6 +189,7 @@ def seed_everything(seed: int) -> None:
 
 
 def _fresh_policy(config: TrainConfig, dataset: TransitionDataset):
+    from aloe_data.observation import image_kind
     from aloe_policy.model import FlowMatchingPolicy, PolicyConfig
 
     overrides = {}
@@ -197,8 +198,10 @@ def _fresh_policy(config: TrainConfig, dataset: TransitionDataset):
     A = dataset.action_dim
     names = config.ingestion.proprio_spec.names
     formats = tuple(dataset.camera_formats.get(c, "") for c in dataset.cameras)
+    depth = any(image_kind(f.partition(" ")[0]) == "depth" for f in formats if f)
     base = dict(camera_names=tuple(dataset.cameras), image_size=config.ingestion.image_size,
                 camera_formats=formats if all(formats) else (),
+                depth_range_m=config.ingestion.depth_range_m if depth else 0.0,
                 proprio_dim=int(dataset.proprio.shape[1]), action_dim=A, chunk_horizon=config.chunk_horizon,
                 proprio_names=tuple(names) if len(names) == dataset.proprio.shape[1] else ())
     if A != 7:
@@ -450,12 +453,12 @@ def train_iteration(config: TrainConfig, bags, policy_in: str | os.PathLike | No
             raise ValueError(f"backend {config.backend} has no loss here: --method {config.method} would train it; "
                              f"use a value method ({', '.join(VALUE_METHODS)}) to export its advantages")
         dataset = TransitionDataset(report.episodes, policy.config.chunk_horizon, config.gamma)
-        check_camera_contract(policy.config, dataset, policy_in)
+        check_camera_contract(policy.config, dataset, policy_in, config.ingestion.depth_range_m)
     elif policy_in is not None:
         policy = FlowMatchingPolicy.from_pretrained(policy_in, device=device)
         policy_in_id = policy.policy_id
         dataset = TransitionDataset(report.episodes, policy.config.chunk_horizon, config.gamma)
-        check_camera_contract(policy.config, dataset, policy_in)
+        check_camera_contract(policy.config, dataset, policy_in, config.ingestion.depth_range_m)
     else:
         dataset = TransitionDataset(report.episodes, config.chunk_horizon, config.gamma)
         policy = _fresh_policy(config, dataset).to(device)

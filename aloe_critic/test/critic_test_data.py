@@ -60,6 +60,8 @@ def write_episode_bag(path: Path, num_ticks: int = 8, sources=None, outcome: str
                 raw, bigendian = pixels[..., 0], 0
             elif encoding == "mono16":
                 raw, bigendian = (pixels[..., 0].astype(np.uint16) * 256).astype(">u2").view(np.uint8), 1
+            elif encoding == "16UC1":  # depth: (value + 1) decimetres, in millimetres
+                raw, bigendian = ((pixels[..., 0].astype(np.uint16) + 1) * 100).astype("<u2").view(np.uint8), 0
             else:
                 raw, bigendian = pixels, 0
             add(stamp, camera_topic, "sensor_msgs/msg/Image",

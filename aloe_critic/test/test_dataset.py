@@ -245,3 +245,14 @@ def test_ingestion_records_each_cameras_format_and_one_camera_name_cannot_mix_ki
     with pytest.raises(ValueError, match=r"camera 'front': episode .*grey sends mono images \(mono16 16x16\) but the "
                                          r"policy was trained on colour \(rgb8 16x16\)"):
         TransitionDataset([episodes["colour"], episodes["grey"]], chunk_horizon=2, gamma=0.9)
+
+
+def test_a_depth_camera_ingests_as_grey_metres_once_a_depth_range_is_set(tmp_path, episode_bag):
+    bag = episode_bag("depth", encoding="16UC1")  # tick k sees (k + 1) decimetres everywhere
+    refused = ingest_bags([bag], config(tmp_path))
+    assert refused.episodes == [] and "set depth_range_m" in refused.skipped[0][1]
+    cfg = config(tmp_path)
+    cfg.depth_range_m = 1.0
+    ep = ingest_bags([bag], cfg).episodes[0]
+    assert ep.camera_formats == {"front": "16UC1 8x8"}
+    np.testing.assert_array_equal(ep.images["front"][:4, 0, 0, 0], np.round(255 * 0.1 * np.arange(1, 5)))

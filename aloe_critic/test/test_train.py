@@ -152,3 +152,21 @@ def test_a_stage_left_by_a_run_killed_while_writing_is_removed_by_the_next_run(i
     (left / "model.safetensors").write_bytes(b"partial")
     result = train_iteration(small_config(root, method="bc"), [root / "bags"], root / "iter0", root / "cleanup-target")
     assert result.checkpoint_dir.is_dir() and not left.exists()
+
+
+def test_a_policy_trained_on_a_depth_camera_records_its_range_and_refuses_bags_decoded_with_another(tmp_path):
+    from critic_test_data import write_episode_bag
+
+    from aloe_policy.model import FlowMatchingPolicy
+
+    for i in range(2):
+        write_episode_bag(tmp_path / "bags" / f"d{i}", num_ticks=10, encoding="16UC1")
+    config = small_config(tmp_path, method="bc", init_only=True)
+    config.ingestion.depth_range_m = 1.5
+    train_iteration(config, [tmp_path / "bags"], None, tmp_path / "iter0")
+    policy = FlowMatchingPolicy.from_pretrained(tmp_path / "iter0")
+    assert policy.config.depth_range_m == 1.5 and policy.config.camera_formats == ("16UC1 8x8",)
+    other = small_config(tmp_path, method="bc")
+    other.ingestion.depth_range_m = 3.0
+    with pytest.raises(ValueError, match=r"decoded with depth_range_m 3 but the policy .* maps 1.5 m to white"):
+        train_iteration(other, [tmp_path / "bags"], tmp_path / "iter0", tmp_path / "iter1")

@@ -82,8 +82,8 @@ def image_to_rgb(encoding: str, height: int, width: int, step: int, data, is_big
             np.ascontiguousarray(rows)
         return np.ascontiguousarray(cv2.cvtColor(src, getattr(cv2, code)))
     if encoding in DEPTH_ENCODINGS:
-        raise ObservationError(f"image encoding {encoding!r} is depth (metres), not colour: the built-in model "
-                               "takes colour cameras only; point camera_names at a colour stream")
+        raise ObservationError(f"image encoding {encoding!r} is depth (metres), not colour: set depth_range_m "
+                               "(ingestion and the policy's config) to take depth cameras as grey images")
     raise ObservationError(f"unsupported image encoding {encoding!r}; use one of {sorted(IMAGE_ENCODINGS)}")
 
 
@@ -100,11 +100,27 @@ def depth_to_metres(encoding: str, height: int, width: int, step: int, data, is_
     return metres
 
 
-def message_to_rgb(msg) -> np.ndarray:
+def depth_to_grey(metres: np.ndarray, depth_range_m: float) -> np.ndarray:
+    """(H, W) float metres -> (H, W, 3) uint8: grey value round(255 * d / depth_range_m), clipped
+    to [0, 255] (farther than the range reads as the range); invalid pixels (NaN: no return) are 0,
+    as near as a camera reports nothing. How the model takes a depth camera: one more image."""
+    if not depth_range_m > 0:
+        raise ObservationError(f"depth_range_m must be > 0 to take a depth camera, got {depth_range_m}")
+    scaled = np.nan_to_num(metres / np.float32(depth_range_m), nan=0.0, posinf=1.0, neginf=0.0)
+    grey = np.round(np.clip(scaled, 0.0, 1.0) * 255.0).astype(np.uint8)
+    return np.repeat(grey[:, :, None], 3, axis=2)
+
+
+def message_to_rgb(msg, depth_range_m: float = 0.0) -> np.ndarray:
     """A sensor_msgs/Image or CompressedImage (rclpy or rosbags) -> (H, W, 3) uint8 RGB: cv_bridge
-    where it imports (apt ROS 2), this module's own conversion elsewhere (same arrays, tested)."""
+    where it imports (apt ROS 2), this module's own conversion elsewhere (same arrays, tested).
+    A depth image (DEPTH_ENCODINGS) becomes grey metres (depth_to_grey) when ``depth_range_m`` > 0
+    and is refused otherwise."""
     if hasattr(msg, "format"):  # CompressedImage
         return compressed_to_rgb(msg.format, msg.data)
+    if msg.encoding in DEPTH_ENCODINGS and depth_range_m > 0:
+        return depth_to_grey(depth_to_metres(msg.encoding, msg.height, msg.width, msg.step, msg.data,
+                                             msg.is_bigendian), depth_range_m)
     bridge = _cv_bridge()
     if bridge is not None and msg.encoding in IMAGE_ENCODINGS and type(msg).__module__.startswith("sensor_msgs"):
         try:

@@ -155,3 +155,21 @@ def test_a_checkpoint_config_records_one_well_formed_format_per_camera():
     with pytest.raises(ConfigError, match="'<encoding> <width>x<height>'"):
         PolicyConfig(camera_formats=("rgb8 640 x 480",))
     assert "camera_formats" not in PolicyConfig().hashed_dict(), "unset: the policy_id of older checkpoints stays"
+
+
+def test_a_depth_camera_becomes_grey_metres_with_no_return_as_zero():
+    from aloe_data.observation import depth_to_grey, message_to_rgb
+
+    metres = np.array([[0.5, 1.0, 3.0], [np.nan, 0.25, 2.0]], np.float32)
+    grey = depth_to_grey(metres, 2.0)
+    assert grey.shape == (2, 3, 3) and (grey[..., 0] == grey[..., 2]).all()
+    np.testing.assert_array_equal(grey[..., 0], [[64, 128, 255], [0, 32, 255]])  # 255 = 2 m; beyond clips
+
+    class Depth:  # sensor_msgs/Image fields: 16UC1 millimetres, one pixel with no return (0)
+        encoding, height, width, is_bigendian = "16UC1", 1, 3, 0
+        step = 6
+        data = np.array([500, 0, 1000], "<u2").view(np.uint8).tobytes()
+
+    np.testing.assert_array_equal(message_to_rgb(Depth(), depth_range_m=1.0)[0, :, 0], [128, 0, 255])
+    with pytest.raises(ObservationError, match="set depth_range_m"):
+        message_to_rgb(Depth())

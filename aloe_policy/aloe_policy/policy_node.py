@@ -85,6 +85,7 @@ class LoadedPolicy:
         self.period_ns = int(round(c.control_period_s * NS_PER_S))
         self.image_size, self.cameras = c.image_size, list(c.camera_names)
         self.camera_formats = dict(zip(c.camera_names, c.camera_formats))  # {} when the checkpoint records none
+        self.depth_range_m = c.depth_range_m
 
     def camera_mismatch(self, cam: str, msg, rgb=None) -> str:
         """'' when camera ``cam``'s frame ``msg`` is the kind and aspect the policy was trained on
@@ -370,7 +371,7 @@ class PolicyNode(ManagedNode):
         images = {}
         for cam in policy.cameras:
             msg = latest[f"camera:{cam}"][0]
-            rgb = message_to_rgb(msg)
+            rgb = message_to_rgb(msg, policy.depth_range_m)  # a depth camera: grey metres (checkpoint's range)
             problem = policy.camera_mismatch(cam, msg, rgb)
             if problem:
                 err = ObservationError(f"camera {cam!r} ({self.topics[f'camera:{cam}']}) {problem}: holding (policy "

@@ -69,6 +69,7 @@ def checkpoints(tmp_path_factory):
     formats = {"grey": "mono8 32x24", "wide": "rgb8 64x24", "colour": "bgr8 64x48"}
     formats = {name: save_tiny_checkpoint(root / name, 9 + i, camera_formats=(fmt,))
                for i, (name, fmt) in enumerate(formats.items())}
+    formats["depth"] = save_tiny_checkpoint(root / "depth", 12, camera_formats=("16UC1 32x24",), depth_range_m=2.0)
     return {"a": (str(root / "a"), ids["a"]), "b": (str(root / "b"), ids["b"]), "corrupt": (str(corrupt), ""),
             "wrist": (str(root / "wrist"), wrist), "six": (str(root / "six"), six), "fast": (str(root / "fast"), fast),
             "named": (str(root / "named"), named), "permuted": (str(root / "permuted"), permuted),
@@ -120,6 +121,12 @@ class Robot:
             img = CompressedImage(format="jpeg", data=rgb_to_compressed(self.rgb))
             img.header.stamp = stamp
             self.jpeg_pub.publish(img)
+        elif self.send_camera and self.encoding == "16UC1":  # depth: millimetres, 0 = no return
+            mm = (self.rgb[..., 0].astype(np.uint16) * 8).astype("<u2")
+            img = Image(encoding="16UC1", height=mm.shape[0], width=mm.shape[1], step=2 * mm.shape[1],
+                        is_bigendian=0, data=mm.tobytes())
+            img.header.stamp = stamp
+            self.cam_pub.publish(img)
         elif self.send_camera:
             img = Image(**rgb_to_image_fields(self.rgb, self.encoding))
             img.header.stamp = stamp
@@ -279,6 +286,14 @@ def test_policy_node_holds_and_says_why_when_a_camera_first_sends_images_unlike_
     ok = robot.load_policy("/policy_node/load_policy", checkpoints["a"][0])  # records no formats: no check
     assert ok.success, ok.message
     robot.wait_chunks(2, policy_id=checkpoints["a"][1])
+
+
+def test_policy_node_drives_from_a_depth_camera_with_a_checkpoint_trained_on_one(start_policy, checkpoints):
+    path, policy_id = checkpoints["depth"]
+    robot = start_policy("16UC1", checkpoint=path)
+    robot.wait_chunks(2, policy_id=policy_id)
+    refused = robot.load_policy("/policy_node/load_policy", checkpoints["colour"][0])  # a colour policy
+    assert not refused.success and "sends depth images (16UC1 32x24)" in refused.message, refused.message
 
 
 def test_policy_node_refuses_at_start_a_checkpoint_not_matching_the_configured_action_names(start_policy,

@@ -37,6 +37,8 @@ class PolicyConfig:
     camera_formats: tuple[str, ...] = ()  # per camera, what it sent in training: "<encoding> <W>x<H>" ("rgb8
                                          # 640x480"); nodes refuse another kind or aspect ratio by name
                                          # (observation.format_mismatch). () = not recorded
+    depth_range_m: float = 0.0           # > 0: depth cameras (16UC1 / 32FC1) are images of grey metres, 255 =
+                                         # this range (observation.depth_to_grey); 0 = depth cameras refused
     proprio_dim: int = 18                # P: 7 joint pos [rad], 7 joint vel [rad/s], gripper, EE xyz [m]
     proprio_names: tuple[str, ...] = ()  # what each proprio entry is, in order ("panda_joint1.position", ...,
                                          # "ee.z"; observation.ProprioSpec.names): the robot contract nodes
@@ -111,6 +113,7 @@ class PolicyConfig:
             raise ConfigError(f"PolicyConfig.image_shift must be < image_size / 2 = {self.image_size // 2}, "
                               f"got {self.image_shift}")
         number("control_period_s", lo=0.0, lo_open=True)
+        number("depth_range_m", lo=0.0)
         number("dropout", lo=0.0, hi=1.0)
         number("norm_std_floor", lo=0.0, lo_open=True)
         str_tuple("camera_names")
@@ -180,7 +183,7 @@ class PolicyConfig:
         policy_id of a checkpoint written before they existed does not change."""
         out = self.to_dict()
         for name in ADDED_FIELDS:
-            if out[name] in (0, []):
+            if out[name] in (0, 0.0, []):
                 del out[name]
         return out
 
@@ -190,6 +193,6 @@ class PolicyConfig:
 
 
 # Fields added after the first checkpoint format (see `hashed_dict`).
-ADDED_FIELDS = ("cnn_keypoints", "image_shift", "proprio_names", "camera_formats")
+ADDED_FIELDS = ("cnn_keypoints", "image_shift", "proprio_names", "camera_formats", "depth_range_m")
 
 __all__ = ["PolicyConfig", "ConfigError", "SIM_ACTION_NAMES"]
