@@ -145,7 +145,7 @@ def writer_capacity(sizes: list[tuple[str, int]], work: Path, flush_interval_msg
     Both write every message's bytes in order and flush + fsync after the same number of messages
     (one recorder flush interval's worth); rounds alternate so page-cache effects hit both alike.
     """
-    from aloe_teleop.recorder import McapBagWriter
+    from aloe_data.mcap_writer import McapBagWriter
 
     payload = {topic: os.urandom(size) for topic, size in set(sizes)}
     total = sum(size for _, size in sizes)

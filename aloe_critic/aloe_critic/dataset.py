@@ -48,8 +48,9 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
-import yaml
 
+from aloe_data.bag_repair import reindex_bag
+from aloe_data.episode_bag import BagError, load_episode_metadata  # one error for a bag that cannot be used
 from aloe_data.observation import (ObservationError, ProprioSpec, format_mismatch, image_format, image_kind,
                                    message_to_rgb, proprio_vector, resize_rgb)
 
@@ -67,10 +68,6 @@ CACHE_VERSION = 2
 
 class SkippedBagWarning(UserWarning):
     """A bag could not be ingested (corrupt, truncated, unknown types); it was skipped."""
-
-
-class BagError(RuntimeError):
-    """This bag cannot be turned into an episode; the message says why."""
 
 
 @dataclass
@@ -239,37 +236,10 @@ def _stamp_ns(header) -> int:
     return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
 
 
-def _read_custom_data(bag_dir: Path) -> dict:
-    info = yaml.safe_load((bag_dir / "metadata.yaml").read_text()) or {}
-    info = info.get("rosbag2_bagfile_information", {})
-    custom = dict(info.get("custom_data") or {})
-    if isinstance(custom.get("policy_ids"), str):
-        text = custom["policy_ids"]
-        try:
-            parsed = yaml.safe_load(text)
-        except yaml.YAMLError:
-            parsed = None
-        custom["policy_ids"] = ([str(x) for x in parsed] if isinstance(parsed, list)
-                                else [s.strip() for s in text.split(",") if s.strip()])
-    if isinstance(custom.get("stream_topics"), str):
-        try:
-            streams = json.loads(custom["stream_topics"])
-        except ValueError:
-            streams = None
-        custom["stream_topics"] = {str(k): str(v) for k, v in streams.items()} if isinstance(streams, dict) else {}
-    custom["_message_count"] = int(info.get("message_count", -1))
-    return custom
-
-
 def _ensure_indexed(bag_dir: Path) -> None:
-    """A crash-cut bag has no metadata.yaml: rebuild it with the recorder's reindex_bag."""
+    """A crash-cut bag has no metadata.yaml: rebuild it in place (aloe_data.bag_repair)."""
     if (bag_dir / "metadata.yaml").exists():
         return
-    try:
-        from aloe_teleop.recorder import reindex_bag
-    except ImportError as exc:
-        raise BagError("no metadata.yaml and aloe_teleop.recorder.reindex_bag is not available "
-                       f"to rebuild it ({exc})") from exc
     try:
         reindex_bag(bag_dir)
     except Exception as exc:  # reindexing a damaged bag can fail in many ways
@@ -293,14 +263,14 @@ def decode_bag(bag_dir: Path, config: IngestionConfig) -> tuple[dict[str, np.nda
     from aloe_data.bag_layout import make_typestore
 
     typestore = make_typestore()
-    custom = _read_custom_data(bag_dir)
+    custom = load_episode_metadata(bag_dir)
     try:
         reader = Reader(bag_dir)
         reader.open()
     except Exception as exc:
         raise BagError(f"cannot open ({type(exc).__name__}: {exc}): the .mcap file is truncated or corrupt; if it "
                        "was cut by a crash or an interrupted copy, move its metadata.yaml away and the next "
-                       "ingestion re-indexes whatever was flushed (aloe_teleop.recorder.reindex_bag)") from exc
+                       "ingestion re-indexes whatever was flushed (aloe_data.bag_repair.reindex_bag)") from exc
     try:
         by_topic = {c.topic: c for c in reader.connections}
         if config.topic_executed_action not in by_topic:

@@ -139,7 +139,8 @@ def _write_with_recorder(path: Path, msgs, ts, crash: bool) -> None:
     metadata.yaml (a kill -9 of the recorder)."""
     import shutil
 
-    from aloe_teleop.recorder import EpisodeSummary, McapBagWriter
+    from aloe_data.episode_bag import EpisodeSummary
+    from aloe_data.mcap_writer import McapBagWriter
 
     summary = EpisodeSummary()
     bag = McapBagWriter(path.parent / (path.name + ".live") if crash else path, chunk_size=4096, fsync=False)

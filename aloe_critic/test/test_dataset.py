@@ -109,7 +109,7 @@ def test_bag_with_unknown_action_type_is_skipped(tmp_path, episode_bag):
 def test_bag_without_metadata_is_reindexed_or_reported(tmp_path, episode_bag):
     bag = episode_bag("crashed", metadata=False)
     try:
-        from aloe_teleop.recorder import reindex_bag  # noqa: F401
+        from aloe_data.bag_repair import reindex_bag  # noqa: F401
     except ImportError:
         with pytest.warns(SkippedBagWarning, match="reindex_bag"):
             report = ingest_bags([bag], config(tmp_path))

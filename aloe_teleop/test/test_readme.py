@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from aloe_teleop.recorder import CUSTOM_DATA_KEYS, ROSBAG2_METADATA_VERSION
+from aloe_data.episode_bag import CUSTOM_DATA_KEYS, ROSBAG2_METADATA_VERSION
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

@@ -15,14 +15,10 @@ from mcap.reader import make_reader
 from rosbags.rosbag2 import Reader
 
 from aloe_data.bag_layout import make_typestore
-from aloe_teleop.recorder import (
-    McapBagWriter,
-    Recorder,
-    RecorderConfig,
-    load_episode_metadata,
-    parse_topic_entry,
-    reindex_bag,
-)
+from aloe_data.bag_repair import reindex_bag
+from aloe_data.episode_bag import load_episode_metadata
+from aloe_data.mcap_writer import McapBagWriter
+from aloe_teleop.recorder import Recorder, RecorderConfig, parse_topic_entry
 
 STORE = make_typestore()
 T = STORE.types
@@ -339,7 +335,7 @@ def test_user_message_type_is_recorded_from_its_installed_definition(tmp_path, m
 
 def test_gaps_in_a_regular_stamped_stream_are_counted_as_missing_messages():
     from aloe_data.bag_layout import make_typestore
-    from aloe_teleop.recorder import EpisodeSummary
+    from aloe_data.episode_bag import EpisodeSummary
 
     ts = make_typestore()
     T = ts.types
@@ -369,7 +365,7 @@ def test_gaps_in_a_regular_stamped_stream_are_counted_as_missing_messages():
 
 
 def test_an_irregular_stream_is_not_judged_for_gaps():
-    from aloe_teleop.recorder import EpisodeSummary
+    from aloe_data.episode_bag import EpisodeSummary
 
     summary = EpisodeSummary()
     rng = np.random.default_rng(0)

@@ -19,7 +19,8 @@ from sensor_msgs.msg import JointState  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 
 from aloe_data.bag_layout import make_typestore  # noqa: E402
-from aloe_teleop.recorder import load_episode_metadata, reindex_bag  # noqa: E402
+from aloe_data.bag_repair import reindex_bag  # noqa: E402
+from aloe_data.episode_bag import load_episode_metadata  # noqa: E402
 
 RELIABLE_DEEP = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=5000, reliability=ReliabilityPolicy.RELIABLE)
 LATCHED = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,

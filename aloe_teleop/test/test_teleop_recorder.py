@@ -12,7 +12,7 @@ from aloe_msgs.msg import EpisodeEvent  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 from test_teleop_node import Operator  # noqa: E402
 
-from aloe_teleop.recorder import load_episode_metadata  # noqa: E402
+from aloe_data.episode_bag import load_episode_metadata  # noqa: E402
 
 
 def test_operator_episode_with_two_takeovers_is_one_labelled_bag(ros_node_process, tmp_path):
