@@ -80,7 +80,8 @@ def read_all_batches(dataset, batch_size: int) -> int:
 
 
 def naive_round(bags, config, H: int, gamma: float, batch_size: int):
-    from aloe_critic.dataset import Episode, TransitionDataset, decode_bag
+    from aloe_critic.dataset import TransitionDataset
+    from aloe_data.ingestion import Episode, decode_bag
 
     t0 = time.perf_counter()
     episodes = []
@@ -97,7 +98,8 @@ def naive_round(bags, config, H: int, gamma: float, batch_size: int):
 
 
 def cached_round(bags, config, H: int, gamma: float, batch_size: int):
-    from aloe_critic.dataset import TransitionDataset, ingest_bags
+    from aloe_critic.dataset import TransitionDataset
+    from aloe_data.ingestion import ingest_bags
 
     t0 = time.perf_counter()
     report = ingest_bags(bags, config)
@@ -107,7 +109,7 @@ def cached_round(bags, config, H: int, gamma: float, batch_size: int):
 
 
 def bench_ingestion(args, bags, cache_dir: Path) -> dict:
-    from aloe_critic.dataset import IngestionConfig
+    from aloe_data.ingestion import IngestionConfig
 
     config = IngestionConfig(cache_dir=str(cache_dir), image_size=args.image_size)
     H, gamma = args.chunk_horizon, 0.99
@@ -137,7 +139,8 @@ def bench_training(args, bags, cache_dir: Path) -> dict:
     import torch
 
     from aloe_critic.critic import CriticConfig, PolicySampleBank, critic_for_policy
-    from aloe_critic.dataset import IngestionConfig, TransitionDataset, ingest_bags
+    from aloe_critic.dataset import TransitionDataset
+    from aloe_data.ingestion import IngestionConfig, ingest_bags
     from aloe_critic.improvement import ImprovementConfig, improve_policy
     from aloe_critic.values import fit_critic
     from aloe_policy.model import FlowMatchingPolicy, PolicyConfig, TextEncoder

@@ -134,7 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     import yaml
 
-    from aloe_critic.dataset import SOURCE_HUMAN, TransitionDataset
+    from aloe_critic.dataset import TransitionDataset
+    from aloe_data.schema import SOURCE_HUMAN
     from aloe_critic.improvement import improve_policy
     from aloe_critic.train import TrainConfig, imitation_set, run_iteration, seed_everything
     from aloe_policy.model import FlowMatchingPolicy, PolicyConfig

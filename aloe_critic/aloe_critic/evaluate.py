@@ -25,9 +25,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from aloe_data.ingestion import IngestionConfig, ingest_bags, no_usable_bags
+from aloe_data.schema import SOURCE_HOLD, SOURCE_HUMAN, SOURCE_NAMES
+
 from .critic import CRITIC_CONFIG, CriticConfig, critic_for_policy, load_critic_state, read_critic_meta
-from .dataset import (SOURCE_HOLD, SOURCE_HUMAN, SOURCE_NAMES, IngestionConfig, TransitionDataset,
-                      check_camera_contract, ingest_bags, no_usable_bags)
+from .dataset import TransitionDataset, check_camera_contract
 from .improvement import ImprovementConfig, unnormalised_weights
 from .values import chunk_values
 

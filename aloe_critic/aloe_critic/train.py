@@ -44,10 +44,12 @@ import numpy as np
 import torch
 import yaml
 
+from aloe_data.ingestion import IngestionConfig, SkippedBagWarning, find_bags, ingest_bags, no_usable_bags
+from aloe_data.schema import SOURCE_HUMAN, SOURCE_POLICY
+
 from .critic import (AGGREGATION_RULES, CHUNK_SCORER, CriticConfig, PolicySampleBank, critic_for_policy,
                      export_chunk_scorer, save_critic)
-from .dataset import (SOURCE_HUMAN, SOURCE_POLICY, IngestionConfig, SkippedBagWarning, TransitionDataset,
-                      check_camera_contract, find_bags, ingest_bags, no_usable_bags)
+from .dataset import TransitionDataset, check_camera_contract
 from .distributed import barrier, is_main, rank_world, setup, teardown
 from .improvement import (EXTRACTIONS, POOLINGS, WEIGHT_MODES, ImprovementConfig, ess_fraction, ess_temperature,
                           improve_policy, segment_advantages, unnormalised_weights)

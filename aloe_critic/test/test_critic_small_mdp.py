@@ -15,7 +15,8 @@ import torch
 import torch.nn as nn
 
 from aloe_critic.critic import ChunkCritic, CriticConfig, PolicySampleBank
-from aloe_critic.dataset import Episode, TransitionDataset
+from aloe_critic.dataset import TransitionDataset
+from aloe_data.ingestion import Episode
 from aloe_critic.values import fit_critic
 
 N_STATES, GOAL, FAIL, H, GAMMA = 6, 5, 0, 2, 0.9

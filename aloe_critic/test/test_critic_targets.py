@@ -8,7 +8,8 @@ import torch
 import torch.nn as nn
 
 from aloe_critic.critic import ChunkCritic, CriticConfig, conservative_aggregate
-from aloe_critic.dataset import Episode, TransitionDataset
+from aloe_critic.dataset import TransitionDataset
+from aloe_data.ingestion import Episode
 from aloe_critic.values import aloe_target, chunked_td_target, td1_target
 
 

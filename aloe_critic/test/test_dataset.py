@@ -6,8 +6,9 @@ import warnings
 import numpy as np
 import pytest
 
-import aloe_critic.dataset as dataset_mod
-from aloe_critic.dataset import (IngestionConfig, SkippedBagWarning, TransitionDataset, ingest_bags)
+import aloe_data.ingestion as ingestion_mod
+from aloe_critic.dataset import TransitionDataset
+from aloe_data.ingestion import IngestionConfig, SkippedBagWarning, ingest_bags
 
 POLICY = "abcdef0123456789"
 SOURCES = [0, 0, 0, 1, 1, 2, 0, 0]  # ticks 3, 4 HUMAN (takeover), tick 5 HOLD
@@ -71,7 +72,7 @@ def test_cache_is_reused_without_reparsing(tmp_path, episode_bag, monkeypatch):
     assert sorted(first.decoded) == sorted(map(str, bags)) and first.cached == []
 
     calls = []
-    monkeypatch.setattr(dataset_mod, "decode_bag", lambda *a, **k: calls.append(a) or pytest.fail("re-parsed"))
+    monkeypatch.setattr(ingestion_mod, "decode_bag", lambda *a, **k: calls.append(a) or pytest.fail("re-parsed"))
     second = ingest_bags([tmp_path / "bags"], config(tmp_path))
     assert calls == [] and second.decoded == [] and sorted(second.cached) == sorted(map(str, bags))
     ep = second.episodes[0]
@@ -185,7 +186,7 @@ def test_torch_dataloader_and_weighted_sampling(tmp_path, episode_bag):
 
 
 def test_bags_are_found_at_any_depth_and_an_empty_folder_says_why(tmp_path, episode_bag):
-    from aloe_critic.dataset import find_bags, no_usable_bags
+    from aloe_data.ingestion import find_bags, no_usable_bags
 
     flat = episode_bag("ep0")
     # the main loop's layout: bags/<run>/<phase>/<episode>/, two levels below the folder given

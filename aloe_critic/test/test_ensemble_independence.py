@@ -7,7 +7,8 @@ import torch
 import torch.nn as nn
 
 from aloe_critic.critic import ChunkCritic, CriticConfig, load_critic_state, save_critic
-from aloe_critic.dataset import Episode, TransitionDataset
+from aloe_critic.dataset import TransitionDataset
+from aloe_data.ingestion import Episode
 from aloe_critic.values import bootstrap_masks, chunk_values, fit_critic
 
 

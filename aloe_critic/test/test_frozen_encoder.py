@@ -5,7 +5,8 @@ import numpy as np
 import torch
 
 from aloe_critic.critic import CriticConfig, PolicySampleBank, critic_for_policy
-from aloe_critic.dataset import IngestionConfig, TransitionDataset, ingest_bags
+from aloe_critic.dataset import TransitionDataset
+from aloe_data.ingestion import IngestionConfig, ingest_bags
 from aloe_critic.values import fit_critic, value_target
 
 

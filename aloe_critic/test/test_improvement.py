@@ -5,7 +5,9 @@ import pytest
 import torch
 import torch.nn as nn
 
-from aloe_critic.dataset import SOURCE_HUMAN, SOURCE_POLICY, Episode, TransitionDataset
+from aloe_critic.dataset import TransitionDataset
+from aloe_data.ingestion import Episode
+from aloe_data.schema import SOURCE_HUMAN, SOURCE_POLICY
 from aloe_critic.improvement import ImprovementConfig, advantage_weights, improve_policy
 
 H = 2
@@ -153,7 +155,7 @@ def test_ema_decay_ends_with_the_moving_average_of_the_weights():
 
 
 def test_advantage_breakdown_counts_positive_chunks_per_provenance_group():
-    from aloe_critic.dataset import SOURCE_HUMAN, SOURCE_POLICY
+    from aloe_data.schema import SOURCE_HUMAN, SOURCE_POLICY
     from aloe_critic.train import advantage_breakdown
 
     ok = Episode.from_arrays([[0.1]] * 4, [[0.0]] * 4, [0, 0, 0, 1], sources=[SOURCE_POLICY] * 4, outcome="SUCCESS")
@@ -170,7 +172,7 @@ def test_advantage_breakdown_counts_positive_chunks_per_provenance_group():
 
 
 def test_weight_breakdown_gives_each_group_its_share_of_the_summed_weight_and_the_ess():
-    from aloe_critic.dataset import SOURCE_HUMAN, SOURCE_POLICY
+    from aloe_data.schema import SOURCE_HUMAN, SOURCE_POLICY
     from aloe_critic.improvement import ImprovementConfig
     from aloe_critic.train import weight_breakdown
 
@@ -238,7 +240,7 @@ def test_ess_temperature_is_the_smallest_beta_that_keeps_the_target_share_of_the
 
 
 def test_run_iteration_sets_beta_by_ess_and_records_it(initial_checkpoint):
-    from aloe_critic.dataset import ingest_bags
+    from aloe_data.ingestion import ingest_bags
     from aloe_critic.train import run_iteration
     from aloe_policy.model import FlowMatchingPolicy
     from critic_test_data import small_config
@@ -268,7 +270,7 @@ def test_segment_advantages_average_over_each_run_of_one_source_in_one_episode()
 
 
 def test_run_iteration_pools_advantages_by_segment_for_the_weights_only(initial_checkpoint):
-    from aloe_critic.dataset import ingest_bags
+    from aloe_data.ingestion import ingest_bags
     from aloe_critic.train import run_iteration
     from aloe_policy.model import FlowMatchingPolicy
     from critic_test_data import small_config

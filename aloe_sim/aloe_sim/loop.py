@@ -109,7 +109,8 @@ class LoopConfig:
 
 def phase_metrics(bag_dir: Path, cache_dir: Path, image_size: int) -> dict:
     """Success rate, intervention rate (operator ticks / ticks), takeovers, mean length."""
-    from aloe_critic.dataset import SOURCE_HUMAN, IngestionConfig, ingest_bags
+    from aloe_data.ingestion import IngestionConfig, ingest_bags
+    from aloe_data.schema import SOURCE_HUMAN
 
     report = ingest_bags([bag_dir], IngestionConfig(cache_dir=str(cache_dir), image_size=image_size))
     episodes = report.episodes

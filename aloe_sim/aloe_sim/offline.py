@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from aloe_critic.dataset import SOURCE_HUMAN, SOURCE_POLICY, Episode
+from aloe_data.ingestion import Episode
+from aloe_data.schema import SOURCE_HUMAN, SOURCE_POLICY
 
 from .env import PickCubeSim
 from .scripted import OperatorSupervisor
