@@ -78,6 +78,16 @@ def _chunk_records(chunk: Chunk):
         pos = body_start + length
 
 
+def _read_definition(op: int, body: bytes, schemas: dict, channels: dict) -> None:
+    """A SCHEMA or CHANNEL record (top level or inside a chunk) into its table, by id."""
+    if op == Opcode.SCHEMA:
+        record = Schema.read(ReadDataStream(BytesIO(body)))
+        schemas[record.id] = record
+    else:
+        record = Channel.read(ReadDataStream(BytesIO(body)))
+        channels[record.id] = record
+
+
 def repair_mcap(path: Path) -> dict:
     """Make an MCAP cut by a crash complete again, in place; returns what was done.
 
@@ -120,22 +130,14 @@ def repair_mcap(path: Path) -> dict:
             try:
                 if op == Opcode.HEADER:
                     seen_header = True
-                elif op == Opcode.SCHEMA:
-                    s = Schema.read(ReadDataStream(BytesIO(body)))
-                    schemas[s.id] = s
-                elif op == Opcode.CHANNEL:
-                    c = Channel.read(ReadDataStream(BytesIO(body)))
-                    channels[c.id] = c
+                elif op in (Opcode.SCHEMA, Opcode.CHANNEL):
+                    _read_definition(op, body, schemas, channels)
                 elif op == Opcode.CHUNK:
                     chunk = Chunk.read(ReadDataStream(BytesIO(body)))
                     scan = _ChunkScan(pos, 9 + length, chunk)
                     for rop, roff, rbody in _chunk_records(chunk):
-                        if rop == Opcode.SCHEMA:
-                            s = Schema.read(ReadDataStream(BytesIO(rbody)))
-                            schemas[s.id] = s
-                        elif rop == Opcode.CHANNEL:
-                            c = Channel.read(ReadDataStream(BytesIO(rbody)))
-                            channels[c.id] = c
+                        if rop in (Opcode.SCHEMA, Opcode.CHANNEL):
+                            _read_definition(rop, rbody, schemas, channels)
                         elif rop == Opcode.MESSAGE:
                             cid, _seq, log_time = struct.unpack_from("<HIQ", rbody, 0)
                             scan.index.setdefault(cid, []).append((log_time, roff))
