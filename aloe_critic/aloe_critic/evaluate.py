@@ -108,6 +108,15 @@ def value_rows(dataset: TransitionDataset, values: dict, method: str, policy_id:
     return rows
 
 
+def with_weights(rows: list[dict], beta: float, w_max: float, mode: str = "exp") -> list[dict]:
+    """``rows`` with their ``weight``: the advantage weight a trainer outside this suite consumes (a
+    VLA without an in-process loss), per chunk, before any per-batch normalisation."""
+    weights = unnormalised_weights(torch.tensor([r["advantage"] for r in rows]), beta, w_max, mode)
+    for r, w in zip(rows, weights.tolist()):
+        r["weight"] = w
+    return rows
+
+
 def write_values_csv(rows: list[dict], path: Path) -> None:
     with open(path, "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=CSV_FIELDS)
@@ -198,12 +207,7 @@ def main(argv=None) -> int:
         return 1
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    # The advantage weights a trainer outside this suite consumes (a VLA without an in-process loss):
-    # per chunk, before any per-batch normalisation; keyed by bag + stamp_s / tick.
-    weights = unnormalised_weights(torch.tensor([r["advantage"] for r in rows]), args.beta, args.w_max, "exp")
-    for r, w in zip(rows, weights.tolist()):
-        r["weight"] = w
-    write_values_csv(rows, out / "values.csv")
+    write_values_csv(with_weights(rows, args.beta, args.w_max), out / "values.csv")
     pngs = [] if args.no_plots else plot_episode_values(dataset, rows, out)
     adv = np.array([r["advantage"] for r in rows])
     if not args.policy:

@@ -442,23 +442,17 @@ def train_iteration(config: TrainConfig, bags, policy_in: str | os.PathLike | No
         raise RuntimeError(no_usable_bags(bags, report))
 
     from aloe_policy.backends import DEFAULT_BACKEND, load_backend
-    from aloe_policy.model import FlowMatchingPolicy
 
     if policy_in is None and config.backend != DEFAULT_BACKEND:
         raise ValueError(f"backend {config.backend} needs --policy-in (its address or checkpoint); a fresh policy "
                          f"is always the built-in {DEFAULT_BACKEND}")
-    if policy_in is not None and config.backend != DEFAULT_BACKEND:  # a served or plugged-in model
+    if policy_in is not None:  # the built-in model's checkpoint, or a served / plugged-in model
         options = {"contract": config.remote_contract} if config.remote_contract else {}
         policy = load_backend(config.backend, str(policy_in), str(device), **options)
         policy_in_id = policy.policy_id
         if not hasattr(policy, "loss") and config.method not in VALUE_METHODS:
             raise ValueError(f"backend {config.backend} has no loss here: --method {config.method} would train it; "
                              f"use a value method ({', '.join(VALUE_METHODS)}) to export its advantages")
-        dataset = TransitionDataset(report.episodes, policy.config.chunk_horizon, config.gamma)
-        check_camera_contract(policy.config, dataset, policy_in, config.ingestion.depth_range_m)
-    elif policy_in is not None:
-        policy = FlowMatchingPolicy.from_pretrained(policy_in, device=device)
-        policy_in_id = policy.policy_id
         dataset = TransitionDataset(report.episodes, policy.config.chunk_horizon, config.gamma)
         check_camera_contract(policy.config, dataset, policy_in, config.ingestion.depth_range_m)
     else:
@@ -497,13 +491,11 @@ def train_iteration(config: TrainConfig, bags, policy_in: str | os.PathLike | No
             if builtin:  # the critic as TorchScript: policy_node's value-guided selection loads it with torch alone
                 export_chunk_scorer(critic, policy, stage / CHUNK_SCORER, dataset.observations(dataset.obs_tick[:2]))
         if not hasattr(policy, "loss") and out.values is not None:
-            from .evaluate import value_rows, write_values_csv
+            from .evaluate import value_rows, with_weights, write_values_csv
 
-            rows = value_rows(dataset, out.values, config.method, evaluated_id)
             imp = config.improvement
-            for r, w in zip(rows, unnormalised_weights(out.values["advantage"], imp.beta, imp.w_max, imp.weight_mode)):
-                r["weight"] = float(w)
-            write_values_csv(rows, stage / "values.csv")
+            write_values_csv(with_weights(value_rows(dataset, out.values, config.method, evaluated_id), imp.beta,
+                                          imp.w_max, imp.weight_mode), stage / "values.csv")
         (stage / "train_config.json").write_text(json.dumps(config.to_dict(), indent=1, sort_keys=True))
         if config.value_plots and out.values is not None:
             from .evaluate import plot_episode_values, value_rows
