@@ -5,8 +5,8 @@
     L   = mean_batch policy.loss(o_i, A_i, w_i)
 
 Temperature by effective sample size (``target_ess`` > 0): beta is chosen once per iteration,
-over the imitated chunks' advantages, as the smallest beta whose weights keep
-    ESS(w) / n = (sum w)^2 / (n sum w^2) >= target_ess,
+over the imitated chunks' advantages, as the smallest beta whose weights exp(A / beta) keep
+    ESS(w) / n = (sum w)^2 / (n sum w^2) >= target_ess       (before the w_max clip),
 so the weighting may concentrate the update but never on fewer than that share of the data (the
 role of the KL bound that sets the temperature in REPS / MPO; with little data, discarding it
 costs more than a noisy advantage gains).
@@ -115,14 +115,18 @@ def ess_fraction(weights) -> float:
     return float(w.sum() ** 2 / total / len(w)) if total > 0 else 0.0
 
 
-def ess_temperature(adv, target: float, w_max: float, lo: float = 1e-4, hi: float = 1e4) -> float:
-    """The smallest beta in [lo, hi] whose exp weights clip(exp(A / beta), 0, w_max) over ``adv`` keep
-    ess_fraction >= ``target`` (bisection on log beta; the ESS grows with beta towards 1). ``lo``
-    when even it keeps that much."""
-    adv = torch.as_tensor(np.asarray(adv, np.float32))
+def ess_temperature(adv, target: float, lo: float = 1e-4, hi: float = 1e4) -> float:
+    """The smallest beta in [lo, hi] whose weights exp(A / beta) over ``adv`` keep ess_fraction >=
+    ``target`` (bisection on log beta). The search ignores the w_max clip: with it the ESS is not
+    monotone in beta (a tiny beta clips every positive advantage to w_max: binary weights, whose
+    ESS is the share of positive advantages), and the target is about the softness of the
+    weighting, not about where the clip cuts. ``lo`` when even it keeps that much."""
+    adv = np.asarray(adv, np.float64)
+    if adv.size == 0:
+        return lo
 
     def ess(beta: float) -> float:
-        return ess_fraction(unnormalised_weights(adv, beta, w_max, "exp").numpy())
+        return ess_fraction(np.exp((adv - adv.max()) / beta))  # shifted: the same ESS, no overflow
 
     if ess(lo) >= target:
         return lo

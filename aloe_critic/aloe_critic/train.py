@@ -339,8 +339,7 @@ def run_iteration(config: TrainConfig, dataset: TransitionDataset, policy, fresh
         log.info("improving the policy (%s) on %d of %d chunks", config.method, len(imitated), len(dataset))
         improvement = config.improvement
         if imitated_adv is not None and improvement.target_ess > 0:
-            improvement = dataclasses.replace(improvement, beta=ess_temperature(imitated_adv, improvement.target_ess,
-                                                                                improvement.w_max))
+            improvement = dataclasses.replace(improvement, beta=ess_temperature(imitated_adv, improvement.target_ess))
             log.info("beta %.4g: the weights keep an ESS of %.2f of the %d imitated chunks", improvement.beta,
                      improvement.target_ess, len(imitated))
         if stats is not None:
