@@ -240,6 +240,7 @@ def main(argv=None) -> int:
                     row["value_samples"] = st["value_samples"]
                     row["ranked_replaced_fraction"] = st["ranked_replaced_fraction"]
                     row["q_std_mean"] = st["q_std"]["mean"]
+                    row["advantage"] = st["advantage"]  # mean, std, min, max over every chunk (raw, per chunk)
                     if "weights" in st:
                         row["weights"] = st["weights"]
         rows.append(row)
