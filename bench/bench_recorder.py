@@ -38,6 +38,8 @@ def parse_args(argv=None):
     p.add_argument("--flush-interval", type=float, default=1.0, help="recorder flush_interval_s")
     p.add_argument("--output-dir", default=None, help="where bags go (default: a temp dir, deleted)")
     p.add_argument("--keep", action="store_true", help="keep the recorded bag")
+    p.add_argument("--realtime-priority", type=int, default=0,
+                   help="recorder_node realtime_priority (SCHED_FIFO of its subscription thread; 0 = off)")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
     p.add_argument("--publisher", action="store_true", help=argparse.SUPPRESS)  # internal: child mode
     return p.parse_args(argv)
@@ -220,7 +222,7 @@ def main(argv=None) -> int:
     import yaml
     params.write_text(yaml.safe_dump({"recorder_node": {"ros__parameters": {
         "output_dir": str(bags), "topics": topics, "flush_interval_s": args.flush_interval,
-        "qos_depth": 1000, "min_free_mb": 1000.0, "queue_max_mb": 1024.0, "status_period_s": 5.0}}}))
+        "qos_depth": 1000, "realtime_priority": args.realtime_priority, "min_free_mb": 1000.0, "queue_max_mb": 1024.0, "status_period_s": 5.0}}}))
     env = dict(os.environ, PYTHONUNBUFFERED="1", RCUTILS_LOGGING_BUFFERED_STREAM="0")
     rec_log = work / "recorder.log"
     rec = subprocess.Popen(recorder_command() + ["--ros-args", "--params-file", str(params)],

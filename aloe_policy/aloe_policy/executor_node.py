@@ -38,6 +38,7 @@ from aloe_policy.chunking import (NS_PER_S, BlendMode, ChunkBlender, ChunkSpec, 
                                   limits_from_lists, make_chunk)
 from aloe_policy.command_adapters import ADAPTER_NAMES, POSITION_ADAPTERS, AdapterError, make_adapter
 from aloe_policy.managed import ManagedNode
+from aloe_policy.realtime import apply_realtime_priority
 
 SIM_ACTION_NAMES = list(schema.SIM_ACTION_NAMES)
 
@@ -374,26 +375,6 @@ class ExecutorNode(ManagedNode):
         if getattr(self, "adapter", None) is not None:  # absent when __init__ failed
             self.adapter.close()
         return super().destroy_node()
-
-
-def apply_realtime_priority(priority: int) -> str:
-    """SCHED_FIFO at ``priority`` for the calling thread (the one that spins: timer callbacks run there).
-
-    Linux applies sched_setscheduler(0, ...) to the calling thread only, so the middleware's
-    threads keep their scheduling. -> '' on success, else why not (the node then warns once).
-    """
-    if priority <= 0:
-        return ""
-    import os
-
-    try:
-        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
-    except AttributeError:
-        return "SCHED_FIFO is not available on this platform"
-    except OSError as exc:
-        return (f"{exc.strerror}: allow it with an rtprio limit (e.g. '@realtime - rtprio 99' in "
-                "/etc/security/limits.conf) or CAP_SYS_NICE")
-    return ""
 
 
 class _Terminated(Exception):

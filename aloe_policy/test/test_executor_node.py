@@ -422,7 +422,7 @@ def test_realtime_priority_helper_applies_fifo_to_the_calling_thread_or_says_why
     import os
     import threading
 
-    from aloe_policy.executor_node import apply_realtime_priority
+    from aloe_policy.realtime import apply_realtime_priority
 
     assert apply_realtime_priority(0) == ""  # off: nothing touched
     result = {}

@@ -23,6 +23,7 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor
 
+from aloe_policy.realtime import apply_realtime_priority
 from aloe_teleop.recorder import QosInfo, Recorder, RecorderConfig, parse_topic_entry
 
 DEFAULT_TOPICS = [
@@ -103,6 +104,11 @@ class RecorderNode(Node):
         self.declare_parameter("min_free_mb", 500.0, d(description="below this free disk space: close, stop"))
         self.declare_parameter("disk_check_interval_s", 1.0)
         self.declare_parameter("qos_depth", 500, d(description="subscription history depth"))
+        self.declare_parameter("realtime_priority", 0, d(description=(
+            "SCHED_FIFO priority (1-99) of the thread that takes messages from the middleware; 0 = normal "
+            "scheduling. A publisher keeps only its history depth of undelivered messages (10 for many "
+            "drivers: 5 ms at 2 kHz), so under CPU load a waiting subscription thread loses them before "
+            "the recorder sees them; the writer thread keeps normal scheduling and its queue")))
         self.declare_parameter("discovery_period_s", 0.25, d(description="graph polling period for publishers"))
         self.declare_parameter("status_period_s", 10.0, d(description="period of the status log line"))
         self.declare_parameter("diagnostics_period_s", 1.0, d(description="period of /diagnostics"))
@@ -128,6 +134,7 @@ class RecorderNode(Node):
             queue_max_mb=float(p("queue_max_mb")), min_free_mb=float(p("min_free_mb")),
             disk_check_interval_s=float(p("disk_check_interval_s")), stream_topics=streams)
         self.qos_depth = int(p("qos_depth"))
+        self.realtime_priority = int(p("realtime_priority"))
         self.wanted.setdefault(self.event_topic, "aloe_msgs/msg/EpisodeEvent")
         self.wanted.setdefault(self.task_topic, "std_msgs/msg/String")
 
@@ -237,6 +244,11 @@ def main(args=None):
         rclpy.logging.get_logger("recorder_node").fatal(f"cannot start: {exc}")
         rclpy.try_shutdown()
         return 1
+    problem = apply_realtime_priority(node.realtime_priority)  # this thread spins: the callbacks run here
+    if problem:
+        node.get_logger().warn(f"realtime_priority {node.realtime_priority} not applied, normal scheduling: {problem}")
+    elif node.realtime_priority:
+        node.get_logger().info(f"subscription thread runs SCHED_FIFO priority {node.realtime_priority}")
     try:
         rclpy.spin(node)
     except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):

@@ -137,7 +137,10 @@ def test_kill_9_mid_episode_loses_at_most_one_flush_interval(ros_node_process, p
 def test_burst_of_2000_messages_is_recorded_completely(ros_node_process, publisher, tmp_path):
     out = tmp_path / "bags"
     rec = ros_node_process("aloe_teleop", "recorder_node", recorder_params(
-        out, status_period_s=0.2, camera_topics=["wrist=/arm/cam/image_raw"], ee_pose_topic=""))
+        out, status_period_s=0.2, camera_topics=["wrist=/arm/cam/image_raw"], ee_pose_topic="", realtime_priority=5))
+    # the subscription thread runs SCHED_FIFO where the machine allows it, else says why, once
+    log = rec.wait_for_log("priority 5", timeout=10)
+    assert log.count("SCHED_FIFO priority 5") + log.count("realtime_priority 5 not applied") == 1, log
     publisher.wait_matched()
     publisher.event("ep_burst", EpisodeEvent.START)
     rec.wait_for_log("recording to", timeout=10)
