@@ -145,17 +145,6 @@ def test_camera_formats_match_by_kind_and_aspect_not_by_exact_encoding_or_resolu
     assert image_format(Compressed()) == "png 10x6"
 
 
-def test_a_checkpoint_config_records_one_well_formed_format_per_camera():
-    from aloe_policy.model import ConfigError, PolicyConfig
-
-    config = PolicyConfig(camera_names=("front", "wrist"), camera_formats=("rgb8 640x480", "rgb8 640x480"))
-    assert PolicyConfig.from_dict(config.to_dict()) == config
-    with pytest.raises(ConfigError, match="camera_formats has 1 entries but there are 2 cameras"):
-        PolicyConfig(camera_names=("front", "wrist"), camera_formats=("rgb8 640x480",))
-    with pytest.raises(ConfigError, match="'<encoding> <width>x<height>'"):
-        PolicyConfig(camera_formats=("rgb8 640 x 480",))
-    assert "camera_formats" not in PolicyConfig().hashed_dict(), "unset: the policy_id of older checkpoints stays"
-
 
 def test_a_depth_camera_becomes_grey_metres_with_no_return_as_zero():
     from aloe_data.observation import depth_to_grey, message_to_rgb

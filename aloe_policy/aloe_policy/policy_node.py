@@ -141,6 +141,10 @@ class PolicyNode(ManagedNode):
         self.robot_action_names = [n for n in self.robot_action_names if n]
         self.robot_control_period_s = p("control_period_s", 0.0, "the robot's control period (s); 0 = the first "
                                         "policy loaded sets it and every later one must match")
+        self.robot_action_units = [u for u in p("action_units", [""], "the unit of each action in order (\"m\", "
+                                                "\"rad\"...); [''] = not checked") if u]
+        self.robot_action_frame = p("action_frame", "", "the frame the robot takes actions in (REP-105); '' = not "
+                                    "checked")
 
         import torch  # heavy import after parameters, so a parameter error is reported quickly
 
@@ -295,7 +299,8 @@ class PolicyNode(ManagedNode):
 
     def _contract_mismatch(self, loaded: LoadedPolicy) -> str:
         """'' when ``loaded`` commands the same robot as configured (parameters action_names,
-        control_period_s) or, where those are unset, as the running policy; else what differs.
+        control_period_s, action_units, action_frame) or, where names and period are unset, as the
+        running policy; else what differs.
         The executor rejects chunks of another action space, so swapping to one would hold the
         robot: refuse it here and keep the running policy driving."""
         with self._lock:
@@ -305,6 +310,13 @@ class PolicyNode(ManagedNode):
             source = "parameter action_names" if self.robot_action_names else f"running policy {running.policy_id}"
             return (f"commands actions {loaded.action_names} (dim {loaded.action_dim}) but the robot takes "
                     f"{names} (dim {len(names)}, {source})")
+        c = loaded.model.config  # units and frame: checked where both the robot and the checkpoint say them
+        if self.robot_action_units and c.action_units and list(c.action_units) != self.robot_action_units:
+            return (f"commands its actions in units {list(c.action_units)} but the robot takes "
+                    f"{self.robot_action_units} (parameter action_units)")
+        if self.robot_action_frame and c.action_frame and c.action_frame != self.robot_action_frame:
+            return (f"commands actions in frame {c.action_frame!r} but the robot takes them in "
+                    f"{self.robot_action_frame!r} (parameter action_frame)")
         period_ns = (int(round(self.robot_control_period_s * NS_PER_S)) if self.robot_control_period_s > 0
                      else (running.period_ns if running else None))
         if period_ns is not None and loaded.period_ns != period_ns:

@@ -518,3 +518,19 @@ def test_hashed_text_embedding_is_per_text_deterministic_and_unit_norm():
     np.testing.assert_allclose(np.linalg.norm(e, axis=1), 1.0, rtol=1e-6)
     assert np.array_equal(e[0], e[2]) and abs(float(e[0] @ e[1])) < 0.99
     assert np.array_equal(hashed_text_embedding(["stack the cube"], dim=16)[0], e[1])  # batch does not matter
+
+
+def test_a_checkpoint_config_records_camera_formats_and_action_units_well_formed():
+    from aloe_policy.model import ConfigError, PolicyConfig
+
+    config = PolicyConfig(camera_names=("front", "wrist"), camera_formats=("rgb8 640x480", "rgb8 640x480"))
+    assert PolicyConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(ConfigError, match="camera_formats has 1 entries but there are 2 cameras"):
+        PolicyConfig(camera_names=("front", "wrist"), camera_formats=("rgb8 640x480",))
+    with pytest.raises(ConfigError, match="'<encoding> <width>x<height>'"):
+        PolicyConfig(camera_formats=("rgb8 640 x 480",))
+    assert "camera_formats" not in PolicyConfig().hashed_dict(), "unset: the policy_id of older checkpoints stays"
+    hashed = PolicyConfig().hashed_dict()
+    assert not {"action_units", "action_frame", "depth_range_m"} & set(hashed)
+    with pytest.raises(ConfigError, match="action_units must be 7 non-empty strings"):
+        PolicyConfig(action_units=("m",))

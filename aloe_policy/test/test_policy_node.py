@@ -69,6 +69,8 @@ def checkpoints(tmp_path_factory):
     formats = {"grey": "mono8 32x24", "wide": "rgb8 64x24", "colour": "bgr8 64x48"}
     formats = {name: save_tiny_checkpoint(root / name, 9 + i, camera_formats=(fmt,))
                for i, (name, fmt) in enumerate(formats.items())}
+    formats["tool_frame"] = save_tiny_checkpoint(root / "tool_frame", 13, action_frame="tool0",
+                                                 action_units=("m", "m", "m", "rad", "rad", "rad", "1"))
     formats["depth"] = save_tiny_checkpoint(root / "depth", 12, camera_formats=("16UC1 32x24",), depth_range_m=2.0)
     return {"a": (str(root / "a"), ids["a"]), "b": (str(root / "b"), ids["b"]), "corrupt": (str(corrupt), ""),
             "wrist": (str(root / "wrist"), wrist), "six": (str(root / "six"), six), "fast": (str(root / "fast"), fast),
@@ -286,6 +288,16 @@ def test_policy_node_holds_and_says_why_when_a_camera_first_sends_images_unlike_
     ok = robot.load_policy("/policy_node/load_policy", checkpoints["a"][0])  # records no formats: no check
     assert ok.success, ok.message
     robot.wait_chunks(2, policy_id=checkpoints["a"][1])
+
+
+def test_load_policy_refuses_actions_in_another_frame_or_unit_where_both_sides_say_them(start_policy, checkpoints):
+    path_a, id_a = checkpoints["a"]  # records no frame or units: not checked
+    robot = start_policy(checkpoint=path_a, action_frame="panda_link0",
+                         action_units=["m", "m", "m", "rad", "rad", "rad", "1"])
+    robot.wait_chunks(2, policy_id=id_a)
+    refused = robot.load_policy("/policy_node/load_policy", checkpoints["tool_frame"][0])
+    assert not refused.success and refused.policy_id == id_a
+    assert "commands actions in frame 'tool0' but the robot takes them in 'panda_link0'" in refused.message
 
 
 def test_policy_node_drives_from_a_depth_camera_with_a_checkpoint_trained_on_one(start_policy, checkpoints):

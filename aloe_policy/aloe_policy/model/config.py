@@ -48,6 +48,9 @@ class PolicyConfig:
     # --- action ------------------------------------------------------------------------------
     action_dim: int = 7                  # A
     action_names: tuple[str, ...] = SIM_ACTION_NAMES
+    action_units: tuple[str, ...] = ()   # per action, its unit ("m", "rad", "m/s", "1"...); () = not recorded
+    action_frame: str = ""               # the frame the actions are expressed in (REP-105: "panda_link0",
+                                         # "tool0"...); '' = not recorded. Nodes refuse another by name
     action_low: tuple[float, ...] = (-1.0,) * 7    # per-dimension bounds, action units
     action_high: tuple[float, ...] = (1.0,) * 7
     chunk_horizon: int = 10              # H: actions per chunk
@@ -149,6 +152,13 @@ class PolicyConfig:
                     or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v)):
                 raise ConfigError(f"PolicyConfig.{name} must be {self.action_dim} finite numbers (one per action "
                                   f"dimension), got {v!r}")
+        if self.action_units:
+            str_units = all(isinstance(u, str) and u for u in self.action_units)
+            if not str_units or len(self.action_units) != self.action_dim:
+                raise ConfigError(f"PolicyConfig.action_units must be {self.action_dim} non-empty strings (one per "
+                                  f"action dimension), got {self.action_units!r}")
+        if not isinstance(self.action_frame, str):
+            raise ConfigError(f"PolicyConfig.action_frame must be a string, got {self.action_frame!r}")
         bad = [n for n, lo, hi in zip(self.action_names, self.action_low, self.action_high) if not lo < hi]
         if bad:
             raise ConfigError(f"PolicyConfig.action_low must be < action_high for every dimension; not for {bad}")
@@ -183,7 +193,7 @@ class PolicyConfig:
         policy_id of a checkpoint written before they existed does not change."""
         out = self.to_dict()
         for name in ADDED_FIELDS:
-            if out[name] in (0, 0.0, []):
+            if out[name] in (0, 0.0, [], ""):
                 del out[name]
         return out
 
@@ -193,6 +203,7 @@ class PolicyConfig:
 
 
 # Fields added after the first checkpoint format (see `hashed_dict`).
-ADDED_FIELDS = ("cnn_keypoints", "image_shift", "proprio_names", "camera_formats", "depth_range_m")
+ADDED_FIELDS = ("cnn_keypoints", "image_shift", "proprio_names", "camera_formats", "depth_range_m", "action_units",
+                "action_frame")
 
 __all__ = ["PolicyConfig", "ConfigError", "SIM_ACTION_NAMES"]
