@@ -249,6 +249,7 @@ def test_run_iteration_sets_beta_by_ess_and_records_it(initial_checkpoint):
     root = initial_checkpoint
     config = small_config(root, method="aloe")
     config.improvement.target_ess = 0.6
+    config.improvement.advantage_pooling = "chunk"  # the temperature of the per-chunk advantages below
     policy = FlowMatchingPolicy.from_pretrained(root / "iter0")
     dataset = TransitionDataset(ingest_bags([root / "bags"], config.ingestion).episodes, 4, 0.99)
     out = run_iteration(config, dataset, policy)
