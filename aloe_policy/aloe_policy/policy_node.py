@@ -375,7 +375,9 @@ class PolicyNode(ManagedNode):
         if stale:
             err = ObservationError(f"stale inputs (> observation_timeout_s {self.obs_timeout_ns * 1e-9:g}): " + ", ".join(
                 f"{k.split(':')[-1]} on {self.topics[k]} ({(now_ns - latest[k][1]) * 1e-9:.2f} s old)" for k in stale))
-            err.key = "stale:" + ",".join(stale)  # the cause without the ages (one log line per cause)
+            # one line per outage, not per input: inputs that stop together go stale a few ms apart; the
+            # reminder every WAITING_REMINDER_S names the inputs stale by then
+            err.key = "stale"
             raise err
         if not task:
             raise ObservationError(f"no task instruction yet on {self.topics.get('task', 'the task topic')} "
