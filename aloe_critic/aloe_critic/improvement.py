@@ -43,6 +43,7 @@ from .distributed import (DEFAULT_BATCH_BLOCKS, block_rng, mean_over_ranks, rank
 WEIGHT_MODES = ("exp", "binary")
 POOLINGS = ("chunk", "segment")
 EXTRACTIONS = ("weighted", "ranked")
+IMITATED = ("all", "operator")
 
 
 @dataclass
@@ -65,6 +66,9 @@ class ImprovementConfig:
     policy_steps: int = 2000     # gradient steps per iteration
     policy_batch_size: int = 64  # recorded chunks per policy step
     policy_grad_clip: float = 1.0  # max global gradient norm
+    imitate: str = "all"         # all: every imitable chunk, weighted; operator: only the chunks the operator
+                                 # executed (demonstrations, interventions; Dagger's set), weighted: the critic,
+                                 # fit on everything, decides how far each correction is trusted
     ema_decay: float = 0.0       # > 0: the policy ends with the exponential moving average of its weights
                                  # over the steps (as diffusion/flow policies are usually deployed); 0 = last step
 
@@ -73,6 +77,8 @@ class ImprovementConfig:
             raise ValueError(f"weight_mode must be one of {WEIGHT_MODES}, got {self.weight_mode!r}")
         if self.advantage_pooling not in POOLINGS:
             raise ValueError(f"advantage_pooling must be one of {POOLINGS}, got {self.advantage_pooling!r}")
+        if self.imitate not in IMITATED:
+            raise ValueError(f"imitate must be one of {IMITATED}, got {self.imitate!r}")
         if self.extraction not in EXTRACTIONS:
             raise ValueError(f"extraction must be one of {EXTRACTIONS}, got {self.extraction!r}")
         if not 0.0 <= self.ema_decay < 1.0:

@@ -331,7 +331,8 @@ def run_iteration(config: TrainConfig, dataset: TransitionDataset, policy, fresh
         log.info("backend of policy %s has no loss here: advantages exported, no improvement", evaluated_id)
     elif not (config.method in IMITATION_METHODS and fresh):  # a fresh policy's BC above is the bc iteration
         imitated, keep = imitation_set(dataset, config.critic_only_bags,
-                                       operator_only=config.method == "dagger")
+                                       operator_only=config.method == "dagger"
+                                       or config.improvement.imitate == "operator")
         imitated_adv = None if advantages is None else np.asarray(advantages)[keep]
         imitated_targets = None if targets is None else targets[keep]
         if imitated_targets is not None:

@@ -298,3 +298,24 @@ def test_run_iteration_pools_advantages_by_segment_for_the_weights_only(initial_
     assert out.advantage_stats["weights"]["ess_fraction"] == pytest.approx(expected, rel=1e-5)
     assert expected != pytest.approx(ess_fraction(unnormalised_weights(torch.from_numpy(raw), imp.beta,
                                                                        imp.w_max).numpy()), rel=1e-3)
+
+
+def test_aloe_can_weight_dagger_set_only_the_critic_still_fit_on_everything(initial_checkpoint):
+    from aloe_data.ingestion import ingest_bags
+    from aloe_critic.train import imitation_set, run_iteration
+    from aloe_policy.model import FlowMatchingPolicy
+    from critic_test_data import small_config
+
+    root = initial_checkpoint
+    config = small_config(root, method="aloe")
+    config.improvement.imitate = "operator"
+    dataset = TransitionDataset(ingest_bags([root / "bags"], config.ingestion).episodes, 4, 0.99)
+    out = run_iteration(config, dataset, FlowMatchingPolicy.from_pretrained(root / "iter0"))
+    operator_view, _ = imitation_set(dataset, [], operator_only=True)
+    assert len(out.values["advantage"]) == len(dataset), "the critic scores every chunk"
+    assert out.advantage_stats["imitated_chunks"] == len(operator_view) < len(dataset)
+    groups = out.advantage_stats["weights"]["groups"]
+    assert groups["operator"]["weight_share"] == pytest.approx(1.0), "(half-and-half chunks count in both groups)"
+    assert 0 < out.advantage_stats["weights"]["ess_fraction"] < 1, "weighted, not Dagger's uniform imitation"
+    with pytest.raises(ValueError, match="imitate"):
+        ImprovementConfig(imitate="policy")
