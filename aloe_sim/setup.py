@@ -17,13 +17,12 @@ setup(
     zip_safe=True,
     maintainer="ALOE maintainers",
     maintainer_email="maintainers@aloe-robotics.org",
-    description="Simulated Panda pick-cube robot (gym-hil / MuJoCo) behind robot topics, scripted operator, and the human-in-the-loop main job.",
+    description="Simulated Panda pick-cube robot (gym-hil / MuJoCo) behind robot topics, and the scripted operator (the main job lives in aloe_bringup).",
     license="Apache-2.0",
     entry_points={
         "console_scripts": [
             'sim_node = aloe_sim.sim_node:main',
             'operator_node = aloe_sim.operator_node:main',
-            'aloe-loop = aloe_sim.loop:main',
         ],
     },
 )

@@ -33,7 +33,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     from aloe_policy import testing
     from aloe_policy.backends import load_backend
-    from aloe_sim.loop import LOOP_POLICY_CONFIG
+    from aloe_bringup.loop import LOOP_POLICY_CONFIG
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -29,7 +29,7 @@ def main(argv=None) -> int:
     from aloe_critic.critic import CriticConfig, critic_for_policy, export_chunk_scorer
     from aloe_policy import testing
     from aloe_policy.selection import ValueGuidedSelector
-    from aloe_sim.loop import LOOP_POLICY_CONFIG
+    from aloe_bringup.loop import LOOP_POLICY_CONFIG
 
     config = {**{k: tuple(v) if isinstance(v, list) else v for k, v in LOOP_POLICY_CONFIG.items()},
               "camera_names": ("workspace",), "text_embed_dim": 32}

@@ -36,7 +36,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from aloe_sim.report import wilson_interval  # noqa: E402
+from aloe_bringup.report import wilson_interval  # noqa: E402
 from sim_study import behaviour_clone, clone_policy, make_policy, make_sim, provenance  # noqa: E402
 
 

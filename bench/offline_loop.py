@@ -140,7 +140,7 @@ def main(argv=None) -> int:
     from aloe_critic.train import TrainConfig, imitation_set, run_iteration, seed_everything
     from aloe_policy.model import FlowMatchingPolicy, PolicyConfig
     from aloe_sim.env import PickCubeSim
-    from aloe_sim.loop import LOOP_POLICY_CONFIG, LoopConfig
+    from aloe_bringup.loop import LOOP_POLICY_CONFIG, LoopConfig
     from aloe_sim.offline import run_episodes
 
     a = build_parser().parse_args(argv)

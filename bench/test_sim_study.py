@@ -8,7 +8,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from aloe_sim.report import wilson_interval  # noqa: E402
+from aloe_bringup.report import wilson_interval  # noqa: E402
 from sim_study import PROPRIO_DIM, make_sim, policy_returns  # noqa: E402
 
 

@@ -1,12 +1,11 @@
-"""ros2 launch launch/replay.launch.py [params_file:=...] — the 'replay' node set (launch/node_sets.py)
-with launch/config/replay.yaml. Without the launch package: `python -m aloe_sim.bringup replay`."""
+"""ros2 launch aloe_bringup replay.launch.py [params_file:=...] (or launch/replay.launch.py from the repository):
+the 'replay' node set of aloe_bringup/node_sets.py with config/replay.yaml next to this file.
+Without the launch package: `aloe-bringup replay`."""
 
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import node_set_description  # noqa: E402
+from aloe_bringup.launch_description import node_set_description
 
 
 def generate_launch_description():
-    return node_set_description("replay")
+    return node_set_description("replay", os.path.dirname(os.path.abspath(__file__)))

@@ -1,12 +1,11 @@
-"""ros2 launch launch/robot.launch.py [params_file:=...] — the 'robot' node set (launch/node_sets.py)
-with launch/config/robot.yaml. Without the launch package: `python -m aloe_sim.bringup robot`."""
+"""ros2 launch aloe_bringup robot.launch.py [params_file:=...] (or launch/robot.launch.py from the repository):
+the 'robot' node set of aloe_bringup/node_sets.py with config/robot.yaml next to this file.
+Without the launch package: `aloe-bringup robot`."""
 
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import node_set_description  # noqa: E402
+from aloe_bringup.launch_description import node_set_description
 
 
 def generate_launch_description():
-    return node_set_description("robot")
+    return node_set_description("robot", os.path.dirname(os.path.abspath(__file__)))

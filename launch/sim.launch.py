@@ -1,12 +1,11 @@
-"""ros2 launch launch/sim.launch.py [params_file:=...] — the 'sim' node set (launch/node_sets.py)
-with launch/config/sim.yaml. Without the launch package: `python -m aloe_sim.bringup sim`."""
+"""ros2 launch aloe_bringup sim.launch.py [params_file:=...] (or launch/sim.launch.py from the repository):
+the 'sim' node set of aloe_bringup/node_sets.py with config/sim.yaml next to this file.
+Without the launch package: `aloe-bringup sim`."""
 
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import node_set_description  # noqa: E402
+from aloe_bringup.launch_description import node_set_description
 
 
 def generate_launch_description():
-    return node_set_description("sim")
+    return node_set_description("sim", os.path.dirname(os.path.abspath(__file__)))

@@ -16,7 +16,7 @@ export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1   # nothing may download weights 
 export ALOE_ROOT="$_aloe_root"
 # The command-line tools (aloe-train, aloe-evaluate, aloe-loop) on PATH; nodes stay under lib/<pkg>
 # (`ros2 run <pkg> <node>` where the ros2 CLI exists).
-for _aloe_pkg in aloe_critic aloe_sim aloe_policy; do
+for _aloe_pkg in aloe_critic aloe_bringup aloe_policy; do
   case ":$PATH:" in *":$_aloe_root/install/$_aloe_pkg/lib/$_aloe_pkg:"*) ;;
     *) export PATH="$_aloe_root/install/$_aloe_pkg/lib/$_aloe_pkg:$PATH" ;; esac
 done

@@ -66,7 +66,7 @@ if ! ldconfig -p 2>/dev/null | grep -q libOSMesa; then
 fi
 
 # --- 4. colcon build (skipped when no package source changed) -----------------------------
-src_hash="$( (git ls-files -s aloe_msgs aloe_data aloe_policy aloe_teleop aloe_critic aloe_sim colcon.meta 2>/dev/null \
+src_hash="$( (git ls-files -s aloe_msgs aloe_data aloe_policy aloe_teleop aloe_critic aloe_sim aloe_bringup launch colcon.meta 2>/dev/null \
               || find aloe_* colcon.meta -type f -printf '%p %T@\n') | sha256sum | cut -c1-16)-$MODE"
 if [[ ! -f install/setup.bash || "$(cat install/.aloe-src 2>/dev/null)" != "$src_hash" ]]; then
   log "colcon build (about a minute on a fresh machine; a line per package)"

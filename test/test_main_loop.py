@@ -8,7 +8,7 @@ import pytest
 from rosbags.highlevel import AnyReader
 
 from aloe_policy.model import validate_checkpoint
-from aloe_sim.loop import build_parser, config_from_args, LoopRunner
+from aloe_bringup.loop import build_parser, config_from_args, LoopRunner
 from aloe_data.bag_layout import make_typestore
 
 pytestmark = [pytest.mark.system, pytest.mark.slow]
@@ -23,7 +23,8 @@ def chunk_policy_ids(bag: Path) -> set[str]:
 def test_short_loop_produces_consistent_bags_checkpoints_hot_reloads_and_report(tmp_path):
     args = build_parser().parse_args(["--quick", "--run-dir", str(tmp_path / "run"), "--torch-threads", "1"])
     config = config_from_args(args)
-    rows = LoopRunner(config).run()
+    runner = LoopRunner(config)
+    rows = runner.run()
     run = tmp_path / "run"
 
     # bags: one per episode, every phase complete, each readable
@@ -32,6 +33,8 @@ def test_short_loop_produces_consistent_bags_checkpoints_hot_reloads_and_report(
                          ("eval_02", config.eval_episodes), ("iter_02", config.episodes_per_iteration)):
         bags = sorted((run / "bags" / phase).iterdir())
         assert len(bags) == count, f"{phase}: {bags}"
+        # the loop followed the phase on the episode-event topic (not in node logs): every end seen
+        assert sum(runner.phase_events[phase].values()) == count, runner.phase_events
         for bag in bags:
             assert (bag / "metadata.yaml").is_file()
 

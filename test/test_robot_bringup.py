@@ -1,11 +1,11 @@
-"""The documented robot bringup (`python -m aloe_sim.bringup robot`, the shipped robot.yaml
+"""The documented robot bringup (`aloe-bringup robot`, the shipped robot.yaml
 unchanged) starts every node, keeps the robot held through a policy_node crash and restarts it,
 stops with a final hold, and exits non-zero when the executor dies."""
 
 import os
+import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -52,7 +52,7 @@ def bringup(tmp_path):
     def start(*extra):
         log_dir = tmp_path / "logs"
         proc = subprocess.Popen(
-            [sys.executable, "-m", "aloe_sim.bringup", "robot", "--log-dir", str(log_dir),
+            [shutil.which("aloe-bringup"), "robot", "--log-dir", str(log_dir),  # as the README starts it
              "--set", f"recorder_node.output_dir={tmp_path / 'bags'}", *extra],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
             env=dict(os.environ, ROS_DOMAIN_ID=str(40 + os.getpid() % 50)))

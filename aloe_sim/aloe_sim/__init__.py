@@ -1,1 +1,1 @@
-"""Simulated Panda pick-cube robot (gym-hil / MuJoCo) behind robot topics, scripted operator, and the human-in-the-loop main job."""
+"""Simulated Panda pick-cube robot (gym-hil / MuJoCo) behind robot topics, and the scripted operator; ROS-free apart from its two nodes."""

@@ -1,8 +1,8 @@
 """Which nodes each launch file starts, in one place.
 
-Read by the launch files (robot/sim/replay.launch.py) and by ``aloe_sim.bringup``, which starts
-the same node set as plain processes from the console entry points on machines without the
-``launch`` package. Each entry: (package, executable, node name).
+Read by the launch files (launch/robot|sim|replay.launch.py, through launch_description.py) and by
+``aloe-bringup`` (bringup.py), which starts the same node set as plain processes from the console
+entry points on machines without the ``launch`` package. Each entry: (package, executable, node name).
 """
 
 NODE_SETS = {
@@ -24,7 +24,7 @@ NODE_SETS = {
     ],
 }
 
-# Supervision, the same under ros2 launch and aloe_sim.bringup: the node that commands the robot
+# Supervision, the same under ros2 launch and aloe-bringup: the node that commands the robot
 # ends the whole set when it exits (nothing would command the robot); the others are restarted after
 # RESPAWN_DELAY_S while the commander holds the robot (their chunks / inputs go stale).
 COMMANDER = "executor_node"

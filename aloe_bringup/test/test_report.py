@@ -4,8 +4,8 @@ policy, confidence intervals, plots from zero; the terminal table's headers in f
 import html
 import re
 
-from aloe_sim.loop import print_table
-from aloe_sim.report import LEGEND, write_report
+from aloe_bringup.loop import print_table
+from aloe_bringup.report import LEGEND, write_report
 
 ROWS = [{"iteration": 0, "policy_id": "abcdef0123456789", "success_rate": 0.35, "eval_episodes": 20,
          "assisted_success_rate": 1.0, "no_takeover_success_rate": 0.1, "intervention_rate": 0.36,

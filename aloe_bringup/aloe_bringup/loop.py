@@ -11,7 +11,8 @@
 
 policy_node and executor_node stay up for the whole run (the policy is hot-reloaded); sim_node,
 operator_node and recorder_node run once per phase. Nothing needs the ``launch`` package: the
-nodes start from their entry points with launch/config/sim.yaml, as the launch file would.
+nodes start from their entry points with the shipped sim.yaml (launch/config), as the launch file
+would.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from .bringup import NodeGroup, load_params, node_sets, repo_root, start_nodes
+from .bringup import NodeGroup, config_file, load_params, start_nodes
+from .node_sets import NODE_SETS
 
 log = logging.getLogger("aloe_loop")
 
@@ -46,7 +48,7 @@ LOOP_POLICY_CONFIG = {"cnn_channels": [16, 32, 32], "hidden_dim": 128, "head_hid
 class LoopConfig:
     """Every knob of the main job. Defaults: ~12 minutes on a 2-core machine, no GPU (BENCHMARKS.md)."""
 
-    run_dir: str = ""                    # '' = runs/<date-time>
+    run_dir: str = ""                    # '' = runs/<date-time> under $ALOE_ROOT (scripts/env.sh), else here
     method: str = "aloe"                 # value signal of the improvement: aloe | bc | progress | td1
     iterations: int = 3                  # improvement iterations after the initial policy
     demo_episodes: int = 5               # scripted demonstrations for the initial policy (~16 ticks each): a
@@ -77,7 +79,7 @@ class LoopConfig:
     eval_critic_only: bool = True        # policy-alone episodes train the critic but are not imitated: their
                                          # stuck ticks would be most of the imitated chunks (BENCHMARKS.md)
     torch_threads: int = 1             # 1: OpenMP threads spin against the ROS nodes on a 2-core machine
-    params_file: str = ""                # '' = launch/config/sim.yaml
+    params_file: str = ""                # '' = the shipped sim.yaml (launch/config, installed with aloe_bringup)
     episode_deadline_s: float = 90.0     # wall-clock deadline per episode before a phase is declared hung
     pause_between_episodes_s: float = 0.5  # wall time between episodes (the recorder closes a bag)
     train_overrides: dict = field(default_factory=dict)  # any aloe-train TrainConfig field
@@ -133,12 +135,15 @@ def phase_metrics(bag_dir: Path, cache_dir: Path, image_size: int) -> dict:
 # the ROS side: phases of node processes, hot reload
 # ---------------------------------------------------------------------------------------------
 
-class PolicyLoader:
-    """A tiny rclpy client of policy_node's LoadPolicy service (every wait has a deadline)."""
+class LoopNode:
+    """The loop's own rclpy node: a client of policy_node's LoadPolicy service and a subscriber of
+    the episode events, which is how the loop follows a phase (every wait has a deadline)."""
 
-    def __init__(self, service: str = schema.SERVICE_LOAD_POLICY):
+    def __init__(self, service: str = schema.SERVICE_LOAD_POLICY, event_topic: str = schema.TOPIC_EPISODE_EVENT):
         import rclpy
+        from aloe_msgs.msg import EpisodeEvent
         from aloe_msgs.srv import LoadPolicy
+        from rclpy.qos import QoSProfile, ReliabilityPolicy
 
         self._rclpy = rclpy
         if not rclpy.ok():
@@ -150,6 +155,29 @@ class PolicyLoader:
         self.node = rclpy.create_node("aloe_loop")
         self.client = self.node.create_client(LoadPolicy, service)
         self._request_type = LoadPolicy.Request
+        self.event_topic = event_topic
+        self.ended: dict[str, str] = {}  # episode_id -> outcome, since the last reset_episodes()
+        self.node.create_subscription(EpisodeEvent, event_topic, self._on_event,
+                                      QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE))
+
+    def _on_event(self, msg) -> None:
+        if msg.event != schema.EVENT_START:
+            self.ended[msg.episode_id] = schema.EVENT_NAMES.get(msg.event, str(msg.event))
+
+    def reset_episodes(self) -> None:
+        self.ended = {}
+
+    def spin(self, seconds: float) -> None:
+        """Handle what arrived (episode events) for up to ``seconds``."""
+        deadline = time.monotonic() + seconds
+        while True:
+            self._rclpy.spin_once(self.node, timeout_sec=max(0.0, deadline - time.monotonic()))
+            if time.monotonic() >= deadline:
+                return
+
+    def has_subscriber(self, topic: str, node_name: str) -> bool:
+        """Whether ``node_name`` subscribes to ``topic`` now (the ROS graph, not its log)."""
+        return any(info.node_name == node_name for info in self.node.get_subscriptions_info_by_topic(topic))
 
     def load(self, checkpoint: Path, timeout_s: float = 120.0) -> str:
         if not self.client.wait_for_service(timeout_sec=60.0):
@@ -172,12 +200,14 @@ class LoopRunner:
     def __init__(self, config: LoopConfig):
         self.config = config
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        self.run_dir = Path(config.run_dir or repo_root() / "runs" / stamp).resolve()
+        self.run_dir = Path(config.run_dir or Path(os.environ.get("ALOE_ROOT", ".")) / "runs" / stamp).resolve()
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.params_file = Path(config.params_file or repo_root() / "launch" / "config" / "sim.yaml")
-        self.entries = {e[2]: e for e in node_sets()["sim"]}
+        self.params_file = Path(config.params_file or config_file("sim"))
+        self.entries = {e[2]: e for e in NODE_SETS["sim"]}
         self.clock_s = 1.0
         self.core: NodeGroup | None = None
+        self.ros: LoopNode | None = None
+        self.phase_events: dict[str, dict[str, int]] = {}  # phase -> outcome -> episodes, from the event topic
         self.rows: list[dict] = []
 
     # -- processes ---------------------------------------------------------------------------
@@ -203,11 +233,14 @@ class LoopRunner:
                                 self.run_dir / "logs", tag="")
 
     def run_phase(self, phase: str, operator_mode: str, episodes: int, seed: int) -> Path:
+        """One phase (sim_node + operator_node + recorder_node for ``episodes`` episodes), followed by
+        the episode events on the ROS graph: progress bar, deadline, and a dead node's output."""
         c = self.config
         params = self._params(phase, operator_mode, episodes, seed)
         logs = self.run_dir / "logs"
         recorder = start_nodes([self.entries["recorder_node"]], params, logs, tag=f"_{phase}")
-        _wait_for_line(recorder["recorder_node"], "waiting for", 60.0)
+        self._wait_for_subscriber(recorder["recorder_node"], self.ros.event_topic, 60.0)
+        self.ros.reset_episodes()
         group = start_nodes([self.entries["operator_node"], self.entries["sim_node"]], params, logs, tag=f"_{phase}")
         sim = group["sim_node"]
         deadline = time.monotonic() + 60.0 + episodes * c.episode_deadline_s
@@ -219,12 +252,14 @@ class LoopRunner:
                     for dead in [p for p in (self.core.processes + recorder.processes) if not p.alive()]:
                         raise RuntimeError(f"{dead.name} died during {phase}:\n{dead.tail()}")
                     if time.monotonic() > deadline:
-                        raise RuntimeError(f"{phase}: sim_node did not finish {episodes} episodes in time; "
-                                           f"last output:\n{sim.tail()}")
-                    done = sim.log_path.read_text(errors="replace").count(" after ")
-                    bar.update(done - bar.n)
-                    time.sleep(0.5)
-                bar.update(episodes - bar.n)
+                        raise RuntimeError(f"{phase}: {len(self.ros.ended)} of {episodes} episodes ended in time; "
+                                           f"sim_node's last output:\n{sim.tail()}")
+                    self.ros.spin(0.5)
+                    bar.update(min(episodes, len(self.ros.ended)) - bar.n)
+                self.ros.spin(0.2)  # the last end event
+                bar.update(min(episodes, len(self.ros.ended)) - bar.n)
+            outcomes = list(self.ros.ended.values())
+            self.phase_events[phase] = {o: outcomes.count(o) for o in sorted(set(outcomes))}
             if sim.popen.returncode != 0:
                 raise RuntimeError(f"sim_node exited with {sim.popen.returncode} in {phase}:\n{sim.tail()}")
         finally:
@@ -233,6 +268,15 @@ class LoopRunner:
             recorder.stop()
         self.clock_s += episodes * (c.max_steps + 5) * 0.1 + 10.0  # sim time only moves forward
         return self.run_dir / "bags" / phase
+
+    def _wait_for_subscriber(self, process, topic: str, timeout: float) -> None:
+        """Until ``process``'s node subscribes to ``topic`` (it is ready to record a phase)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and process.alive():
+            if self.ros.has_subscriber(topic, process.name):
+                return
+            self.ros.spin(0.1)
+        raise RuntimeError(f"{process.name} did not subscribe to {topic} within {timeout} s:\n{process.tail()}")
 
     # -- the loop ----------------------------------------------------------------------------
     def run(self) -> list[dict]:
@@ -244,7 +288,8 @@ class LoopRunner:
         torch.set_num_threads(c.torch_threads)
         (self.run_dir / "loop_config.json").write_text(json.dumps(asdict(c), indent=1))
         print(f"ALOE loop: run directory {self.run_dir}\n{json.dumps(asdict(c), indent=1)}", flush=True)
-        loader = PolicyLoader()
+        self.ros = loader = LoopNode(event_topic=self._params("core", "off", 0, 0).get("sim_node", {}).get(
+            "ros__parameters", {}).get("episode_event_topic", schema.TOPIC_EPISODE_EVENT))
         self.start_core()
         t0 = time.monotonic()
         try:
@@ -302,17 +347,6 @@ class LoopRunner:
         report = write_report(self.run_dir, self.rows, asdict(c), time.monotonic() - t0)
         print(f"report: {report}", flush=True)
         return self.rows
-
-
-def _wait_for_line(process, text: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if text in process.tail(100_000):
-            return
-        if not process.alive():
-            break
-        time.sleep(0.1)
-    raise RuntimeError(f"{process.name} not ready within {timeout} s (looked for {text!r}):\n{process.tail()}")
 
 
 def print_table(rows: list[dict]) -> None:

@@ -1,9 +1,9 @@
-"""Start a node set of launch/node_sets.py as plain processes (what ``ros2 launch`` would do).
+"""Start a node set of node_sets.py as plain processes (what ``ros2 launch`` would do).
 
 Some machines have no ``launch`` package; the main job and the system tests use this instead,
 with the very same parameters YAML as the launch files.
 
-    python -m aloe_sim.bringup sim [--params launch/config/sim.yaml] [--set sim_node.episodes=3]
+    aloe-bringup sim [--params launch/config/sim.yaml]   # or: python -m aloe_bringup.bringup sim [--set sim_node.episodes=3]
 
 Supervision (the robot is held whenever no valid policy drives it):
 * a node other than executor_node that dies is restarted (``--respawn``, default 3 times, 2 s
@@ -17,7 +17,6 @@ Supervision (the robot is held whenever no valid policy drives it):
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import shutil
 import signal
@@ -29,26 +28,21 @@ from pathlib import Path
 
 import yaml
 
-
-def repo_root() -> Path:
-    """The workspace root (holding launch/): $ALOE_ROOT, else found above this file."""
-    if os.environ.get("ALOE_ROOT"):
-        return Path(os.environ["ALOE_ROOT"])
-    for parent in Path(__file__).resolve().parents:
-        if (parent / "launch" / "node_sets.py").is_file():
-            return parent
-    raise FileNotFoundError("launch/node_sets.py not found: set ALOE_ROOT to the workspace root")
+from .node_sets import COMMANDER, NODE_SETS, RESPAWN_DELAY_S
 
 
-def _node_sets_module():
-    spec = importlib.util.spec_from_file_location("aloe_node_sets", repo_root() / "launch" / "node_sets.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def config_file(node_set: str) -> Path:
+    """The shipped parameters YAML of a node set: share/aloe_bringup/launch/config/<node_set>.yaml
+    of the sourced workspace (the repository's launch/config, symlinked by colcon's
+    --symlink-install), where the launch files find it too."""
+    from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
 
-
-def node_sets() -> dict:
-    return _node_sets_module().NODE_SETS
+    try:
+        share = Path(get_package_share_directory("aloe_bringup"))
+    except PackageNotFoundError as exc:
+        raise FileNotFoundError("aloe_bringup is not installed: run scripts/setup.sh and source scripts/env.sh"
+                                ) from exc
+    return share / "launch" / "config" / f"{node_set}.yaml"
 
 
 def executable(package: str, name: str) -> list[str]:
@@ -115,9 +109,9 @@ class NodeGroup:
     def stop(self, names: list[str] | None = None, timeout: float = 10.0, last: tuple[str, ...] | None = None
              ) -> None:
         """SIGINT the nodes (all, or ``names``), then SIGKILL after ``timeout``; the nodes named in
-        ``last`` (default: the commander of launch/node_sets.py) are stopped after the others (the
+        ``last`` (default: the commander of node_sets.py) are stopped after the others (the
         executor's final command is a hold)."""
-        last = (_node_sets_module().COMMANDER,) if last is None else last
+        last = (COMMANDER,) if last is None else last
         targets = [p for p in self.processes if names is None or p.name in names]
         for wave in ([p for p in targets if p.name not in last], [p for p in targets if p.name in last]):
             for p in wave:
@@ -190,10 +184,9 @@ def supervise(group: NodeGroup, respawn: int, respawn_delay_s: float | None = No
 
     A dead node other than the executor is restarted up to ``respawn`` times while the executor
     keeps holding the robot; a dead executor, or a node past its restarts, ends the set (the
-    rules of launch/node_sets.py, which the launch files follow too)."""
-    sets = _node_sets_module()
-    EXECUTOR = sets.COMMANDER  # noqa: N806 - the one node that commands the robot
-    respawn_delay_s = sets.RESPAWN_DELAY_S if respawn_delay_s is None else respawn_delay_s
+    rules of node_sets.py, which the launch files follow too)."""
+    EXECUTOR = COMMANDER  # noqa: N806 - the one node that commands the robot
+    respawn_delay_s = RESPAWN_DELAY_S if respawn_delay_s is None else respawn_delay_s
     stopping = []
     handler = lambda signum, frame: stopping.append(signum)  # noqa: E731
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -222,18 +215,18 @@ def supervise(group: NodeGroup, respawn: int, respawn_delay_s: float | None = No
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("node_set", choices=sorted(node_sets()), help="which launch file's node set to start")
-    parser.add_argument("--params", type=Path, help="parameters YAML (default launch/config/<node_set>.yaml)")
+    parser = argparse.ArgumentParser(prog="aloe-bringup", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("node_set", choices=sorted(NODE_SETS), help="which launch file's node set to start")
+    parser.add_argument("--params", type=Path, help="parameters YAML (default: the shipped launch/config/<node_set>.yaml)")
     parser.add_argument("--set", action="append", default=[], metavar="NODE.PARAM=VALUE",
                         help="override one parameter (repeatable)")
     parser.add_argument("--log-dir", type=Path, default=Path("runs/bringup"), help="where node logs go")
     parser.add_argument("--respawn", type=int, default=3, metavar="N",
                         help="restart a node that dies (not the executor) up to N times; 0 = never")
     args = parser.parse_args(argv)
-    params = load_params(args.params or repo_root() / "launch" / "config" / f"{args.node_set}.yaml",
-                         _parse_overrides(args.set))
-    group = start_nodes(node_sets()[args.node_set], params, args.log_dir, use_sim_time=args.node_set == "sim")
+    params = load_params(args.params or config_file(args.node_set), _parse_overrides(args.set))
+    group = start_nodes(NODE_SETS[args.node_set], params, args.log_dir, use_sim_time=args.node_set == "sim")
     print(f"started {[p.name for p in group.processes]}; logs in {args.log_dir}; Ctrl-C stops all", flush=True)
     code = 1
     try:

@@ -9,11 +9,11 @@ import time
 
 import yaml
 
-from aloe_sim.bringup import _parse_overrides, load_params
+from aloe_bringup.bringup import _parse_overrides, load_params
 
 CHILD = textwrap.dedent("""
     import signal, subprocess, time
-    from aloe_sim import bringup
+    from aloe_bringup import bringup
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # as under `cmd &` in a script
     p = subprocess.Popen(["sleep", "60"], preexec_fn=bringup._child_setup)
     print(p.pid, flush=True)
