@@ -12,38 +12,38 @@ until shut down.
 
 from __future__ import annotations
 
-import rclpy
 from aloe_data import schema
+from aloe_data.ros_node import Param, declare_parameters, run_node
 from aloe_msgs.msg import ValueEstimate
 from builtin_interfaces.msg import Time
-from rcl_interfaces.msg import FloatingPointRange, ParameterDescriptor
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 
 from aloe_critic.evaluate import evaluate_bags
 
 
+PARAMETERS = {
+    "bag_path": ("", "bag directory (or directory of bags) to score"),
+    "critic_path": ("", "checkpoint directory from aloe-train (holding critic/)"),
+    "policy_path": ("", "policy for V; empty: the policy the critic was fit for"),
+    "rate_hz": Param(10.0, "ValueEstimate messages per second", range=(0.1, 10000.0)),
+    "value_topic": (schema.TOPIC_VALUE_ESTIMATE, "output topic"),
+    "cache_dir": ("", "ingestion cache; empty: the training one"),
+    "qos_depth": (100, "publisher history depth"),
+    "loop": (False, "start over at the end of the bag"),
+    "wait_for_subscribers": (0, "publish only once this many subscribers are matched (0: start at once)"),
+    "wait_timeout_s": (10.0, "deadline for wait_for_subscribers; then publish anyway (with a warning)"),
+}
+
+
 class ReplayNode(Node):
     def __init__(self, **kwargs):
         super().__init__("replay_node", **kwargs)
-        p = self.declare_parameter
-        bag = p("bag_path", "", ParameterDescriptor(description="bag directory (or directory of bags) to score")).value
-        critic = p("critic_path", "", ParameterDescriptor(
-            description="checkpoint directory from aloe-train (holding critic/)")).value
-        policy = p("policy_path", "", ParameterDescriptor(
-            description="policy for V; empty: the policy the critic was fit for")).value
-        rate = p("rate_hz", 10.0, ParameterDescriptor(
-            description="ValueEstimate messages per second",
-            floating_point_range=[FloatingPointRange(from_value=0.1, to_value=10000.0)])).value
-        topic = p("value_topic", schema.TOPIC_VALUE_ESTIMATE, ParameterDescriptor(description="output topic")).value
-        cache = p("cache_dir", "", ParameterDescriptor(description="ingestion cache; empty: the training one")).value
-        depth = p("qos_depth", 100, ParameterDescriptor(description="publisher history depth")).value
-        self.loop = p("loop", False, ParameterDescriptor(description="start over at the end of the bag")).value
-        self.wait_for = p("wait_for_subscribers", 0, ParameterDescriptor(
-            description="publish only once this many subscribers are matched (0: start at once)")).value
-        self.wait_timeout_s = p("wait_timeout_s", 10.0, ParameterDescriptor(
-            description="deadline for wait_for_subscribers; then publish anyway (with a warning)")).value
+        p = declare_parameters(self, PARAMETERS)
+        bag, critic, policy, rate, topic, cache, depth = (p[k] for k in ("bag_path", "critic_path", "policy_path",
+                                                                          "rate_hz", "value_topic", "cache_dir",
+                                                                          "qos_depth"))
+        self.loop, self.wait_for, self.wait_timeout_s = p["loop"], p["wait_for_subscribers"], p["wait_timeout_s"]
         if not bag or not critic:
             raise ValueError("parameters bag_path and critic_path are required")
 
@@ -86,19 +86,8 @@ class ReplayNode(Node):
 
 
 def main(args=None):
-    rclpy.init(args=args)
-    try:
-        node = ReplayNode()
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:  # bad configuration: say what and exit
-        rclpy.logging.get_logger("replay_node").fatal(f"cannot start: {exc}")
-        rclpy.shutdown()
-        return 1
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
-    return 0
+    return run_node(ReplayNode, "replay_node", args, config_errors=(ValueError, FileNotFoundError, RuntimeError))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

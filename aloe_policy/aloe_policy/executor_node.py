@@ -20,20 +20,16 @@ from __future__ import annotations
 
 import time
 
-import rclpy
 from aloe_data import schema
 from aloe_msgs.msg import ActionChunk, EpisodeEvent, ExecutedAction, Intervention
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.clock import Clock, ClockType
-from rclpy.exceptions import ParameterException, ParameterUninitializedException
-from rclpy.executors import ExternalShutdownException
-from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import JointState
 
 import numpy as np
 
+from aloe_data.ros_node import Param, declare_parameters, run_node
 from aloe_policy.chunking import (NS_PER_S, BlendMode, ChunkBlender, ChunkSpec, action_problems,
                                   limits_from_lists, make_chunk)
 from aloe_policy.command_adapters import ADAPTER_NAMES, POSITION_ADAPTERS, AdapterError, make_adapter
@@ -66,60 +62,87 @@ def _stamp_ns(stamp) -> int:
     return int(stamp.sec) * NS_PER_S + int(stamp.nanosec)
 
 
+PARAMETERS = {
+    "action_names": Param(SIM_ACTION_NAMES, "names of the D action dimensions, in order"),
+    "control_rate_hz": Param(10.0, "control timer rate (on sim time when use_sim_time)", range=(0.1, 1000.0)),
+    "chunk_horizon": Param(0, "expected chunk horizon H; 0 accepts any", range=(0, 100000)),
+    "blending_mode": Param("linear", "newest | linear | temporal_ensemble"),
+    "blend_steps": Param(3, "linear cross-fade length in ticks", range=(0, 1000)),
+    "ensemble_decay": Param(0.01, "temporal_ensemble weight exp(-decay * i), i=0 the oldest chunk"),
+    "max_rate": Param([], "per-dimension max change in action units per second (<=0: unlimited); [] none", array_type='double'),
+    "hold_command": Param([], "command sent while holding (action units); [] = zeros", array_type='double'),
+    "chunk_timeout_s": Param(1.0, "hold when the newest chunk's observation is older; 0 disables"),
+    "observation_timeout_s": Param(0.5, "hold when observation_topic is silent this long; 0 disables"),
+    "intervention_timeout_s": Param(0.25, "an active Intervention counts this long after its last message"),
+    "allowed_policy_ids": Param([], "accept chunks only from these policy ids; [] any", array_type='string'),
+    "blocked_policy_ids": Param([], "never execute chunks from these policy ids", array_type='string'),
+    "action_chunk_topic": Param(schema.TOPIC_ACTION_CHUNK, "aloe_msgs/ActionChunk input"),
+    "intervention_topic": Param(schema.TOPIC_INTERVENTION, "aloe_msgs/Intervention input"),
+    "observation_topic": Param(schema.TOPIC_JOINT_STATES, "sensor_msgs/JointState watched for staleness"),
+    "command_topic": Param(schema.TOPIC_COMMAND, "robot command output"),
+    "executed_action_topic": Param(schema.TOPIC_EXECUTED_ACTION, "aloe_msgs/ExecutedAction output"),
+    "episode_event_topic": Param(schema.TOPIC_EPISODE_EVENT, "aloe_msgs/EpisodeEvent input: every START/end drops "
+                                                             "the chunks planned before it; '' = never"),
+    "output_adapter": Param("float64_multi_array", f"one of {list(ADAPTER_NAMES)}"),
+    "joint_names": Param([], "joint_trajectory / moveit_py joint names; [] = action_names", array_type='string'),
+    "frame_id": Param("base_link", "twist_stamped header.frame_id"),
+    "twist_scale": Param(0.0, "twist_stamped: action * scale = m/s, rad/s; 0 = 1 / control period (per-tick EE "
+                              "deltas, as the policy's actions are, become velocities)"),
+    "moveit_planning_group": Param("", "moveit_py planning group"),
+    "autostart": Param(True, "configure and activate at start (a plain node); false = unconfigured until a lifecycle"
+                             " manager activates it (it holds meanwhile)"),
+    "hold_mode": Param("auto", "what a HOLD sends: 'command' = hold_command (zeros: stop, for delta and velocity "
+                               "interfaces), 'last' = the last command again (for absolute position interfaces; "
+                               "nothing before the first command), 'auto' = 'last' for joint_trajectory / moveit_py,"
+                               " else 'command'"),
+    "realtime_priority": Param(0, "SCHED_FIFO priority of the control thread (1-99) as ros2_control does; needs "
+                                  "CAP_SYS_NICE or an rtprio limit; 0 = normal scheduling", range=(0, 99)),
+}
+
+
+def bound_parameters(action_dim: int) -> dict:
+    """The action bounds, whose defaults follow the number of action_names."""
+    return {"action_lower": Param([-1.0] * action_dim, "per-dimension lower bound (action units); [] none",
+                                  array_type="double"),
+            "action_upper": Param([1.0] * action_dim, "per-dimension upper bound (action units); [] none",
+                                  array_type="double")}
+
+
 class ExecutorNode(ManagedNode):
     def __init__(self, **kwargs):
         super().__init__("executor_node", **kwargs)
-        p = self._declare
-        self.action_names = list(p("action_names", SIM_ACTION_NAMES, "names of the D action dimensions, in order"))
+        p = declare_parameters(self, PARAMETERS)
+        self.action_names = list(p["action_names"])
         self.action_dim = len(self.action_names)
-        rate = p("control_rate_hz", 10.0, "control timer rate (on sim time when use_sim_time)",
-                 floating_range=(0.1, 1000.0))
+        rate = p["control_rate_hz"]
         self.period_ns = int(round(NS_PER_S / rate))
-        horizon = p("chunk_horizon", 0, "expected chunk horizon H; 0 accepts any", integer_range=(0, 100000))
-        mode = BlendMode.parse(p("blending_mode", "linear", "newest | linear | temporal_ensemble"))
-        blend_steps = p("blend_steps", 3, "linear cross-fade length in ticks", integer_range=(0, 1000))
-        decay = p("ensemble_decay", 0.01, "temporal_ensemble weight exp(-decay * i), i=0 the oldest chunk")
-        lower = p("action_lower", [-1.0] * self.action_dim, "per-dimension lower bound (action units); [] none",
-                  array_type=Parameter.Type.DOUBLE_ARRAY)
-        upper = p("action_upper", [1.0] * self.action_dim, "per-dimension upper bound (action units); [] none",
-                  array_type=Parameter.Type.DOUBLE_ARRAY)
-        max_rate = p("max_rate", [], "per-dimension max change in action units per second (<=0: unlimited); [] none",
-                     array_type=Parameter.Type.DOUBLE_ARRAY)
-        hold = p("hold_command", [], "command sent while holding (action units); [] = zeros",
-                 array_type=Parameter.Type.DOUBLE_ARRAY)
-        self.chunk_timeout_ns = int(p("chunk_timeout_s", 1.0, "hold when the newest chunk's observation is older; "
-                                      "0 disables") * NS_PER_S)
-        self.obs_timeout_ns = int(p("observation_timeout_s", 0.5, "hold when observation_topic is silent this "
-                                    "long; 0 disables") * NS_PER_S)
-        self.intervention_timeout_ns = int(p("intervention_timeout_s", 0.25, "an active Intervention counts "
-                                             "this long after its last message") * NS_PER_S)
-        allowed = p("allowed_policy_ids", [], "accept chunks only from these policy ids; [] any",
-                    array_type=Parameter.Type.STRING_ARRAY)
-        blocked = p("blocked_policy_ids", [], "never execute chunks from these policy ids",
-                    array_type=Parameter.Type.STRING_ARRAY)
-        chunk_topic = p("action_chunk_topic", schema.TOPIC_ACTION_CHUNK, "aloe_msgs/ActionChunk input")
-        intervention_topic = p("intervention_topic", schema.TOPIC_INTERVENTION, "aloe_msgs/Intervention input")
-        obs_topic = p("observation_topic", schema.TOPIC_JOINT_STATES, "sensor_msgs/JointState watched for staleness")
-        command_topic = p("command_topic", schema.TOPIC_COMMAND, "robot command output")
-        executed_topic = p("executed_action_topic", schema.TOPIC_EXECUTED_ACTION, "aloe_msgs/ExecutedAction output")
-        episode_topic = p("episode_event_topic", schema.TOPIC_EPISODE_EVENT, "aloe_msgs/EpisodeEvent input: every "
-                          "START/end drops the chunks planned before it; '' = never")
-        adapter = p("output_adapter", "float64_multi_array", f"one of {list(ADAPTER_NAMES)}")
-        joint_names = p("joint_names", [], "joint_trajectory / moveit_py joint names; [] = action_names",
-                        array_type=Parameter.Type.STRING_ARRAY)
-        frame_id = p("frame_id", "base_link", "twist_stamped header.frame_id")
-        twist_scale = p("twist_scale", 0.0, "twist_stamped: action * scale = m/s, rad/s; 0 = 1 / control period "
-                        "(per-tick EE deltas, as the policy's actions are, become velocities)")
-        group = p("moveit_planning_group", "", "moveit_py planning group")
-        self.autostart_enabled = p("autostart", True, "configure and activate at start (a plain node); false = "
-                                   "unconfigured until a lifecycle manager activates it (it holds meanwhile)")
-        hold_mode = p("hold_mode", "auto", "what a HOLD sends: 'command' = hold_command (zeros: stop, for delta and "
-                      "velocity interfaces), 'last' = the last command again (for absolute position interfaces; "
-                      "nothing before the first command), 'auto' = 'last' for joint_trajectory / moveit_py, "
-                      "else 'command'")
-        self.realtime_priority = p("realtime_priority", 0, "SCHED_FIFO priority of the control thread (1-99) as "
-                                   "ros2_control does; needs CAP_SYS_NICE or an rtprio limit; 0 = normal scheduling",
-                                   integer_range=(0, 99))
+        horizon = p["chunk_horizon"]
+        mode = BlendMode.parse(p["blending_mode"])
+        blend_steps = p["blend_steps"]
+        decay = p["ensemble_decay"]
+        bounds = declare_parameters(self, bound_parameters(self.action_dim))
+        lower, upper = bounds["action_lower"], bounds["action_upper"]
+        max_rate = p["max_rate"]
+        hold = p["hold_command"]
+        self.chunk_timeout_ns = int(p["chunk_timeout_s"] * NS_PER_S)
+        self.obs_timeout_ns = int(p["observation_timeout_s"] * NS_PER_S)
+        self.intervention_timeout_ns = int(p["intervention_timeout_s"] * NS_PER_S)
+        allowed = p["allowed_policy_ids"]
+        blocked = p["blocked_policy_ids"]
+        chunk_topic = p["action_chunk_topic"]
+        intervention_topic = p["intervention_topic"]
+        obs_topic = p["observation_topic"]
+        command_topic = p["command_topic"]
+        executed_topic = p["executed_action_topic"]
+        episode_topic = p["episode_event_topic"]
+        adapter = p["output_adapter"]
+        joint_names = p["joint_names"]
+        frame_id = p["frame_id"]
+        twist_scale = p["twist_scale"]
+        group = p["moveit_planning_group"]
+        self.autostart_enabled = p["autostart"]
+        hold_mode = p["hold_mode"]
+        self.realtime_priority = p["realtime_priority"]
 
         self.spec = ChunkSpec(self.action_dim, horizon, tuple(self.action_names), frozenset(allowed),
                               frozenset(blocked))
@@ -167,22 +190,6 @@ class ExecutorNode(ManagedNode):
             f"executor ready: {rate:g} Hz, {self.action_dim} dims {self.action_names}, blending {mode.value}, "
             f"adapter {adapter} -> {command_topic}, chunks from {chunk_topic}, observation {obs_topic}, "
             f"use_sim_time={self.get_parameter('use_sim_time').value}; holding until a chunk arrives")
-
-    def _declare(self, name, default, description, *, floating_range=None, integer_range=None, array_type=None):
-        descriptor = ParameterDescriptor(description=description, read_only=True)
-        if floating_range:
-            descriptor.floating_point_range = [FloatingPointRange(from_value=floating_range[0],
-                                                                  to_value=floating_range[1])]
-        if integer_range:
-            descriptor.integer_range = [IntegerRange(from_value=integer_range[0], to_value=integer_range[1])]
-        if array_type is not None and not default:
-            # An empty list has no type in ROS parameters: declare the type, read [] when unset.
-            self.declare_parameter(name, array_type, descriptor)
-            try:
-                return list(self.get_parameter(name).value)
-            except ParameterUninitializedException:
-                return []
-        return self.declare_parameter(name, default, descriptor).value
 
     # ---- inputs -------------------------------------------------------------------------
     def _now_ns(self) -> int:
@@ -377,32 +384,7 @@ class ExecutorNode(ManagedNode):
         return super().destroy_node()
 
 
-class _Terminated(Exception):
-    """SIGTERM, turned into an exception so the final hold runs (as for Ctrl-C)."""
-
-
-def _on_sigterm(signum, frame):
-    raise _Terminated()
-
-
-def main(args=None):
-    # rclpy's own signal handler would shut the context down on SIGINT before this node could
-    # publish anything: handle SIGINT / SIGTERM here, send the final hold, then shut down.
-    import signal
-
-    from rclpy.signals import SignalHandlerOptions
-
-    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, _on_sigterm)
-    try:
-        node = ExecutorNode()
-    except (AdapterError, ValueError, ParameterException) as exc:  # bad configuration: say what, exit
-        hint = (" (a double parameter needs a decimal point in YAML, e.g. 50.0)"
-                if "expecting type 'DOUBLE'" in str(exc) else "")
-        rclpy.logging.get_logger("executor_node").fatal(f"cannot start: {exc}{hint}")
-        rclpy.shutdown()
-        return 1
+def _start(node: ExecutorNode) -> None:
     node.autostart(node.autostart_enabled)
     problem = apply_realtime_priority(node.realtime_priority)
     if problem:
@@ -413,26 +395,14 @@ def main(args=None):
 
     gc.collect()
     gc.freeze()  # start-up objects never scanned again: shorter collector pauses inside ticks
-    why = "stopped"
-    try:
-        rclpy.spin(node)
-    except KeyboardInterrupt:
-        why = "SIGINT"
-    except _Terminated:
-        why = "SIGTERM"
-    except ExternalShutdownException:
-        why = "context shut down"
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the final hold short
-        if rclpy.ok():
-            try:
-                node.hold_on_shutdown(why)
-            except Exception as exc:  # noqa: BLE001 - log and go on shutting down
-                node.get_logger().error(f"final hold command not sent: {exc}")
-        node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
+
+
+def main(args=None):
+    # rclpy's own signal handler would shut the context down on SIGINT before this node could
+    # publish anything: SIGINT / SIGTERM are run_node's, the final hold goes out, then shutdown.
+    return run_node(ExecutorNode, "executor_node", args, config_errors=(AdapterError, ValueError),
+                    after_start=_start, on_exit=lambda node, why: node.hold_on_shutdown(why), own_signals=True)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

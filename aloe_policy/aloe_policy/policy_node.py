@@ -34,20 +34,17 @@ import time
 from collections import deque
 
 import numpy as np
-import rclpy
 from aloe_data import schema
 from aloe_msgs.msg import ActionChunk, EpisodeEvent
 from aloe_msgs.srv import LoadPolicy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped
-from rcl_interfaces.msg import IntegerRange, ParameterDescriptor
 from rclpy.clock import Clock, ClockType
-from rclpy.exceptions import ParameterException
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import String
 
+from aloe_data.ros_node import Param, declare_parameters, run_node
 from aloe_policy.chunking import actions_left, inference_due
 from aloe_policy.managed import ManagedNode
 from aloe_policy.selection import ValueGuidedSelector
@@ -94,57 +91,88 @@ class LoadedPolicy:
         return format_mismatch(trained, image_format(msg, rgb)) if trained else ""
 
 
+PARAMETERS = {
+    "checkpoint": Param("", "policy checkpoint directory (backend openpi_remote: ws://host:port) loaded at start; ''"
+                            " = wait for ~/load_policy"),
+    "backend": Param("flow_matching", "policy backend (entry-point group aloe_policy.backends): flow_matching (the "
+                                      "built-in model) | openpi_remote (a policy served over openpi's websocket "
+                                      "protocol, e.g. pi0 on a GPU machine)"),
+    "remote_contract": Param("", "openpi_remote: JSON file of the served policy's PolicyConfig (cameras, proprio, "
+                                 "actions, horizon, period) when its server does not send one"),
+    "value_guided_samples": Param(0, "> 1: sample this many chunks per inference and execute the best under the "
+                                     "critic in the checkpoint (chunk_scorer.pt); 0 = one sample", range=(0, 1024)),
+    "remote_timeout_s": Param(2.0, "openpi_remote: deadline of one request; past it the request fails, the executor "
+                                   "holds, the next request reconnects"),
+    "camera_names": Param(["front"], "camera names; topic = camera_topic_format.format(name=...)"),
+    "camera_topic_format": Param(schema.TOPIC_CAMERA_FMT, "camera topic per name"),
+    "image_transport": Param("raw", "raw (sensor_msgs/Image) or compressed (CompressedImage on <topic>/compressed)"),
+    "proprio_joints": Param([f"panda_joint{i}" for i in range(1, 8)], "joint_states joints in proprio"),
+    "gripper_joints": Param(["panda_gripper"], "joint_states gripper joints in proprio"),
+    "use_velocity": Param(True, "proprio includes joint velocities"),
+    "use_ee_pose": Param(True, "proprio includes the EE position from ee_pose_topic"),
+    "joint_states_topic": Param(schema.TOPIC_JOINT_STATES, "sensor_msgs/JointState"),
+    "ee_pose_topic": Param(schema.TOPIC_EE_POSE, "geometry_msgs/PoseStamped"),
+    "task_topic": Param(schema.TOPIC_TASK, "std_msgs/String, transient local"),
+    "default_task": Param("", "instruction used until one arrives on task_topic"),
+    "action_chunk_topic": Param(schema.TOPIC_ACTION_CHUNK, "aloe_msgs/ActionChunk output"),
+    "observation_timeout_s": Param(1.0, "no inference when an input is older"),
+    "execution_horizon": Param(5, "infer when the executing chunk has fewer actions left than this (+ the inference "
+                                  "delay in ticks)", range=(0, 10000)),
+    "inference_delay_s": Param(-1.0, "assumed inference delay for early triggering; < 0 = measured observation-to-"
+                                     "chunk delay (EMA)"),
+    "device": Param("cpu", "torch device for the policy"),
+    "seed": Param(0, "seed of the sampling noise generator"),
+    "torch_threads": Param(0, "torch CPU threads; 0 = torch default", range=(0, 256)),
+    "inference_nice": Param(10, "niceness added to the inference thread only (Linux: per thread): the control loop "
+                                "and drivers win the CPU over inference; 0 = off", range=(0, 19)),
+    "load_policy_alias": Param(schema.SERVICE_LOAD_POLICY, "second name of the LoadPolicy service; '' = none"),
+    "action_names": Param([""], "the robot's action names in order (the executor's command); [''] = the first policy"
+                                " loaded sets them and every later one must match"),
+    "control_period_s": Param(0.0, "the robot's control period (s); 0 = the first policy loaded sets it and every "
+                                   "later one must match"),
+    "action_units": Param([""], "the unit of each action in order (\"m\", \"rad\"...); [''] = not checked"),
+    "action_frame": Param("", "the frame the robot takes actions in (REP-105); '' = not checked"),
+    "autostart": Param(True, "configure (load the checkpoint) and activate (infer) at start, a plain node; false = "
+                             "unconfigured until a lifecycle manager moves it"),
+    "episode_event_topic": Param(schema.TOPIC_EPISODE_EVENT, "aloe_msgs/EpisodeEvent: every START/end starts a fresh"
+                                                             " chunk from a fresh observation; '' = never"),
+}
+
+
 class PolicyNode(ManagedNode):
     def __init__(self, **kwargs):
         super().__init__("policy_node", **kwargs)
-        p = self._declare
-        self.checkpoint_param = p("checkpoint", "", "policy checkpoint directory (backend openpi_remote: "
-                                  "ws://host:port) loaded at start; '' = wait for ~/load_policy")
-        self.backend_name = p("backend", "flow_matching", "policy backend (entry-point group aloe_policy.backends): "
-                              "flow_matching (the built-in model) | openpi_remote (a policy served over openpi's "
-                              "websocket protocol, e.g. pi0 on a GPU machine)")
-        self.remote_contract = p("remote_contract", "", "openpi_remote: JSON file of the served policy's PolicyConfig "
-                                 "(cameras, proprio, actions, horizon, period) when its server does not send one")
-        self.value_guided_samples = p("value_guided_samples", 0, "> 1: sample this many chunks per inference and "
-                                      "execute the best under the critic in the checkpoint (chunk_scorer.pt); "
-                                      "0 = one sample", integer_range=(0, 1024))
-        self.remote_timeout_s = p("remote_timeout_s", 2.0, "openpi_remote: deadline of one request; past it the "
-                                  "request fails, the executor holds, the next request reconnects")
-        self.cameras = list(p("camera_names", ["front"], "camera names; topic = camera_topic_format.format(name=...)"))
-        camera_fmt = p("camera_topic_format", schema.TOPIC_CAMERA_FMT, "camera topic per name")
-        transport = p("image_transport", "raw", "raw (sensor_msgs/Image) or compressed (CompressedImage on "
-                      "<topic>/compressed)")
-        joints = p("proprio_joints", [f"panda_joint{i}" for i in range(1, 8)], "joint_states joints in proprio")
-        grippers = p("gripper_joints", ["panda_gripper"], "joint_states gripper joints in proprio")
-        use_velocity = p("use_velocity", True, "proprio includes joint velocities")
-        use_ee = p("use_ee_pose", True, "proprio includes the EE position from ee_pose_topic")
-        joint_topic = p("joint_states_topic", schema.TOPIC_JOINT_STATES, "sensor_msgs/JointState")
-        ee_topic = p("ee_pose_topic", schema.TOPIC_EE_POSE, "geometry_msgs/PoseStamped")
-        task_topic = p("task_topic", schema.TOPIC_TASK, "std_msgs/String, transient local")
-        self.default_task = p("default_task", "", "instruction used until one arrives on task_topic")
-        chunk_topic = p("action_chunk_topic", schema.TOPIC_ACTION_CHUNK, "aloe_msgs/ActionChunk output")
-        self.obs_timeout_ns = int(p("observation_timeout_s", 1.0, "no inference when an input is older") * NS_PER_S)
-        self.execution_horizon = p("execution_horizon", 5, "infer when the executing chunk has fewer actions left "
-                                   "than this (+ the inference delay in ticks)", integer_range=(0, 10000))
-        self.inference_delay_s = p("inference_delay_s", -1.0, "assumed inference delay for early triggering; "
-                                   "< 0 = measured observation-to-chunk delay (EMA)")
-        self.device = p("device", "cpu", "torch device for the policy")
-        self.seed = p("seed", 0, "seed of the sampling noise generator")
-        torch_threads = p("torch_threads", 0, "torch CPU threads; 0 = torch default", integer_range=(0, 256))
-        self.inference_nice = p("inference_nice", 10, "niceness added to the inference thread only (Linux: per "
-                                "thread): the control loop and drivers win the CPU over inference; 0 = off",
-                                integer_range=(0, 19))
-        alias = p("load_policy_alias", schema.SERVICE_LOAD_POLICY, "second name of the LoadPolicy service; '' = none")
-        self.robot_action_names = list(p("action_names", [""], "the robot's action names in order (the executor's "
-                                         "command); [''] = the first policy loaded sets them and every later one "
-                                         "must match"))
+        p = declare_parameters(self, PARAMETERS)
+        self.checkpoint_param = p["checkpoint"]
+        self.backend_name = p["backend"]
+        self.remote_contract = p["remote_contract"]
+        self.value_guided_samples = p["value_guided_samples"]
+        self.remote_timeout_s = p["remote_timeout_s"]
+        self.cameras = list(p["camera_names"])
+        camera_fmt = p["camera_topic_format"]
+        transport = p["image_transport"]
+        joints = p["proprio_joints"]
+        grippers = p["gripper_joints"]
+        use_velocity = p["use_velocity"]
+        use_ee = p["use_ee_pose"]
+        joint_topic = p["joint_states_topic"]
+        ee_topic = p["ee_pose_topic"]
+        task_topic = p["task_topic"]
+        self.default_task = p["default_task"]
+        chunk_topic = p["action_chunk_topic"]
+        self.obs_timeout_ns = int(p["observation_timeout_s"] * NS_PER_S)
+        self.execution_horizon = p["execution_horizon"]
+        self.inference_delay_s = p["inference_delay_s"]
+        self.device = p["device"]
+        self.seed = p["seed"]
+        torch_threads = p["torch_threads"]
+        self.inference_nice = p["inference_nice"]
+        alias = p["load_policy_alias"]
+        self.robot_action_names = list(p["action_names"])
         self.robot_action_names = [n for n in self.robot_action_names if n]
-        self.robot_control_period_s = p("control_period_s", 0.0, "the robot's control period (s); 0 = the first "
-                                        "policy loaded sets it and every later one must match")
-        self.robot_action_units = [u for u in p("action_units", [""], "the unit of each action in order (\"m\", "
-                                                "\"rad\"...); [''] = not checked") if u]
-        self.robot_action_frame = p("action_frame", "", "the frame the robot takes actions in (REP-105); '' = not "
-                                    "checked")
+        self.robot_control_period_s = p["control_period_s"]
+        self.robot_action_units = [u for u in p["action_units"] if u]
+        self.robot_action_frame = p["action_frame"]
 
         import torch  # heavy import after parameters, so a parameter error is reported quickly
 
@@ -200,11 +228,9 @@ class PolicyNode(ManagedNode):
             self.create_service(LoadPolicy, alias, self._on_load_policy)
         self.create_timer(1.0, self._publish_diagnostics, clock=Clock(clock_type=ClockType.STEADY_TIME))
 
-        self.autostart_enabled = p("autostart", True, "configure (load the checkpoint) and activate (infer) at "
-                                   "start, a plain node; false = unconfigured until a lifecycle manager moves it")
+        self.autostart_enabled = p["autostart"]
         self._alias = alias
-        episode_topic = p("episode_event_topic", schema.TOPIC_EPISODE_EVENT, "aloe_msgs/EpisodeEvent: every "
-                          "START/end starts a fresh chunk from a fresh observation; '' = never")
+        episode_topic = p["episode_event_topic"]
         if episode_topic:
             self.create_subscription(EpisodeEvent, episode_topic, self._on_episode_event,
                                      QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
@@ -229,12 +255,6 @@ class PolicyNode(ManagedNode):
     def cleanup_node(self) -> None:
         with self._lock:
             self.policy, self._last_chunk = None, None
-
-    def _declare(self, name, default, description, *, integer_range=None):
-        descriptor = ParameterDescriptor(description=description, read_only=True)
-        if integer_range:
-            descriptor.integer_range = [IntegerRange(from_value=integer_range[0], to_value=integer_range[1])]
-        return self.declare_parameter(name, default, descriptor).value
 
     # ---- inputs (callbacks only store) --------------------------------------------------
     def _now_ns(self) -> int:
@@ -516,27 +536,9 @@ class PolicyNode(ManagedNode):
 
 
 def main(args=None):
-    rclpy.init(args=args)
-    try:
-        node = PolicyNode()
-    except (ValueError, ParameterException) as exc:  # bad configuration: say what, exit
-        hint = (" (a double parameter needs a decimal point in YAML, e.g. 50.0)"
-                if "expecting type 'DOUBLE'" in str(exc) else "")
-        rclpy.logging.get_logger("policy_node").fatal(f"cannot start: {exc}{hint}")
-        rclpy.shutdown()
-        return 1
-    node.autostart(node.autostart_enabled)
-    executor = SingleThreadedExecutor()  # see the module docstring: no executor thread pool
-    executor.add_node(node)
-    try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
+    # one SingleThreadedExecutor (see the module docstring: no executor thread pool)
+    return run_node(PolicyNode, "policy_node", args, after_start=lambda node: node.autostart(node.autostart_enabled))
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

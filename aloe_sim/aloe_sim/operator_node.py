@@ -12,14 +12,12 @@ from __future__ import annotations
 from aloe_data import schema
 
 import numpy as np
-import rclpy
 from aloe_msgs.msg import EpisodeEvent, ExecutedAction, Intervention
-from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Float64MultiArray
 
+from aloe_data.ros_node import declare_parameters, run_node
 from aloe_sim.env import TaskState
 from aloe_sim.scripted import OperatorSupervisor, ScriptedConfig, SupervisorConfig
 
@@ -45,9 +43,7 @@ PARAMETERS = {
 class OperatorNode(Node):
     def __init__(self):
         super().__init__("operator_node")
-        for name, (default, description) in PARAMETERS.items():
-            self.declare_parameter(name, default, ParameterDescriptor(description=description))
-        p = {name: self.get_parameter(name).value for name in PARAMETERS}
+        p = declare_parameters(self, PARAMETERS)
         controller = ScriptedConfig(noise=float(p["noise"]), bias=tuple(float(b) for b in p["bias"]),
                                     seed=int(p["seed"]))
         self.supervisor = OperatorSupervisor(SupervisorConfig(
@@ -92,17 +88,7 @@ class OperatorNode(Node):
 
 
 def main(args=None):
-    rclpy.init(args=args)
-    node = OperatorNode()
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
-    return 0
+    return run_node(OperatorNode, "operator_node", args)
 
 
 if __name__ == "__main__":

@@ -30,8 +30,7 @@ import numpy as np
 import rclpy
 from aloe_msgs.msg import EpisodeEvent
 from geometry_msgs.msg import PoseStamped
-from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rosgraph_msgs.msg import Clock
@@ -40,6 +39,7 @@ from std_msgs.msg import Float32, Float64MultiArray, MultiArrayDimension, String
 from std_srvs.srv import Trigger
 
 from aloe_data.observation import rgb_to_image_fields
+from aloe_data.ros_node import declare_parameters, run_node
 from aloe_sim.env import ACTION_DIM, GRIPPER_JOINT_NAME, JOINT_NAMES, TASK_STATE_LABELS, PickCubeSim, SimConfig
 
 # Everything the sim publishes is reliable: a reliable publisher also serves best-effort
@@ -85,10 +85,7 @@ def stamp_of(ns: int):
 class SimNode(Node):
     def __init__(self):
         super().__init__("sim_node")
-        for name, (default, description) in PARAMETERS.items():
-            self.declare_parameter(name, default, ParameterDescriptor(description=description))
-        p = {name: self.get_parameter(name).value for name in PARAMETERS}
-        self.p = p
+        self.p = p = declare_parameters(self, PARAMETERS)
         cameras = tuple(c for c in p["cameras"] if c)
         self.sim = PickCubeSim(SimConfig(image_size=int(p["image_size"]), cameras=cameras,
                                          max_steps=int(p["max_steps"]), seed=int(p["seed"])))
@@ -282,9 +279,7 @@ class SimNode(Node):
         self.clock_pub.publish(Clock(clock=stamp))
 
 
-def main(args=None):
-    rclpy.init(args=args)
-    node = SimNode()
+def _spin_until_finished(node: SimNode) -> None:
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     node.start()
@@ -294,14 +289,13 @@ def main(args=None):
         linger = time.monotonic() + 0.5  # let reliable subscribers fetch the last end event
         while rclpy.ok() and time.monotonic() < linger:
             executor.spin_once(timeout_sec=0.05)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
     finally:
         node.stop()
-        node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
-    return 1 if node.error is not None else 0
+
+
+def main(args=None):
+    """Runs ``episodes`` episodes (0 = forever), then exits: 0, or 1 after a simulator error."""
+    return run_node(SimNode, "sim_node", args, spin=_spin_until_finished)
 
 
 if __name__ == "__main__":

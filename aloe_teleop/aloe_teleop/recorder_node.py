@@ -14,15 +14,13 @@ from __future__ import annotations
 
 import importlib
 
-import rclpy
-import rclpy.executors
 from aloe_data import schema
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import ParameterDescriptor
 
+from aloe_data.ros_node import declare_parameters, run_node
 from aloe_policy.realtime import apply_realtime_priority
 from aloe_teleop.recorder import QosInfo, Recorder, RecorderConfig, parse_topic_entry
 
@@ -76,44 +74,44 @@ def qos_info(profile) -> QosInfo:
                    liveliness_lease_duration_ns=profile.liveliness_lease_duration.nanoseconds)
 
 
+PARAMETERS = {
+    "output_dir": ("aloe_bags", "bags go to <output_dir>/<episode_id>/"),
+    "topics": (DEFAULT_TOPICS, "topics to record: '/topic' (type from the ROS graph) or '/topic:pkg/msg/Type'"),
+    "camera_topics": ([""], "'name=topic' per camera (policy_node's camera_names / camera_topic_format): recorded, "
+                            "and written to each bag's metadata so ingestion finds them; [''] = every "
+                            "'/camera/<name>/image_raw' entry of topics"),
+    "joint_states_topic": (schema.TOPIC_JOINT_STATES, "sensor_msgs/JointState of the proprio (recorded; named in the"
+                                                      " metadata)"),
+    "ee_pose_topic": (schema.TOPIC_EE_POSE, "geometry_msgs/PoseStamped of the EE (recorded; named in the metadata); "
+                                            "'' = none"),
+    "episode_event_topic": (schema.TOPIC_EPISODE_EVENT, "aloe_msgs/EpisodeEvent: START opens a bag, an end event "
+                                                        "closes it"),
+    "task_topic": (schema.TOPIC_TASK, "std_msgs/String, transient local: the instruction, written into every bag"),
+    "latched_topics": ([schema.TOPIC_TASK], "topics whose last message is re-written at the start of every bag"),
+    "flush_interval_s": (1.0, "a crash loses at most this much"),
+    "chunk_size": (4 * 2**20, "MCAP chunk size, bytes"),
+    "compression": ("none", "MCAP chunk compression: none, zstd, lz4"),
+    "fsync": (True, "fsync at every flush (power-loss safety)"),
+    "chunk_crc": (True, "CRC per MCAP chunk (repair detects damage)"),
+    "queue_max_mb": (512.0, "writer queue bound; overflow is logged"),
+    "min_free_mb": (500.0, "below this free disk space: close, stop"),
+    "disk_check_interval_s": (1.0, "seconds between free-disk-space checks"),
+    "qos_depth": (500, "subscription history depth"),
+    "realtime_priority": (0, "SCHED_FIFO priority (1-99) of the thread that takes messages from the middleware; 0 = "
+                             "normal scheduling. A publisher keeps only its history depth of undelivered messages "
+                             "(10 for many drivers: 5 ms at 2 kHz), so under CPU load a waiting subscription thread "
+                             "loses them before the recorder sees them; the writer thread keeps normal scheduling "
+                             "and its queue"),
+    "discovery_period_s": (0.25, "graph polling period for publishers"),
+    "status_period_s": (10.0, "period of the status log line"),
+    "diagnostics_period_s": (1.0, "period of /diagnostics"),
+}
+
+
 class RecorderNode(Node):
     def __init__(self):
         super().__init__("recorder_node")
-        d = ParameterDescriptor
-        self.declare_parameter("output_dir", "aloe_bags", d(description="bags go to <output_dir>/<episode_id>/"))
-        self.declare_parameter("topics", DEFAULT_TOPICS, d(
-            description="topics to record: '/topic' (type from the ROS graph) or '/topic:pkg/msg/Type'"))
-        self.declare_parameter("camera_topics", [""], d(
-            description="'name=topic' per camera (policy_node's camera_names / camera_topic_format): recorded, and "
-                        "written to each bag's metadata so ingestion finds them; [''] = every '/camera/<name>/"
-                        "image_raw' entry of topics"))
-        self.declare_parameter("joint_states_topic", schema.TOPIC_JOINT_STATES, d(
-            description="sensor_msgs/JointState of the proprio (recorded; named in the metadata)"))
-        self.declare_parameter("ee_pose_topic", schema.TOPIC_EE_POSE, d(
-            description="geometry_msgs/PoseStamped of the EE (recorded; named in the metadata); '' = none"))
-        self.declare_parameter("episode_event_topic", schema.TOPIC_EPISODE_EVENT)
-        self.declare_parameter("task_topic", schema.TOPIC_TASK)
-        self.declare_parameter("latched_topics", [schema.TOPIC_TASK], d(
-            description="topics whose last message is re-written at the start of every bag"))
-        self.declare_parameter("flush_interval_s", 1.0, d(description="a crash loses at most this much"))
-        self.declare_parameter("chunk_size", 4 * 2**20, d(description="MCAP chunk size, bytes"))
-        self.declare_parameter("compression", "none", d(description="MCAP chunk compression: none, zstd, lz4"))
-        self.declare_parameter("fsync", True, d(description="fsync at every flush (power-loss safety)"))
-        self.declare_parameter("chunk_crc", True, d(description="CRC per MCAP chunk (repair detects damage)"))
-        self.declare_parameter("queue_max_mb", 512.0, d(description="writer queue bound; overflow is logged"))
-        self.declare_parameter("min_free_mb", 500.0, d(description="below this free disk space: close, stop"))
-        self.declare_parameter("disk_check_interval_s", 1.0)
-        self.declare_parameter("qos_depth", 500, d(description="subscription history depth"))
-        self.declare_parameter("realtime_priority", 0, d(description=(
-            "SCHED_FIFO priority (1-99) of the thread that takes messages from the middleware; 0 = normal "
-            "scheduling. A publisher keeps only its history depth of undelivered messages (10 for many "
-            "drivers: 5 ms at 2 kHz), so under CPU load a waiting subscription thread loses them before "
-            "the recorder sees them; the writer thread keeps normal scheduling and its queue")))
-        self.declare_parameter("discovery_period_s", 0.25, d(description="graph polling period for publishers"))
-        self.declare_parameter("status_period_s", 10.0, d(description="period of the status log line"))
-        self.declare_parameter("diagnostics_period_s", 1.0, d(description="period of /diagnostics"))
-
-        p = lambda name: self.get_parameter(name).value  # noqa: E731
+        p = declare_parameters(self, PARAMETERS).__getitem__
         self.wanted: dict[str, str] = {}  # topic -> type ('' = from the graph)
         for entry in p("topics"):
             topic, msgtype = parse_topic_entry(entry)
@@ -236,23 +234,17 @@ class RecorderNode(Node):
         super().destroy_node()
 
 
-def main(args=None):
-    rclpy.init(args=args)
-    try:
-        node = RecorderNode()
-    except ValueError as exc:  # a bad parameter: say which, exit non-zero
-        rclpy.logging.get_logger("recorder_node").fatal(f"cannot start: {exc}")
-        rclpy.try_shutdown()
-        return 1
+def _start(node: RecorderNode) -> None:
     problem = apply_realtime_priority(node.realtime_priority)  # this thread spins: the callbacks run here
     if problem:
         node.get_logger().warn(f"realtime_priority {node.realtime_priority} not applied, normal scheduling: {problem}")
     elif node.realtime_priority:
         node.get_logger().info(f"subscription thread runs SCHED_FIFO priority {node.realtime_priority}")
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+
+
+def main(args=None):
+    return run_node(RecorderNode, "recorder_node", args, after_start=_start)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -19,11 +19,8 @@ import threading
 import time
 
 import numpy as np
-import rclpy
-import rclpy.executors
 from aloe_data import schema
 from aloe_msgs.msg import EpisodeEvent, Intervention
-from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Joy
@@ -42,6 +39,7 @@ from aloe_teleop.devices import (
     spacemouse_default_config,
 )
 from aloe_teleop.episodes import EpisodeLabeller
+from aloe_data.ros_node import dataclass_parameters, declare_parameters, run_node
 
 RELIABLE = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE)
 LATCHED = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
@@ -49,39 +47,39 @@ LATCHED = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=Relia
 ZERO = np.zeros(ACTION_DIM, np.float32)
 
 
-def _declare_dataclass(node: Node, prefix: str, defaults) -> dict:
-    """Declare ``<prefix>.<field>`` for every field of a config dataclass; return their values."""
-    values = {}
-    for name in defaults.__dataclass_fields__:
-        node.declare_parameter(f"{prefix}.{name}", getattr(defaults, name))
-        values[name] = node.get_parameter(f"{prefix}.{name}").value
-    return values
+PARAMETERS = {
+    "devices": (["joy", "keyboard"], "joy, keyboard, spacemouse"),
+    "intervention_topic": (schema.TOPIC_INTERVENTION, "aloe_msgs/Intervention output"),
+    "episode_event_topic": (schema.TOPIC_EPISODE_EVENT, "aloe_msgs/EpisodeEvent output (the episode labels)"),
+    "task_topic": (schema.TOPIC_TASK, "std_msgs/String, transient local: the instruction put in EpisodeEvents"),
+    "joy_topic": ("/joy", "sensor_msgs/Joy input"),
+    "publish_rate_hz": (30.0, "rate of Intervention while a takeover is held (keyboard/SpaceMouse polling, Joy "
+                              "repeat)"),
+    "device_timeout_s": (0.5, "a held takeover is released when its device is silent this long"),
+    "episode_id_prefix": ("", "prefix of the episode ids this node makes"),
+}
+
+
+def _device_section(node: Node, prefix: str, defaults) -> dict:
+    """The ``<prefix>.*`` parameters of one device's config dataclass, without the prefix."""
+    values = declare_parameters(node, dataclass_parameters(prefix, defaults))
+    return {key[len(prefix) + 1:]: value for key, value in values.items()}
 
 
 class TeleopNode(Node):
     def __init__(self):
         super().__init__("teleop_node")
-        d = ParameterDescriptor
-        self.declare_parameter("devices", ["joy", "keyboard"], d(description="joy, keyboard, spacemouse"))
-        self.declare_parameter("intervention_topic", schema.TOPIC_INTERVENTION)
-        self.declare_parameter("episode_event_topic", schema.TOPIC_EPISODE_EVENT)
-        self.declare_parameter("task_topic", schema.TOPIC_TASK)
-        self.declare_parameter("joy_topic", "/joy")
-        self.declare_parameter("publish_rate_hz", 30.0, d(
-            description="rate of Intervention while a takeover is held (keyboard/SpaceMouse polling, Joy repeat)"))
-        self.declare_parameter("device_timeout_s", 0.5, d(
-            description="a held takeover is released when its device is silent this long"))
-        self.declare_parameter("episode_id_prefix", "")
-        p = lambda name: self.get_parameter(name).value  # noqa: E731
+        params = declare_parameters(self, PARAMETERS)
+        p = params.__getitem__
         devices = list(p("devices"))
         self.rate_hz = float(p("publish_rate_hz"))
         self.device_timeout_s = float(p("device_timeout_s"))
         try:
-            joy_cfg = JoyConfig.from_params(_declare_dataclass(self, "joy", JoyConfig()))
-            kb_cfg = KeyboardConfig.from_params(_declare_dataclass(self, "keyboard", KeyboardConfig()))
-            sm_cfg = JoyConfig.from_params(_declare_dataclass(self, "spacemouse", spacemouse_default_config()))
+            joy_cfg = JoyConfig.from_params(_device_section(self, "joy", JoyConfig()))
+            kb_cfg = KeyboardConfig.from_params(_device_section(self, "keyboard", KeyboardConfig()))
+            sm_cfg = JoyConfig.from_params(_device_section(self, "spacemouse", spacemouse_default_config()))
         except DeviceConfigError as exc:
-            raise SystemExit(f"teleop_node: bad device configuration: {exc}") from exc
+            raise ValueError(f"bad device configuration: {exc}") from exc
 
         self._lock = threading.RLock()
         self._device_problems: dict[int, str] = {}  # device -> its last reading problems (logged on change)
@@ -243,12 +241,8 @@ class TeleopNode(Node):
 
 
 def main(args=None):
-    rclpy.init(args=args)
-    node = TeleopNode()
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+    return run_node(TeleopNode, "teleop_node", args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
