@@ -137,7 +137,7 @@ def main(argv=None) -> int:
     from aloe_critic.dataset import TransitionDataset
     from aloe_data.schema import SOURCE_HUMAN
     from aloe_critic.improvement import improve_policy
-    from aloe_critic.train import TrainConfig, imitation_set, run_iteration, seed_everything
+    from aloe_critic.train import TrainConfig, apply_overrides, imitation_set, run_iteration, seed_everything
     from aloe_policy.model import FlowMatchingPolicy, PolicyConfig
     from aloe_sim.env import PickCubeSim
     from aloe_bringup.loop import LOOP_POLICY_CONFIG, LoopConfig
@@ -153,9 +153,10 @@ def main(argv=None) -> int:
         key, _, value = item.partition("=")
         overrides[key] = yaml.safe_load(value)
     # The main job's TrainConfig mapping (LoopConfig.train_config), with this run's sizes.
-    loop = LoopConfig(seed=a.seed, image_size=a.image_size, init_policy_steps=a.init_steps,
-                      policy_steps=a.policy_steps, critic_steps=a.critic_steps, init_lr=a.init_lr,
-                      improvement_lr=a.improve_lr, eval_critic_only=a.eval_critic_only, train_overrides=overrides)
+    loop = LoopConfig(seed=a.seed, image_size=a.image_size, init_policy_steps=a.init_steps, init_lr=a.init_lr,
+                      eval_critic_only=a.eval_critic_only)
+    apply_overrides(loop.train, {"policy_steps": a.policy_steps, "critic_steps": a.critic_steps,
+                                 "policy_lr": a.improve_lr, **overrides})
     # The mapping writes policy_config.json into a run directory: a temporary one, removed at exit.
     scratch = tempfile.TemporaryDirectory(prefix="offline_loop_")
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 from aloe_data import schema
 
 import argparse
-import dataclasses
+import copy
 import json
 import logging
 import os
@@ -33,6 +33,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from aloe_data.config_cli import add_config_arguments, apply_overrides, overrides_from_args
+
 from .bringup import NodeGroup, config_file, load_params, start_nodes
 from .node_sets import NODE_SETS
 
@@ -44,12 +46,30 @@ LOOP_POLICY_CONFIG = {"cnn_channels": [16, 32, 32], "hidden_dim": 128, "head_hid
                       "cnn_keypoints": 16, "image_shift": 4}
 
 
+def loop_train_config():
+    """The main job's training configuration: aloe-train's TrainConfig with the CPU-sized choices
+    below (every other field as aloe-train has it). Measured: BENCHMARKS.md "Main job" / loop sizing."""
+    from aloe_critic.train import TrainConfig
+
+    return apply_overrides(TrainConfig(), {
+        "policy_steps": 1200,        # advantage-weighted steps per iteration (600 barely moved the policy)
+        "policy_batch_size": 32,
+        "policy_lr": 3e-4,
+        "ema_decay": 0.995,          # the policy ends with the moving average of its weights
+        "critic_steps": 1500,
+        "critic_batch_size": 256,
+        "ensemble_size": 5,
+        "freeze_encoder": True,      # Q heads on the policy's frozen features: the CPU-sized choice
+        "num_policy_samples": 4,     # A'_j ~ pi per observation for the TD target
+    })
+
+
 @dataclass
 class LoopConfig:
     """Every knob of the main job. Defaults: ~12 minutes on a 2-core machine, no GPU (BENCHMARKS.md)."""
 
     run_dir: str = ""                    # '' = runs/<date-time> under $ALOE_ROOT (scripts/env.sh), else here
-    method: str = "aloe"                 # value signal of the improvement: aloe | bc | progress | td1
+    method: str = "aloe"                 # value signal of the improvement: aloe | bc | dagger | progress | td1
     iterations: int = 3                  # improvement iterations after the initial policy
     demo_episodes: int = 5               # scripted demonstrations for the initial policy (~16 ticks each): a
                                          # weak start (~0.25) that the human-in-the-loop iterations improve
@@ -57,51 +77,35 @@ class LoopConfig:
     eval_episodes: int = 20              # policy-only episodes (operator off) per iteration: success rate.
                                          # Also training data: the only episodes where the policy's own
                                          # failures reach the sparse reward (the operator rescues the rest)
-    seed: int = 0
-    image_size: int = 64
+    seed: int = 0                        # seeds the episodes, the operator and every training run
+    image_size: int = 64                 # camera image side, pixels (the sim renders it, the policy takes it)
     max_steps: int = 100                 # ticks (0.1 s) per episode
     operator_noise: float = 0.0          # operator quality: action noise, fraction of its 3 cm step
-    reaction_delay_ticks: int = 2
+    reaction_delay_ticks: int = 2        # operator: ticks between noticing a problem and taking over
     init_policy_steps: int = 3000        # BC gradient steps of the initial policy
-    policy_steps: int = 1200             # advantage-weighted steps per iteration (600 barely moved the policy)
-    critic_steps: int = 1500             # critic gradient steps per iteration
-    policy_ema_decay: float = 0.995      # the policy ends with the moving average of its weights (0 = last step)
     init_lr: float = 3e-4                # learning rate of the initial behaviour cloning
-    improvement_lr: float = 3e-4         # learning rate of each improvement
-    weight_mode: str = "exp"             # exp: clip(exp(A / beta)), beta 0.1; binary: imitate only chunks with
-                                         # A > 0. Offline, 6 seeds: final success exp 0.75, binary 0.69 (paired
-                                         # p 0.23), bc 0.86 (BENCHMARKS.md "Several seeds")
-    ensemble_size: int = 5
-    freeze_critic_encoder: bool = True   # Q heads on the policy's frozen features: the CPU-sized choice
-    batch_size: int = 32                 # policy batch
-    critic_batch_size: int = 256
-    num_policy_samples: int = 4          # A'_j ~ pi per observation
     eval_critic_only: bool = True        # policy-alone episodes train the critic but are not imitated: their
                                          # stuck ticks would be most of the imitated chunks (BENCHMARKS.md)
-    torch_threads: int = 1             # 1: OpenMP threads spin against the ROS nodes on a 2-core machine
+    torch_threads: int = 1               # 1: OpenMP threads spin against the ROS nodes on a 2-core machine
     params_file: str = ""                # '' = the shipped sim.yaml (launch/config, installed with aloe_bringup)
     episode_deadline_s: float = 90.0     # wall-clock deadline per episode before a phase is declared hung
     pause_between_episodes_s: float = 0.5  # wall time between episodes (the recorder closes a bag)
-    train_overrides: dict = field(default_factory=dict)  # any aloe-train TrainConfig field
+    train: object = field(default_factory=loop_train_config)  # aloe-train's TrainConfig of every iteration
+                                         # (flags as aloe-train's; YAML: a train: section)
 
     def train_config(self, run_dir: Path, method: str, init: bool):
-        from aloe_critic.train import TrainConfig, apply_overrides
-
+        """The TrainConfig of one training run: ``train`` with this loop's method, seed, sizes and data
+        split; the initial behaviour cloning takes init_policy_steps and init_lr."""
         policy_json = run_dir / "policy_config.json"
         if not policy_json.exists():
             policy_json.write_text(json.dumps({**LOOP_POLICY_CONFIG, "image_size": self.image_size}))
-        config = TrainConfig()
+        config = copy.deepcopy(self.train)
         apply_overrides(config, {
             "method": method, "seed": self.seed, "init_only": init, "policy_config_file": str(policy_json),
-            "cache_dir": str(run_dir / "cache"), "image_size": self.image_size,
-            "policy_steps": self.init_policy_steps if init else self.policy_steps,
-            "policy_batch_size": self.batch_size, "critic_steps": self.critic_steps,
-            "ensemble_size": self.ensemble_size, "critic_batch_size": self.critic_batch_size,
-            "freeze_encoder": self.freeze_critic_encoder,
-            "num_policy_samples": self.num_policy_samples, "policy_lr": self.init_lr if init else self.improvement_lr,
-            "weight_mode": self.weight_mode, "ema_decay": self.policy_ema_decay, "value_plots": not init,
-            "critic_only_bags": ["*/bags/eval_*/*"] if self.eval_critic_only else [],
-            **self.train_overrides})
+            "cache_dir": str(run_dir / "cache"), "image_size": self.image_size, "value_plots": not init,
+            "critic_only_bags": ["*/bags/eval_*/*"] if self.eval_critic_only else []})
+        if init:
+            apply_overrides(config, {"policy_steps": self.init_policy_steps, "policy_lr": self.init_lr})
         return config
 
 
@@ -368,57 +372,49 @@ def print_table(rows: list[dict]) -> None:
     print(flush=True)
 
 
-def _parse_bool(text: str) -> bool:
-    if text.lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
-        raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
-    return text.lower() in ("1", "true", "yes", "on")
+# TrainConfig fields the loop sets itself for every training run (LoopConfig.train_config)
+LOOP_OWNED = ("method", "seed", "image_size", "init_only", "policy_config_file", "cache_dir", "value_plots",
+              "critic_only_bags")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="aloe-loop", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    from aloe_critic.improvement import WEIGHT_MODES
-    from aloe_critic.train import METHODS, field_docs
+    from aloe_critic.train import CHOICES
 
-    choices = {"method": METHODS, "weight_mode": WEIGHT_MODES}
-    docs = field_docs(LoopConfig)
-    parser.add_argument("--config", type=Path, help="YAML file with LoopConfig fields")
-    for f in dataclasses.fields(LoopConfig):
-        if f.name == "train_overrides":
-            continue
-        default = f.default
-        kind = _parse_bool if isinstance(default, bool) else type(default)
-        allowed = f"; one of {', '.join(choices[f.name])}" if f.name in choices else ""
-        parser.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=None, choices=choices.get(f.name),
-                            metavar=("BOOL" if kind is _parse_bool else kind.__name__.upper()) if f.name not in choices else None,
-                            help=f"{docs.get(f.name, '')} (default {default!r}{allowed})".strip())
-    parser.add_argument("--train", action="append", default=[], metavar="FIELD=VALUE",
-                        help="override an aloe-train TrainConfig field (repeatable), e.g. --train beta=0.2")
+    parser = argparse.ArgumentParser(
+        prog="aloe-loop", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Precedence: defaults < --quick < --config YAML (LoopConfig fields and a train: section of\n"
+               "aloe-train's fields) < flags. The full config is printed at start and saved as loop_config.json.")
+    parser.add_argument("--config", type=Path, help="YAML file with LoopConfig fields (and a train: section)")
     parser.add_argument("--quick", action="store_true",
                         help="a few-minute smoke run: 1 iteration, 3 demos, 2 episodes per phase, short training")
+    add_config_arguments(parser, LoopConfig(), {"method": CHOICES["method"]}, exclude=("train",),
+                         title="the loop ({name})")
+    add_config_arguments(parser, loop_train_config(), CHOICES, exclude=LOOP_OWNED,
+                         title="training, as aloe-train ({name}: {doc})")
+    parser.add_argument("--train", action="append", default=[], metavar="FIELD=VALUE",
+                        help="set an aloe-train TrainConfig field (repeatable), e.g. --train beta=0.2")
     return parser
 
 
 QUICK = {"iterations": 1, "demo_episodes": 3, "episodes_per_iteration": 2, "eval_episodes": 1, "init_policy_steps": 30,
-         "policy_steps": 20, "critic_steps": 20, "max_steps": 30, "image_size": 32, "ensemble_size": 2,
-         "num_policy_samples": 2}
+         "max_steps": 30, "image_size": 32,
+         "train": {"policy_steps": 20, "critic_steps": 20, "ensemble_size": 2, "num_policy_samples": 2}}
 
 
 def config_from_args(args: argparse.Namespace) -> LoopConfig:
-    values: dict = {}
-    if args.quick:
-        values.update(QUICK)
+    config = LoopConfig()
+    layers = [QUICK] if args.quick else []
     if args.config:
-        values.update(yaml.safe_load(args.config.read_text()) or {})
-    for f in dataclasses.fields(LoopConfig):
-        v = getattr(args, f.name, None)
-        if v is not None:
-            values[f.name] = v
-    overrides = dict(values.pop("train_overrides", {}) or {})
-    for item in args.train:
-        key, _, value = item.partition("=")
-        overrides[key] = yaml.safe_load(value)
-    return LoopConfig(**values, train_overrides=overrides)
+        layers.append(yaml.safe_load(args.config.read_text()) or {})
+    layers.append({**overrides_from_args(args, config, exclude=("train",)),
+                   "train": {**overrides_from_args(args, config.train, exclude=LOOP_OWNED),
+                             **{k: yaml.safe_load(v) for k, _, v in (item.partition("=") for item in args.train)}}})
+    for layer in layers:
+        layer = dict(layer)
+        train = layer.pop("train", None) or {}
+        apply_overrides(config, layer, exclude=("train",))
+        apply_overrides(config.train, train)
+    return config
 
 
 def _interrupt(signum, frame):

@@ -44,6 +44,7 @@ import numpy as np
 import torch
 import yaml
 
+from aloe_data.config_cli import add_config_arguments, apply_overrides, overrides_from_args  # noqa: F401 (re-exported)
 from aloe_data.ingestion import IngestionConfig, SkippedBagWarning, find_bags, ingest_bags, no_usable_bags
 from aloe_data.schema import SOURCE_HUMAN, SOURCE_POLICY
 
@@ -59,7 +60,6 @@ log = logging.getLogger("aloe_critic.train")
 
 METHODS = ("aloe", "bc", "dagger", "progress", "td1")
 IMITATION_METHODS = ("bc", "dagger")  # weight 1, no critic; dagger: operator chunks only (demos + interventions)
-SECTIONS = ("ingestion", "critic", "improvement")
 
 
 @dataclass
@@ -110,64 +110,6 @@ class TrainConfig:
         config = cls()
         apply_overrides(config, data)
         return config
-
-
-def _leaf_fields(config: TrainConfig) -> dict[str, tuple[object, dataclasses.Field]]:
-    """field name -> (owning dataclass instance, field), over TrainConfig and its sections."""
-    out = {}
-    for f in dataclasses.fields(config):
-        if f.name in SECTIONS:
-            sub = getattr(config, f.name)
-            for sf in dataclasses.fields(sub):
-                out[sf.name] = (sub, sf)
-        else:
-            out[f.name] = (config, f)
-    return out
-
-
-def _convert(value, type_str: str, name: str):
-    """Convert a YAML/CLI value to the field's annotated type (annotations are strings here)."""
-    optional = "None" in type_str
-    if value is None or (optional and isinstance(value, str) and value.lower() in ("none", "null", "")):
-        if not optional:
-            raise ValueError(f"{name} cannot be None")
-        return None
-    base = type_str.replace("| None", "").strip()
-    if base.startswith("list"):
-        if isinstance(value, str):
-            value = [v for v in value.split(",") if v]
-        return [str(v) for v in value]
-    if base == "bool":
-        if isinstance(value, str):
-            if value.lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
-                raise ValueError(f"{name}: {value!r} is not a boolean")
-            return value.lower() in ("1", "true", "yes", "on")
-        return bool(value)
-    if base == "int":
-        return int(value)
-    if base == "float":
-        return float(value)
-    return str(value)
-
-
-def apply_overrides(config: TrainConfig, data: dict) -> TrainConfig:
-    """Set fields from a nested or flat dict (in place), then re-validate every section."""
-    leaves = _leaf_fields(config)
-    flat = {}
-    for key, value in (data or {}).items():
-        key = key.replace("-", "_")
-        if key in SECTIONS and isinstance(value, dict):
-            flat.update({k.replace("-", "_"): v for k, v in value.items()})
-        else:
-            flat[key] = value
-    for key, value in flat.items():
-        if key not in leaves:
-            raise ValueError(f"unknown config key {key!r}; known: {sorted(leaves)}")
-        owner, f = leaves[key]
-        setattr(owner, key, _convert(value, str(f.type), key))
-    for obj in (config, config.critic, config.improvement):
-        obj.__post_init__()
-    return config
 
 
 @dataclass
@@ -525,31 +467,6 @@ CHOICES = {"method": METHODS, "aggregate": AGGREGATION_RULES, "weight_mode": WEI
            "extraction": EXTRACTIONS, "advantage_pooling": POOLINGS}
 
 
-def field_docs(cls) -> dict[str, str]:
-    """Field -> its trailing ``# comment`` in the dataclass source, continuation comment lines
-    included (the --help text has one source: the config class)."""
-    import inspect
-    import re
-
-    docs, last = {}, None
-    try:
-        source = inspect.getsource(cls)
-    except (OSError, TypeError):
-        return docs
-    for line in source.splitlines():
-        m = re.match(r"\s+(\w+): [^=]+=.*?#\s*(.+)$", line)
-        if m:
-            last = m.group(1)
-            docs[last] = m.group(2).strip()
-            continue
-        cont = re.match(r"\s+#\s*(.+)$", line)
-        if cont and last is not None:
-            docs[last] += " " + cont.group(1).strip()
-        else:
-            last = None
-    return docs
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="aloe-train", formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -570,23 +487,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="directory of the new checkpoint (written atomically)")
     p.add_argument("--config", default=None, help="YAML file with TrainConfig fields")
     p.add_argument("--log-level", default="INFO", help="logging level (DEBUG, INFO, WARNING)")
-    defaults = TrainConfig()
-    groups = {}
-    for name, (owner, f) in _leaf_fields(defaults).items():
-        cls = owner.__class__
-        if cls not in groups:
-            groups[cls] = p.add_argument_group(f"{cls.__name__} ({(cls.__doc__ or '').strip().splitlines()[0]})")
-        doc = field_docs(cls).get(name, "")
-        kind = str(f.type)
-        help_text = f"{doc} (default: {getattr(owner, name)!r})" if doc else f"(default: {getattr(owner, name)!r})"
-        flag = f"--{name.replace('_', '-')}"
-        if kind == "bool":
-            groups[cls].add_argument(flag, dest=name, default=argparse.SUPPRESS, action=argparse.BooleanOptionalAction,
-                                     help=help_text)
-        else:
-            groups[cls].add_argument(flag, dest=name, default=argparse.SUPPRESS, choices=CHOICES.get(name),
-                                     metavar=None if name in CHOICES else kind.replace(" ", "").upper(),
-                                     help=help_text + ("; comma-separated" if "list" in kind else ""))
+    add_config_arguments(p, TrainConfig(), CHOICES)
     return p
 
 
@@ -594,8 +495,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     config = TrainConfig()
     if args.config:
         apply_overrides(config, yaml.safe_load(Path(args.config).read_text()) or {})
-    leaves = _leaf_fields(config)
-    apply_overrides(config, {k: v for k, v in vars(args).items() if k in leaves})
+    apply_overrides(config, overrides_from_args(args, config))
     return config
 
 
