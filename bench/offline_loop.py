@@ -76,17 +76,16 @@ def phase_record(summary, prefix: str) -> dict:
 def first_phase(path: Path, collect):
     """Iteration 0's (evaluation, supervised) episodes from ``path``, or collected and written there
     (atomically: runs of one seed may start together; the last writer's identical copy wins)."""
-    import os
     import pickle
+
+    from aloe_data.atomic import write_atomic
 
     if path.is_file():
         log(f"iteration 0's episodes from {path}")
         return pickle.loads(path.read_bytes())
     phases = collect()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_bytes(pickle.dumps(phases))
-    os.replace(tmp, path)
+    write_atomic(path, pickle.dumps(phases))
     return phases
 
 

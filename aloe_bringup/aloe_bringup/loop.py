@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from aloe_data.atomic import write_atomic
 from aloe_data.config_cli import add_config_arguments, apply_overrides, overrides_from_args
 
 from .bringup import NodeGroup, config_file, load_params, start_nodes
@@ -290,7 +291,7 @@ class LoopRunner:
 
         c = self.config
         torch.set_num_threads(c.torch_threads)
-        (self.run_dir / "loop_config.json").write_text(json.dumps(asdict(c), indent=1))
+        write_atomic(self.run_dir / "loop_config.json", json.dumps(asdict(c), indent=1))
         print(f"ALOE loop: run directory {self.run_dir}\n{json.dumps(asdict(c), indent=1)}", flush=True)
         self.ros = loader = LoopNode(event_topic=self._params("core", "off", 0, 0).get("sim_node", {}).get(
             "ros__parameters", {}).get("episode_event_topic", schema.TOPIC_EPISODE_EVENT))
@@ -341,7 +342,7 @@ class LoopRunner:
                 row["wall_s"] = time.monotonic() - t_it
                 self.rows.append(row)
                 print_table(self.rows)
-                (self.run_dir / "metrics.json").write_text(json.dumps(self.rows, indent=1))
+                write_atomic(self.run_dir / "metrics.json", json.dumps(self.rows, indent=1))
         finally:
             if self.core is not None:
                 self.core.stop()

@@ -35,7 +35,6 @@ import shutil
 import sys
 import tempfile
 import time
-import uuid
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -44,6 +43,7 @@ import numpy as np
 import torch
 import yaml
 
+from aloe_data.atomic import install_dir
 from aloe_data.config_cli import add_config_arguments, apply_overrides, overrides_from_args  # noqa: F401 (re-exported)
 from aloe_data.ingestion import IngestionConfig, SkippedBagWarning, find_bags, ingest_bags, no_usable_bags
 from aloe_data.schema import SOURCE_HUMAN, SOURCE_POLICY
@@ -192,20 +192,6 @@ def write_curves(curves: dict[str, list[dict]], directory: Path) -> None:
     fig.tight_layout()
     fig.savefig(directory / "curves.png", dpi=80)
     plt.close(fig)
-
-
-def _install(stage: Path, out_dir: Path, overwrite: bool) -> None:
-    """Rename the finished stage directory into place (old one moved aside, then deleted)."""
-    if out_dir.exists():
-        if not overwrite:
-            shutil.rmtree(stage, ignore_errors=True)
-            raise FileExistsError(f"{out_dir} exists; pass --overwrite or choose a new --out")
-        aside = out_dir.parent / f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}"
-        os.rename(out_dir, aside)
-        os.rename(stage, out_dir)
-        shutil.rmtree(aside, ignore_errors=True)
-    else:
-        os.rename(stage, out_dir)
 
 
 @dataclass
@@ -447,7 +433,7 @@ def train_iteration(config: TrainConfig, bags, policy_in: str | os.PathLike | No
         manifest["advantage_stats"] = stats
         (stage / "data_manifest.json").write_text(json.dumps(manifest, indent=1))
         write_curves(curves, stage)
-        _install(stage, out_dir, config.overwrite)
+        install_dir(stage, out_dir, config.overwrite)
         log.info("wrote %s %s (policy_id %s)", "checkpoint" if hasattr(policy, "loss") else
                  "critic and values.csv (advantage, weight per chunk) of the served policy in", out_dir, policy_id)
     except BaseException:

@@ -28,6 +28,7 @@ import yaml
 from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
 from rosbags.rosbag2.metadata import dump_qos_v8
 
+from aloe_data.atomic import write_atomic
 from aloe_data.bag_layout import make_typestore
 from aloe_data.schema import EVENT_NAMES, TOPIC_TASK
 from aloe_data.schema import SOURCE_NAMES as _SOURCES
@@ -288,12 +289,7 @@ def write_metadata_yaml(bag_dir: Path, info: dict) -> None:
     """Write metadata.yaml atomically (temp file + rename), so it is either whole or absent."""
     text = yaml.safe_dump({"rosbag2_bagfile_information": info}, sort_keys=False,
                           default_flow_style=False, width=1_000_000)
-    tmp = bag_dir / "metadata.yaml.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, bag_dir / "metadata.yaml")
+    write_atomic(bag_dir / "metadata.yaml", text, fsync=True)
 
 
 def _policy_ids(text: str) -> list[str]:

@@ -33,6 +33,7 @@ from typing import Iterable
 
 import numpy as np
 
+from .atomic import write_atomic
 from .bag_repair import reindex_bag
 from .episode_bag import BagError, load_episode_metadata  # one error for a bag that cannot be used
 from .observation import (ObservationError, ProprioSpec, format_mismatch, image_format, message_to_rgb, proprio_vector,
@@ -209,9 +210,7 @@ def bag_content_hash(bag_dir: Path, memo_dir: Path | None = None) -> str:
     digest = h.hexdigest()
     if memo is not None:
         memo.parent.mkdir(parents=True, exist_ok=True)
-        tmp = memo.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(digest)
-        os.replace(tmp, memo)
+        write_atomic(memo, digest)
     return digest
 
 

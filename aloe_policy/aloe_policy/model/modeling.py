@@ -21,13 +21,14 @@ import math
 import os
 import shutil
 import tempfile
-import uuid
 from pathlib import Path
 from typing import Mapping
 
 import numpy as np
 import torch
 from torch import nn
+
+from aloe_data.atomic import fsync_path, install_dir
 
 from .config import ConfigError, PolicyConfig
 from .processing import (Normalizer, ObservationProcessor, as_tensor, check_chunks, check_finite,
@@ -340,15 +341,9 @@ class FlowMatchingPolicy(nn.Module):
             save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": FORMAT, "policy_id": policy_id})
             (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=1) + "\n")
             for name in (WEIGHTS_FILE, CONFIG_FILE):
-                _fsync(tmp / name)
-            if directory.exists():  # swap: old -> aside, new -> place, drop old
-                aside = directory.parent / f".{directory.name}.old-{uuid.uuid4().hex[:8]}"
-                os.rename(directory, aside)
-                os.rename(tmp, directory)
-                shutil.rmtree(aside, ignore_errors=True)
-            else:
-                os.rename(tmp, directory)
-            _fsync(directory.parent)
+                fsync_path(tmp / name)
+            install_dir(tmp, directory)  # swap: old -> aside, new -> place, drop old
+            fsync_path(directory.parent)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -477,11 +472,3 @@ def validate_checkpoint(directory: str | os.PathLike, device: str | torch.device
     return True, (f"checkpoint {directory} OK: policy_id {policy.policy_id}, H={c.chunk_horizon}, "
                   f"A={c.action_dim}, cameras {list(c.camera_names)}, "
                   f"{len(policy.text_encoder.known_instructions)} cached instructions")
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
