@@ -33,6 +33,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from offline_loop import OPERATORS  # noqa: E402  (the operator conditions, defined once)
 from offline_loop_summary import sign_test  # noqa: E402  (one exact sign test for the bench summaries)
 BASELINES = ("dagger", "progress", "bc")
 METRICS = ("success", "throughput_per_hour")
@@ -255,7 +256,7 @@ def main(argv=None) -> int:
     r = sub.add_parser("run", help="run the study (resumable)")
     r.add_argument("--dir", required=True, help="folder of the runs' JSONs, logs and initial policies")
     r.add_argument("--methods", nargs="+", default=["aloe", "dagger", "progress", "bc"])
-    r.add_argument("--operators", nargs="+", default=["skilled", "imperfect"], choices=("skilled", "imperfect"))
+    r.add_argument("--operators", nargs="+", default=["skilled", "imperfect"], choices=tuple(OPERATORS))
     r.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     r.add_argument("--iterations", type=int, default=5)
     r.add_argument("--demos", type=int, default=5)

@@ -20,7 +20,10 @@ scripted operator (seeds 1000 k ..), then one training iteration on everything c
 
 Operators (``--operator``): ``skilled`` is the main job's scripted operator; ``imperfect`` stands in
 for a human: slower (2 cm steps), noisier (half a step of noise), aiming 1 cm off, and later to
-take over (4 ticks of reaction delay, 12 of patience). Per iteration the JSON records policy-alone
+take over (4 ticks of reaction delay, 12 of patience); ``mixed`` is the skilled operator whose
+corrections vary in quality, as a human's do: half of them (drawn per takeover) aim 4 cm off the
+cube, so their grasp misses or knocks it (the condition where a critic that tells good corrections
+from bad ones has something to add over imitating them all). Per iteration the JSON records policy-alone
 success, throughput (successes per robot-hour: successes / summed episode time, so cycle time
 counts) and per-episode outcomes and lengths (for paired tests), and the supervised episodes'
 success, throughput and intervention rate.
@@ -50,6 +53,7 @@ OPERATORS = {
     "skilled": {},
     "imperfect": {"reaction_delay_ticks": 4, "patience": 12,
                   "controller": {"step": 0.02, "noise": 0.5, "bias": (0.01, -0.01, 0.0)}},
+    "mixed": {"bad_correction_prob": 0.5, "bad_aim": (0.04, 0.0, 0.0)},
 }
 
 

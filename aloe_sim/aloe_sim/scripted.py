@@ -153,7 +153,9 @@ class SupervisorConfig:
     corrections in an episode the operator keeps control to the end; knock_distance: cube displacement (m,
     while not held) that counts as knocked away; time_margin_ticks: take over when fewer
     ticks are left than the controller needs plus the reaction delay plus this margin; max_steps: episode length in
-    ticks; controller: the operator's own skill."""
+    ticks; controller: the operator's own skill; bad_correction_prob: the share of corrections made
+    badly, drawn per takeover (a human's corrections vary in quality: a bad one aims ``bad_aim`` (m)
+    off the cube, so its grasp misses or knocks it); seed of that draw: the controller's."""
 
     mode: str = "correct"
     reaction_delay_ticks: int = 2
@@ -166,6 +168,8 @@ class SupervisorConfig:
     max_steps: int = 100
     control_period: float = CONTROL_PERIOD_S
     controller: ScriptedConfig = field(default_factory=ScriptedConfig)
+    bad_correction_prob: float = 0.0
+    bad_aim: tuple[float, float, float] = (0.04, 0.0, 0.0)
 
 
 class OperatorSupervisor:
@@ -181,11 +185,19 @@ class OperatorSupervisor:
         self.config = dataclasses.replace(config or SupervisorConfig(), **overrides)
         if self.config.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.config.mode!r}")
-        self.controller = ScriptedPickController(self.config.controller)
+        if not 0.0 <= self.config.bad_correction_prob <= 1.0:
+            raise ValueError(f"bad_correction_prob must be in [0, 1], got {self.config.bad_correction_prob}")
+        self.good = self.controller = ScriptedPickController(self.config.controller)
+        aim = tuple(b + a for b, a in zip(self.config.controller.bias, self.config.bad_aim))
+        self.bad = ScriptedPickController(dataclasses.replace(self.config.controller, bias=aim))
+        self._quality_rng = np.random.default_rng(self.config.controller.seed + 7_919)
+        self.bad_corrections = 0  # in the episode
         self.reset()
 
     def reset(self) -> None:
+        self.controller = self.good
         self.controller.reset()
+        self.bad_corrections = 0
         self.active = self.config.mode == "demo"
         self.reason = "demo" if self.active else ""
         self.takeovers = 0
@@ -227,6 +239,9 @@ class OperatorSupervisor:
             self.active, self._active_since, self._pending_since = True, t, None
             self.takeovers += 1
             self._held_at_takeover = self._holding(state)
+            bad = self.config.bad_correction_prob > 0 and self._quality_rng.random() < self.config.bad_correction_prob
+            self.controller = self.bad if bad else self.good
+            self.bad_corrections += bad
             self.controller.reset()
             action = self.controller.act(state)
         return self.active, action

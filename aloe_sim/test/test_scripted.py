@@ -75,3 +75,19 @@ def test_supervisor_modes_off_and_demo(sim):
     assert success and active == list(range(len(active))) and active[0] == 0
     with pytest.raises(ValueError, match="mode"):
         OperatorSupervisor(mode="sometimes")
+
+
+def test_corrections_vary_in_quality_drawn_per_takeover_and_bad_ones_fail_more(sim):
+    drift = lambda o: np.array([0.0, 0.02, 0.01, 0, 0, 0, -1.0])  # noqa: E731
+    outcomes = {}
+    for prob in (0.0, 1.0):
+        results = [run_supervised(sim, drift, seed=s, bad_correction_prob=prob) for s in range(4)]
+        outcomes[prob] = [ok for ok, _, _ in results]
+        assert all(sup.bad_corrections == (sup.takeovers if prob == 1.0 else 0) for _, sup, _ in results)
+    assert sum(outcomes[0.0]) == 4 and sum(outcomes[1.0]) <= 1, outcomes
+    # half of the corrections, drawn per takeover from the operator's own seed: the same draws every run
+    draws = [[run_supervised(sim, drift, seed=s, bad_correction_prob=0.5)[1].bad_corrections for s in range(6)]
+             for _ in range(2)]
+    assert draws[0] == draws[1] and 0 < sum(draws[0])
+    with pytest.raises(ValueError, match="bad_correction_prob"):
+        OperatorSupervisor(bad_correction_prob=1.5)
