@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -97,6 +98,50 @@ def rank_blocks(global_batch_size: int, blocks: int = DEFAULT_BATCH_BLOCKS) -> l
 def span(parts: list[tuple[int, slice]]) -> slice:
     """The contiguous slice covered by ``rank_blocks`` parts."""
     return slice(parts[0][1].start, parts[-1][1].stop)
+
+
+@dataclass
+class Block:
+    """One noise block of a step: ``index`` seeds its randomness (block_rng), ``rows`` are its rows
+    in this process's share of the batch, ``batch_rows`` its rows in the global batch."""
+
+    index: int
+    rows: slice
+    batch_rows: slice
+
+
+@dataclass
+class Shard:
+    """One training step's global batch as this process sees it: ``positions`` (B,) into the
+    dataset view (the same on every rank), ``mine`` the rows this process reads and runs, cut
+    into its ``blocks``."""
+
+    step: int
+    positions: np.ndarray
+    mine: slice
+    blocks: list
+
+    @property
+    def my_positions(self) -> np.ndarray:
+        return self.positions[self.mine]
+
+
+def global_batches(num_rows: int, batch_size: int, steps: int, seed: int, batch_blocks: int = DEFAULT_BATCH_BLOCKS):
+    """Yield a Shard per step: ``batch_size`` positions drawn with replacement from ``num_rows``
+    (numpy generator seeded by ``seed``), this rank's blocks of them (rank_blocks). Everything about
+    ranks and blocks is here; a training loop sums its block losses / batch_size, calls
+    sum_gradients and steps."""
+    rng = np.random.default_rng(seed)
+    parts = rank_blocks(batch_size, batch_blocks)  # every block in one process
+    mine = span(parts)
+    blocks = [Block(b, slice(part.start - mine.start, part.stop - mine.start), part) for b, part in parts]
+    for step in range(steps):
+        yield Shard(step, rng.integers(0, num_rows, size=batch_size), mine, blocks)
+
+
+def global_batch_mean(local_sum: float, batch_size: int) -> float:
+    """The mean over the global batch of a quantity this rank summed over its rows (logging)."""
+    return mean_over_ranks(local_sum) * rank_world()[1] / batch_size
 
 
 @contextlib.contextmanager

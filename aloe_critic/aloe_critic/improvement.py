@@ -24,8 +24,10 @@ pessimistic critic among the recorded one and N samples of pi at o_i,
     A*_i = argmax_{A in {A_i} + {A_j ~ pi(.|o_i)}} Agg_k Q_k(o_i, A),     L = mean_batch policy.loss(o_i, A*_i, 1)
 ("implicit" policy extraction by selection; values.chunk_values picks them: ``best_chunk``).
 
-Intervention chunks are ordinary data here: they are weighted by the same advantage. The
-``bc`` baseline is the same loop with w = 1 on all data, interventions included (HG-DAgger).
+Intervention chunks are ordinary data here: they are weighted by the same advantage
+(``imitate="operator"``: only they and the demonstrations are imitated, weighted). The ``bc``
+baseline is the same loop with w = 1 on all data, interventions included (HG-DAgger); ``dagger``
+w = 1 on the operator's chunks only.
 """
 
 from __future__ import annotations
@@ -35,10 +37,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from .dataset import observation_rows
-from .distributed import (DEFAULT_BATCH_BLOCKS, block_rng, mean_over_ranks, rank_blocks, rank_world, span,
-                          sum_gradients)
+from .distributed import DEFAULT_BATCH_BLOCKS, block_rng, global_batch_mean, global_batches, sum_gradients
 
 WEIGHT_MODES = ("exp", "binary")
 POOLINGS = ("chunk", "segment")
@@ -168,7 +170,6 @@ def improve_policy(policy, dataset, advantages: np.ndarray | None, config: Impro
     trains on its blocks and the result equals the one-process run.
     """
     config = config or ImprovementConfig()
-    rng = np.random.default_rng(seed)
     if advantages is not None:
         advantages = np.asarray(advantages, np.float32)
         if advantages.shape != (len(dataset),):
@@ -179,48 +180,37 @@ def improve_policy(policy, dataset, advantages: np.ndarray | None, config: Impro
             raise ValueError(f"targets must be ({len(dataset)}, H, A), got {tuple(targets.shape)}")
     params = [p for p in policy.parameters() if p.requires_grad]
     B = config.policy_batch_size
-    parts = rank_blocks(B, batch_blocks)  # every block in one process (see distributed.py)
-    mine = span(parts)
     opt = torch.optim.AdamW(params, lr=config.policy_lr)
     ema = [p.detach().clone() for p in params] if config.ema_decay > 0 else None
     policy.train()
     curve = []
-    steps = range(config.policy_steps)
-    if progress:
-        from tqdm import tqdm
-        steps = tqdm(steps, desc="policy (" + ("bc" if advantages is None else "advantage-weighted") + ")",
-                     unit="step")
-    for step in steps:
-        pos = rng.integers(0, len(dataset), size=B)
-        batch = dataset.batch(dataset.indices[pos[mine]])  # this rank's share of the global batch
-        chunks = batch.chunks if targets is None else targets[pos[mine]]
-        if advantages is None:
-            weights = torch.ones(B)
-        else:  # normalised over the global batch, then this rank's blocks
-            weights = advantage_weights(torch.from_numpy(advantages[pos]), config.beta, config.w_max,
-                                        config.weight_mode)
+    shards = tqdm(global_batches(len(dataset), B, config.policy_steps, seed, batch_blocks),
+                  total=config.policy_steps, unit="step", disable=not progress,
+                  desc="policy (" + ("bc" if advantages is None else "advantage-weighted") + ")")
+    for shard in shards:
+        batch = dataset.batch(dataset.indices[shard.my_positions])  # this process's rows of the global batch
+        chunks = batch.chunks if targets is None else targets[shard.my_positions]
+        # w_i = clip(exp(A_i / beta), w_max) / mean over the global batch (1 for bc)
+        weights = torch.ones(B) if advantages is None else advantage_weights(
+            torch.from_numpy(advantages[shard.positions]), config.beta, config.w_max, config.weight_mode)
         opt.zero_grad(set_to_none=True)
         loss_sum = 0.0
-        for block, part in parts:
-            local = slice(part.start - mine.start, part.stop - mine.start)
-            with block_rng(seed, step, block, device) as gen:
-                per_sample = policy.loss(observation_rows(batch.obs, local), chunks[local].to(device),
-                                         weights[part].to(device), generator=gen)
-            (per_sample.sum() / B).backward()  # sum over ranks of these = gradient of the global mean
+        for block in shard.blocks:  # L = (1/B) sum_i w_i ||v_theta(x_t, t | o_i) - (A_i - x0)||^2
+            with block_rng(seed, shard.step, block.index, device) as gen:
+                per_sample = policy.loss(observation_rows(batch.obs, block.rows), chunks[block.rows].to(device),
+                                         weights[block.batch_rows].to(device), generator=gen)
+            (per_sample.sum() / B).backward()
             loss_sum += float(per_sample.detach().sum())
-        sum_gradients(params)
+        sum_gradients(params)  # the gradient of the global-batch mean, on every rank
         torch.nn.utils.clip_grad_norm_(params, config.policy_grad_clip)
         opt.step()
         if ema is not None:
             with torch.no_grad():
                 torch._foreach_lerp_(ema, [p.detach() for p in params], 1.0 - config.ema_decay)
-        if step % log_every == 0 or step == config.policy_steps - 1:
-            ess = ess_fraction(weights.numpy())
-            policy_loss = mean_over_ranks(loss_sum) * rank_world()[1] / B  # global-batch mean
-            curve.append({"step": step, "policy_loss": policy_loss, "weight_max": float(weights.max()),
-                          "weight_ess": ess})
-            if progress:
-                steps.set_postfix(loss=f"{curve[-1]['policy_loss']:.4g}")
+        if shard.step % log_every == 0 or shard.step == config.policy_steps - 1:
+            curve.append({"step": shard.step, "policy_loss": global_batch_mean(loss_sum, B),
+                          "weight_max": float(weights.max()), "weight_ess": ess_fraction(weights.numpy())})
+            shards.set_postfix(loss=f"{curve[-1]['policy_loss']:.4g}")
     if ema is not None:
         with torch.no_grad():
             for p, e in zip(params, ema):

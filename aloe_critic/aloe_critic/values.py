@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from .critic import ChunkCritic, CriticConfig, PolicySampleBank
 from .dataset import observation_rows
-from .distributed import (DEFAULT_BATCH_BLOCKS, all_gather_objects, block_rng, mean_over_ranks, rank_blocks,
-                          rank_world, span, sum_gradients)
+from .distributed import (DEFAULT_BATCH_BLOCKS, Block, all_gather_objects, block_rng, global_batch_mean,
+                          global_batches, rank_world, sum_gradients)
 
 VALUE_METHODS = ("aloe", "td1", "progress")
 
@@ -95,52 +96,43 @@ def fit_critic(critic: ChunkCritic, dataset, method: str, bank: PolicySampleBank
     gamma = dataset.gamma
     if dataset.chunk_horizon != critic.chunk_horizon:
         raise ValueError(f"dataset chunk_horizon {dataset.chunk_horizon} != critic's {critic.chunk_horizon}")
-    rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(seed)
     critic.to(device).train()
     opt = torch.optim.Adam(critic.trainable_parameters(), lr=config.critic_lr)
     curve = []
-    steps = range(config.critic_steps)
-    if progress:
-        from tqdm import tqdm
-        steps = tqdm(steps, desc=f"critic ({method})", unit="step")
-    B = config.critic_batch_size
-    parts = rank_blocks(B, batch_blocks)  # every block in one process (see distributed.py)
-    mine = span(parts)
+    B, K = config.critic_batch_size, critic.config.ensemble_size
     # A frozen encoder's features (online = target) are computed once, not per step; nothing
-    # random happens in the forward then, so the rank's share runs as one block.
+    # random happens in the forward then, so this process's rows run as one block.
     table = critic.feature_table(dataset, device=device) if critic.encoder_frozen else None
-    masks = bootstrap_masks(len(dataset.done), critic.config.ensemble_size, config.bootstrap_fraction, seed).to(device)
-    for step in steps:
-        pos = rng.integers(0, len(dataset), size=B)
-        batch = dataset.batch(dataset.indices[pos[mine]], observations=table is None).to(device)
+    masks = bootstrap_masks(len(dataset.done), K, config.bootstrap_fraction, seed).to(device)   # (K, ticks)
+    shards = tqdm(global_batches(len(dataset), B, config.critic_steps, seed, batch_blocks), total=config.critic_steps,
+                  desc=f"critic ({method})", unit="step", disable=not progress)
+    for shard in shards:
+        batch = dataset.batch(dataset.indices[shard.my_positions], observations=table is None).to(device)
         feats = next_feats = None
         if table is not None:
             feats, next_feats = table[batch.obs_tick], table[batch.next_tick]
         y = value_target(method, critic, batch, gamma, bank, gen, next_feats)           # (b,) no dropout
         opt.zero_grad(set_to_none=True)
         loss_sum, q_sum = 0.0, 0.0
-        for block, part in (parts if table is None else [(parts[0][0], mine)]):
-            local = slice(part.start - mine.start, part.stop - mine.start)
-            with block_rng(seed, step, block, device):  # the online encoder's dropout masks
-                q = critic.q_values(observation_rows(batch.obs, local), batch.chunks[local],
-                                    features=None if feats is None else feats[local])  # (K, b)
-            m = masks[:, batch.index[local]]                                             # (K, b) bootstrap
-            block_loss = (m * (q - y[local].unsqueeze(0)) ** 2).sum()
-            (block_loss / B).backward()  # summed over blocks and ranks: sum_k (1/B) sum_i m_ki (Q_k - y)^2
+        blocks = shard.blocks if table is None else [Block(shard.blocks[0].index, slice(None), shard.mine)]
+        for block in blocks:  # L = sum_k (1/B) sum_i m_ki (Q_k(o_i, A_i) - y_i)^2
+            with block_rng(seed, shard.step, block.index, device):  # the online encoder's dropout masks
+                q = critic.q_values(observation_rows(batch.obs, block.rows), batch.chunks[block.rows],
+                                    features=None if feats is None else feats[block.rows])  # (K, b)
+            m = masks[:, batch.index[block.rows]]                                         # (K, b) bootstrap
+            block_loss = (m * (q - y[block.rows].unsqueeze(0)) ** 2).sum()
+            (block_loss / B).backward()
             loss_sum, q_sum = loss_sum + float(block_loss.detach()), q_sum + float(q.detach().sum())
-        sum_gradients(critic.trainable_parameters())
+        sum_gradients(critic.trainable_parameters())  # the gradient of the global-batch loss, on every rank
         torch.nn.utils.clip_grad_norm_(critic.trainable_parameters(), config.critic_grad_clip)
         opt.step()
         if method != "progress":  # progress regresses fixed returns; no target network involved
             critic.polyak_update(config.tau)
-        if step % log_every == 0 or step == config.critic_steps - 1:
-            world, K = rank_world()[1], critic.config.ensemble_size
-            curve.append({"step": step, "critic_loss": mean_over_ranks(loss_sum) * world / B / K,
-                          "q_mean": mean_over_ranks(q_sum) * world / B / K,
-                          "target_mean": mean_over_ranks(float(y.sum())) * world / B})
-            if progress:
-                steps.set_postfix(loss=f"{curve[-1]['critic_loss']:.4g}")
+        if shard.step % log_every == 0 or shard.step == config.critic_steps - 1:
+            curve.append({"step": shard.step, "critic_loss": global_batch_mean(loss_sum, B) / K,
+                          "q_mean": global_batch_mean(q_sum, B) / K, "target_mean": global_batch_mean(float(y.sum()), B)})
+            shards.set_postfix(loss=f"{curve[-1]['critic_loss']:.4g}")
     if method == "progress":
         critic.polyak_update(1.0)
     return curve
