@@ -20,6 +20,10 @@ def chunk_policy_ids(bag: Path) -> set[str]:
         return {reader.deserialize(raw, c.msgtype).policy_id for c, _, raw in reader.messages(connections=conns)}
 
 
+def seen_ids(phase: Path) -> set[str]:
+    return set().union(*(chunk_policy_ids(b) for b in phase.iterdir()))
+
+
 def test_short_loop_produces_consistent_bags_checkpoints_hot_reloads_and_report(tmp_path):
     args = build_parser().parse_args(["--quick", "--run-dir", str(tmp_path / "run"), "--torch-threads", "1"])
     config = config_from_args(args)
@@ -58,6 +62,16 @@ def test_short_loop_produces_consistent_bags_checkpoints_hot_reloads_and_report(
     for phase, policy_id in (("eval_01", ids[0]), ("iter_01", ids[0]), ("eval_02", ids[1]), ("iter_02", ids[1])):
         seen = set().union(*(chunk_policy_ids(b) for b in (run / "bags" / phase).iterdir()))
         assert seen <= {policy_id} and seen, f"{phase} ran chunks of {seen}, expected {policy_id}"
+
+    # the baseline (Dagger) trained on the same bags, evaluated on the same episodes, its rollouts not training data
+    dagger_bags = sorted((run / "bags" / "dagger_eval_02").iterdir())
+    assert len(dagger_bags) == config.eval_episodes and (run / "checkpoints" / "dagger_01").is_dir()
+    dagger_manifest = json.loads((run / "checkpoints" / "dagger_01" / "data_manifest.json").read_text())
+    assert dagger_manifest["policy_in"] == ids[0] and dagger_manifest["method"] == "dagger"
+    assert not any("dagger_eval" in b["bag"] for b in manifest["bags"] + dagger_manifest["bags"])
+    assert seen_ids(run / "bags" / "dagger_eval_02") == {dagger_manifest["policy_out"]}
+    assert rows[0]["baseline_success_rate"] == rows[0]["success_rate"], "iteration 0: the same initial policy"
+    assert 0.0 <= rows[1]["baseline_success_rate"] <= 1.0 and rows[1]["baseline_eval_episodes"] == config.eval_episodes
 
     # metrics and report agree with the bags
     assert [r["policy_id"] for r in rows] == ids

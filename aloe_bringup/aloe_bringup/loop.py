@@ -85,6 +85,9 @@ class LoopConfig:
     reaction_delay_ticks: int = 2        # operator: ticks between noticing a problem and taking over
     init_policy_steps: int = 3000        # BC gradient steps of the initial policy
     init_lr: float = 3e-4                # learning rate of the initial behaviour cloning
+    compare_with: str = "dagger"         # a baseline method trained every iteration on the same bags from its own
+                                         # previous checkpoint and evaluated alone on the same episodes as the
+                                         # loop's policy (its rollouts train nothing); '' = none
     eval_critic_only: bool = True        # policy-alone episodes train the critic but are not imitated: their
                                          # stuck ticks would be most of the imitated chunks (BENCHMARKS.md)
     torch_threads: int = 1               # 1: OpenMP threads spin against the ROS nodes on a 2-core machine
@@ -93,6 +96,12 @@ class LoopConfig:
     pause_between_episodes_s: float = 0.5  # wall time between episodes (the recorder closes a bag)
     train: object = field(default_factory=loop_train_config)  # aloe-train's TrainConfig of every iteration
                                          # (flags as aloe-train's; YAML: a train: section)
+
+    def __post_init__(self):
+        from aloe_critic.train import METHODS
+
+        if self.compare_with and self.compare_with not in METHODS:
+            raise ValueError(f"compare_with must be '' or one of {METHODS}, got {self.compare_with!r}")
 
     def train_config(self, run_dir: Path, method: str, init: bool):
         """The TrainConfig of one training run: ``train`` with this loop's method, seed, sizes and data
@@ -283,6 +292,23 @@ class LoopRunner:
             self.ros.spin(0.1)
         raise RuntimeError(f"{process.name} did not subscribe to {topic} within {timeout} s:\n{process.tail()}")
 
+    def _evaluate_baseline(self, it: int, baseline: Path, checkpoint: Path, row: dict, loader) -> dict:
+        """The compare_with baseline's policy alone on the episodes (seeds) the loop's policy just ran:
+        hot-loaded, evaluated into bags/<method>_eval_<it>, then the loop's policy loaded back. Before
+        the first training both are the initial policy: its measurement is the loop's."""
+        c = self.config
+        name = c.compare_with
+        if baseline == checkpoint:
+            return {"baseline_success_rate": row["success_rate"], "baseline_eval_episodes": row["eval_episodes"]}
+        loader.load(baseline)
+        try:
+            bags = self.run_phase(f"{name}_eval_{it:02d}", "off", c.eval_episodes, seed=500 * it + c.seed)
+        finally:
+            loader.load(checkpoint)
+        evaluation = phase_metrics(bags, self.run_dir / "cache", c.image_size)
+        return {"baseline_success_rate": evaluation.get("success_rate", float("nan")),
+                "baseline_eval_episodes": evaluation.get("episodes", 0)}
+
     # -- the loop ----------------------------------------------------------------------------
     def run(self) -> list[dict]:
         import torch
@@ -308,6 +334,7 @@ class LoopRunner:
             print(f"initial policy {policy_id} (BC on {result.num_transitions} transitions, "
                   f"{result.seconds:.0f} s); hot-loaded", flush=True)
             bag_dirs = [demo_dir]
+            baseline = checkpoint  # the compare_with method starts from the same initial policy
             for it in range(1, c.iterations + 2):
                 t_it = time.monotonic()
                 row = {"iteration": it - 1, "policy_id": policy_id}
@@ -319,6 +346,8 @@ class LoopRunner:
                     evaluation = phase_metrics(eval_dir, self.run_dir / "cache", c.image_size)
                     row["success_rate"] = evaluation.get("success_rate", float("nan"))
                     row["eval_episodes"] = evaluation.get("episodes", 0)
+                    if c.compare_with:
+                        row.update(self._evaluate_baseline(it, baseline, checkpoint, row, loader))
                 phase_dir = self.run_phase(f"iter_{it:02d}", "correct", c.episodes_per_iteration,
                                            seed=1000 * it + c.seed)
                 bag_dirs.append(phase_dir)
@@ -337,6 +366,10 @@ class LoopRunner:
                         if name in groups:  # share of these chunks with A > 0 (a critic diagnostic)
                             row[key] = groups[name]["fraction_positive"]
                     checkpoint = result.checkpoint_dir
+                    if c.compare_with:  # the baseline learns from the same bags, from its own last policy
+                        baseline = train_iteration(c.train_config(self.run_dir, c.compare_with, init=False), bag_dirs,
+                                                   baseline, self.run_dir / "checkpoints" / f"{c.compare_with}_{it:02d}"
+                                                   ).checkpoint_dir
                     policy_id = loader.load(checkpoint)
                     row["next_policy_id"] = policy_id
                 row["wall_s"] = time.monotonic() - t_it
@@ -357,6 +390,7 @@ class LoopRunner:
 def print_table(rows: list[dict]) -> None:
     """The loop's progress table (names in full: the report's legend explains them)."""
     cols = [("policy", "iteration", "{:d}"), ("success alone", "success_rate", "{:.2f}"),
+            ("baseline alone", "baseline_success_rate", "{:.2f}"),
             ("success supervised", "assisted_success_rate", "{:.2f}"), ("intervention", "intervention_rate", "{:.3f}"),
             ("takeovers/ep", "takeovers_per_episode", "{:.2f}"), ("length", "mean_episode_length", "{:.1f}"),
             ("critic TD loss", "critic_loss", "{:.2g}"), ("A>0 success", "adv_pos_success", "{:.2f}"),

@@ -19,10 +19,14 @@ LEGEND = (
      "demonstrations); its episodes are the bag folders eval_{k+1} (alone) and iter_{k+1} (supervised)"),
     ("Success alone", "rate [95 % CI] (episodes)", "episodes of the policy with the operator off: the loop's "
      "measure of the policy; Wilson interval"),
+    ("Baseline alone", "rate [95 % CI] (episodes)", "the compare_with method's policy (Dagger by default: "
+     "imitating the demonstrations and the operator's corrections, no critic), trained every iteration on the "
+     "same bags from its own previous policy and run on the same episodes with the operator off (bag folders "
+     "<method>_eval_k); its rollouts train nothing. Same initial policy: the same measurement at iteration 0"),
     ("Success supervised", "rate", "episodes with the scripted operator taking over when it goes wrong"),
     ("No takeover", "rate", "supervised episodes that succeeded without any takeover"),
-    ("Intervention", "operator ticks / ticks", "share of the supervised episodes' control ticks the operator drove"),
-    ("Takeovers", "per episode", "operator takeovers per supervised episode"),
+    ("Intervention", "operator ticks / ticks (takeovers per episode)", "share of the supervised episodes' control "
+     "ticks the operator drove, and in brackets the operator's takeovers per supervised episode"),
     ("Length", "ticks of 0.1 s", "mean supervised episode length"),
     ("Critic TD loss", "last step", "the critic's squared TD error when its fit ended; it grows with the data "
      "(more non-zero returns to fit), so a rise is not a worse critic"),
@@ -40,20 +44,24 @@ def _fmt_rate(v) -> str:
 def table_cells(r: dict) -> list[str]:
     """One report row (HTML-escaped strings), in LEGEND order."""
     k = int(r.get("iteration", 0))
-    n = int(r.get("eval_episodes", 0) or 0)
-    rate = r.get("success_rate")
-    if rate is not None and rate == rate and n:
-        lo, hi = wilson_interval(rate * n, n)
-        alone = f"{rate:.2f} [{lo:.2f}, {hi:.2f}] ({n})"
-    else:
-        alone = _fmt_rate(rate)
+
+    def with_interval(rate, n) -> str:
+        n = int(n or 0)
+        if rate is not None and rate == rate and n:
+            lo, hi = wilson_interval(rate * n, n)
+            return f"{rate:.2f} [{lo:.2f}, {hi:.2f}] ({n})"
+        return _fmt_rate(rate)
+
+    alone = with_interval(r.get("success_rate"), r.get("eval_episodes"))
+    baseline = with_interval(r.get("baseline_success_rate"), r.get("baseline_eval_episodes"))
     loss = r.get("critic_loss")
     adv = [r.get(key) for key in ("adv_pos_success", "adv_pos_failure", "adv_pos_operator")]
     bags = f'<a href="bags/eval_{k + 1:02d}/">eval_{k + 1:02d}</a>, <a href="bags/iter_{k + 1:02d}/">iter_{k + 1:02d}</a>'
     pid = html.escape(str(r.get("policy_id", "")))
-    return [f'{k} <small title="policy_id {pid}">{pid[:8]}</small><br><small>{bags}</small>', alone,
+    return [f'{k} <small title="policy_id {pid}">{pid[:8]}</small><br><small>{bags}</small>', alone, baseline,
             _fmt_rate(r.get("assisted_success_rate")), _fmt_rate(r.get("no_takeover_success_rate")),
-            _fmt_rate(r.get("intervention_rate")), _fmt_rate(r.get("takeovers_per_episode")),
+            _fmt_rate(r.get("intervention_rate")) + ("" if r.get("takeovers_per_episode") is None
+                                                    else f" ({r['takeovers_per_episode']:.1f})"),
             "-" if r.get("mean_episode_length") is None else f"{r['mean_episode_length']:.1f}",
             "-" if loss is None or loss != loss else f"{loss:.2g}",
             " / ".join(_fmt_rate(a) for a in adv) if any(a is not None for a in adv) else "-",
@@ -80,6 +88,9 @@ def plot_metrics(rows: list[dict], path: Path) -> Path:
     ax.errorbar(its, rate, yerr=[[max(0.0, p - lo) for p, (lo, _) in zip(rate, bounds)],
                                  [max(0.0, hi - p) for p, (_, hi) in zip(rate, bounds)]],
                 fmt="o-", capsize=3, label="policy alone (operator off), 95 % CI")
+    if any("baseline_success_rate" in r for r in rows):
+        ax.plot(its, [r.get("baseline_success_rate", float("nan")) for r in rows], "D--", color="tab:gray",
+                label="baseline alone, same bags (compare_with)")
     ax.plot(its, [r.get("assisted_success_rate", float("nan")) for r in rows], "s-", label="with the operator")
     ax.plot(its, [r.get("no_takeover_success_rate", float("nan")) for r in rows], "^-", label="with operator, no takeover")
     ax.set(xlabel="iteration (policy)", ylabel="rate", ylim=(0, 1.05), title="success")
@@ -130,7 +141,8 @@ td,th{{border:1px solid #ccc;padding:4px 6px;text-align:right;vertical-align:top
 dt{{font-weight:bold;margin-top:.4em}} dd{{margin-left:1.5em}}</style></head><body>
 <h1>ALOE human-in-the-loop run</h1>
 <p>Run directory <code>{html.escape(str(run_dir))}</code>, {wall_s / 60:.1f} minutes, method
-<b>{html.escape(str(config.get("method", "")))}</b>. One row per policy; every rate is over that policy's episodes.</p>
+<b>{html.escape(str(config.get("method", "")))}</b>, baseline <b>{html.escape(str(config.get("compare_with") or "none"))}</b>
+trained on the same bags. One row per policy; every rate is over that policy's episodes.</p>
 <table><tr>{head}</tr>
 {body}</table>
 <details open><summary>What each column means</summary><dl>{legend}</dl></details>
