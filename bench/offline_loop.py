@@ -57,6 +57,50 @@ OPERATORS = {
 }
 
 
+def correction_diagnostic(dataset, episodes: list, advantages: np.ndarray, betas=(0.1, 0.3)) -> dict | None:
+    """Does the critic tell the operator's bad corrections from its good ones? Per correction (a run of
+    operator ticks in a supervised episode, matched in order to the takeovers its EpisodeStats
+    recorded as bad or good) the mean raw advantage of the chunks starting in it; then the
+    probability that a good correction scores above a bad one (AUC: 0.5 = no idea), and the share of
+    the corrections' exp(A / beta) weight the bad ones get (their share of the corrections'
+    chunks is what Dagger gives them). ``episodes``: (Episode, EpisodeStats) of the dataset's
+    episode indices; None when no episode recorded correction quality."""
+    from aloe_data.schema import SOURCE_HUMAN
+
+    rows = dataset.indices
+    ep_of, tick_of = dataset.episode[rows], dataset.tick_in_episode[rows]
+    adv = np.asarray(advantages, np.float64)
+    values, bad_flags, sizes = [], [], []
+    for e, (episode, stats) in episodes.items():
+        labels = getattr(stats, "correction_bad", ())
+        if not labels:
+            continue
+        human = np.asarray(episode.sources) == SOURCE_HUMAN
+        starts = np.flatnonzero(human & ~np.r_[False, human[:-1]])
+        ends = np.flatnonzero(human & ~np.r_[human[1:], False]) + 1
+        if len(starts) != len(labels):
+            continue  # a correction cut by the episode's end merged with the next: leave the episode out
+        chunk_ep = ep_of == e
+        for (a, b), bad in zip(zip(starts, ends), labels):
+            inside = chunk_ep & (tick_of >= a) & (tick_of < b)
+            if inside.any():
+                values.append(adv[inside].mean())
+                bad_flags.append(bad)
+                sizes.append(int(inside.sum()))
+    values, bad_flags, sizes = np.asarray(values), np.asarray(bad_flags, bool), np.asarray(sizes)
+    if not bad_flags.any() or bad_flags.all():
+        return None
+    good, bad = values[~bad_flags], values[bad_flags]
+    auc = float(((good[:, None] > bad[None, :]).mean() + 0.5 * (good[:, None] == bad[None, :]).mean()))
+    out = {"corrections_good": int(len(good)), "corrections_bad": int(len(bad)),
+           "advantage_good": float(good.mean()), "advantage_bad": float(bad.mean()), "auc_good_over_bad": auc,
+           "bad_share_of_chunks": float(sizes[bad_flags].sum() / sizes.sum())}
+    for beta in betas:
+        w = np.exp(np.clip(values / beta, None, np.log(20.0))) * sizes
+        out[f"bad_share_of_weight_beta{beta:g}"] = float(w[bad_flags].sum() / w.sum())
+    return out
+
+
 def make_operator(name: str, mode: str, max_steps: int, seed: int = 0):
     """The scripted operator of condition ``name`` in ``mode`` (correct / demo)."""
     from aloe_sim.scripted import OperatorSupervisor, ScriptedConfig, SupervisorConfig
@@ -173,6 +217,7 @@ def main(argv=None) -> int:
                          desc="demo")
     log(f"{a.demos} demonstrations, success {demos.success_rate:.2f}, mean length {demos.mean_length:.1f}")
     data = list(demos.episodes)
+    labelled = {}  # dataset episode index -> (Episode, EpisodeStats) of the supervised episodes
     seed_everything(a.seed)
     dataset = TransitionDataset(data, 10, 0.99)
     if a.load_init:
@@ -221,6 +266,8 @@ def main(argv=None) -> int:
                 for i, episode in enumerate(evaluation.episodes):
                     episode.bag = f"offline/bags/eval_{it:02d}/{i:03d}"  # as the main job's: critic_only_bags
                 data += evaluation.episodes
+            labelled.update({len(data) + i: pair for i, pair in enumerate(zip(supervised.episodes,
+                                                                                supervised.stats))})
             data += supervised.episodes
             dataset = TransitionDataset(data, 10, 0.99)
             seed_everything(a.seed * 1000 + it)
@@ -247,6 +294,10 @@ def main(argv=None) -> int:
                     row["advantage"] = st["advantage"]  # mean, std, min, max over every chunk (raw, per chunk)
                     if "weights" in st:
                         row["weights"] = st["weights"]
+                    quality = correction_diagnostic(dataset, labelled, result.values["advantage"])
+                    if quality:  # the mixed operator: does the critic tell its bad corrections from the good?
+                        row["correction_quality"] = quality
+                        log("corrections: " + ", ".join(f"{k} {v:.3g}" for k, v in quality.items()))
         rows.append(row)
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
         Path(a.out).write_text(json.dumps({"args": run_args, "rows": rows}, indent=1))

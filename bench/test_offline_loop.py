@@ -71,3 +71,28 @@ def test_a_run_from_the_cached_first_phase_equals_one_that_collects_it(tmp_path)
                 for r in json.loads(path.read_text())["rows"]]
 
     assert outcome(collected) == outcome(outs[0]) == outcome(outs[1])
+
+
+def test_the_critic_is_scored_on_telling_bad_corrections_from_good_ones():
+    import numpy as np
+
+    from aloe_critic.dataset import TransitionDataset
+    from aloe_data.ingestion import Episode
+    from aloe_data.schema import SOURCE_HUMAN as H, SOURCE_POLICY as P
+    from aloe_sim.offline import EpisodeStats
+
+    demo = Episode.from_arrays([[0.0]] * 3, [[0.0]] * 3, [0, 0, 1], sources=[H] * 3)
+    # policy, correction 1 (ticks 1-2), policy, correction 2 (ticks 4-5)
+    supervised = Episode.from_arrays([[0.0]] * 6, [[0.0]] * 6, [0] * 5 + [1], sources=[P, H, H, P, H, H])
+    dataset = TransitionDataset([demo, supervised], chunk_horizon=2, gamma=0.9)
+    stats = EpisodeStats(True, 6, 4, 2, 0, correction_bad=(True, False))
+    rows = dataset.indices
+    by_tick = np.array([0.0, -0.2, -0.4, 0.0, 0.3, 0.1])  # the supervised episode's chunks, by start tick
+    adv = np.where(dataset.episode[rows] == 1, by_tick[dataset.tick_in_episode[rows]], 0.0)
+    out = offline_loop.correction_diagnostic(dataset, {1: (supervised, stats)}, adv)
+    assert (out["corrections_bad"], out["corrections_good"]) == (1, 1)
+    assert out["advantage_bad"] == pytest.approx(-0.3) and out["advantage_good"] == pytest.approx(0.2)
+    assert out["auc_good_over_bad"] == 1.0 and out["bad_share_of_chunks"] == 0.5
+    assert out["bad_share_of_weight_beta0.1"] < 0.01
+    unlabelled = EpisodeStats(True, 6, 4, 2, 0)
+    assert offline_loop.correction_diagnostic(dataset, {1: (supervised, unlabelled)}, adv) is None

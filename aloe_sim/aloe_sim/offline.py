@@ -30,6 +30,7 @@ class EpisodeStats:
     human_ticks: int
     takeovers: int
     seed: int
+    correction_bad: tuple = ()  # per takeover, in order: a bad correction (SupervisorConfig.bad_correction_prob)
 
     @property
     def intervention_rate(self) -> float:
@@ -81,7 +82,8 @@ def run_episode(sim: PickCubeSim, seed: int, policy=None, supervisor: OperatorSu
                                   sources=np.asarray(sources), outcome=outcome, task=task,
                                   policy_id=policy_id, episode_id=episode_id or f"seed{seed}")
     stats = EpisodeStats(success=success, steps=len(actions), human_ticks=int(np.sum(np.asarray(sources) == SOURCE_HUMAN)),
-                         takeovers=supervisor.takeovers if supervisor is not None else 0, seed=seed)
+                         takeovers=supervisor.takeovers if supervisor is not None else 0, seed=seed,
+                         correction_bad=tuple(supervisor.correction_bad) if supervisor is not None else ())
     return episode, stats
 
 

@@ -191,13 +191,13 @@ class OperatorSupervisor:
         aim = tuple(b + a for b, a in zip(self.config.controller.bias, self.config.bad_aim))
         self.bad = ScriptedPickController(dataclasses.replace(self.config.controller, bias=aim))
         self._quality_rng = np.random.default_rng(self.config.controller.seed + 7_919)
-        self.bad_corrections = 0  # in the episode
+        self.correction_bad: list[bool] = []  # per takeover of the episode, in order: was it a bad one
         self.reset()
 
     def reset(self) -> None:
         self.controller = self.good
         self.controller.reset()
-        self.bad_corrections = 0
+        self.correction_bad = []
         self.active = self.config.mode == "demo"
         self.reason = "demo" if self.active else ""
         self.takeovers = 0
@@ -210,6 +210,11 @@ class OperatorSupervisor:
         self._closed_empty = 0
         self._moving_away = 0
         self._held_at_takeover = False
+
+    @property
+    def bad_corrections(self) -> int:
+        """Bad corrections in the episode so far."""
+        return sum(self.correction_bad)
 
     def decide(self, state: TaskState, last_executed_action=None, t: int | None = None) -> tuple[bool, np.ndarray]:
         t = state.tick(self.config.control_period) if t is None else int(t)
@@ -241,7 +246,7 @@ class OperatorSupervisor:
             self._held_at_takeover = self._holding(state)
             bad = self.config.bad_correction_prob > 0 and self._quality_rng.random() < self.config.bad_correction_prob
             self.controller = self.bad if bad else self.good
-            self.bad_corrections += bad
+            self.correction_bad.append(bool(bad))
             self.controller.reset()
             action = self.controller.act(state)
         return self.active, action
