@@ -305,14 +305,14 @@ def _policy_ids(text: str) -> list[str]:
 
 def load_episode_metadata(bag_dir: Path | str) -> dict:
     """custom_data of an episode bag with its JSON / number values decoded: the one reader of
-    metadata.yaml (the recorder's tests, ingestion, tools). Re-indexes the bag first when it has
-    no metadata.yaml (cut by a crash). A value that does not decode (a bag edited or written by
-    another tool) is left out with a warning: ingestion then falls back to the recorded stream."""
+    metadata.yaml (the recorder's tests, ingestion, tools). A bag cut by a crash has none:
+    BagError (``bag_repair.reindex_bag`` rebuilds it; ingestion does that first). A value that does
+    not decode (a bag edited or written by another tool) is left out with a warning: ingestion then
+    falls back to the recorded stream."""
     bag_dir = Path(bag_dir)
     if not (bag_dir / "metadata.yaml").is_file():
-        from .bag_repair import reindex_bag  # repair writes this module's metadata: imported when needed
-
-        reindex_bag(bag_dir)
+        raise BagError(f"{bag_dir}: no metadata.yaml (a bag cut by a crash): aloe_data.bag_repair.reindex_bag "
+                       "rebuilds it")
     info = (yaml.safe_load((bag_dir / "metadata.yaml").read_text()) or {}).get("rosbag2_bagfile_information") or {}
     raw = info.get("custom_data") or {}
     out: dict = dict(raw)

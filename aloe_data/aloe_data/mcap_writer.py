@@ -280,18 +280,14 @@ class McapBagWriter:
             os.close(self._fd)
             self.closed = True
 
-    def salvage(self, custom_data: dict[str, str]) -> None:
-        """After a write error (disk full): keep what was flushed, make it a valid bag.
+    # What a repaired bag keeps of the writer's custom data (counts are recomputed from the file).
+    SALVAGE_KEEP = ("end_reason", "dropped_messages", "stream_topics")
 
-        Truncates to the last successful flush (a failed write may have left part of a record),
-        then repairs the file in place and writes metadata.yaml.
-        """
+    def salvage(self) -> None:
+        """After a write error (disk full): keep what was flushed. Truncates to the last successful
+        flush (a failed write may have left part of a record); ``bag_repair.reindex_bag`` then makes
+        it a valid bag (with the SALVAGE_KEEP part of the custom data)."""
         self.abandon()
         with open(self.mcap_path, "r+b") as f:
             f.truncate(self.flushed_offset)
-        # Counts are recomputed from what is in the file; only keep what the file cannot tell.
-        keep = ("end_reason", "dropped_messages", "stream_topics")
-        from .bag_repair import reindex_bag  # the repair reads this writer's records: imported when needed
-
-        reindex_bag(self.bag_dir, extra_custom_data={k: custom_data[k] for k in keep if k in custom_data})
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from aloe_data.bag_layout import make_typestore
+from aloe_data.bag_repair import reindex_bag
 from aloe_data.episode_bag import MSGTYPE_EVENT, BagError, EpisodeSummary, QosInfo, dump_qos_profiles
 from aloe_data.mcap_writer import McapBagWriter
 from aloe_data.schema import EVENT_NAMES, TOPIC_EPISODE_EVENT, TOPIC_TASK
@@ -374,7 +375,8 @@ class Recorder:
 
     def _salvage(self, bag: McapBagWriter, custom: dict[str, str]) -> None:
         try:
-            bag.salvage(custom)
+            bag.salvage()
+            reindex_bag(bag.bag_dir, extra_custom_data={k: custom[k] for k in bag.SALVAGE_KEEP if k in custom})
             self.closed_bags.append(bag.bag_dir)
         except Exception as exc:
             self.log.error(f"recorder: could not finish {bag.bag_dir} ({exc!r}); run "

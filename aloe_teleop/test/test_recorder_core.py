@@ -16,7 +16,7 @@ from rosbags.rosbag2 import Reader
 
 from aloe_data.bag_layout import make_typestore
 from aloe_data.bag_repair import reindex_bag
-from aloe_data.episode_bag import load_episode_metadata
+from aloe_data.episode_bag import BagError, load_episode_metadata
 from aloe_data.mcap_writer import McapBagWriter
 from aloe_teleop.recorder import Recorder, RecorderConfig, parse_topic_entry
 
@@ -292,7 +292,10 @@ def test_reindex_of_a_cleanly_closed_bag_keeps_its_outcome(tmp_path):
     rec.stop()
     before = load_episode_metadata(tmp_path / "bags/clean")
     (tmp_path / "bags/clean/metadata.yaml").unlink()
-    after = load_episode_metadata(tmp_path / "bags/clean")  # reindexes: no metadata.yaml
+    with pytest.raises(BagError, match="reindex_bag"):
+        load_episode_metadata(tmp_path / "bags/clean")
+    reindex_bag(tmp_path / "bags/clean")
+    after = load_episode_metadata(tmp_path / "bags/clean")
     assert after["outcome"] == before["outcome"] == "SUCCESS"
     assert after["message_counts"] == before["message_counts"]
 
