@@ -34,7 +34,7 @@ from aloe_policy.chunking import (NS_PER_S, BlendMode, ChunkBlender, ChunkSpec, 
                                   limits_from_lists, make_chunk)
 from aloe_policy.command_adapters import ADAPTER_NAMES, POSITION_ADAPTERS, AdapterError, make_adapter
 from aloe_policy.managed import ManagedNode
-from aloe_policy.realtime import apply_realtime_priority
+from aloe_policy.realtime import apply_and_log
 
 SIM_ACTION_NAMES = list(schema.SIM_ACTION_NAMES)
 
@@ -386,11 +386,7 @@ class ExecutorNode(ManagedNode):
 
 def _start(node: ExecutorNode) -> None:
     node.autostart(node.autostart_enabled)
-    problem = apply_realtime_priority(node.realtime_priority)
-    if problem:
-        node.get_logger().warn(f"realtime_priority {node.realtime_priority} not applied, normal scheduling: {problem}")
-    elif node.realtime_priority:
-        node.get_logger().info(f"control thread runs SCHED_FIFO priority {node.realtime_priority}")
+    apply_and_log(node.get_logger(), node.realtime_priority, "control thread")
     import gc
 
     gc.collect()

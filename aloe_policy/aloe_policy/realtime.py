@@ -16,6 +16,15 @@ def apply_realtime_priority(priority: int) -> str:
     """
     if priority <= 0:
         return ""
+
+
+def apply_and_log(logger, priority: int, thread: str) -> None:
+    """apply_realtime_priority, then one log line saying what ``thread`` got (nothing when 0)."""
+    problem = apply_realtime_priority(priority)
+    if problem:
+        logger.warn(f"realtime_priority {priority} not applied, normal scheduling: {problem}")
+    elif priority:
+        logger.info(f"{thread} runs SCHED_FIFO priority {priority}")
     import os
 
     try:

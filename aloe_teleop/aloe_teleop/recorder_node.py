@@ -21,7 +21,7 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 
 from aloe_data.ros_node import declare_parameters, run_node
-from aloe_policy.realtime import apply_realtime_priority
+from aloe_policy.realtime import apply_and_log
 from aloe_teleop.recorder import QosInfo, Recorder, RecorderConfig, parse_topic_entry
 
 DEFAULT_TOPICS = [
@@ -235,11 +235,8 @@ class RecorderNode(Node):
 
 
 def _start(node: RecorderNode) -> None:
-    problem = apply_realtime_priority(node.realtime_priority)  # this thread spins: the callbacks run here
-    if problem:
-        node.get_logger().warn(f"realtime_priority {node.realtime_priority} not applied, normal scheduling: {problem}")
-    elif node.realtime_priority:
-        node.get_logger().info(f"subscription thread runs SCHED_FIFO priority {node.realtime_priority}")
+    # this thread spins: the subscription callbacks run here
+    apply_and_log(node.get_logger(), node.realtime_priority, "subscription thread")
 
 
 def main(args=None):
