@@ -16,15 +16,6 @@ def apply_realtime_priority(priority: int) -> str:
     """
     if priority <= 0:
         return ""
-
-
-def apply_and_log(logger, priority: int, thread: str) -> None:
-    """apply_realtime_priority, then one log line saying what ``thread`` got (nothing when 0)."""
-    problem = apply_realtime_priority(priority)
-    if problem:
-        logger.warn(f"realtime_priority {priority} not applied, normal scheduling: {problem}")
-    elif priority:
-        logger.info(f"{thread} runs SCHED_FIFO priority {priority}")
     import os
 
     try:
@@ -35,3 +26,12 @@ def apply_and_log(logger, priority: int, thread: str) -> None:
         return (f"{exc.strerror}: allow it with an rtprio limit (e.g. '@realtime - rtprio 99' in "
                 "/etc/security/limits.conf) or CAP_SYS_NICE")
     return ""
+
+
+def apply_and_log(logger, priority: int, thread: str) -> None:
+    """apply_realtime_priority, then one log line saying what ``thread`` got (nothing when 0)."""
+    problem = apply_realtime_priority(priority)
+    if problem:
+        logger.warn(f"realtime_priority {priority} not applied, normal scheduling: {problem}")
+    elif priority:
+        logger.info(f"{thread} runs SCHED_FIFO priority {priority}")
