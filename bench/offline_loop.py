@@ -294,6 +294,8 @@ def main(argv=None) -> int:
                     row["advantage"] = st["advantage"]  # mean, std, min, max over every chunk (raw, per chunk)
                     if "weights" in st:
                         row["weights"] = st["weights"]
+                    if "conditioned" in st:
+                        row["conditioned"] = st["conditioned"]
                     quality = correction_diagnostic(dataset, labelled, result.values["advantage"])
                     if quality:  # the mixed operator: does the critic tell its bad corrections from the good?
                         row["correction_quality"] = quality

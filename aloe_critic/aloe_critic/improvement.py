@@ -24,6 +24,14 @@ pessimistic critic among the recorded one and N samples of pi at o_i,
     A*_i = argmax_{A in {A_i} + {A_j ~ pi(.|o_i)}} Agg_k Q_k(o_i, A),     L = mean_batch policy.loss(o_i, A*_i, 1)
 ("implicit" policy extraction by selection; values.chunk_values picks them: ``best_chunk``).
 
+Advantage-conditioned extraction (``extraction="conditioned"``; RECAP in pi*0.6, CFGRL): every chunk
+is imitated with weight 1, and the policy is told which side of the threshold its advantage lies on,
+    c_i = positive if A_i > condition_threshold else negative   (unknown with prob. condition_dropout),
+    L   = mean_batch || v_theta(x_t, t, o_i, c_i) - u_i ||^2,
+then samples conditioned on positive (guidance ``condition_guidance``: modeling.py). Unlike weights,
+this keeps all the data (a bad correction's approach still teaches the approach) and leaves the
+critic to say what "good" looks like.
+
 Intervention chunks are ordinary data here: they are weighted by the same advantage
 (``imitate="operator"``: only they and the demonstrations are imitated, weighted). The ``bc``
 baseline is the same loop with w = 1 on all data, interventions included (HG-DAgger); ``dagger``
@@ -39,12 +47,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from aloe_policy.model import ADVANTAGE_NEGATIVE, ADVANTAGE_POSITIVE, ADVANTAGE_UNKNOWN
+
 from .dataset import observation_rows
 from .distributed import DEFAULT_BATCH_BLOCKS, block_rng, global_batch_mean, global_batches, sum_gradients
 
 WEIGHT_MODES = ("exp", "binary")
 POOLINGS = ("chunk", "segment")
-EXTRACTIONS = ("weighted", "ranked")
+EXTRACTIONS = ("weighted", "ranked", "conditioned")
 IMITATED = ("all", "operator")
 
 
@@ -63,7 +73,11 @@ class ImprovementConfig:
     w_max: float = 20.0          # weight clip before per-batch normalisation
     weight_mode: str = "exp"     # exp | binary (extraction "weighted")
     extraction: str = "weighted"  # weighted: recorded chunks x advantage weights; ranked: imitate the critic's best
-                                  # of {recorded chunk, num_value_samples chunks of pi} at each observation, weight 1
+                                  # of {recorded chunk, num_value_samples chunks of pi} at each observation, weight 1;
+                                  # conditioned: every chunk, weight 1, with the indicator A > condition_threshold
+    condition_threshold: float = 0.0  # conditioned: a chunk is "positive" when its (pooled) advantage exceeds this
+    condition_dropout: float = 0.3    # conditioned: share of chunks trained with the indicator "unknown"
+    condition_guidance: float = 0.0   # conditioned: classifier-free guidance when sampling (0 = conditional only)
     policy_lr: float = 1e-4      # AdamW learning rate
     policy_steps: int = 2000     # gradient steps per iteration
     policy_batch_size: int = 64  # recorded chunks per policy step
@@ -85,6 +99,9 @@ class ImprovementConfig:
             raise ValueError(f"extraction must be one of {EXTRACTIONS}, got {self.extraction!r}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if not 0.0 <= self.condition_dropout < 1.0 or self.condition_guidance < 0:
+            raise ValueError(f"condition_dropout must be in [0, 1) and condition_guidance >= 0, got "
+                             f"{self.condition_dropout}, {self.condition_guidance}")
         if not 0.0 <= self.target_ess <= 1.0:
             raise ValueError(f"target_ess must be in [0, 1], got {self.target_ess}")
         if self.target_ess > 0 and self.weight_mode != "exp":
@@ -148,6 +165,15 @@ def ess_temperature(adv, target: float, lo: float = 1e-4, hi: float = 1e4) -> fl
     return math.exp(b)
 
 
+def advantage_indicator(adv, threshold: float, dropout: float, rng: np.random.Generator) -> torch.Tensor:
+    """Per-chunk indicator (B,) int64 for advantage-conditioned extraction: positive where
+    A > threshold, else negative; each replaced by unknown with probability ``dropout``."""
+    adv = np.asarray(adv)
+    label = np.where(adv > threshold, ADVANTAGE_POSITIVE, ADVANTAGE_NEGATIVE)
+    label[rng.random(len(adv)) < dropout] = ADVANTAGE_UNKNOWN
+    return torch.from_numpy(label.astype(np.int64))
+
+
 def advantage_weights(adv: torch.Tensor, beta: float, w_max: float, mode: str = "exp") -> torch.Tensor:
     """Per-sample weights (B,) from advantages (B,), normalised to mean 1 over the batch.
     A batch with no positive weight gets all zeros (no update from it)."""
@@ -163,7 +189,8 @@ def improve_policy(policy, dataset, advantages: np.ndarray | None, config: Impro
     """Train ``policy`` in place on ``dataset``'s recorded chunks (or on ``targets``).
 
     advantages: (len(dataset),) in the dataset view's order, or None for behaviour cloning
-    (weights 1 everywhere). targets: (len(dataset), H, A) chunks to imitate instead of the
+    (weights 1 everywhere). With ``config.extraction == "conditioned"`` they set each chunk's
+    indicator (advantage_indicator) and every weight is 1; the policy must be advantage-conditioned. targets: (len(dataset), H, A) chunks to imitate instead of the
     recorded ones (critic-ranked extraction), same order. Returns the curve (rows: step,
     policy_loss, weight_max, weight_ess).
     batch_blocks: noise blocks per global batch (distributed.py): under torchrun each rank
@@ -178,6 +205,10 @@ def improve_policy(policy, dataset, advantages: np.ndarray | None, config: Impro
         targets = torch.as_tensor(np.asarray(targets, np.float32))
         if targets.shape != (len(dataset),) + tuple(dataset.chunks.shape[1:]):
             raise ValueError(f"targets must be ({len(dataset)}, H, A), got {tuple(targets.shape)}")
+    conditioned = advantages is not None and config.extraction == "conditioned"
+    if conditioned and not getattr(policy.config, "advantage_conditioning", False):
+        raise ValueError("extraction 'conditioned' trains an advantage-conditioned policy: pass "
+                         "aloe_policy.model.with_advantage_conditioning(policy)")
     params = [p for p in policy.parameters() if p.requires_grad]
     B = config.policy_batch_size
     opt = torch.optim.AdamW(params, lr=config.policy_lr)
@@ -186,19 +217,28 @@ def improve_policy(policy, dataset, advantages: np.ndarray | None, config: Impro
     curve = []
     shards = tqdm(global_batches(len(dataset), B, config.policy_steps, seed, batch_blocks),
                   total=config.policy_steps, unit="step", disable=not progress,
-                  desc="policy (" + ("bc" if advantages is None else "advantage-weighted") + ")")
+                  desc="policy (" + ("bc" if advantages is None else "advantage-conditioned" if conditioned
+                                            else "advantage-weighted") + ")")
     for shard in shards:
         batch = dataset.batch(dataset.indices[shard.my_positions])  # this process's rows of the global batch
         chunks = batch.chunks if targets is None else targets[shard.my_positions]
         # w_i = clip(exp(A_i / beta), w_max) / mean over the global batch (1 for bc)
-        weights = torch.ones(B) if advantages is None else advantage_weights(
-            torch.from_numpy(advantages[shard.positions]), config.beta, config.w_max, config.weight_mode)
+        indicator = None
+        if advantages is None or conditioned:
+            weights = torch.ones(B)
+            if conditioned:  # drawn over the global batch: the same labels whatever the number of ranks
+                indicator = advantage_indicator(advantages[shard.positions], config.condition_threshold,
+                                                config.condition_dropout, np.random.default_rng([seed, shard.step]))
+        else:
+            weights = advantage_weights(torch.from_numpy(advantages[shard.positions]), config.beta, config.w_max,
+                                        config.weight_mode)
         opt.zero_grad(set_to_none=True)
         loss_sum = 0.0
         for block in shard.blocks:  # L = (1/B) sum_i w_i ||v_theta(x_t, t | o_i) - (A_i - x0)||^2
             with block_rng(seed, shard.step, block.index, device) as gen:
+                extra = {} if indicator is None else {"advantage": indicator[block.batch_rows]}
                 per_sample = policy.loss(observation_rows(batch.obs, block.rows), chunks[block.rows].to(device),
-                                         weights[block.batch_rows].to(device), generator=gen)
+                                         weights[block.batch_rows].to(device), generator=gen, **extra)
             (per_sample.sum() / B).backward()
             loss_sum += float(per_sample.detach().sum())
         sum_gradients(params)  # the gradient of the global-batch mean, on every rank

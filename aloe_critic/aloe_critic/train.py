@@ -47,6 +47,7 @@ from aloe_data.atomic import install_dir
 from aloe_data.config_cli import add_config_arguments, apply_overrides, overrides_from_args  # noqa: F401 (re-exported)
 from aloe_data.ingestion import IngestionConfig, SkippedBagWarning, find_bags, ingest_bags, no_usable_bags
 from aloe_data.schema import SOURCE_HUMAN, SOURCE_POLICY
+from aloe_policy.model import with_advantage_conditioning
 
 from .critic import (AGGREGATION_RULES, CHUNK_SCORER, CriticConfig, PolicySampleBank, critic_for_policy,
                      export_chunk_scorer, save_critic)
@@ -273,9 +274,18 @@ def run_iteration(config: TrainConfig, dataset: TransitionDataset, policy, fresh
                      improvement.target_ess, len(imitated))
         if stats is not None:
             stats["imitated_chunks"] = len(imitated)
-            if imitated_adv is not None:
+            if imitated_adv is not None and improvement.extraction == "conditioned":
+                # which chunks the policy is told are "positive", per provenance group
+                stats["conditioned"] = {
+                    "threshold": improvement.condition_threshold,
+                    "positive_fraction": float((imitated_adv > improvement.condition_threshold).mean()),
+                    "by_group": advantage_breakdown(imitated, imitated_adv - improvement.condition_threshold)}
+            elif imitated_adv is not None:
                 stats["weights"] = {"beta": improvement.beta, **weight_breakdown(imitated, imitated_adv, improvement)}
                 stats["value_samples"]["v_se_over_beta"] = stats["value_samples"]["v_se_mean"] / improvement.beta
+        if imitated_adv is not None and improvement.extraction == "conditioned":
+            # the same weights plus a zero-initialised indicator embedding: it samples as before until trained
+            policy = with_advantage_conditioning(policy, improvement.condition_guidance)
         phase = "policy_bc" if config.method in IMITATION_METHODS else "policy_improvement"
         curves[phase] = improve_policy(policy, imitated, imitated_adv, improvement, seed=config.seed,
                                        device=device, progress=config.progress, batch_blocks=config.batch_blocks,

@@ -69,6 +69,11 @@ class PolicyConfig:
     dropout: float = 0.1                 # in the observation fusion MLP (training only)
     # --- flow matching -----------------------------------------------------------------------
     flow_steps: int = 10                 # Euler steps from noise (t=0) to action (t=1) in sample()
+    # --- advantage conditioning (policy improvement by conditioning; aloe_critic extraction "conditioned") --
+    advantage_conditioning: bool = False  # the velocity field also takes an advantage indicator (unknown /
+                                          # negative / positive); sampling conditions on positive
+    advantage_guidance: float = 0.0       # classifier-free guidance at sampling: v = v_pos + g (v_pos - v_unknown);
+                                          # 0 = the positive-conditioned field alone (one pass per Euler step)
     # --- normalisation -----------------------------------------------------------------------
     norm_std_floor: float = 1e-3         # std below this (constant dims) is raised to it
 
@@ -119,6 +124,13 @@ class PolicyConfig:
         number("depth_range_m", lo=0.0)
         number("dropout", lo=0.0, hi=1.0)
         number("norm_std_floor", lo=0.0, lo_open=True)
+        if not isinstance(self.advantage_conditioning, bool):
+            raise ConfigError(f"PolicyConfig.advantage_conditioning must be true or false, "
+                              f"got {self.advantage_conditioning!r}")
+        number("advantage_guidance", lo=0.0)
+        if self.advantage_guidance > 0 and not self.advantage_conditioning:
+            raise ConfigError("PolicyConfig.advantage_guidance needs advantage_conditioning: true (guidance mixes "
+                              "the positive-conditioned and the unconditioned velocity)")
         str_tuple("camera_names")
         bad_cams = [n for n in self.camera_names if "." in n]
         if bad_cams:  # camera names become parameter names ("encoder.cameras.<name>...")
@@ -204,6 +216,6 @@ class PolicyConfig:
 
 # Fields added after the first checkpoint format (see `hashed_dict`).
 ADDED_FIELDS = ("cnn_keypoints", "image_shift", "proprio_names", "camera_formats", "depth_range_m", "action_units",
-                "action_frame")
+                "action_frame", "advantage_conditioning", "advantage_guidance")
 
 __all__ = ["PolicyConfig", "ConfigError", "SIM_ACTION_NAMES"]

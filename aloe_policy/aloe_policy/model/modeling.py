@@ -7,6 +7,15 @@ Flow matching as rectified flow (Liu et al. 2022; the pi0 action expert uses the
 Sampling integrates dx/dt = v_theta(x, t, o) from t = 0 (noise) to t = 1 with `flow_steps` Euler
 steps, un-normalises and clips to the action bounds.
 
+Advantage conditioning (``advantage_conditioning``; RECAP in pi*0.6, CFGRL by Frans et al. 2025):
+the field also takes an indicator c in {unknown, negative, positive} of the chunk's advantage,
+    loss = || v_theta(x_t, t, o, c) - u ||^2,     c = positive if A > threshold else negative,
+           replaced by unknown with probability p (so the unconditioned field is learnt too),
+and sampling conditions on positive, optionally with classifier-free guidance g:
+    v = v_theta(x, t, o, positive) + g (v_theta(x, t, o, positive) - v_theta(x, t, o, unknown)).
+Every chunk trains the policy (nothing is discarded or down-weighted); the critic only says which
+ones the policy should resemble.
+
 Checkpoint = a directory with ``model.safetensors`` (trainable weights) and ``config.json``
 (format version, PolicyConfig, normalisation stats, text-embedding cache, policy_id).
 policy_id = first 16 hex chars of sha256(weights bytes + canonical JSON of config and
@@ -39,6 +48,8 @@ FORMAT = "aloe_policy.flow_matching"
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
+# Advantage indicator values (the rows of VelocityField.in_advantage)
+ADVANTAGE_UNKNOWN, ADVANTAGE_NEGATIVE, ADVANTAGE_POSITIVE = 0, 1, 2
 
 
 class CheckpointError(ValueError):
@@ -175,9 +186,16 @@ class VelocityField(nn.Module):
         self.in_obs = nn.Linear(feature_dim, d)
         self.blocks = nn.ModuleList(ResidualBlock(d) for _ in range(config.head_layers))
         self.out = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, flat))
+        if config.advantage_conditioning:  # zero at first: a policy given the indicator starts as it was
+            self.in_advantage = nn.Embedding(3, d)
+            nn.init.zeros_(self.in_advantage.weight)
 
-    def forward(self, x_t: torch.Tensor, t: torch.Tensor, feature: torch.Tensor) -> torch.Tensor:
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, feature: torch.Tensor,
+                advantage: torch.Tensor | None = None) -> torch.Tensor:
+        """advantage: (N,) int64 indicator (ADVANTAGE_*), only for an advantage-conditioned field."""
         cond = self.in_t(time_embedding(t, self.config.time_embed_dim)) + self.in_obs(feature)
+        if advantage is not None:
+            cond = cond + self.in_advantage(advantage)
         h = self.in_x(x_t.flatten(1)) + cond
         for block in self.blocks:
             h = block(h, cond)
@@ -228,14 +246,36 @@ class FlowMatchingPolicy(nn.Module):
         return draw(shape, generator=generator, device=device).to(self.device)
 
     # --- training -----------------------------------------------------------------------------
-    def loss(self, obs: Mapping, chunks, weights=None, *, generator: torch.Generator | None = None) -> torch.Tensor:
+    def _advantage(self, advantage, n: int, default: int) -> torch.Tensor | None:
+        """The indicator (n,) int64 for an advantage-conditioned policy (``default`` where None);
+        None for a policy without it (which refuses one)."""
+        if not self.config.advantage_conditioning:
+            if advantage is not None:
+                raise ValueError("this policy takes no advantage indicator (PolicyConfig.advantage_conditioning "
+                                 "is false); make one with with_advantage_conditioning(policy)")
+            return None
+        if advantage is None:
+            return torch.full((n,), default, dtype=torch.long, device=self.device)
+        a = torch.as_tensor(advantage).to(device=self.device, dtype=torch.long)
+        if tuple(a.shape) != (n,):
+            raise ValueError(f"advantage indicator must be (B,) = ({n},), got {tuple(a.shape)}")
+        if ((a < ADVANTAGE_UNKNOWN) | (a > ADVANTAGE_POSITIVE)).any():
+            raise ValueError("advantage indicator values are ADVANTAGE_UNKNOWN (0), ADVANTAGE_NEGATIVE (1) or "
+                             "ADVANTAGE_POSITIVE (2)")
+        return a
+
+    def loss(self, obs: Mapping, chunks, weights=None, *, generator: torch.Generator | None = None,
+             advantage=None) -> torch.Tensor:
         """Per-sample weighted flow-matching loss, (B,) float32.
 
         chunks: (B, H, A) executed action chunks in action units; weights: (B,) >= 0 or None (all 1).
         A sample with weight 0 contributes exactly nothing (its loss term is multiplied by 0).
+        advantage: (B,) ADVANTAGE_* indicator of each chunk (advantage-conditioned policies only;
+        None = unknown).
         """
         batch = self.prepare(obs)
         n = batch["proprio"].shape[0]
+        indicator = self._advantage(advantage, n, ADVANTAGE_UNKNOWN)
         if self.training and self.config.image_shift > 0:
             batch = {**batch, "images": {cam: random_shift(img, self.config.image_shift, generator)
                                          for cam, img in batch["images"].items()}}
@@ -244,7 +284,7 @@ class FlowMatchingPolicy(nn.Module):
         t = self._noise((n,), generator, uniform=True)
         tt = t[:, None, None]
         x_t = (1.0 - tt) * x0 + tt * x1
-        v = self.velocity(x_t, t, self.encoder(batch))
+        v = self.velocity(x_t, t, self.encoder(batch), indicator)
         per_sample = ((v - (x1 - x0)) ** 2).mean(dim=(1, 2))
         if weights is None:
             return per_sample
@@ -261,7 +301,8 @@ class FlowMatchingPolicy(nn.Module):
     def sample(self, obs: Mapping, n: int = 1, generator: torch.Generator | None = None) -> torch.Tensor:
         """n action chunks per observation: float32 (B, n, H, A) in action units, within bounds.
 
-        Always runs the network in eval mode (no dropout); the mode is restored afterwards.
+        Always runs the network in eval mode (no dropout); the mode is restored afterwards. An
+        advantage-conditioned policy samples conditioned on a positive advantage (with its guidance).
         """
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"n must be a positive integer, got {n!r}")
@@ -280,10 +321,15 @@ class FlowMatchingPolicy(nn.Module):
         b = feature.shape[0]
         feature = feature.repeat_interleave(n, dim=0)                       # (B*n, F)
         x = self._noise((b * n, c.chunk_horizon, c.action_dim), generator)  # t = 0: noise
+        positive = self._advantage(None, b * n, ADVANTAGE_POSITIVE)
+        unknown = None if positive is None else torch.full_like(positive, ADVANTAGE_UNKNOWN)
         dt = 1.0 / c.flow_steps
         for k in range(c.flow_steps):
             t = torch.full((b * n,), k * dt, device=x.device)
-            x = x + dt * self.velocity(x, t, feature)
+            v = self.velocity(x, t, feature, positive)
+            if c.advantage_guidance > 0:  # v_pos + g (v_pos - v_unknown)
+                v = v + c.advantage_guidance * (v - self.velocity(x, t, feature, unknown))
+            x = x + dt * v
         actions = self.normalizer.unnormalize_actions(x)
         low = torch.tensor(c.action_low, dtype=actions.dtype, device=actions.device)
         high = torch.tensor(c.action_high, dtype=actions.dtype, device=actions.device)
@@ -414,6 +460,20 @@ class FlowMatchingPolicy(nn.Module):
                                   f"{meta.get('policy_id')!r}: the files were edited or come from two different "
                                   "saves; re-save it with save_pretrained")
         return policy.to(device).eval()
+
+
+def with_advantage_conditioning(policy: FlowMatchingPolicy, guidance: float = 0.0) -> FlowMatchingPolicy:
+    """A copy of ``policy`` whose velocity field takes the advantage indicator (config
+    ``advantage_conditioning`` on, ``advantage_guidance`` = guidance). Its weights are the policy's;
+    a new indicator embedding starts at zero, so before training it samples exactly as ``policy``.
+    A policy that is conditioned already keeps its embedding (only the guidance is set)."""
+    config = policy.config.replace(advantage_conditioning=True, advantage_guidance=float(guidance))
+    out = FlowMatchingPolicy(config, text_encoder=policy.text_encoder).to(policy.device)
+    missing, unexpected = out.load_state_dict(policy.state_dict(), strict=False)
+    if unexpected or any(not k.startswith("velocity.in_advantage.") for k in missing):
+        raise ValueError(f"cannot add the advantage indicator: missing {missing}, unexpected {unexpected}")
+    out.normalizer.load_dict(policy.normalizer.to_dict())
+    return out.train(policy.training)
 
 
 def compute_policy_id(state_dict: Mapping[str, torch.Tensor], hashed_metadata: dict) -> str:
