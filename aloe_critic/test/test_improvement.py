@@ -45,6 +45,18 @@ class TinyFlowPolicy(nn.Module):
         return x.reshape(B, n, self.h, self.a)
 
 
+def tiny_flow_policy():
+    from aloe_policy.model import FlowMatchingPolicy, PolicyConfig, TextEncoder
+
+    torch.manual_seed(0)
+    config = PolicyConfig(camera_names=("front",), image_size=8, proprio_dim=1, action_dim=1, action_names=("a",),
+                          action_low=(-1.0,), action_high=(1.0,), chunk_horizon=H, cnn_channels=(4,),
+                          cnn_pool_size=1, hidden_dim=16, head_hidden_dim=64, head_layers=1, time_embed_dim=8,
+                          flow_steps=8, dropout=0.0)
+    text = TextEncoder(embed_dim=384, encode_fn=lambda texts: np.ones((len(texts), 384), np.float32))
+    return FlowMatchingPolicy(config, text_encoder=text)
+
+
 def two_chunk_dataset():
     """Same observation, two recorded chunks: HIGH (advantage +0.5) and LOW (advantage -0.5)."""
     eps = [Episode.from_arrays([[HIGH]] * H, [[1.0]] * H, [0.0] * H, outcome="ABORT"),
@@ -88,17 +100,6 @@ def test_advantage_weighted_flow_matching_prefers_high_advantage_chunk(mode):
 
 
 def test_advantage_weighting_moves_the_real_flow_matching_policy_toward_high_advantage_chunk():
-    from aloe_policy.model import FlowMatchingPolicy, PolicyConfig, TextEncoder
-
-    def tiny_policy():
-        torch.manual_seed(0)
-        config = PolicyConfig(camera_names=("front",), image_size=8, proprio_dim=1, action_dim=1, action_names=("a",),
-                              action_low=(-1.0,), action_high=(1.0,), chunk_horizon=H, cnn_channels=(4,),
-                              cnn_pool_size=1, hidden_dim=16, head_hidden_dim=64, head_layers=1, time_embed_dim=8,
-                              flow_steps=8, dropout=0.0)
-        text = TextEncoder(embed_dim=384, encode_fn=lambda texts: np.ones((len(texts), 384), np.float32))
-        return FlowMatchingPolicy(config, text_encoder=text)
-
     d, adv = two_chunk_dataset()
     for e in d.episodes:  # one camera, same image for both chunks
         e.images["front"] = np.zeros((len(e), 8, 8, 3), np.uint8)
@@ -106,7 +107,7 @@ def test_advantage_weighting_moves_the_real_flow_matching_policy_toward_high_adv
     config = ImprovementConfig(beta=0.1, w_max=20.0, policy_lr=3e-3, policy_steps=300, policy_batch_size=32)
     results = {}
     for name, a in (("aw", adv), ("bc", None)):
-        policy = tiny_policy()
+        policy = tiny_flow_policy()
         policy.fit_normalization(*d.behaviour_arrays())
         improve_policy(policy, d, a, config, seed=0)
         obs = {"images": {"front": torch.zeros(1, 8, 8, 3, dtype=torch.uint8)}, "proprio": torch.ones(1, 1),
@@ -319,3 +320,59 @@ def test_aloe_can_weight_dagger_set_only_the_critic_still_fit_on_everything(init
     assert 0 < out.advantage_stats["weights"]["ess_fraction"] < 1, "weighted, not Dagger's uniform imitation"
     with pytest.raises(ValueError, match="imitate"):
         ImprovementConfig(imitate="policy")
+
+
+@pytest.mark.parametrize("guidance", [0.0, 1.0])
+def test_advantage_conditioning_learns_both_chunks_and_samples_the_positive_one(guidance):
+    from aloe_policy.model import ADVANTAGE_NEGATIVE, ADVANTAGE_UNKNOWN, with_advantage_conditioning
+
+    d, adv = two_chunk_dataset()
+    for e in d.episodes:
+        e.images["front"] = np.zeros((len(e), 8, 8, 3), np.uint8)
+    d.cameras = ["front"]
+    plain = tiny_flow_policy()
+    plain.fit_normalization(*d.behaviour_arrays())
+    config = ImprovementConfig(extraction="conditioned", condition_guidance=guidance, policy_lr=3e-3,
+                               policy_steps=400, policy_batch_size=32)
+    with pytest.raises(ValueError, match="advantage-conditioned policy"):
+        improve_policy(plain, d, adv, config, seed=0)
+    policy = with_advantage_conditioning(plain, guidance)
+    improve_policy(policy, d, adv, config, seed=0)
+    obs = {"images": {"front": torch.zeros(1, 8, 8, 3, dtype=torch.uint8)}, "proprio": torch.ones(1, 1), "task": [""]}
+
+    def high_share(advantage=None):
+        s = policy.sample(obs, 200, generator=torch.Generator().manual_seed(1), advantage=advantage)
+        return float((s[0, :, :, 0].mean(-1) > 0).float().mean())
+
+    assert high_share() > 0.9, "deployed (positive): the high-advantage chunk"
+    assert high_share(ADVANTAGE_NEGATIVE) < 0.1, "the low-advantage chunk was learnt too, under its label"
+    assert 0.15 < high_share(ADVANTAGE_UNKNOWN) < 0.85, "unlabelled (dropout): both chunks, as bc"
+
+
+def test_run_iteration_conditioned_extraction_returns_a_conditioned_policy_that_round_trips(initial_checkpoint,
+                                                                                             tmp_path):
+    from aloe_data.ingestion import ingest_bags
+    from aloe_critic.improvement import segment_advantages
+    from aloe_critic.train import run_iteration
+    from aloe_policy.model import FlowMatchingPolicy, load_checkpoint
+    from critic_test_data import small_config
+
+    root = initial_checkpoint
+    config = small_config(root, method="aloe")
+    config.improvement.extraction = "conditioned"
+    config.improvement.condition_guidance = 0.5
+    dataset = TransitionDataset(ingest_bags([root / "bags"], config.ingestion).episodes, 4, 0.99)
+    before = FlowMatchingPolicy.from_pretrained(root / "iter0")
+    out = run_iteration(config, dataset, before)
+    assert out.policy is not before and out.policy.config.advantage_conditioning
+    assert out.policy.config.advantage_guidance == 0.5
+    assert not before.config.advantage_conditioning, "the critic evaluated the policy as it was"
+    rows = dataset.indices
+    pooled = segment_advantages(out.values["advantage"], dataset.episode[rows], dataset.tick_in_episode[rows],
+                                dataset.source_fraction[rows].argmax(1))
+    cond = out.advantage_stats["conditioned"]
+    assert cond["positive_fraction"] == pytest.approx(float((pooled > 0).mean()))
+    assert "weights" not in out.advantage_stats, "no weights are used"
+    policy_id = out.policy.save_pretrained(tmp_path / "policy")
+    loaded = load_checkpoint(tmp_path / "policy")
+    assert loaded.policy_id == policy_id and loaded.config == out.policy.config

@@ -534,3 +534,32 @@ def test_a_checkpoint_config_records_camera_formats_and_action_units_well_formed
     assert not {"action_units", "action_frame", "depth_range_m"} & set(hashed)
     with pytest.raises(ConfigError, match="action_units must be 7 non-empty strings"):
         PolicyConfig(action_units=("m",))
+
+
+def test_advantage_indicator_starts_at_zero_and_is_refused_by_a_plain_policy(tmp_path):
+    from aloe_policy.model import ADVANTAGE_POSITIVE, with_advantage_conditioning
+
+    policy = make_policy()
+    assert not {"advantage_conditioning", "advantage_guidance"} & set(policy.config.hashed_dict()), \
+        "off: the policy_id of older checkpoints stays"
+    with pytest.raises(ConfigError, match="advantage_guidance needs advantage_conditioning"):
+        PolicyConfig(advantage_guidance=1.0)
+    obs = make_obs(2)
+    conditioned = with_advantage_conditioning(policy, guidance=2.0)
+    a = policy.sample(obs, 3, generator=torch.Generator().manual_seed(0))
+    b = conditioned.sample(obs, 3, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(a, b)  # zero embedding; guidance of two equal fields changes nothing
+    assert conditioned.policy_id != policy.policy_id, "a different policy (config differs)"
+    with pytest.raises(ValueError, match="takes no advantage indicator"):
+        policy.loss(obs, torch.zeros(2, policy.config.chunk_horizon, policy.config.action_dim),
+                    advantage=torch.full((2,), ADVANTAGE_POSITIVE))
+    with pytest.raises(ValueError, match=r"must be \(B,\)"):
+        conditioned.loss(obs, torch.zeros(2, policy.config.chunk_horizon, policy.config.action_dim),
+                         advantage=torch.zeros(3, dtype=torch.long))
+    with pytest.raises(ValueError, match="indicator values"):
+        conditioned.loss(obs, torch.zeros(2, policy.config.chunk_horizon, policy.config.action_dim),
+                         advantage=torch.full((2,), 5))
+    conditioned.save_pretrained(tmp_path / "c")
+    loaded = FlowMatchingPolicy.from_pretrained(tmp_path / "c")
+    assert loaded.config.advantage_conditioning and loaded.config.advantage_guidance == 2.0
+    torch.testing.assert_close(loaded.sample(obs, 3, generator=torch.Generator().manual_seed(0)), b)

@@ -298,37 +298,42 @@ class FlowMatchingPolicy(nn.Module):
 
     # --- inference ----------------------------------------------------------------------------
     @torch.no_grad()
-    def sample(self, obs: Mapping, n: int = 1, generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample(self, obs: Mapping, n: int = 1, generator: torch.Generator | None = None,
+               advantage: int | None = None) -> torch.Tensor:
         """n action chunks per observation: float32 (B, n, H, A) in action units, within bounds.
 
         Always runs the network in eval mode (no dropout); the mode is restored afterwards. An
-        advantage-conditioned policy samples conditioned on a positive advantage (with its guidance).
+        advantage-conditioned policy samples conditioned on ``advantage`` (default
+        ADVANTAGE_POSITIVE: what it is deployed with), guided by its ``advantage_guidance``.
         """
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"n must be a positive integer, got {n!r}")
         was_training = self.training
         self.eval()
         try:
-            return self.sample_prepared(self.prepare(obs), n, generator)
+            return self.sample_prepared(self.prepare(obs), n, generator, advantage)
         finally:
             self.train(was_training)
 
     @torch.no_grad()
-    def sample_prepared(self, batch: Mapping, n: int = 1, generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample_prepared(self, batch: Mapping, n: int = 1, generator: torch.Generator | None = None,
+                        advantage: int | None = None) -> torch.Tensor:
         """`sample` on an already prepared batch (the observation is encoded once, repeated n times)."""
         c = self.config
         feature = self.encoder(batch)
         b = feature.shape[0]
         feature = feature.repeat_interleave(n, dim=0)                       # (B*n, F)
         x = self._noise((b * n, c.chunk_horizon, c.action_dim), generator)  # t = 0: noise
-        positive = self._advantage(None, b * n, ADVANTAGE_POSITIVE)
-        unknown = None if positive is None else torch.full_like(positive, ADVANTAGE_UNKNOWN)
+        given = None if advantage is None else torch.full((b * n,), int(advantage), dtype=torch.long)
+        indicator = self._advantage(given, b * n, ADVANTAGE_POSITIVE)
+        unknown = None if indicator is None else torch.full_like(indicator, ADVANTAGE_UNKNOWN)
+        guidance = 0.0 if advantage == ADVANTAGE_UNKNOWN else c.advantage_guidance  # 0 without conditioning
         dt = 1.0 / c.flow_steps
         for k in range(c.flow_steps):
             t = torch.full((b * n,), k * dt, device=x.device)
-            v = self.velocity(x, t, feature, positive)
-            if c.advantage_guidance > 0:  # v_pos + g (v_pos - v_unknown)
-                v = v + c.advantage_guidance * (v - self.velocity(x, t, feature, unknown))
+            v = self.velocity(x, t, feature, indicator)
+            if guidance > 0:  # v_c + g (v_c - v_unknown)
+                v = v + guidance * (v - self.velocity(x, t, feature, unknown))
             x = x + dt * v
         actions = self.normalizer.unnormalize_actions(x)
         low = torch.tensor(c.action_low, dtype=actions.dtype, device=actions.device)
