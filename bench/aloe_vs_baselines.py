@@ -14,8 +14,11 @@ iteration:
     python bench/aloe_vs_baselines.py summary --dir /tmp/avb --out bench/results/aloe_vs_baselines.json
 
 A method is a name of offline_loop.py's ``--method`` with optional TrainConfig overrides after a
-colon: ``aloe``, ``aloe:extraction=ranked``, ``dagger``, ``progress``, ``bc``. ``run`` skips runs
-whose JSON already holds every iteration, so an interrupted study resumes where it stopped.
+colon: ``aloe``, ``aloe:extraction=ranked``, ``dagger``, ``progress``, ``bc``; a suffix ``+vgN``
+deploys it with value-guided selection (best of N samples under the iteration's critic,
+offline_loop.py ``--value-guided N``): its success is that of the guided evaluation episodes, the
+policy trained exactly as without the suffix. ``run`` skips runs whose JSON already holds every
+iteration, so an interrupted study resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -40,16 +43,25 @@ METRICS = ("success", "throughput_per_hour")
 
 
 def run_name(operator: str, method: str, seed: int) -> str:
-    return f"{operator}__{method.replace(':', '__').replace('=', '-').replace(',', '_')}__s{seed}"
+    spec = method.replace(':', '__').replace('=', '-').replace(',', '_').replace('+', '__')
+    return f"{operator}__{spec}__s{seed}"
+
+
+def value_guided(method: str) -> int:
+    """N of a ``+vgN`` suffix (value-guided selection at deployment), 0 without one."""
+    _, _, n = method.partition("+vg")
+    return int(n) if n else 0
 
 
 def offline_loop_args(method: str) -> list[str]:
-    """``aloe:extraction=ranked,beta=0.2`` -> ['--method', 'aloe', '--train', 'extraction=ranked', ...]."""
-    name, _, overrides = method.partition(":")
+    """``aloe:extraction=ranked,beta=0.2+vg8`` -> ['--method', 'aloe', '--train', 'extraction=ranked', ...,
+    '--value-guided', '8']."""
+    spec, _, n = method.partition("+vg")
+    name, _, overrides = spec.partition(":")
     args = ["--method", name]
     for item in filter(None, overrides.split(",")):
         args += ["--train", item]
-    return args
+    return args + (["--value-guided", n] if n else [])
 
 
 def complete(path: Path, iterations: int) -> bool:
@@ -145,9 +157,14 @@ def load(root: Path) -> dict:
             k = known[path.stem]
             key = (k["operator"], k["method"], int(k["seed"]))
         else:
-            key = (a.get("operator", "skilled"), a["method"] + (":" + ",".join(a["train"]) if a.get("train") else ""),
-                   int(a["seed"]))
-        runs[key] = data["rows"]
+            key = (a.get("operator", "skilled"), a["method"] + (":" + ",".join(a["train"]) if a.get("train") else "")
+                   + (f"+vg{a['value_guided']}" if a.get("value_guided") else ""), int(a["seed"]))
+        rows = data["rows"]
+        if value_guided(key[1]):  # the guided evaluation is the method's (iteration 0: the shared initial policy)
+            rows = [{**r, "success_rate": r["vg_success_rate"], "eval_success": r["vg_eval_success"],
+                     "eval_steps": r["vg_eval_steps"], "eval_throughput_per_hour": r["vg_eval_throughput_per_hour"]}
+                    if "vg_success_rate" in r else r for r in rows]
+        runs[key] = rows
     return runs
 
 

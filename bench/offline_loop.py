@@ -174,6 +174,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder of iteration 0's episodes: runs of one initial policy and operator (same --eval, "
                         "--episodes, --max-steps, --replan) collect them once and share them (episodes are seeded "
                         "per episode, so a run that loads them equals one that collects them)")
+    p.add_argument("--value-guided", type=int, default=0, metavar="N",
+                   help="also evaluate each improved policy with value-guided selection at deployment (best of N "
+                        "samples under the iteration's critic, through the chunk scorer and selector policy_node "
+                        "uses) on the same evaluation episodes: row fields vg_*; it changes nothing else")
     p.add_argument("--out", default="runs/bench/offline_loop.json", help="JSON results (untracked by default)")
     return p
 
@@ -188,6 +192,8 @@ def main(argv=None) -> int:
     from aloe_policy.model import FlowMatchingPolicy, PolicyConfig
     from aloe_sim.env import PickCubeSim
     from aloe_bringup.loop import LOOP_POLICY_CONFIG, LoopConfig
+    from aloe_critic.critic import export_chunk_scorer
+    from aloe_policy.selection import CHUNK_SCORER, ValueGuidedSelector
     from aloe_sim.offline import run_episodes
 
     a = build_parser().parse_args(argv)
@@ -241,6 +247,8 @@ def main(argv=None) -> int:
 
     operator = make_operator(a.operator, "correct", a.max_steps, seed=a.seed)
     rows = []
+    scorer_dir = Path(scratch.name) / "value_guided"  # the critic as policy_node's chunk scorer
+    critic = None
     for it in range(a.iterations + 1):
         def collect():
             evaluation = run_episodes(sim, range(500, 500 + a.eval), policy=policy, desc=f"eval_{it:02d}",
@@ -261,6 +269,14 @@ def main(argv=None) -> int:
         log(f"iteration {it}: policy-alone success {evaluation.success_rate:.2f}, throughput "
             f"{row['eval_throughput_per_hour']:.0f}/h | supervised: success {supervised.success_rate:.2f}, intervention "
             f"rate {supervised.intervention_rate:.3f}, length {supervised.mean_length:.1f}")
+        if a.value_guided and critic is not None:  # the same episodes, the policy steered by the last critic
+            selector = ValueGuidedSelector(policy, scorer_dir, a.value_guided)
+            guided = run_episodes(sim, range(500, 500 + a.eval), policy=selector, desc=f"eval_vg_{it:02d}",
+                                  replan_every=a.replan)
+            row.update({"vg_samples": a.value_guided, "vg_success_rate": guided.success_rate,
+                        **phase_record(guided, "vg_eval")})
+            log(f"iteration {it}: value-guided (best of {a.value_guided}) success {guided.success_rate:.2f}, "
+                f"throughput {row['vg_eval_throughput_per_hour']:.0f}/h")
         if it < a.iterations:
             if not a.no_eval_data:
                 for i, episode in enumerate(evaluation.episodes):
@@ -283,7 +299,11 @@ def main(argv=None) -> int:
                 row["imitated_chunks"] = int(keep.sum())
             else:
                 result = run_iteration(iteration_config, dataset, policy)
-                policy = result.policy
+                policy, critic = result.policy, result.critic
+                if a.value_guided and critic is not None:
+                    scorer_dir.mkdir(exist_ok=True)
+                    export_chunk_scorer(critic, policy, scorer_dir / CHUNK_SCORER,
+                                        dataset.observations(dataset.obs_tick[:2]))
                 if result.advantage_stats:
                     st = result.advantage_stats
                     row["imitated_chunks"] = st.get("imitated_chunks")

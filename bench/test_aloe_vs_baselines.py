@@ -31,6 +31,28 @@ def test_offline_loop_arguments_and_run_names_of_a_method_spec():
         "--method", "aloe", "--train", "extraction=ranked", "--train", "beta=0.2"]
     assert avb.offline_loop_args("dagger") == ["--method", "dagger"]
     assert avb.run_name("imperfect", "aloe:extraction=ranked", 3) == "imperfect__aloe__extraction-ranked__s3"
+    assert avb.offline_loop_args("aloe:beta=0.2+vg8") == ["--method", "aloe", "--train", "beta=0.2",
+                                                          "--value-guided", "8"]
+    assert avb.run_name("mixed", "aloe+vg8", 3) == "mixed__aloe__vg8__s3"
+    assert (avb.value_guided("aloe:beta=0.2+vg8"), avb.value_guided("aloe")) == (8, 0)
+
+
+def test_a_value_guided_method_is_scored_on_its_guided_episodes(tmp_path):
+    ok, bad = [True] * 10, [True] * 4 + [False] * 6
+    write_run(tmp_path, "mixed", "dagger", 0, [bad, bad], [[30] * 10, [30] * 10])
+    path = tmp_path / f"{avb.run_name('mixed', 'aloe+vg4', 0)}.json"
+    rows = [{"iteration": 0, "success_rate": 0.4, "eval_success": bad, "eval_steps": [30] * 10,
+             "eval_throughput_per_hour": 1.0, "intervention_rate": 0.3},
+            {"iteration": 1, "success_rate": 0.4, "eval_success": bad, "eval_steps": [30] * 10,
+             "eval_throughput_per_hour": 1.0, "intervention_rate": 0.3, "vg_samples": 4, "vg_success_rate": 1.0,
+             "vg_eval_success": ok, "vg_eval_steps": [20] * 10, "vg_eval_throughput_per_hour": 1800.0}]
+    path.write_text(json.dumps({"args": {"method": "aloe", "seed": 0, "operator": "mixed", "train": [],
+                                         "value_guided": 4}, "rows": rows}))
+    summary = avb.summarise(avb.load(tmp_path))
+    rec = next(r for r in summary["records"] if r["method"] == "aloe+vg4" and r["iteration"] == 1)
+    assert rec["success"] == 1.0 and rec["throughput_per_hour"] == 1800.0
+    test = next(t for t in summary["paired"] if t["metric"] == "success")
+    assert (test["method"], test["baseline"], test["wins"], test["losses"]) == ("aloe+vg4", "dagger", 6, 0)
 
 
 def test_throughput_counts_cycle_time():
@@ -74,20 +96,24 @@ def test_summary_records_every_iteration_and_pairs_aloe_with_each_baseline_at_th
 @pytest.mark.slow
 def test_a_tiny_study_runs_resumes_and_summarises(tmp_path):
     args = ["run", "--dir", str(tmp_path / "study"), "--seeds", "0", "--operators", "imperfect",
-            "--methods", "aloe", "dagger", "--iterations", "1", "--demos", "1", "--jobs", "2", "--nice", "0",
+            "--methods", "aloe", "aloe+vg2", "dagger", "--iterations", "1", "--demos", "1", "--jobs", "2", "--nice", "0",
             "--extra", "--episodes", "1", "--eval", "2", "--init-steps", "3", "--policy-steps", "3",
             "--critic-steps", "3", "--max-steps", "12", "--image-size", "32", "--train", "ensemble_size=2",
             "--train", "num_policy_samples=2", "--train", "num_value_samples=4"]
     assert avb.main(args) == 0
     done = sorted(p.name for p in (tmp_path / "study").glob("imperfect__*.json"))
-    assert done == ["imperfect__aloe__s0.json", "imperfect__dagger__s0.json"]
+    assert done == ["imperfect__aloe__s0.json", "imperfect__aloe__vg2__s0.json", "imperfect__dagger__s0.json"]
+    guided = json.loads((tmp_path / "study" / "imperfect__aloe__vg2__s0.json").read_text())["rows"][-1]
+    plain = json.loads((tmp_path / "study" / "imperfect__aloe__s0.json").read_text())["rows"][-1]
+    assert guided["vg_samples"] == 2 and len(guided["vg_eval_success"]) == 2
+    assert guided["eval_success"] == plain["eval_success"], "the same training: the unguided episodes agree"
     stamp = {p: p.stat().st_mtime_ns for p in (tmp_path / "study").glob("imperfect__*.json")}
     assert avb.main(args) == 0, "a finished study resumes to nothing"
     assert stamp == {p: p.stat().st_mtime_ns for p in stamp}
     out = tmp_path / "avb.json"
     assert avb.main(["summary", "--dir", str(tmp_path / "study"), "--out", str(out)]) == 0
     data = json.loads(out.read_text())
-    assert {(r["method"], r["iteration"]) for r in data["records"]} == {("aloe", 0), ("aloe", 1), ("dagger", 0),
-                                                                        ("dagger", 1)}
+    assert {(r["method"], r["iteration"]) for r in data["records"]} == {
+        ("aloe", 0), ("aloe", 1), ("aloe+vg2", 0), ("aloe+vg2", 1), ("dagger", 0), ("dagger", 1)}
     assert {t["metric"] for t in data["paired"]} == {"success", "throughput_per_hour"}
     assert out.with_suffix(".png").stat().st_size > 1000

@@ -30,3 +30,4 @@ def test_selector_executes_the_best_sample_under_the_checkpoints_critic(aloe_che
     np.testing.assert_allclose(selector.last_scores, scores, atol=1e-5)
     np.testing.assert_allclose(chosen, samples[0, int(scores.argmax())].numpy(), atol=1e-6)
     assert len(set(np.round(scores, 6))) > 1, "the samples differ in value"
+    assert selector.policy_id == policy.policy_id, "the chunks executed are the sampled policy's"

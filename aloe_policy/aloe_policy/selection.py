@@ -33,6 +33,11 @@ class ValueGuidedSelector:
         self.cameras = list(model.config.camera_names)
         self.last_scores: np.ndarray | None = None
 
+    @property
+    def policy_id(self) -> str:
+        """The sampled policy's id: the chunks executed are that policy's (the critic only picks)."""
+        return self.model.policy_id
+
     @torch.no_grad()
     def predict_chunk(self, obs_single, generator: torch.Generator | None = None) -> np.ndarray:
         was_training = self.model.training
