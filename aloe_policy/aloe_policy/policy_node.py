@@ -100,7 +100,9 @@ PARAMETERS = {
     "remote_contract": Param("", "openpi_remote: JSON file of the served policy's PolicyConfig (cameras, proprio, "
                                  "actions, horizon, period) when its server does not send one"),
     "value_guided_samples": Param(0, "> 1: sample this many chunks per inference and execute the best under the "
-                                     "critic in the checkpoint (chunk_scorer.pt); 0 = one sample", range=(0, 1024)),
+                                     "critic in the checkpoint (chunk_scorer.pt); 0 = one sample. Best of 8 did not "
+                                     "change success in the offline mirror (BENCHMARKS.md, ALOE vs its rivals, 8)",
+                                  range=(0, 1024)),
     "remote_timeout_s": Param(2.0, "openpi_remote: deadline of one request; past it the request fails, the executor "
                                    "holds, the next request reconnects"),
     "camera_names": Param(["front"], "camera names; topic = camera_topic_format.format(name=...)"),
