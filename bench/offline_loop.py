@@ -249,9 +249,10 @@ def main(argv=None) -> int:
     rows = []
     scorer_dir = Path(scratch.name) / "value_guided"  # the critic as policy_node's chunk scorer
     critic = None
+    eval_seeds = range(500, 500 + a.eval)  # the same cube positions every iteration (and with --value-guided)
     for it in range(a.iterations + 1):
         def collect():
-            evaluation = run_episodes(sim, range(500, 500 + a.eval), policy=policy, desc=f"eval_{it:02d}",
+            evaluation = run_episodes(sim, eval_seeds, policy=policy, desc=f"eval_{it:02d}",
                                       replan_every=a.replan)
             supervised = run_episodes(sim, range(1000 * (it + 1), 1000 * (it + 1) + a.episodes), policy=policy,
                                       supervisor=operator, desc=f"iter_{it:02d}", replan_every=a.replan)
@@ -271,7 +272,7 @@ def main(argv=None) -> int:
             f"rate {supervised.intervention_rate:.3f}, length {supervised.mean_length:.1f}")
         if a.value_guided and critic is not None:  # the same episodes, the policy steered by the last critic
             selector = ValueGuidedSelector(policy, scorer_dir, a.value_guided)
-            guided = run_episodes(sim, range(500, 500 + a.eval), policy=selector, desc=f"eval_vg_{it:02d}",
+            guided = run_episodes(sim, eval_seeds, policy=selector, desc=f"eval_vg_{it:02d}",
                                   replan_every=a.replan)
             row.update({"vg_samples": a.value_guided, "vg_success_rate": guided.success_rate,
                         **phase_record(guided, "vg_eval")})

@@ -190,7 +190,8 @@ def improve_policy(policy, dataset, advantages: np.ndarray | None, config: Impro
 
     advantages: (len(dataset),) in the dataset view's order, or None for behaviour cloning
     (weights 1 everywhere). With ``config.extraction == "conditioned"`` they set each chunk's
-    indicator (advantage_indicator) and every weight is 1; the policy must be advantage-conditioned. targets: (len(dataset), H, A) chunks to imitate instead of the
+    indicator (advantage_indicator) and every weight is 1; the policy must be advantage-conditioned.
+    targets: (len(dataset), H, A) chunks to imitate instead of the
     recorded ones (critic-ranked extraction), same order. Returns the curve (rows: step,
     policy_loss, weight_max, weight_ess).
     batch_blocks: noise blocks per global batch (distributed.py): under torchrun each rank

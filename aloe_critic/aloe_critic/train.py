@@ -272,9 +272,10 @@ def run_iteration(config: TrainConfig, dataset: TransitionDataset, policy, fresh
             improvement = dataclasses.replace(improvement, beta=ess_temperature(imitated_adv, improvement.target_ess))
             log.info("beta %.4g: the weights keep an ESS of %.2f of the %d imitated chunks", improvement.beta,
                      improvement.target_ess, len(imitated))
+        conditioned = imitated_adv is not None and improvement.extraction == "conditioned"
         if stats is not None:
             stats["imitated_chunks"] = len(imitated)
-            if imitated_adv is not None and improvement.extraction == "conditioned":
+            if conditioned:
                 # which chunks the policy is told are "positive", per provenance group
                 stats["conditioned"] = {
                     "threshold": improvement.condition_threshold,
@@ -283,7 +284,7 @@ def run_iteration(config: TrainConfig, dataset: TransitionDataset, policy, fresh
             elif imitated_adv is not None:
                 stats["weights"] = {"beta": improvement.beta, **weight_breakdown(imitated, imitated_adv, improvement)}
                 stats["value_samples"]["v_se_over_beta"] = stats["value_samples"]["v_se_mean"] / improvement.beta
-        if imitated_adv is not None and improvement.extraction == "conditioned":
+        if conditioned:
             # the same weights plus a zero-initialised indicator embedding: it samples as before until trained
             policy = with_advantage_conditioning(policy, improvement.condition_guidance)
         phase = "policy_bc" if config.method in IMITATION_METHODS else "policy_improvement"

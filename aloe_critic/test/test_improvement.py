@@ -46,15 +46,13 @@ class TinyFlowPolicy(nn.Module):
 
 
 def tiny_flow_policy():
-    from aloe_policy.model import FlowMatchingPolicy, PolicyConfig, TextEncoder
+    """The real FlowMatchingPolicy, small enough to train in a test (one 8x8 camera, 1-d action)."""
+    from aloe_policy.testing import tiny_policy
 
-    torch.manual_seed(0)
-    config = PolicyConfig(camera_names=("front",), image_size=8, proprio_dim=1, action_dim=1, action_names=("a",),
-                          action_low=(-1.0,), action_high=(1.0,), chunk_horizon=H, cnn_channels=(4,),
-                          cnn_pool_size=1, hidden_dim=16, head_hidden_dim=64, head_layers=1, time_embed_dim=8,
-                          flow_steps=8, dropout=0.0)
-    text = TextEncoder(embed_dim=384, encode_fn=lambda texts: np.ones((len(texts), 384), np.float32))
-    return FlowMatchingPolicy(config, text_encoder=text)
+    return tiny_policy(dict(camera_names=("front",), image_size=8, proprio_dim=1, action_dim=1, action_names=("a",),
+                            action_low=(-1.0,), action_high=(1.0,), chunk_horizon=H, cnn_channels=(4,),
+                            cnn_pool_size=1, hidden_dim=16, head_hidden_dim=64, head_layers=1, time_embed_dim=8,
+                            flow_steps=8, dropout=0.0))
 
 
 def two_chunk_dataset():
