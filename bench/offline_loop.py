@@ -13,7 +13,13 @@ scripted operator (seeds 1000 k ..), then one training iteration on everything c
   chunks only (demonstrations + interventions), ``bc`` everything imitable, ``progress`` is AWR on
   Monte-Carlo returns of the behaviour.
 * ``filtered``: a reference that uses the episode outcome, not a critic: imitate operator chunks
-  and every chunk of a successful episode (success-filtered BC with interventions).
+  and every chunk of a successful episode (success-filtered BC with interventions), of the imitable
+  episodes (``--eval-critic-only`` keeps the evaluation episodes out, as for every method).
+
+``--rollouts N`` adds N policy-alone *training* episodes per iteration on cube positions of their
+own (the evaluation's stay unseen): the autonomous rollouts of the paper's buffer. They are imitable:
+bc imitates them whole, Dagger ignores them (no operator chunk), progress and ALOE weight them by
+their values: the data only a method that can judge the policy's own driving can use.
 * ``random``: a control for binary advantage weighting: bc on a random ``--keep-fraction`` of
   the imitable chunks (drawn anew each iteration), about the share binary ALOE keeps. ALOE below
   it means its critic picks worse than chance; near it, that it picks no better.
@@ -155,6 +161,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-critic-only", action="store_true",
                    help="policy-alone episodes train the critic only (TrainConfig.critic_only_bags)")
     p.add_argument("--no-eval-data", action="store_true", help="policy-alone episodes are not training data at all")
+    p.add_argument("--rollouts", type=int, default=0,
+                   help="policy-alone training episodes per iteration on their own cube positions (seeds 200000 + "
+                        "1000 it ..), imitable by every method that imitates the policy's chunks: the paper's "
+                        "autonomous rollouts in the buffer, kept apart from the evaluation episodes")
     p.add_argument("--init-steps", type=int, default=3000)
     p.add_argument("--policy-steps", type=int, default=1200)
     p.add_argument("--critic-steps", type=int, default=1500)
@@ -256,20 +266,31 @@ def main(argv=None) -> int:
                                       replan_every=a.replan)
             supervised = run_episodes(sim, range(1000 * (it + 1), 1000 * (it + 1) + a.episodes), policy=policy,
                                       supervisor=operator, desc=f"iter_{it:02d}", replan_every=a.replan)
-            return evaluation, supervised
+            if not a.rollouts or it == a.iterations:  # the last iteration's would train nothing
+                return evaluation, supervised
+            rollouts = run_episodes(sim, range(200_000 + 1000 * it, 200_000 + 1000 * it + a.rollouts),
+                                    policy=policy, desc=f"rollout_{it:02d}", replan_every=a.replan)
+            return evaluation, supervised, rollouts
 
         if it == 0 and a.first_phase_cache:
-            evaluation, supervised = first_phase(Path(a.first_phase_cache) / (
-                f"{policy.policy_id}_{a.operator}_e{a.eval}_n{a.episodes}_m{a.max_steps}_r{a.replan}.pkl"), collect)
+            rollout_key = f"_o{a.rollouts}" if a.rollouts else ""
+            phases = first_phase(Path(a.first_phase_cache) / (
+                f"{policy.policy_id}_{a.operator}_e{a.eval}_n{a.episodes}_m{a.max_steps}_r{a.replan}{rollout_key}.pkl"),
+                collect)
         else:
-            evaluation, supervised = collect()
+            phases = collect()
+        evaluation, supervised, *rest = phases
+        rollouts = rest[0] if rest else None
         row = {"iteration": it, "policy_id": policy.policy_id, "success_rate": evaluation.success_rate,
                **phase_record(evaluation, "eval"),
                "assisted_success_rate": supervised.success_rate, "intervention_rate": supervised.intervention_rate,
                "mean_episode_length": supervised.mean_length, **phase_record(supervised, "assisted")}
+        if rollouts is not None:
+            row.update({"rollout_success_rate": rollouts.success_rate, **phase_record(rollouts, "rollout")})
         log(f"iteration {it}: policy-alone success {evaluation.success_rate:.2f}, throughput "
             f"{row['eval_throughput_per_hour']:.0f}/h | supervised: success {supervised.success_rate:.2f}, intervention "
-            f"rate {supervised.intervention_rate:.3f}, length {supervised.mean_length:.1f}")
+            f"rate {supervised.intervention_rate:.3f}, length {supervised.mean_length:.1f}"
+            + (f" | rollouts: success {rollouts.success_rate:.2f}" if rollouts is not None else ""))
         if a.value_guided and critic is not None:  # the same episodes, the policy steered by the last critic
             selector = ValueGuidedSelector(policy, scorer_dir, a.value_guided)
             guided = run_episodes(sim, eval_seeds, policy=selector, desc=f"eval_vg_{it:02d}",
@@ -286,15 +307,20 @@ def main(argv=None) -> int:
             labelled.update({len(data) + i: pair for i, pair in enumerate(zip(supervised.episodes,
                                                                                 supervised.stats))})
             data += supervised.episodes
+            if rollouts is not None:
+                for i, episode in enumerate(rollouts.episodes):
+                    episode.bag = f"offline/bags/rollout_{it:02d}/{i:03d}"  # imitable: not an evaluation bag
+                data += rollouts.episodes
             dataset = TransitionDataset(data, 10, 0.99)
             seed_everything(a.seed * 1000 + it)
             if masked:
                 if a.method == "random":  # the imitable chunks as run_iteration sees them, a random share kept
                     view, _ = imitation_set(dataset, iteration_config.critic_only_bags)
                     keep = np.random.default_rng([a.seed, it]).random(len(view.indices)) < a.keep_fraction
-                else:
-                    view, rows_ = dataset, dataset.indices
-                    keep = (dataset.source_fraction[rows_, SOURCE_HUMAN] >= 0.5) | (dataset.outcome[rows_] == "SUCCESS")
+                else:  # the imitable chunks (evaluation episodes stay out, as for every method)
+                    view, _ = imitation_set(dataset, iteration_config.critic_only_bags)
+                    rows_ = view.indices
+                    keep = (view.source_fraction[rows_, SOURCE_HUMAN] >= 0.5) | (view.outcome[rows_] == "SUCCESS")
                 improve_policy(policy, view, np.where(keep, 1.0, -1.0).astype(np.float32),
                                iteration_config.improvement, seed=a.seed)
                 row["imitated_chunks"] = int(keep.sum())

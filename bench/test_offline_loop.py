@@ -36,6 +36,32 @@ def test_offline_loop_runs_and_critic_only_episodes_are_not_imitated(tmp_path):
 
 
 @pytest.mark.slow
+def test_rollouts_are_imitable_training_episodes_on_positions_of_their_own(tmp_path):
+    init, cache = str(tmp_path / "init"), str(tmp_path / "first_phase")
+    plain = tmp_path / "plain.json"
+    assert offline_loop.main(TINY + ["--eval-critic-only", "--save-init", init, "--out", str(plain)]) == 0
+    runs = {}
+    for name, method in (("aloe", "aloe"), ("filtered", "filtered"), ("again", "aloe")):
+        out = tmp_path / f"{name}.json"
+        assert offline_loop.main(TINY + ["--eval-critic-only", "--load-init", init, "--method", method, "--rollouts",
+                                         "2", "--first-phase-cache", cache, "--out", str(out)]) == 0
+        runs[name] = json.loads(out.read_text())["rows"]
+    plain_rows = json.loads(plain.read_text())["rows"]
+    first = runs["aloe"][0]
+    assert first["eval_success"] == plain_rows[0]["eval_success"]  # the evaluation is unchanged by rollouts
+    assert len(first["rollout_success"]) == 2 and "rollout_success" not in runs["aloe"][1]  # none at the end
+    assert first["imitated_chunks"] > plain_rows[0]["imitated_chunks"]  # the rollouts' chunks are imitable
+    def outcome(rows):  # policy ids (the trained weights) and every episode's outcome and length
+        return [(r["policy_id"], r["eval_success"], r["eval_steps"], r["assisted_steps"], r.get("rollout_steps"))
+                for r in rows]
+
+    assert outcome(runs["again"]) == outcome(runs["aloe"])  # the cached first phase (with its rollouts) reproduces it
+    assert len(list(Path(cache).glob("*_o2.pkl"))) == 1
+    # the outcome-filtered reference imitates no evaluation episode: at most the imitable chunks
+    assert runs["filtered"][0]["imitated_chunks"] <= first["imitated_chunks"]
+
+
+@pytest.mark.slow
 def test_random_control_imitates_a_share_of_the_imitable_chunks_only(tmp_path):
     init = tmp_path / "init"
     assert offline_loop.main(TINY + ["--eval-critic-only", "--method", "bc", "--save-init", str(init),
