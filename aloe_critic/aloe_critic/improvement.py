@@ -104,8 +104,9 @@ class ImprovementConfig:
                              f"{self.condition_dropout}, {self.condition_guidance}")
         if not 0.0 <= self.target_ess <= 1.0:
             raise ValueError(f"target_ess must be in [0, 1], got {self.target_ess}")
-        if self.target_ess > 0 and self.weight_mode != "exp":
-            raise ValueError("target_ess sets the temperature of exp weights; binary weights have none")
+        if self.target_ess > 0 and (self.weight_mode != "exp" or self.extraction != "weighted"):
+            raise ValueError("target_ess sets the temperature of exp weights; binary weights, ranked and "
+                             "conditioned extraction have none")
         if self.beta <= 0 or self.w_max <= 0:
             raise ValueError(f"beta and w_max must be > 0, got beta={self.beta} w_max={self.w_max}")
 

@@ -235,8 +235,9 @@ def test_ess_temperature_is_the_smallest_beta_that_keeps_the_target_share_of_the
     assert beta > 0.05
     assert ess_fraction(np.ones(7)) == 1.0 and ess_fraction([1.0, 0.0, 0.0, 0.0]) == 0.25
     assert ess_temperature(np.zeros(10), 0.9) == 1e-4, "uniform already: the smallest beta"
-    with pytest.raises(ValueError, match="binary weights have none"):
-        ImprovementConfig(target_ess=0.5, weight_mode="binary")
+    for refused in ({"weight_mode": "binary"}, {"extraction": "conditioned"}, {"extraction": "ranked"}):
+        with pytest.raises(ValueError, match="conditioned extraction have none"):
+            ImprovementConfig(target_ess=0.5, **refused)
 
 
 def test_run_iteration_sets_beta_by_ess_and_records_it(initial_checkpoint):
