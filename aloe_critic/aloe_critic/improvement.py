@@ -19,6 +19,14 @@ Consecutive chunks share H-1 of their H actions, so their true advantages hardly
 critic's errors on them are partly independent; a correction is judged as a whole, and the
 per-chunk noise that would concentrate the weights on a few chunks averages out.
 
+Option pooling (``advantage_pooling="option"``): the segment treated as one temporally extended
+action, its advantage bootstrapped by the critic at both ends,
+    A_opt = sum_{k<L} gamma^k r_{t0+k} + gamma^L V(o_{t0+L}) - V(o_{t0})     (V = 0 after a terminal end),
+so a stretch of driving that ends in a stuck state or a takeover is judged by where it led, not
+diluted by its length: the mean of its per-chunk advantages is about A_opt / L, and in a state from
+which nothing succeeds every chunk has A ~ 0 (a failed 100-tick rollout gets weight ~1 under mean
+pooling). A correction is judged by whether the state it hands back is better than the one it took.
+
 Critic-ranked extraction (``extraction="ranked"``): the chunk imitated at o_i is the best under the
 pessimistic critic among the recorded one and N samples of pi at o_i,
     A*_i = argmax_{A in {A_i} + {A_j ~ pi(.|o_i)}} Agg_k Q_k(o_i, A),     L = mean_batch policy.loss(o_i, A*_i, 1)
@@ -53,7 +61,7 @@ from .dataset import observation_rows
 from .distributed import DEFAULT_BATCH_BLOCKS, block_rng, global_batch_mean, global_batches, sum_gradients
 
 WEIGHT_MODES = ("exp", "binary")
-POOLINGS = ("chunk", "segment")
+POOLINGS = ("chunk", "segment", "option")
 EXTRACTIONS = ("weighted", "ranked", "conditioned")
 IMITATED = ("all", "operator")
 
@@ -130,11 +138,46 @@ def segment_advantages(adv, episode, tick, source) -> np.ndarray:
     adv, episode, tick, source = (np.asarray(x) for x in (adv, episode, tick, source))
     if len(adv) == 0:
         return np.asarray(adv, np.float32)
-    new = np.ones(len(adv), bool)
-    new[1:] = (episode[1:] != episode[:-1]) | (tick[1:] != tick[:-1] + 1) | (source[1:] != source[:-1])
-    seg = np.cumsum(new) - 1
+    seg = np.cumsum(segment_starts(episode, tick, source)) - 1
     means = np.bincount(seg, weights=adv.astype(np.float64)) / np.bincount(seg)
     return means[seg].astype(np.float32)
+
+
+def segment_starts(episode, tick, source) -> np.ndarray:
+    """(N,) bool: where a segment begins (a new episode, a gap in the ticks, or a change of source)."""
+    new = np.ones(len(episode), bool)
+    new[1:] = (episode[1:] != episode[:-1]) | (tick[1:] != tick[:-1] + 1) | (source[1:] != source[:-1])
+    return new
+
+
+def option_advantages(v, mc_return, episode, tick, source, episode_end, terminal, gamma: float) -> np.ndarray:
+    """Per chunk, the advantage of its segment as one option (module docstring):
+    sum of the segment's discounted rewards + gamma^L V(first tick after it) - V(its first tick).
+    ``v`` (N,) the critic's V(o) per chunk, ``mc_return`` (N,) the discounted return-to-go of its
+    tick, ``episode_end`` (N,) whether its tick is its episode's last, ``terminal`` (N,) whether its
+    episode ended terminally; all in one order, ticks ascending within an episode. A segment that
+    ends a terminal episode bootstraps 0; one whose successor is unknown (a truncated end, a gap in a
+    filtered view) is an option that ends at its own last observation:
+    sum of its rewards before that tick + gamma^(L-1) V(last) - V(first)."""
+    v, g, episode, tick, source, episode_end, terminal = (np.asarray(x) for x in (
+        v, mc_return, episode, tick, source, episode_end, terminal))
+    n = len(v)
+    if n == 0:
+        return np.zeros(0, np.float32)
+    v, g = v.astype(np.float64), g.astype(np.float64)
+    start = segment_starts(episode, tick, source)
+    seg = np.cumsum(start) - 1
+    first = np.flatnonzero(start)
+    last = np.append(first[1:] - 1, n - 1)
+    nxt = np.minimum(last + 1, n - 1)
+    follows = (last + 1 < n) & (episode[nxt] == episode[last]) & (tick[nxt] == tick[last] + 1)
+    ends = ~follows & episode_end[last].astype(bool) & terminal[last].astype(bool)
+    length = (tick[last] + 1 - tick[first]).astype(np.float64)
+    full, short = np.power(float(gamma), length), np.power(float(gamma), length - 1)
+    adv = np.where(follows, g[first] - full * g[nxt] + full * v[nxt],              # the next segment's start
+                   np.where(ends, g[first],                                          # terminal: nothing after
+                            g[first] - short * g[last] + short * v[last])) - v[first]  # successor unknown
+    return adv[seg].astype(np.float32)
 
 
 def ess_fraction(weights) -> float:

@@ -54,7 +54,8 @@ from .critic import (AGGREGATION_RULES, CHUNK_SCORER, CriticConfig, PolicySample
 from .dataset import TransitionDataset, check_camera_contract
 from .distributed import barrier, is_main, rank_world, setup, teardown
 from .improvement import (EXTRACTIONS, POOLINGS, WEIGHT_MODES, ImprovementConfig, ess_fraction, ess_temperature,
-                          improve_policy, segment_advantages, unnormalised_weights)
+                          improve_policy, option_advantages, segment_advantages,
+                          unnormalised_weights)
 from .values import VALUE_METHODS, chunk_values, fit_critic
 
 log = logging.getLogger("aloe_critic.train")
@@ -242,10 +243,16 @@ def run_iteration(config: TrainConfig, dataset: TransitionDataset, policy, fresh
                               seed=config.seed)
         values_s = time.monotonic() - t0
         advantages = values["advantage"]
-        if config.improvement.advantage_pooling == "segment":  # raw per-chunk A stays in values and the stats
-            rows = dataset.indices
-            advantages = segment_advantages(advantages, dataset.episode[rows], dataset.tick_in_episode[rows],
-                                            dataset.source_fraction[rows].argmax(1))
+        rows = dataset.indices  # pooled A weights the policy; the raw per-chunk A stays in values and the stats
+        segments = (dataset.episode[rows], dataset.tick_in_episode[rows], dataset.source_fraction[rows].argmax(1))
+        if config.improvement.advantage_pooling == "segment":
+            advantages = segment_advantages(advantages, *segments)
+        elif config.improvement.advantage_pooling == "option":
+            episode = dataset.episode[rows]
+            end = dataset.tick_in_episode[rows] == np.diff(dataset.tick_offset)[episode] - 1
+            terminal = np.array([e.terminal for e in dataset.episodes], bool)[episode]
+            advantages = option_advantages(values["v"], dataset.mc_returns[rows], *segments, end, terminal,
+                                           dataset.gamma)
         stats = {k: {"mean": float(np.mean(v)), "std": float(np.std(v)), "min": float(np.min(v)),
                      "max": float(np.max(v))} for k, v in values.items() if k not in ("best_index", "best_chunk")}
         stats["fraction_positive_advantage"] = float((values["advantage"] > 0).mean())

@@ -274,6 +274,36 @@ def test_segment_advantages_average_over_each_run_of_one_source_in_one_episode()
         ImprovementConfig(advantage_pooling="episode")
 
 
+def test_option_advantages_judge_a_segment_by_where_it_led():
+    from aloe_critic.improvement import option_advantages
+
+    g = 0.9
+    # episode 0 (terminal success at tick 4): policy ticks 0-1, operator ticks 2-4, reward 1 at tick 4
+    # episode 1 (terminal failure, 3 ticks of the policy): no reward
+    # episode 2 (truncated): the policy for 2 ticks
+    episode = np.array([0, 0, 0, 0, 0, 1, 1, 1, 2, 2])
+    tick = np.array([0, 1, 2, 3, 4, 0, 1, 2, 0, 1])
+    source = np.array([0, 0, 1, 1, 1, 0, 0, 0, 0, 0])
+    rewards = {0: [0, 0, 0, 0, 1.0], 1: [0, 0, 0], 2: [0, 0]}
+    mc = np.concatenate([[sum(g ** k * r for k, r in enumerate(rw[t:])) for t in range(len(rw))]
+                         for rw in rewards.values()])
+    v = np.array([0.5, 0.4, 0.2, 0.6, 0.9, 0.3, 0.1, 0.0, 0.4, 0.35])
+    terminal = np.array([True] * 8 + [False] * 2)
+    end = np.array([0, 0, 0, 0, 1, 0, 0, 1, 0, 1], bool)
+    adv = option_advantages(v, mc, episode, tick, source, end, terminal, g)
+    takeover = g ** 2 * v[2] - v[0]            # the policy's stretch handed over a worse state
+    correction = g ** 2 * 1.0 - v[2]           # the correction's reward, then the end: nothing to bootstrap
+    failure = 0.0 - v[5]                       # a failed terminal rollout: all it was expected to earn, lost
+    truncated = g * v[9] - v[8]                # a truncated one ends at its own last observation
+    np.testing.assert_allclose(adv, [takeover] * 2 + [correction] * 3 + [failure] * 3 + [truncated] * 2, rtol=1e-6)
+    assert takeover < 0 < correction and failure < 0
+    # a gap in the ticks (a filtered view) ends the segment before it at its own last observation
+    gap = option_advantages(v[:3], mc[:3], np.zeros(3), np.array([0, 1, 3]), np.zeros(3), np.zeros(3, bool),
+                            np.ones(3, bool), g)
+    np.testing.assert_allclose(gap, [mc[0] - g * mc[1] + g * v[1] - v[0]] * 2 + [0.0], rtol=1e-6, atol=1e-7)
+    assert ImprovementConfig(advantage_pooling="option").advantage_pooling == "option"
+
+
 def test_run_iteration_pools_advantages_by_segment_for_the_weights_only(initial_checkpoint):
     from aloe_data.ingestion import ingest_bags
     from aloe_critic.train import run_iteration
@@ -289,7 +319,7 @@ def test_run_iteration_pools_advantages_by_segment_for_the_weights_only(initial_
     ep0 = dataset.episode[dataset.indices] == 0  # one source (policy) throughout: one segment
     assert raw[ep0].std() > 0, "the values keep the per-chunk advantages"
     assert out.advantage_stats["fraction_positive_advantage"] == pytest.approx(float((raw > 0).mean()))
-    from aloe_critic.improvement import ess_fraction, segment_advantages, unnormalised_weights
+    from aloe_critic.improvement import ess_fraction, option_advantages, segment_advantages, unnormalised_weights
     rows = dataset.indices
     pooled = segment_advantages(raw, dataset.episode[rows], dataset.tick_in_episode[rows],
                                 dataset.source_fraction[rows].argmax(1))
@@ -298,6 +328,17 @@ def test_run_iteration_pools_advantages_by_segment_for_the_weights_only(initial_
     assert out.advantage_stats["weights"]["ess_fraction"] == pytest.approx(expected, rel=1e-5)
     assert expected != pytest.approx(ess_fraction(unnormalised_weights(torch.from_numpy(raw), imp.beta,
                                                                        imp.w_max).numpy()), rel=1e-3)
+
+    config.improvement.advantage_pooling = "option"  # the same critic and values, the segment as one option
+    option = run_iteration(config, dataset, FlowMatchingPolicy.from_pretrained(root / "iter0"))
+    episode = dataset.episode[rows]
+    terminal = np.array([e.terminal for e in dataset.episodes])[episode]
+    end = dataset.tick_in_episode[rows] == np.array([len(e) for e in dataset.episodes])[episode] - 1
+    expected_adv = option_advantages(option.values["v"], dataset.mc_returns[rows], episode,
+                                     dataset.tick_in_episode[rows], dataset.source_fraction[rows].argmax(1),
+                                     end, terminal, dataset.gamma)
+    expected = ess_fraction(unnormalised_weights(torch.from_numpy(expected_adv), imp.beta, imp.w_max).numpy())
+    assert option.advantage_stats["weights"]["ess_fraction"] == pytest.approx(expected, rel=1e-5)
 
 
 def test_aloe_can_weight_dagger_set_only_the_critic_still_fit_on_everything(initial_checkpoint):
