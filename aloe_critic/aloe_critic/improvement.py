@@ -72,7 +72,8 @@ class ImprovementConfig:
 
     beta: float = 0.1            # advantage temperature (units of the value: sparse success -> [0, 1])
     advantage_pooling: str = "segment"  # segment: the mean advantage over a chunk's run of consecutive chunks
-                                        # of one source in one episode (segment_advantages); chunk: its own.
+                                        # of one source in one episode (segment_advantages); chunk: its own;
+                                        # option: the segment's advantage as one option (option_advantages)
                                         # One step on the same data, segment vs chunk: 0.375 vs 0.175 and 0.225
                                         # vs 0.025 (tuning seed), 0.53 vs 0.25 and 0.47 vs 0.38 (fresh seed 9),
                                         # skilled / imperfect operator (BENCHMARKS "ALOE vs its rivals", 5)
