@@ -60,6 +60,15 @@ def test_rollouts_are_imitable_training_episodes_on_positions_of_their_own(tmp_p
     # the outcome-filtered reference imitates no evaluation episode: at most the imitable chunks
     assert runs["filtered"][0]["imitated_chunks"] <= first["imitated_chunks"]
 
+    # Dagger imitates no chunk of the policy's: with rollouts it trains exactly as without them
+    daggers = []
+    for extra in ([], ["--rollouts", "2", "--first-phase-cache", cache]):
+        out = tmp_path / f"dagger{len(extra)}.json"
+        assert offline_loop.main(TINY + ["--eval-critic-only", "--load-init", init, "--method", "dagger", *extra,
+                                         "--out", str(out)]) == 0
+        daggers.append(outcome(json.loads(out.read_text())["rows"]))
+    assert [row[:4] for row in daggers[0]] == [row[:4] for row in daggers[1]]
+
 
 @pytest.mark.slow
 def test_random_control_imitates_a_share_of_the_imitable_chunks_only(tmp_path):
