@@ -15,14 +15,14 @@ scripted operator (seeds 1000 k ..), then one training iteration on everything c
 * ``filtered``: a reference that uses the episode outcome, not a critic: imitate operator chunks
   and every chunk of a successful episode (success-filtered BC with interventions), of the imitable
   episodes (``--eval-critic-only`` keeps the evaluation episodes out, as for every method).
+* ``random``: a control for binary advantage weighting: bc on a random ``--keep-fraction`` of
+  the imitable chunks (drawn anew each iteration), about the share binary ALOE keeps. ALOE below
+  it means its critic picks worse than chance; near it, that it picks no better.
 
 ``--rollouts N`` adds N policy-alone *training* episodes per iteration on cube positions of their
 own (the evaluation's stay unseen): the autonomous rollouts of the paper's buffer. They are imitable:
 bc imitates them whole, Dagger ignores them (no operator chunk), progress and ALOE weight them by
 their values: the data only a method that can judge the policy's own driving can use.
-* ``random``: a control for binary advantage weighting: bc on a random ``--keep-fraction`` of
-  the imitable chunks (drawn anew each iteration), about the share binary ALOE keeps. ALOE below
-  it means its critic picks worse than chance; near it, that it picks no better.
 
 Operators (``--operator``): ``skilled`` is the main job's scripted operator; ``imperfect`` stands in
 for a human: slower (2 cm steps), noisier (half a step of noise), aiming 1 cm off, and later to
@@ -314,11 +314,10 @@ def main(argv=None) -> int:
             dataset = TransitionDataset(data, 10, 0.99)
             seed_everything(a.seed * 1000 + it)
             if masked:
-                if a.method == "random":  # the imitable chunks as run_iteration sees them, a random share kept
-                    view, _ = imitation_set(dataset, iteration_config.critic_only_bags)
+                view, _ = imitation_set(dataset, iteration_config.critic_only_bags)  # as run_iteration sees them
+                if a.method == "random":  # a random share of the imitable chunks kept
                     keep = np.random.default_rng([a.seed, it]).random(len(view.indices)) < a.keep_fraction
-                else:  # the imitable chunks (evaluation episodes stay out, as for every method)
-                    view, _ = imitation_set(dataset, iteration_config.critic_only_bags)
+                else:  # operator chunks and successful episodes' chunks of the imitable ones
                     rows_ = view.indices
                     keep = (view.source_fraction[rows_, SOURCE_HUMAN] >= 0.5) | (view.outcome[rows_] == "SUCCESS")
                 improve_policy(policy, view, np.where(keep, 1.0, -1.0).astype(np.float32),

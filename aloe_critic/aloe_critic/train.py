@@ -248,8 +248,8 @@ def run_iteration(config: TrainConfig, dataset: TransitionDataset, policy, fresh
         if config.improvement.advantage_pooling == "segment":
             advantages = segment_advantages(advantages, *segments)
         elif config.improvement.advantage_pooling == "option":
-            episode = dataset.episode[rows]
-            end = dataset.tick_in_episode[rows] == np.diff(dataset.tick_offset)[episode] - 1
+            episode = segments[0]
+            end = segments[1] == np.diff(dataset.tick_offset)[episode] - 1
             terminal = np.array([e.terminal for e in dataset.episodes], bool)[episode]
             advantages = option_advantages(values["v"], dataset.mc_returns[rows], *segments, end, terminal,
                                            dataset.gamma)
