@@ -36,7 +36,6 @@ Example (the run in BENCHMARKS.md, section "Evidence"):
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 import time
@@ -194,6 +193,16 @@ def fit_and_score(dataset, bank, pi, method, K, aggregate, seed, args, ids, rows
     order = {int(t): i for i, t in enumerate(view.indices)}
     pos = np.array([order[int(i)] for i in ids])
     est = {k: values[k][pos] for k in ("q", "v", "advantage", "q_std", "v_se")}
+    # The advantage in TD form, V at both ends of the recorded chunk (option pooling's form for a one-chunk
+    # option): R_t^H + gamma^H (1 - done) V(o_{t+H}) - V(o_t); the sim is deterministic given the chunk, so
+    # its error is gamma^H e_V(o_{t+H}) - e_V(o_t) and cancels where V is wrong alike along the trajectory.
+    nxt = dataset.next_transition[ids]
+    after = dataset.filter(mask=np.isin(np.arange(len(dataset.done)), nxt))
+    v_after = chunk_values(critic, after, pi, seed=seed + 1)["v"]
+    at = {int(t): i for i, t in enumerate(after.indices)}
+    v_next = v_after[np.array([at[int(i)] for i in nxt])]
+    est["advantage_td"] = (dataset.returns[ids] + dataset.gamma ** dataset.chunk_horizon * (1.0 - dataset.done[ids])
+                           * v_next - est["v"]).astype(np.float32)
     obs = dataset.observations(dataset.obs_tick[ids])
     pi_chunks = torch.tensor(np.array([r["pi_chunk"] for r in rows]), dtype=torch.float32)
     with torch.no_grad():
@@ -229,7 +238,27 @@ def metrics(est, rows) -> dict:
         "adv_sign_acc_resolved": float(sign_ok[clear].mean()) if clear.any() else float("nan"),
         "resolved_states": int(clear.sum()),
         "adv_sign_acc_all": float(sign_ok.mean()),
+        **({"adv_td_rmse": float(np.sqrt(np.mean((est["advantage_td"] - a) ** 2))),
+            "adv_td_spearman": spearman(est["advantage_td"], a),
+            "adv_td_sign_acc_resolved": float((np.sign(est["advantage_td"]) == np.sign(a))[clear].mean())
+            if clear.any() else float("nan")} if "advantage_td" in est else {}),
     }
+
+
+def advantage_error(est, rows, key: str = "advantage") -> dict:
+    """Where a critic's advantage error comes from. A - A_true = (Q - Q_true) - (V - V_true), so
+        RMSE(A)^2 = RMSE(Q)^2 + RMSE(V)^2 - 2 mean(e_Q e_V):
+    Q's and V's errors cancel only as far as they are correlated at the same state. ``over_true_std``
+    is RMSE(A) / std(A_true): 1 means the advantages carry no more than their mean (R^2 = 1 - it^2).
+    ``key``: the estimate scored ("advantage": Q - V; "advantage_td": R + gamma^H V(o') - V(o))."""
+    q = np.array([r["q_true"] for r in rows])
+    v = np.array([r["v_true"] for r in rows])
+    eq, ev = np.asarray(est["q"]) - q, np.asarray(est["v"]) - v
+    ea = np.asarray(est[key]) - (q - v)
+    rms = lambda e: float(np.sqrt(np.mean(e ** 2)))  # noqa: E731
+    corr = float(np.corrcoef(eq, ev)[0, 1]) if eq.std() > 0 and ev.std() > 0 else float("nan")
+    return {"adv_rmse": rms(ea), "q_error_rms": rms(eq), "v_error_rms": rms(ev), "q_v_error_corr": corr,
+            "over_true_std": rms(ea) / float((q - v).std()) if (q - v).std() > 0 else float("nan")}
 
 
 def per_group(est, rows) -> dict:
@@ -318,6 +347,17 @@ def markdown(result: dict) -> str:
             lines.append(f"| {lab} | {mean(sel, 'q_pi_rmse'):.3f} | {mean(sel, 'spread_vs_error_spearman'):.2f} | "
                          f"{mean(sel, 'spread_over_error'):.2f} | {mean(sel, 'v_bias_pi_states'):+.3f} | "
                          f"{mean(sel, 'v_se_mean'):.4f} |")
+    lines += ["", "Where the advantage's error comes from (first critic seed, headline K; RMSE(A)^2 = RMSE(Q)^2 "
+              "+ RMSE(V)^2 - 2 mean(e_Q e_V), advantage_error):", "",
+              "| critic | A RMSE | A RMSE / std of true A | Q error (RMS) | V error (RMS) | corr(Q error, V error) "
+              "| TD-form A RMSE (/ std of true A) |", "|---|---|---|---|---|---|---|"]
+    for r in runs:
+        if r["critic_seed"] == a["seed"] and r["K"] == a["main_k"] and r["aggregate"] == "subset_min":
+            e = advantage_error(r["estimates"], rows)
+            td = advantage_error(r["estimates"], rows, "advantage_td") if "advantage_td" in r["estimates"] else None
+            lines.append(f"| {r['method']} | {e['adv_rmse']:.3f} | {e['over_true_std']:.2f} | {e['q_error_rms']:.3f} | "
+                         f"{e['v_error_rms']:.3f} | {e['q_v_error_corr']:+.2f} | "
+                         + (f"{td['adv_rmse']:.3f} ({td['over_true_std']:.2f}) |" if td else "- |"))
     lines += ["", "Headline critics (first seed), 95 % bootstrap intervals over the states (2000 resamples):", "",
               "| method | Q RMSE | Q Spearman | V RMSE | V Spearman | Q RMSE / progress's | V RMSE / progress's "
               "| Q / V Spearman, non-trivial states |", "|---|---|---|---|---|---|---|---|"]
@@ -475,7 +515,8 @@ def main(argv=None) -> int:
                 result["runs"].append(run)
                 log(f"{label:8s} K={K:2d} {agg:10s} seed={args.seed + s}: Q rmse {m['q_rmse']:.3f} rho "
                     f"{m['q_spearman']:.2f} | V rmse {m['v_rmse']:.3f} rho {m['v_spearman']:.2f} | sign acc "
-                    f"{m['adv_sign_acc_resolved']:.2f} ({m['resolved_states']} resolved) | spread~|err| rho "
+                    f"{m['adv_sign_acc_resolved']:.2f} ({m['resolved_states']} resolved), TD form {m['adv_td_sign_acc_resolved']:.2f} | "
+                    f"A rmse {m['adv_rmse']:.3f}, TD form {m['adv_td_rmse']:.3f} | spread~|err| rho "
                     f"{m['spread_vs_error_spearman']:.2f}, spread/err {m['spread_over_error']:.2f}, V bias at pi's "
                     f"states {m['v_bias_pi_states']:+.3f} | fit {fit_s:.0f} s")
                 if s == 0 and K == args.main_k and agg == "subset_min" and variant is None and not suffix:
