@@ -27,7 +27,7 @@ import os
 import shutil
 import tempfile
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Iterable
 
@@ -112,6 +112,16 @@ class Episode:
     bag_hash: str = ""
     episode_id: str = ""
     camera_formats: dict[str, str] = field(default_factory=dict)  # camera -> "<encoding> <W>x<H>" it sent
+
+    def __setstate__(self, state: dict) -> None:
+        # An episode pickled before a field existed (a benchmark's cache) unpickles with that field's default.
+        state = dict(state)
+        for f in fields(self):
+            if f.name not in state and f.default is not MISSING:
+                state[f.name] = f.default
+            elif f.name not in state and f.default_factory is not MISSING:
+                state[f.name] = f.default_factory()
+        self.__dict__.update(state)
 
     @property
     def terminal(self) -> bool:
