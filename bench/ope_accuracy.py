@@ -283,14 +283,19 @@ def plot(rows, estimates, path):
     colours = {g: c for g, c in zip(GROUPS, ("tab:green", "tab:red", "tab:orange", "tab:blue"))}
     col = [colours[r["group"]] for r in rows]
     methods = list(estimates)
-    fig, axes = plt.subplots(2, len(methods), figsize=(3.2 * len(methods), 6.2), squeeze=False)
+    panels = [("q", q, "Q"), ("v", v, "V"), ("advantage", q - v, "A = Q - V")]
+    fig, axes = plt.subplots(len(panels), len(methods), figsize=(3.2 * len(methods), 9.3), squeeze=False)
     for j, m in enumerate(methods):
-        for i, (key, truth) in enumerate((("q", q), ("v", v))):
+        for i, (key, truth, name) in enumerate(panels):
             ax = axes[i, j]
             ax.scatter(truth, estimates[m][key], c=col, s=12)
-            ax.plot([0, 1], [0, 1], "k:", lw=0.8)
-            ax.set_title(f"{m}: {key.upper()}", fontsize=9)
-            ax.set_xlabel(f"true {key.upper()}^pi (rollouts)", fontsize=8)
+            lo, hi = (-1, 1) if key == "advantage" else (0, 1)
+            ax.plot([lo, hi], [lo, hi], "k:", lw=0.8)
+            if key == "advantage" and "advantage_td" in estimates[m]:  # the TD form, hollow
+                ax.scatter(truth, estimates[m]["advantage_td"], facecolors="none", edgecolors=col, s=14, lw=0.7)
+                name += " (hollow: TD form)"
+            ax.set_title(f"{m}: {name}", fontsize=9)
+            ax.set_xlabel(f"true {name.split(' (')[0].split(' =')[0]}^pi (rollouts)", fontsize=8)
             ax.set_ylabel("critic", fontsize=8)
     handles = [plt.Line2D([], [], marker="o", ls="", color=c, label=g) for g, c in colours.items()]
     fig.legend(handles=handles, loc="lower center", ncol=4, fontsize=8)

@@ -155,3 +155,57 @@ def test_critic_config_rejects_bad_independence_settings():
         CriticConfig(bootstrap_fraction=0.0)
     with pytest.raises(ValueError, match="prior_scale"):
         CriticConfig(prior_scale=-1.0)
+
+
+class ConstantPolicy:
+    """pi that always proposes the chunk ``value`` (1 tick, 1 action dim)."""
+
+    def __init__(self, value: float):
+        self.value = value
+
+    def sample(self, obs, n, generator=None):
+        return torch.full((obs["proprio"].shape[0], n, 1, 1), self.value)
+
+
+def _fit_with_cql(alpha: float, pi_value: float):
+    from aloe_critic.critic import PolicySampleBank
+
+    rng = np.random.default_rng(0)
+    eps = [Episode.from_arrays([[1.0]], [np.eye(30, dtype=np.float32)[i]], [float(rng.random())], outcome="SUCCESS")
+           for i in range(30)]
+    d = TransitionDataset(eps, chunk_horizon=1, gamma=0.9)
+    config = CriticConfig(ensemble_size=2, critic_hidden_dim=64, critic_layers=1, critic_lr=3e-3, critic_steps=400,
+                          critic_batch_size=30, bootstrap_fraction=1.0, prior_scale=0.0, num_policy_samples=2,
+                          cql_alpha=alpha)
+    torch.manual_seed(0)
+    critic = ChunkCritic(ProprioFeatures(), 30, 1, 1, config)
+    bank = PolicySampleBank(ConstantPolicy(pi_value), d, 2)
+    fit_critic(critic, d, "progress", bank=bank, config=config, seed=0)
+    batch = d.batch(d.indices)
+    with torch.no_grad():
+        q_data = critic.q_values(batch.obs, batch.chunks).mean(0).numpy()
+        q_pi = critic.q_values(batch.obs, torch.full_like(batch.chunks, pi_value)).mean(0).numpy()
+    return q_data, q_pi, d.mc_returns
+
+
+def test_the_conservative_regulariser_lowers_q_at_pis_unexecuted_chunks_and_keeps_the_data_fit():
+    q_data0, q_pi0, y = _fit_with_cql(0.0, pi_value=-1.0)
+    q_data, q_pi, _ = _fit_with_cql(0.1, pi_value=-1.0)
+    assert np.mean(q_pi - q_data) < np.mean(q_pi0 - q_data0) - 0.2   # pi's chunk valued below the recorded one
+    assert np.abs(q_data - y).mean() < 0.1                            # the recorded chunks still fit their targets
+    assert q_pi.min() > -1.0, "pushed down to about the floor (0; momentum carries it a little past), not without end"
+
+
+def test_the_conservative_regulariser_is_inert_where_pis_chunks_are_the_recorded_ones():
+    q_data0, _, _ = _fit_with_cql(0.0, pi_value=1.0)
+    q_data, _, _ = _fit_with_cql(0.5, pi_value=1.0)
+    np.testing.assert_allclose(q_data, q_data0, atol=1e-4)
+
+
+def test_the_conservative_regulariser_needs_pis_samples_and_a_non_negative_weight():
+    with pytest.raises(ValueError, match="cql_alpha"):
+        CriticConfig(cql_alpha=-0.1)
+    d = one_hot_dataset(n=4)
+    config = CriticConfig(ensemble_size=2, critic_steps=1, critic_batch_size=4, cql_alpha=0.1)
+    with pytest.raises(ValueError, match="PolicySampleBank"):
+        fit_critic(ChunkCritic(ProprioFeatures(), 4, 1, 1, config), d, "progress", config=config)
