@@ -87,10 +87,6 @@ class CriticConfig:
                                      # drawn per batch, never stored for the whole dataset
     bootstrap_fraction: float = 0.8  # each member fits its own fixed random share of the transitions (1 = all)
     prior_scale: float = 0.1         # each member adds this times a fixed random network (random prior); 0 = none
-    cql_alpha: float = 0.0           # > 0: conservative regulariser alpha (mean_j max(Q_k(o, A_j ~ pi), cql_floor)
-                                     # - Q_k(o, A_data)) per member (CQL with pi's expectation): pushes down pi's
-                                     # unexecuted chunks, never below cql_floor
-    cql_floor: float = 0.0           # the lowest value the task can give (0 for a success reward in [0, 1])
     aggregate: str = "subset_min"    # conservative aggregation rule over the ensemble
     subset_size: int = 2             # subset_min: members per subset
     kappa: float = 1.0               # mean_std: mean - kappa * std
@@ -104,8 +100,8 @@ class CriticConfig:
             raise ValueError(f"subset_size must be in 1..ensemble_size={self.ensemble_size}, got {self.subset_size}")
         if not 0.0 < self.bootstrap_fraction <= 1.0:
             raise ValueError(f"bootstrap_fraction must be in (0, 1], got {self.bootstrap_fraction}")
-        if self.prior_scale < 0 or self.cql_alpha < 0:
-            raise ValueError(f"prior_scale and cql_alpha must be >= 0, got {self.prior_scale}, {self.cql_alpha}")
+        if self.prior_scale < 0:
+            raise ValueError(f"prior_scale must be >= 0, got {self.prior_scale}")
         if self.num_policy_samples < 1 or self.num_value_samples < 1:
             raise ValueError("num_policy_samples and num_value_samples must be >= 1")
 

@@ -10,12 +10,6 @@ Same network (``ChunkCritic``), same data, only the regression target differs:
 
 Every member k fits only its bootstrap share of the transitions (``bootstrap_masks``):
     L = sum_k (1/B) sum_i m_k,i (Q_k(o_i, A_i) - y_i)^2
-      + cql_alpha sum_k (1/B) sum_i m_k,i (mean_j max(Q_k(o_i, A_ij), floor) - Q_k(o_i, A_i)),   A_ij ~ pi(.|o_i)
-The second term (``cql_alpha`` > 0; CQL, Kumar et al. 2020, its form with the policy's expectation)
-lowers Q at pi's chunks the data never executed relative to the recorded ones; where pi's chunks are the
-recorded ones (its own driving) the two parts cancel. Unbounded, it drives Q at chunks no data pins down
-to minus infinity; ``cql_floor`` (the task's lowest value) stops it there (the role of Cal-QL's
-calibration bound). Measured on the OPE benchmark (BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -111,8 +105,6 @@ def fit_critic(critic: ChunkCritic, dataset, method: str, bank: PolicySampleBank
     # random happens in the forward then, so this process's rows run as one block.
     table = critic.feature_table(dataset, device=device) if critic.encoder_frozen else None
     masks = bootstrap_masks(len(dataset.done), K, config.bootstrap_fraction, seed).to(device)   # (K, ticks)
-    if config.cql_alpha > 0 and bank is None:
-        raise ValueError("cql_alpha > 0 needs samples of the current policy at o_t (a PolicySampleBank)")
     shards = tqdm(global_batches(len(dataset), B, config.critic_steps, seed, batch_blocks), total=config.critic_steps,
                   desc=f"critic ({method})", unit="step", disable=not progress)
     for shard in shards:
@@ -126,15 +118,10 @@ def fit_critic(critic: ChunkCritic, dataset, method: str, bank: PolicySampleBank
         blocks = shard.blocks if table is None else [Block(shard.blocks[0].index, slice(None), shard.mine)]
         for block in blocks:  # L = sum_k (1/B) sum_i m_ki (Q_k(o_i, A_i) - y_i)^2
             with block_rng(seed, shard.step, block.index, device):  # the online encoder's dropout masks
-                f = critic.features(observation_rows(batch.obs, block.rows)) if feats is None else feats[block.rows]
-            q = critic.q_values(None, batch.chunks[block.rows], features=f)                 # (K, b)
+                q = critic.q_values(observation_rows(batch.obs, block.rows), batch.chunks[block.rows],
+                                    features=None if feats is None else feats[block.rows])  # (K, b)
             m = masks[:, batch.index[block.rows]]                                         # (K, b) bootstrap
             block_loss = (m * (q - y[block.rows].unsqueeze(0)) ** 2).sum()
-            if config.cql_alpha > 0:  # + alpha sum_k sum_i m_ki (mean_j max(Q_k(o_i, A_ij), floor) - Q_k(o_i, A_i))
-                pi_chunks = bank.chunks(batch.obs_tick[block.rows].cpu().numpy(), config.num_policy_samples)
-                q_pi = critic.q_values(None, pi_chunks.to(device), features=f)              # (K, b, n)
-                q_pi = torch.clamp(q_pi, min=config.cql_floor)
-                block_loss = block_loss + config.cql_alpha * (m * (q_pi.mean(-1) - q)).sum()
             (block_loss / B).backward()
             loss_sum, q_sum = loss_sum + float(block_loss.detach()), q_sum + float(q.detach().sum())
         sum_gradients(critic.trainable_parameters())  # the gradient of the global-batch loss, on every rank
