@@ -26,12 +26,6 @@ so a stretch of driving that ends in a stuck state or a takeover is judged by wh
 diluted by its length: the mean of its per-chunk advantages is about A_opt / L, and in a state from
 which nothing succeeds every chunk has A ~ 0 (a failed 100-tick rollout gets weight ~1 under mean
 pooling). A correction is judged by whether the state it hands back is better than the one it took.
-The takeover verdict (``takeover_verdict``, with option pooling): the critic learns V at a takeover
-state from what the operator did next (measured: at the intervention episodes' states its advantages
-have a slope of 0.05-0.09 against the truth, BENCHMARKS "ALOE vs its rivals" part 1), so pi's value
-there is taken from the operator's judgement instead, V(takeover) = 0 (RLIF, Luo et al. 2023: the
-intervention as the signal): the stretch handed over scores its rewards - V(o_{t0}), the correction
-sum_k gamma^k r + gamma^L V(o_after) - 0.
 
 Critic-ranked extraction (``extraction="ranked"``): the chunk imitated at o_i is the best under the
 pessimistic critic among the recorded one and N samples of pi at o_i,
@@ -61,7 +55,6 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from aloe_data.schema import SOURCE_HUMAN, SOURCE_POLICY
 from aloe_policy.model import ADVANTAGE_NEGATIVE, ADVANTAGE_POSITIVE, ADVANTAGE_UNKNOWN
 
 from .dataset import observation_rows
@@ -84,9 +77,6 @@ class ImprovementConfig:
                                         # One step on the same data, segment vs chunk: 0.375 vs 0.175 and 0.225
                                         # vs 0.025 (tuning seed), 0.53 vs 0.25 and 0.47 vs 0.38 (fresh seed 9),
                                         # skilled / imperfect operator (BENCHMARKS "ALOE vs its rivals", 5)
-    takeover_verdict: bool = False  # option pooling: a takeover is the operator's verdict that pi was failing
-                                    # there: pi's value at the takeover state is 0, not the critic's V (which it
-                                    # learns from what the operator did next; RLIF's intervention signal)
     target_ess: float = 0.0      # > 0: beta chosen per iteration so the weights' ESS is this share of the
                                  # imitated chunks (ess_temperature); 0 = the fixed beta above
     w_max: float = 20.0          # weight clip before per-batch normalisation
@@ -123,9 +113,6 @@ class ImprovementConfig:
                              f"{self.condition_dropout}, {self.condition_guidance}")
         if not 0.0 <= self.target_ess <= 1.0:
             raise ValueError(f"target_ess must be in [0, 1], got {self.target_ess}")
-        if self.takeover_verdict and self.advantage_pooling != "option":
-            raise ValueError("takeover_verdict sets pi's value at a takeover in option advantages: it needs "
-                             "advantage_pooling 'option'")
         if self.target_ess > 0 and (self.weight_mode != "exp" or self.extraction != "weighted"):
             raise ValueError("target_ess sets the temperature of exp weights; binary weights, ranked and "
                              "conditioned extraction have none")
@@ -164,8 +151,7 @@ def segment_starts(episode, tick, source) -> np.ndarray:
     return new
 
 
-def option_advantages(v, mc_return, episode, tick, source, episode_end, terminal, gamma: float,
-                      takeover_value: float | None = None) -> np.ndarray:
+def option_advantages(v, mc_return, episode, tick, source, episode_end, terminal, gamma: float) -> np.ndarray:
     """Per chunk, the advantage of its segment as one option (module docstring):
     sum of the segment's discounted rewards + gamma^L V(first tick after it) - V(its first tick).
     ``v`` (N,) the critic's V(o) per chunk, ``mc_return`` (N,) the discounted return-to-go of its
@@ -173,10 +159,7 @@ def option_advantages(v, mc_return, episode, tick, source, episode_end, terminal
     episode ended terminally; all in one order, ticks ascending within an episode. A segment that
     ends a terminal episode bootstraps 0; one whose successor is unknown (a truncated end, a gap in a
     filtered view) is an option that ends at its own last observation:
-    sum of its rewards before that tick + gamma^(L-1) V(last) - V(first).
-    ``takeover_value`` (the takeover verdict; None = off): where the operator took over from the
-    policy, pi's value at the takeover state is this (0: pi was failing there), not the critic's V:
-    the policy's stretch before it bootstraps it, the correction after it uses it as its baseline."""
+    sum of its rewards before that tick + gamma^(L-1) V(last) - V(first)."""
     v, g, episode, tick, source, episode_end, terminal = (np.asarray(x) for x in (
         v, mc_return, episode, tick, source, episode_end, terminal))
     n = len(v)
@@ -192,17 +175,9 @@ def option_advantages(v, mc_return, episode, tick, source, episode_end, terminal
     ends = ~follows & episode_end[last].astype(bool) & terminal[last].astype(bool)
     length = (tick[last] + 1 - tick[first]).astype(np.float64)
     full, short = np.power(float(gamma), length), np.power(float(gamma), length - 1)
-    boot, base = v[nxt], v[first]
-    if takeover_value is not None:
-        prev = np.maximum(first - 1, 0)
-        preceded = (first > 0) & (episode[prev] == episode[first]) & (tick[prev] + 1 == tick[first])
-        handed_over = follows & (source[first] == SOURCE_POLICY) & (source[nxt] == SOURCE_HUMAN)
-        took_over = preceded & (source[first] == SOURCE_HUMAN) & (source[prev] == SOURCE_POLICY)
-        boot = np.where(handed_over, float(takeover_value), boot)
-        base = np.where(took_over, float(takeover_value), base)
-    adv = np.where(follows, g[first] - full * g[nxt] + full * boot,                  # the next segment's start
+    adv = np.where(follows, g[first] - full * g[nxt] + full * v[nxt],              # the next segment's start
                    np.where(ends, g[first],                                          # terminal: nothing after
-                            g[first] - short * g[last] + short * v[last])) - base    # successor unknown
+                            g[first] - short * g[last] + short * v[last])) - v[first]  # successor unknown
     return adv[seg].astype(np.float32)
 
 

@@ -252,8 +252,7 @@ def run_iteration(config: TrainConfig, dataset: TransitionDataset, policy, fresh
             end = segments[1] == np.diff(dataset.tick_offset)[episode] - 1
             terminal = np.array([e.terminal for e in dataset.episodes], bool)[episode]
             advantages = option_advantages(values["v"], dataset.mc_returns[rows], *segments, end, terminal,
-                                           dataset.gamma,
-                                           takeover_value=0.0 if config.improvement.takeover_verdict else None)
+                                           dataset.gamma)
         stats = {k: {"mean": float(np.mean(v)), "std": float(np.std(v)), "min": float(np.min(v)),
                      "max": float(np.max(v))} for k, v in values.items() if k not in ("best_index", "best_chunk")}
         stats["fraction_positive_advantage"] = float((values["advantage"] > 0).mean())

@@ -304,36 +304,6 @@ def test_option_advantages_judge_a_segment_by_where_it_led():
     assert ImprovementConfig(advantage_pooling="option").advantage_pooling == "option"
 
 
-def test_the_takeover_verdict_values_pi_at_a_takeover_at_zero_and_leaves_other_boundaries_to_the_critic():
-    from aloe_critic.improvement import option_advantages
-
-    g = 0.9
-    # one terminal-success episode: policy ticks 0-1, operator 2-3 (takeover at 2), policy 4-5 (handed back),
-    # reward 1 at tick 5; then a terminal failure of the policy alone (ticks 0-2)
-    episode = np.array([0, 0, 0, 0, 0, 0, 1, 1, 1])
-    tick = np.array([0, 1, 2, 3, 4, 5, 0, 1, 2])
-    source = np.array([0, 0, 1, 1, 0, 0, 0, 0, 0])
-    rewards = [0, 0, 0, 0, 0, 1.0]
-    mc = np.array([sum(g ** k * r for k, r in enumerate(rewards[t:])) for t in range(6)] + [0.0, 0.0, 0.0])
-    v = np.array([0.5, 0.4, 0.7, 0.6, 0.8, 0.9, 0.3, 0.2, 0.1])
-    end = np.array([0, 0, 0, 0, 0, 1, 0, 0, 1], bool)
-    terminal = np.ones(9, bool)
-    plain = option_advantages(v, mc, episode, tick, source, end, terminal, g)
-    verdict = option_advantages(v, mc, episode, tick, source, end, terminal, g, takeover_value=0.0)
-    handed_over = 0.0 - v[0]                   # the stretch the operator took over: pi was failing there
-    correction = g ** 2 * v[4] - 0.0           # the correction hands back a state worth V(o_4), from pi's 0
-    back = g ** 1 * 1.0 - v[4]                 # the policy after the hand-back: the critic at both ends, as before
-    failure = 0.0 - v[6]
-    np.testing.assert_allclose(verdict, [handed_over] * 2 + [correction] * 2 + [back] * 2 + [failure] * 3,
-                               rtol=1e-6)
-    np.testing.assert_allclose(plain[:2], g ** 2 * v[2] - v[0], rtol=1e-6)   # without: the critic's V(o_2)
-    np.testing.assert_allclose(plain[2:4], g ** 2 * v[4] - v[2], rtol=1e-6)
-    np.testing.assert_allclose(plain[4:], verdict[4:], rtol=1e-6)
-    with pytest.raises(ValueError, match="takeover_verdict"):
-        ImprovementConfig(takeover_verdict=True)      # segment pooling has no takeover value to set
-    assert ImprovementConfig(advantage_pooling="option", takeover_verdict=True).takeover_verdict
-
-
 def test_run_iteration_pools_advantages_by_segment_for_the_weights_only(initial_checkpoint):
     from aloe_data.ingestion import ingest_bags
     from aloe_critic.train import run_iteration
@@ -369,15 +339,6 @@ def test_run_iteration_pools_advantages_by_segment_for_the_weights_only(initial_
                                      end, terminal, dataset.gamma)
     expected = ess_fraction(unnormalised_weights(torch.from_numpy(expected_adv), imp.beta, imp.w_max).numpy())
     assert option.advantage_stats["weights"]["ess_fraction"] == pytest.approx(expected, rel=1e-5)
-
-    config.improvement.takeover_verdict = True  # pi's value at each takeover from the operator's verdict (0)
-    verdict = run_iteration(config, dataset, FlowMatchingPolicy.from_pretrained(root / "iter0"))
-    verdict_adv = option_advantages(verdict.values["v"], dataset.mc_returns[rows], episode,
-                                    dataset.tick_in_episode[rows], dataset.source_fraction[rows].argmax(1),
-                                    end, terminal, dataset.gamma, takeover_value=0.0)
-    assert not np.allclose(verdict_adv, expected_adv), "the test bags hold takeovers"
-    expected = ess_fraction(unnormalised_weights(torch.from_numpy(verdict_adv), imp.beta, imp.w_max).numpy())
-    assert verdict.advantage_stats["weights"]["ess_fraction"] == pytest.approx(expected, rel=1e-5)
 
 
 def test_aloe_can_weight_dagger_set_only_the_critic_still_fit_on_everything(initial_checkpoint):
