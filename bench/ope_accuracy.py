@@ -28,6 +28,9 @@ offline path (``aloe_sim.offline.run_episodes``; nothing here runs over ROS):
    ``--low-coverage N`` fits every critic a second time on the buffer with at most N failed
    episodes (the states keep their ground truth: the critic must extrapolate to failures).
    ``--cache`` keeps the buffer, pi and the ground truth (the expensive part) for later variants.
+5. where the advantage's error comes from (``advantage_error``): RMSE(A)^2 = RMSE(Q)^2 + RMSE(V)^2
+   - 2 mean(e_Q e_V), the error over the true advantages' spread, and the advantage in TD form
+   (R_t^H + gamma^H V(o_{t+H}) - V(o_t), V at both ends of the recorded chunk) scored beside Q - V.
 
 Example (the run in BENCHMARKS.md, section "Evidence"):
     nice python bench/ope_accuracy.py --horizon 10 --out bench/results/ope_H10.json
@@ -283,10 +286,10 @@ def plot(rows, estimates, path):
     colours = {g: c for g, c in zip(GROUPS, ("tab:green", "tab:red", "tab:orange", "tab:blue"))}
     col = [colours[r["group"]] for r in rows]
     methods = list(estimates)
-    panels = [("q", q, "Q"), ("v", v, "V"), ("advantage", q - v, "A = Q - V")]
+    panels = [("q", q, "Q", "Q"), ("v", v, "V", "V"), ("advantage", q - v, "A", "A = Q - V")]
     fig, axes = plt.subplots(len(panels), len(methods), figsize=(3.2 * len(methods), 9.3), squeeze=False)
     for j, m in enumerate(methods):
-        for i, (key, truth, name) in enumerate(panels):
+        for i, (key, truth, symbol, name) in enumerate(panels):
             ax = axes[i, j]
             ax.scatter(truth, estimates[m][key], c=col, s=12)
             lo, hi = (-1, 1) if key == "advantage" else (0, 1)
@@ -295,7 +298,7 @@ def plot(rows, estimates, path):
                 ax.scatter(truth, estimates[m]["advantage_td"], facecolors="none", edgecolors=col, s=14, lw=0.7)
                 name += " (hollow: TD form)"
             ax.set_title(f"{m}: {name}", fontsize=9)
-            ax.set_xlabel(f"true {name.split(' (')[0].split(' =')[0]}^pi (rollouts)", fontsize=8)
+            ax.set_xlabel(f"true {symbol}^pi (rollouts)", fontsize=8)
             ax.set_ylabel("critic", fontsize=8)
     handles = [plt.Line2D([], [], marker="o", ls="", color=c, label=g) for g, c in colours.items()]
     fig.legend(handles=handles, loc="lower center", ncol=4, fontsize=8)
