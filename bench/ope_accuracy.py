@@ -216,6 +216,12 @@ def fit_and_score(dataset, bank, pi, method, K, aggregate, seed, args, ids, rows
     return est, fit_s, curve[-1]
 
 
+def is_headline(run: dict, args: dict) -> bool:
+    """The run of the first critic seed with the headline K and subset-min: the one the tables and the
+    plot show per method."""
+    return run["critic_seed"] == args["seed"] and run["K"] == args["main_k"] and run["aggregate"] == "subset_min"
+
+
 def metrics(est, rows) -> dict:
     q = np.array([r["q_true"] for r in rows])
     v = np.array([r["v_true"] for r in rows])
@@ -223,6 +229,13 @@ def metrics(est, rows) -> dict:
     noise = np.sqrt(np.array([r["q_ci"] for r in rows]) ** 2 + np.array([r["v_ci"] for r in rows]) ** 2)
     clear = np.abs(a) > noise  # advantage sign resolved by the ground truth's own CI
     sign_ok = np.sign(est["advantage"]) == np.sign(a)
+
+    def scored(prefix: str, estimate) -> dict:  # RMSE, rank correlation, sign accuracy on resolved states
+        ok = np.sign(estimate) == np.sign(a)
+        return {f"{prefix}_rmse": float(np.sqrt(np.mean((estimate - a) ** 2))),
+                f"{prefix}_spearman": spearman(estimate, a),
+                f"{prefix}_sign_acc_resolved": float(ok[clear].mean()) if clear.any() else float("nan")}
+
     q_pi = np.array([r["q_pi_true"] for r in rows])
     err_pi = np.abs(est["q_pi"] - q_pi)
     own = np.array([r["group"] == "pi" for r in rows])
@@ -236,15 +249,10 @@ def metrics(est, rows) -> dict:
         "q_spearman": spearman(est["q"], q),
         "v_rmse": float(np.sqrt(np.mean((est["v"] - v) ** 2))), "v_bias": float(np.mean(est["v"] - v)),
         "v_spearman": spearman(est["v"], v),
-        "adv_rmse": float(np.sqrt(np.mean((est["advantage"] - a) ** 2))),
-        "adv_spearman": spearman(est["advantage"], a),
-        "adv_sign_acc_resolved": float(sign_ok[clear].mean()) if clear.any() else float("nan"),
+        **scored("adv", est["advantage"]),
         "resolved_states": int(clear.sum()),
         "adv_sign_acc_all": float(sign_ok.mean()),
-        **({"adv_td_rmse": float(np.sqrt(np.mean((est["advantage_td"] - a) ** 2))),
-            "adv_td_spearman": spearman(est["advantage_td"], a),
-            "adv_td_sign_acc_resolved": float((np.sign(est["advantage_td"]) == np.sign(a))[clear].mean())
-            if clear.any() else float("nan")} if "advantage_td" in est else {}),
+        **(scored("adv_td", est["advantage_td"]) if "advantage_td" in est else {}),
     }
 
 
@@ -338,7 +346,7 @@ def markdown(result: dict) -> str:
     lines += ["", "Bias of Q / V by the data source of the state (first critic seed, headline K):", "",
               "| method | " + " | ".join(GROUPS) + " |", "|---|" + "---|" * len(GROUPS)]
     for r in runs:
-        if r["critic_seed"] == a["seed"] and r["K"] == a["main_k"] and r["aggregate"] == "subset_min":
+        if is_headline(r, a):
             g = r["by_group"]
             lines.append(f"| {r['method']} | " + " | ".join(
                 f"{g[x]['q_bias']:+.2f} / {g[x]['v_bias']:+.2f}" if x in g else "-" for x in GROUPS) + " |")
@@ -360,7 +368,7 @@ def markdown(result: dict) -> str:
               "| critic | A RMSE | A RMSE / std of true A | Q error (RMS) | V error (RMS) | corr(Q error, V error) "
               "| TD-form A RMSE (/ std of true A) |", "|---|---|---|---|---|---|---|"]
     for r in runs:
-        if r["critic_seed"] == a["seed"] and r["K"] == a["main_k"] and r["aggregate"] == "subset_min":
+        if is_headline(r, a):
             e = advantage_error(r["estimates"], rows)
             td = advantage_error(r["estimates"], rows, "advantage_td") if "advantage_td" in r["estimates"] else None
             lines.append(f"| {r['method']} | {e['adv_rmse']:.3f} | {e['over_true_std']:.2f} | {e['q_error_rms']:.3f} | "
@@ -369,8 +377,7 @@ def markdown(result: dict) -> str:
     lines += ["", "Headline critics (first seed), 95 % bootstrap intervals over the states (2000 resamples):", "",
               "| method | Q RMSE | Q Spearman | V RMSE | V Spearman | Q RMSE / progress's | V RMSE / progress's "
               "| Q / V Spearman, non-trivial states |", "|---|---|---|---|---|---|---|---|"]
-    head = {r["method"]: r for r in runs if r["critic_seed"] == a["seed"] and r["K"] == a["main_k"]
-            and r["aggregate"] == "subset_min"}
+    head = {r["method"]: r for r in runs if is_headline(r, a)}
     q = np.array([r["q_true"] for r in rows])
     v = np.array([r["v_true"] for r in rows])
     rng = np.random.default_rng(0)
@@ -455,8 +462,7 @@ def main(argv=None) -> int:
         result = json.loads(Path(args.report).read_text())
         print(markdown(result))
         headline = {r["method"]: {k: np.array(v) for k, v in r["estimates"].items()} for r in result["runs"]
-                    if r["critic_seed"] == result["args"]["seed"] and r["K"] == result["args"]["main_k"]
-                    and r["aggregate"] == "subset_min"}
+                    if is_headline(r, result["args"])}
         if headline:
             plot(result["rows"], headline, Path(args.report).with_suffix(".png"))
         return 0
