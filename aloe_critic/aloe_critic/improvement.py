@@ -41,7 +41,14 @@ this keeps all the data (a bad correction's approach still teaches the approach)
 critic to say what "good" looks like.
 
 Intervention chunks are ordinary data here: they are weighted by the same advantage
-(``imitate="operator"``: only they and the demonstrations are imitated, weighted). The ``bc``
+(``imitate="operator"``: only they and the demonstrations are imitated, weighted), unless
+``trust_operator``: the operator's chunks (demonstrations, corrections) keep weight 1, as Dagger imitates
+them, and the advantage weights only the policy's own chunks,
+    w_i = 1 (operator chunk),   clip(exp(A_i / beta), 0, w_max) or 1[A_i > 0] (the policy's chunk),
+with ``w_max = 1`` a soft filter: the policy's chunks at most as heavy as a correction, the ones the
+critic scores below the policy's average faded out. The critic is used where it ranks well (the
+policy's own states; BENCHMARKS "ALOE vs its rivals", part 1) and not where it is nearly blind
+(pi's unexecuted chunks at the states where the operator took over). The ``bc``
 baseline is the same loop with w = 1 on all data, interventions included (HG-DAgger); ``dagger``
 w = 1 on the operator's chunks only.
 """
@@ -55,6 +62,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from aloe_data.schema import SOURCE_HUMAN
 from aloe_policy.model import ADVANTAGE_NEGATIVE, ADVANTAGE_POSITIVE, ADVANTAGE_UNKNOWN
 
 from .dataset import observation_rows
@@ -94,6 +102,8 @@ class ImprovementConfig:
     imitate: str = "all"         # all: every imitable chunk, weighted; operator: only the chunks the operator
                                  # executed (demonstrations, interventions; Dagger's set), weighted: the critic,
                                  # fit on everything, decides how far each correction is trusted
+    trust_operator: bool = False  # weighted extraction: the operator's chunks keep weight 1 (Dagger's), the
+                                  # advantage weights the policy's own chunks only (module docstring)
     ema_decay: float = 0.0       # > 0: the policy ends with the exponential moving average of its weights
                                  # over the steps (as diffusion/flow policies are usually deployed); 0 = last step
 
@@ -116,20 +126,34 @@ class ImprovementConfig:
         if self.target_ess > 0 and (self.weight_mode != "exp" or self.extraction != "weighted"):
             raise ValueError("target_ess sets the temperature of exp weights; binary weights, ranked and "
                              "conditioned extraction have none")
+        if self.trust_operator and (self.extraction != "weighted" or self.target_ess > 0):
+            raise ValueError("trust_operator fixes the operator chunks' weights at 1 in weighted extraction with a "
+                             "fixed beta; ranked and conditioned extraction and target_ess have no weights to fix")
         if self.beta <= 0 or self.w_max <= 0:
             raise ValueError(f"beta and w_max must be > 0, got beta={self.beta} w_max={self.w_max}")
 
 
-def unnormalised_weights(adv: torch.Tensor, beta: float, w_max: float, mode: str = "exp") -> torch.Tensor:
+def unnormalised_weights(adv: torch.Tensor, beta: float, w_max: float, mode: str = "exp",
+                         trusted=None) -> torch.Tensor:
     """Per-chunk weights (B,) before the per-batch normalisation: exp: clip(exp(A / beta), 0, w_max)
-    (computed as exp(min(A / beta, log w_max)): no overflow); binary: 1[A > 0]. What an external
-    trainer consumes (aloe-evaluate's weight column)."""
+    (computed as exp(min(A / beta, log w_max)): no overflow); binary: 1[A > 0]; 1 where ``trusted``
+    (B,) bool is set (``trust_operator``). What an external trainer consumes (aloe-evaluate's weight column)."""
     adv = torch.as_tensor(adv, dtype=torch.float32)
     if mode == "exp":
-        return torch.exp(torch.clamp(adv / beta, max=math.log(w_max)))
-    if mode == "binary":
-        return (adv > 0).float()
-    raise ValueError(f"unknown weight mode {mode!r}; use one of {WEIGHT_MODES}")
+        w = torch.exp(torch.clamp(adv / beta, max=math.log(w_max)))
+    elif mode == "binary":
+        w = (adv > 0).float()
+    else:
+        raise ValueError(f"unknown weight mode {mode!r}; use one of {WEIGHT_MODES}")
+    if trusted is not None:
+        w = torch.where(torch.as_tensor(trusted, dtype=torch.bool), torch.ones_like(w), w)
+    return w
+
+
+def operator_chunks(dataset) -> np.ndarray:
+    """(len(dataset),) bool: the chunks the operator mostly executed (demonstrations and
+    interventions: Dagger's set), in the dataset view's order."""
+    return dataset.source_fraction[dataset.indices][:, SOURCE_HUMAN] >= 0.5
 
 
 def segment_advantages(adv, episode, tick, source) -> np.ndarray:
@@ -219,10 +243,11 @@ def advantage_indicator(adv, threshold: float, dropout: float, rng: np.random.Ge
     return torch.from_numpy(label.astype(np.int64))
 
 
-def advantage_weights(adv: torch.Tensor, beta: float, w_max: float, mode: str = "exp") -> torch.Tensor:
-    """Per-sample weights (B,) from advantages (B,), normalised to mean 1 over the batch.
-    A batch with no positive weight gets all zeros (no update from it)."""
-    w = unnormalised_weights(adv, beta, w_max, mode)
+def advantage_weights(adv: torch.Tensor, beta: float, w_max: float, mode: str = "exp",
+                      trusted=None) -> torch.Tensor:
+    """Per-sample weights (B,) from advantages (B,), normalised to mean 1 over the batch (``trusted``:
+    unnormalised_weights). A batch with no positive weight gets all zeros (no update from it)."""
+    w = unnormalised_weights(adv, beta, w_max, mode, trusted)
     mean = w.mean()
     return w / mean if mean > 0 else torch.zeros_like(w)
 
@@ -252,6 +277,7 @@ def improve_policy(policy, dataset, advantages: np.ndarray | None, config: Impro
         if targets.shape != (len(dataset),) + tuple(dataset.chunks.shape[1:]):
             raise ValueError(f"targets must be ({len(dataset)}, H, A), got {tuple(targets.shape)}")
     conditioned = advantages is not None and config.extraction == "conditioned"
+    trusted = operator_chunks(dataset) if advantages is not None and config.trust_operator else None
     if conditioned and not getattr(policy.config, "advantage_conditioning", False):
         raise ValueError("extraction 'conditioned' trains an advantage-conditioned policy: pass "
                          "aloe_policy.model.with_advantage_conditioning(policy)")
@@ -277,7 +303,7 @@ def improve_policy(policy, dataset, advantages: np.ndarray | None, config: Impro
                                                 config.condition_dropout, np.random.default_rng([seed, shard.step]))
         else:
             weights = advantage_weights(torch.from_numpy(advantages[shard.positions]), config.beta, config.w_max,
-                                        config.weight_mode)
+                                        config.weight_mode, None if trusted is None else trusted[shard.positions])
         opt.zero_grad(set_to_none=True)
         loss_sum = 0.0
         for block in shard.blocks:  # L = (1/B) sum_i w_i ||v_theta(x_t, t | o_i) - (A_i - x0)||^2

@@ -54,7 +54,7 @@ from .critic import (AGGREGATION_RULES, CHUNK_SCORER, CriticConfig, PolicySample
 from .dataset import TransitionDataset, check_camera_contract
 from .distributed import barrier, is_main, rank_world, setup, teardown
 from .improvement import (EXTRACTIONS, POOLINGS, WEIGHT_MODES, ImprovementConfig, ess_fraction, ess_temperature,
-                          improve_policy, option_advantages, segment_advantages,
+                          improve_policy, operator_chunks, option_advantages, segment_advantages,
                           unnormalised_weights)
 from .values import VALUE_METHODS, chunk_values, fit_critic
 
@@ -325,10 +325,9 @@ def provenance_groups(dataset) -> dict[str, np.ndarray]:
     """Boolean masks over the view's chunks: operator chunks (mostly the operator's: demonstrations
     and interventions), and the policy's own chunks in episodes that succeeded / failed."""
     rows = dataset.indices
-    source = dataset.source_fraction[rows]
-    policy = source[:, SOURCE_POLICY] >= 0.5
+    policy = dataset.source_fraction[rows][:, SOURCE_POLICY] >= 0.5
     success = dataset.outcome[rows] == "SUCCESS"
-    return {"operator": source[:, SOURCE_HUMAN] >= 0.5, "policy_in_success": policy & success,
+    return {"operator": operator_chunks(dataset), "policy_in_success": policy & success,
             "policy_in_failure": policy & ~success}
 
 
@@ -346,7 +345,8 @@ def weight_breakdown(dataset, advantages: np.ndarray, config: ImprovementConfig)
     weight (1 = average), and the weights' effective sample size as a fraction of the chunks
     (1 = uniform; small = a few chunks carry the update)."""
     w = unnormalised_weights(torch.as_tensor(np.asarray(advantages, np.float32)), config.beta, config.w_max,
-                             config.weight_mode).numpy().astype(np.float64)
+                             config.weight_mode, operator_chunks(dataset) if config.trust_operator else None
+                             ).numpy().astype(np.float64)
     total = w.sum()
     if total <= 0:
         return {"ess_fraction": 0.0, "groups": {}}

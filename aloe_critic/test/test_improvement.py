@@ -222,6 +222,59 @@ def test_dagger_imitates_only_chunks_the_operator_mostly_executed():
 
 
 
+def test_trust_operator_keeps_the_operators_chunks_at_weight_one_and_weights_the_policys():
+    from aloe_critic.improvement import operator_chunks, unnormalised_weights
+    from aloe_critic.train import weight_breakdown
+
+    # one observation, the policy's chunk HIGH and the operator's LOW, both scored below pi's average
+    eps = [Episode.from_arrays([[HIGH]] * H, [[1.0]] * H, [0.0] * H, sources=[SOURCE_POLICY] * H, outcome="ABORT"),
+           Episode.from_arrays([[LOW]] * H, [[1.0]] * H, [0.0] * H, sources=[SOURCE_HUMAN] * H, outcome="ABORT")]
+    d = TransitionDataset(eps, chunk_horizon=H, gamma=0.9)
+    trusted = operator_chunks(d)
+    assert trusted.tolist() == (d.chunks[d.indices, 0, 0] < 0).tolist() and trusted.any() and not trusted.all()
+    adv = np.full(len(d), -0.5, np.float32)
+    torch.testing.assert_close(unnormalised_weights(adv, 0.1, 1.0, "exp", trusted),
+                               torch.as_tensor(np.where(trusted, 1.0, np.exp(-5.0)), dtype=torch.float32))
+    torch.testing.assert_close(unnormalised_weights(adv, 0.1, 1.0, "binary", trusted),
+                               torch.as_tensor(trusted, dtype=torch.float32))
+    config = ImprovementConfig(beta=0.1, w_max=1.0, trust_operator=True, policy_lr=3e-3, policy_steps=400,
+                               policy_batch_size=64)
+    share = weight_breakdown(d, adv, config)["groups"]["operator"]["weight_share"]
+    assert share == pytest.approx(1 / (1 + np.exp(-5.0)), rel=1e-5)
+    results = {}
+    for trust in (True, False):
+        torch.manual_seed(0)
+        policy = TinyFlowPolicy()
+        improve_policy(policy, d, adv, ImprovementConfig(**{**config.__dict__, "trust_operator": trust}), seed=0)
+        results[trust] = sample_mean_and_high_fraction(policy)
+    assert results[True][1] < 0.1 and abs(results[True][0] - LOW) < 0.25, results  # the correction, in full
+    assert 0.2 < results[False][1] < 0.8, results  # equal advantages: equal weights, both chunks
+    for refused in ({"extraction": "ranked"}, {"extraction": "conditioned"}, {"target_ess": 0.5}):
+        with pytest.raises(ValueError, match="trust_operator"):
+            ImprovementConfig(trust_operator=True, **refused)
+
+
+def test_run_iteration_with_trust_operator_weights_no_chunk_above_a_correction(initial_checkpoint):
+    """Through the library's iteration (option pooling, as the study runs it); what the weights do
+    to the policy is the test above."""
+    from aloe_data.ingestion import ingest_bags
+    from aloe_critic.train import run_iteration
+    from aloe_policy.model import FlowMatchingPolicy
+    from critic_test_data import small_config
+
+    root = initial_checkpoint
+    config = small_config(root, method="aloe")
+    config.improvement.trust_operator, config.improvement.w_max = True, 1.0
+    config.improvement.advantage_pooling = "option"
+    dataset = TransitionDataset(ingest_bags([root / "bags"], config.ingestion).episodes, 4, 0.99)
+    out = run_iteration(config, dataset, FlowMatchingPolicy.from_pretrained(root / "iter0"))
+    groups = out.advantage_stats["weights"]["groups"]
+    assert "operator" in groups and len(groups) > 1
+    top = groups["operator"]["mean_weight"]  # weight 1 = the largest any chunk gets with w_max 1
+    assert all(g["mean_weight"] <= top + 1e-6 for g in groups.values()), groups
+    assert out.advantage_stats["imitated_chunks"] == len(dataset)
+
+
 def test_ess_temperature_is_the_smallest_beta_that_keeps_the_target_share_of_the_data():
     from aloe_critic.improvement import ess_fraction, ess_temperature
 
