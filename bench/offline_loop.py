@@ -15,6 +15,9 @@ scripted operator (seeds 1000 k ..), then one training iteration on everything c
 * ``filtered``: a reference that uses the episode outcome, not a critic: imitate operator chunks
   and every chunk of a successful episode (success-filtered BC with interventions), of the imitable
   episodes (``--eval-critic-only`` keeps the evaluation episodes out, as for every method).
+* ``oracle``: the ceiling of judging corrections (``mixed`` operator): Dagger's set without the
+  corrections the scripted operator recorded as bad (it knows which it aimed off), no critic. With
+  the other operators (no bad corrections) it is Dagger.
 * ``random``: a control for binary advantage weighting: bc on a random ``--keep-fraction`` of
   the imitable chunks (drawn anew each iteration), about the share binary ALOE keeps. ALOE below
   it means its critic picks worse than chance; near it, that it picks no better.
@@ -63,20 +66,15 @@ OPERATORS = {
 }
 
 
-def correction_diagnostic(dataset, episodes: list, advantages: np.ndarray, betas=(0.1, 0.3)) -> dict | None:
-    """Does the critic tell the operator's bad corrections from its good ones? Per correction (a run of
-    operator ticks in a supervised episode, matched in order to the takeovers its EpisodeStats
-    recorded as bad or good) the mean raw advantage of the chunks starting in it; then the
-    probability that a good correction scores above a bad one (AUC: 0.5 = no idea), and the share of
-    the corrections' exp(A / beta) weight the bad ones get (their share of the corrections'
-    chunks is what Dagger gives them). ``episodes``: (Episode, EpisodeStats) of the dataset's
-    episode indices; None when no episode recorded correction quality."""
+def labelled_corrections(episodes: dict) -> list[tuple[int, int, int, bool]]:
+    """The operator's corrections whose quality the scripted operator recorded: per correction (a run
+    of operator ticks in a supervised episode, matched in order to the takeovers its EpisodeStats
+    recorded as bad or good) (dataset episode index, first tick, end tick, bad). ``episodes``:
+    dataset episode index -> (Episode, EpisodeStats). An episode whose runs do not match its labels
+    (a correction cut by the episode's end merged with the next) is left out."""
     from aloe_data.schema import SOURCE_HUMAN
 
-    rows = dataset.indices
-    ep_of, tick_of = dataset.episode[rows], dataset.tick_in_episode[rows]
-    adv = np.asarray(advantages, np.float64)
-    values, bad_flags, sizes = [], [], []
+    out = []
     for e, (episode, stats) in episodes.items():
         labels = getattr(stats, "correction_bad", ())
         if not labels:
@@ -84,15 +82,27 @@ def correction_diagnostic(dataset, episodes: list, advantages: np.ndarray, betas
         human = np.asarray(episode.sources) == SOURCE_HUMAN
         starts = np.flatnonzero(human & ~np.r_[False, human[:-1]])
         ends = np.flatnonzero(human & ~np.r_[human[1:], False]) + 1
-        if len(starts) != len(labels):
-            continue  # a correction cut by the episode's end merged with the next: leave the episode out
-        chunk_ep = ep_of == e
-        for (a, b), bad in zip(zip(starts, ends), labels):
-            inside = chunk_ep & (tick_of >= a) & (tick_of < b)
-            if inside.any():
-                values.append(adv[inside].mean())
-                bad_flags.append(bad)
-                sizes.append(int(inside.sum()))
+        if len(starts) == len(labels):
+            out += [(e, int(a), int(b), bool(bad)) for a, b, bad in zip(starts, ends, labels)]
+    return out
+
+
+def correction_diagnostic(dataset, episodes: dict, advantages: np.ndarray, betas=(0.1, 0.3)) -> dict | None:
+    """Does the critic tell the operator's bad corrections from its good ones? Per labelled correction
+    (labelled_corrections) the mean raw advantage of its chunks; then the probability that a good
+    correction scores above a bad one (AUC: 0.5 = no idea), and the share of the corrections'
+    exp(A / beta) weight the bad ones get (their share of the corrections' chunks is what Dagger gives
+    them). None when no episode recorded correction quality."""
+    adv = np.asarray(advantages, np.float64)
+    rows = dataset.indices
+    ep_of, tick_of = dataset.episode[rows], dataset.tick_in_episode[rows]
+    values, bad_flags, sizes = [], [], []
+    for e, a, b, bad in labelled_corrections(episodes):
+        inside = (ep_of == e) & (tick_of >= a) & (tick_of < b)  # the chunks starting in the correction
+        if inside.any():
+            values.append(adv[inside].mean())
+            bad_flags.append(bad)
+            sizes.append(int(inside.sum()))
     values, bad_flags, sizes = np.asarray(values), np.asarray(bad_flags, bool), np.asarray(sizes)
     if not bad_flags.any() or bad_flags.all():
         return None
@@ -105,6 +115,23 @@ def correction_diagnostic(dataset, episodes: list, advantages: np.ndarray, betas
         w = np.exp(np.clip(values / beta, None, np.log(20.0))) * sizes
         out[f"bad_share_of_weight_beta{beta:g}"] = float(w[bad_flags].sum() / w.sum())
     return out
+
+
+def oracle_keep(dataset, episodes: dict) -> np.ndarray:
+    """(len(dataset),) bool: Dagger's set (the chunks the operator mostly executed) without the
+    chunks of the corrections the scripted operator recorded as bad: what a critic that judged
+    every correction perfectly could keep (the ``oracle`` reference): an operator chunk with any tick
+    in a bad correction is dropped."""
+    from aloe_critic.improvement import operator_chunks
+
+    rows = dataset.indices
+    ep_of, tick_of = dataset.episode[rows], dataset.tick_in_episode[rows]
+    horizon = dataset.chunks.shape[1]
+    keep = operator_chunks(dataset).copy()
+    for e, a, b, bad in labelled_corrections(episodes):
+        if bad:  # every chunk with a tick in the bad correction
+            keep &= ~((ep_of == e) & (tick_of > a - horizon) & (tick_of < b))
+    return keep
 
 
 def make_operator(name: str, mode: str, max_steps: int, seed: int = 0):
@@ -149,7 +176,8 @@ def log(message: str) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--method", default="aloe", choices=("aloe", "bc", "dagger", "progress", "td1", "filtered", "random"))
+    p.add_argument("--method", default="aloe", choices=("aloe", "bc", "dagger", "progress", "td1", "filtered", "oracle",
+                                                              "random"))
     p.add_argument("--operator", default="skilled", choices=tuple(OPERATORS),
                    help="who supervises: skilled (the main job's) or imperfect (slower, noisier, later)")
     p.add_argument("--keep-fraction", type=float, default=0.55,
@@ -248,8 +276,8 @@ def main(argv=None) -> int:
             policy.save_pretrained(a.save_init)
     log(f"initial policy {policy.policy_id}")
 
-    # One TrainConfig for every iteration; random/filtered imitate a 0/1 mask with binary weights.
-    masked = a.method in ("random", "filtered")
+    # One TrainConfig for every iteration; random/filtered/oracle imitate a 0/1 mask with binary weights.
+    masked = a.method in ("random", "filtered", "oracle")
     iteration_config = train_config("bc" if masked else a.method, init=False)
     if masked:
         iteration_config.improvement = dataclasses.replace(iteration_config.improvement, weight_mode="binary")
@@ -317,6 +345,8 @@ def main(argv=None) -> int:
                 view, _ = imitation_set(dataset, iteration_config.critic_only_bags)  # as run_iteration sees them
                 if a.method == "random":  # a random share of the imitable chunks kept
                     keep = np.random.default_rng([a.seed, it]).random(len(view.indices)) < a.keep_fraction
+                elif a.method == "oracle":  # Dagger's set without the bad corrections
+                    keep = oracle_keep(dataset, labelled)[imitation_set(dataset, iteration_config.critic_only_bags)[1]]
                 else:  # operator chunks and successful episodes' chunks of the imitable ones
                     rows_ = view.indices
                     keep = (view.source_fraction[rows_, SOURCE_HUMAN] >= 0.5) | (view.outcome[rows_] == "SUCCESS")

@@ -41,7 +41,7 @@ def test_rollouts_are_imitable_training_episodes_on_positions_of_their_own(tmp_p
     plain = tmp_path / "plain.json"
     assert offline_loop.main(TINY + ["--eval-critic-only", "--save-init", init, "--out", str(plain)]) == 0
     runs = {}
-    for name, method in (("aloe", "aloe"), ("filtered", "filtered"), ("again", "aloe")):
+    for name, method in (("aloe", "aloe"), ("filtered", "filtered"), ("oracle", "oracle"), ("again", "aloe")):
         out = tmp_path / f"{name}.json"
         assert offline_loop.main(TINY + ["--eval-critic-only", "--load-init", init, "--method", method, "--rollouts",
                                          "2", "--first-phase-cache", cache, "--out", str(out)]) == 0
@@ -59,6 +59,8 @@ def test_rollouts_are_imitable_training_episodes_on_positions_of_their_own(tmp_p
     assert len(list(Path(cache).glob("*_o2.pkl"))) == 1
     # the outcome-filtered reference imitates no evaluation episode: at most the imitable chunks
     assert runs["filtered"][0]["imitated_chunks"] <= first["imitated_chunks"]
+    # the oracle (skilled operator: no bad correction) imitates Dagger's set: none of the rollouts' chunks
+    assert 0 < runs["oracle"][0]["imitated_chunks"] <= plain_rows[0]["imitated_chunks"] < first["imitated_chunks"]
 
     # Dagger imitates no chunk of the policy's: with rollouts it trains exactly as without them
     daggers = []
@@ -131,3 +133,14 @@ def test_the_critic_is_scored_on_telling_bad_corrections_from_good_ones():
     assert out["bad_share_of_weight_beta0.1"] < 0.01
     unlabelled = EpisodeStats(True, 6, 4, 2, 0)
     assert offline_loop.correction_diagnostic(dataset, {1: (supervised, unlabelled)}, adv) is None
+    # the oracle reference keeps Dagger's set without the bad correction's chunks
+    keep = offline_loop.oracle_keep(dataset, {1: (supervised, stats)})
+    start = dataset.tick_in_episode[rows]
+    in_demo, in_supervised = dataset.episode[rows] == 0, dataset.episode[rows] == 1
+    assert keep[in_demo].all(), "demonstrations are the operator's"
+    # chunks (H = 2) from ticks 0-1 (half the bad correction's), 1-2 (all of it) are dropped, 2-3 (half policy,
+    # half bad) too; 3-4 (half the good one's) and 4-5 are kept
+    assert not keep[in_supervised & (start <= 2)].any(), "the bad correction (ticks 1-2)"
+    assert keep[in_supervised & (start >= 3)].all(), "the good one (ticks 4-5)"
+    assert (offline_loop.oracle_keep(dataset, {1: (supervised, unlabelled)})
+            == (dataset.source_fraction[rows][:, H] >= 0.5)).all(), "no labels: Dagger's set"
