@@ -16,8 +16,10 @@ scripted operator (seeds 1000 k ..), then one training iteration on everything c
   and every chunk of a successful episode (success-filtered BC with interventions), of the imitable
   episodes (``--eval-critic-only`` keeps the evaluation episodes out, as for every method).
 * ``oracle``: the ceiling of judging corrections (``mixed`` operator): Dagger's set without the
-  corrections the scripted operator recorded as bad (it knows which it aimed off), no critic. With
-  the other operators (no bad corrections) it is Dagger.
+  corrections the scripted operator recorded as bad (it knows which it aimed off), no critic, every
+  batch drawn from the kept chunks (``sampling: weighted`` on the 0/1 mask; ``filtered`` and ``random``
+  draw uniformly from the imitable chunks and zero the rest, as binary weights do, unless
+  ``--train sampling=weighted``). With the other operators (no bad corrections) it is Dagger.
 * ``random``: a control for binary advantage weighting: bc on a random ``--keep-fraction`` of
   the imitable chunks (drawn anew each iteration), about the share binary ALOE keeps. ALOE below
   it means its critic picks worse than chance; near it, that it picks no better.
@@ -350,8 +352,10 @@ def main(argv=None) -> int:
                 else:  # operator chunks and successful episodes' chunks of the imitable ones
                     rows_ = view.indices
                     keep = (view.source_fraction[rows_, SOURCE_HUMAN] >= 0.5) | (view.outcome[rows_] == "SUCCESS")
-                improve_policy(policy, view, np.where(keep, 1.0, -1.0).astype(np.float32),
-                               iteration_config.improvement, seed=a.seed)
+                improvement = iteration_config.improvement
+                if a.method == "oracle":  # drawn as Dagger draws its batches: uniformly from the kept chunks
+                    improvement = dataclasses.replace(improvement, sampling="weighted")
+                improve_policy(policy, view, np.where(keep, 1.0, -1.0).astype(np.float32), improvement, seed=a.seed)
                 row["imitated_chunks"] = int(keep.sum())
             else:
                 result = run_iteration(iteration_config, dataset, policy)

@@ -126,17 +126,20 @@ class Shard:
         return self.positions[self.mine]
 
 
-def global_batches(num_rows: int, batch_size: int, steps: int, seed: int, batch_blocks: int = DEFAULT_BATCH_BLOCKS):
+def global_batches(num_rows: int, batch_size: int, steps: int, seed: int, batch_blocks: int = DEFAULT_BATCH_BLOCKS,
+                   probabilities=None):
     """Yield a Shard per step: ``batch_size`` positions drawn with replacement from ``num_rows``
-    (numpy generator seeded by ``seed``), this rank's blocks of them (rank_blocks). Everything about
-    ranks and blocks is here; a training loop sums its block losses / batch_size, calls
-    sum_gradients and steps."""
+    (numpy generator seeded by ``seed``; uniformly, or row i with ``probabilities[i]``), this rank's
+    blocks of them (rank_blocks). Every rank draws the same global batch. Everything about ranks and
+    blocks is here; a training loop sums its block losses / batch_size, calls sum_gradients and steps."""
     rng = np.random.default_rng(seed)
     parts = rank_blocks(batch_size, batch_blocks)  # every block in one process
     mine = span(parts)
     blocks = [Block(b, slice(part.start - mine.start, part.stop - mine.start), part) for b, part in parts]
     for step in range(steps):
-        yield Shard(step, rng.integers(0, num_rows, size=batch_size), mine, blocks)
+        positions = rng.integers(0, num_rows, size=batch_size) if probabilities is None else \
+            rng.choice(num_rows, size=batch_size, p=probabilities)
+        yield Shard(step, positions, mine, blocks)
 
 
 def global_batch_mean(local_sum: float, batch_size: int) -> float:

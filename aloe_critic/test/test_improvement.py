@@ -80,11 +80,11 @@ def sample_mean_and_high_fraction(policy):
     return float(s.mean()), float((s > 0).float().mean())
 
 
-@pytest.mark.parametrize("mode", ["exp", "binary"])
-def test_advantage_weighted_flow_matching_prefers_high_advantage_chunk(mode):
+@pytest.mark.parametrize("mode,sampling", [("exp", "uniform"), ("binary", "uniform"), ("exp", "weighted")])
+def test_advantage_weighted_flow_matching_prefers_high_advantage_chunk(mode, sampling):
     d, adv = two_chunk_dataset()
-    config = ImprovementConfig(beta=0.1, w_max=20.0, weight_mode=mode, policy_lr=3e-3, policy_steps=400,
-                               policy_batch_size=64)
+    config = ImprovementConfig(beta=0.1, w_max=20.0, weight_mode=mode, sampling=sampling, policy_lr=3e-3,
+                               policy_steps=400, policy_batch_size=64)
     torch.manual_seed(0)
     aw = TinyFlowPolicy()
     improve_policy(aw, d, adv, config, seed=0)
@@ -220,6 +220,36 @@ def test_dagger_imitates_only_chunks_the_operator_mostly_executed():
     assert list(view.indices) == [1, 2, 3, 4]
 
 
+
+
+def test_weighted_sampling_draws_chunks_by_weight_and_imitates_each_with_weight_one():
+    from aloe_critic.distributed import global_batches
+    from aloe_critic.improvement import unnormalised_weights
+
+    p = np.array([0.0, 0.1, 0.6, 0.3])
+    drawn = np.concatenate([s.positions for s in global_batches(4, 64, 200, seed=0, probabilities=p)])
+    assert not (drawn == 0).any(), "a zero-weight chunk is never drawn"
+    np.testing.assert_allclose(np.bincount(drawn, minlength=4) / len(drawn), p, atol=0.01)
+    uniform = [s.positions for s in global_batches(4, 8, 3, seed=0)]
+    assert all(((u >= 0) & (u < 4)).all() for u in uniform)
+
+    # binary weights that keep only the HIGH chunk: with weighted sampling every batch is HIGH chunks,
+    # each weight 1 (the curve's weights are uniform), and the policy imitates HIGH only
+    d, adv = two_chunk_dataset()
+    config = ImprovementConfig(weight_mode="binary", sampling="weighted", policy_lr=3e-3, policy_steps=300,
+                               policy_batch_size=32)
+    torch.manual_seed(0)
+    policy = TinyFlowPolicy()
+    curve = improve_policy(policy, d, adv, config, seed=0)
+    assert all(row["weight_ess"] == 1.0 and row["weight_max"] == 1.0 for row in curve)
+    mean, high = sample_mean_and_high_fraction(policy)
+    assert high > 0.95 and abs(mean - HIGH) < 0.2, (mean, high)
+    assert unnormalised_weights(adv, 0.1, 20.0, "binary").sum() == (adv > 0).sum()
+    with pytest.raises(ValueError, match="no chunk has a positive weight"):
+        improve_policy(TinyFlowPolicy(), d, np.full(len(d), -1.0, np.float32), config)
+    for refused in ({"extraction": "ranked"}, {"extraction": "conditioned"}, {"sampling": "stratified"}):
+        with pytest.raises(ValueError, match="sampling"):
+            ImprovementConfig(**{"sampling": "weighted", **refused})
 
 
 def test_trust_operator_keeps_the_operators_chunks_at_weight_one_and_weights_the_policys():
