@@ -112,9 +112,9 @@ class ImprovementConfig:
                                  # executed (demonstrations, interventions; Dagger's set), weighted: the critic,
                                  # fit on everything, decides how far each correction is trusted
     sampling: str = "uniform"    # uniform: batches drawn uniformly, the loss weighted; weighted: chunks drawn in
-                                 # proportion to their weight, each imitated with weight 1 (module docstring)
+                                 # proportion to their weight, each imitated with weight 1 (aloe_critic.improvement)
     trust_operator: bool = False  # weighted extraction: the operator's chunks keep weight 1 (Dagger's), the
-                                  # advantage weights the policy's own chunks only (module docstring)
+                                  # advantage weights the policy's own chunks only (aloe_critic.improvement)
     ema_decay: float = 0.0       # > 0: the policy ends with the exponential moving average of its weights
                                  # over the steps (as diffusion/flow policies are usually deployed); 0 = last step
 
