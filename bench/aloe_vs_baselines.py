@@ -38,7 +38,7 @@ sys.path.insert(0, str(HERE))
 
 from offline_loop import OPERATORS  # noqa: E402  (the operator conditions, defined once)
 from offline_loop_summary import sign_test  # noqa: E402  (one exact sign test for the bench summaries)
-BASELINES = ("dagger", "progress", "bc")
+BASELINES = ("dagger", "progress", "bc", "oracle")  # oracle: the ceiling of judging corrections (offline_loop)
 METRICS = ("success", "throughput_per_hour")
 
 
