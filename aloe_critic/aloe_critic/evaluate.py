@@ -108,10 +108,15 @@ def value_rows(dataset: TransitionDataset, values: dict, method: str, policy_id:
     return rows
 
 
-def with_weights(rows: list[dict], beta: float, w_max: float, mode: str = "exp") -> list[dict]:
+def with_weights(rows: list[dict], beta: float, w_max: float, mode: str = "exp",
+                 trust_operator: bool = False) -> list[dict]:
     """``rows`` with their ``weight``: the advantage weight a trainer outside this suite consumes (a
-    VLA without an in-process loss), per chunk, before any per-batch normalisation."""
-    weights = unnormalised_weights(torch.tensor([r["advantage"] for r in rows]), beta, w_max, mode)
+    VLA without an in-process loss), per chunk, before any per-batch normalisation; with
+    ``trust_operator`` 1 on the chunks the operator mostly executed (ImprovementConfig.trust_operator).
+    A trainer that draws its batches in proportion to this column (``sampling: weighted``) imitates
+    every drawn chunk with weight 1."""
+    trusted = [r["human_fraction"] >= 0.5 for r in rows] if trust_operator else None
+    weights = unnormalised_weights(torch.tensor([r["advantage"] for r in rows]), beta, w_max, mode, trusted)
     for r, w in zip(rows, weights.tolist()):
         r["weight"] = w
     return rows
@@ -193,6 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--beta", type=float, default=ImprovementConfig.beta,
                    help="temperature of the exported weight column: clip(exp(A / beta), 0, w_max)")
     p.add_argument("--w-max", type=float, default=ImprovementConfig.w_max, help="clip of the exported weight")
+    p.add_argument("--trust-operator", action="store_true",
+                   help="weight 1 on the chunks the operator mostly executed (demonstrations, corrections); the "
+                        "advantage weights the policy's own chunks only (aloe-train's trust_operator)")
     return p
 
 
@@ -207,7 +215,8 @@ def main(argv=None) -> int:
         return 1
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    write_values_csv(with_weights(rows, args.beta, args.w_max), out / "values.csv")
+    write_values_csv(with_weights(rows, args.beta, args.w_max, trust_operator=args.trust_operator),
+                     out / "values.csv")
     pngs = [] if args.no_plots else plot_episode_values(dataset, rows, out)
     adv = np.array([r["advantage"] for r in rows])
     if not args.policy:

@@ -24,6 +24,14 @@ def test_evaluate_writes_values_per_chunk_and_plots(aloe_checkpoint, tmp_path):
     human = [r for r in rows if r["bag"].endswith("ep1") and r["source"] == "HUMAN"]
     assert [int(r["tick"]) for r in human] == [4, 5, 6, 7]
     assert sorted(p.name for p in out.glob("*.png")) == ["values_ep0.png", "values_ep1.png", "values_ep2.png"]
+    # --trust-operator: the operator's chunks at weight 1, the policy's as before
+    trusted = tmp_path / "trusted"
+    assert main([str(root / "bags"), "--critic", str(ck), "--out", str(trusted), "--num-policy-samples", "2",
+                 "--no-plots", "--trust-operator"]) == 0
+    for r, t in zip(rows, csv.DictReader(open(trusted / "values.csv"))):
+        expected = 1.0 if float(r["human_fraction"]) >= 0.5 else float(r["weight"])
+        assert float(t["weight"]) == pytest.approx(expected, rel=1e-4), (r, t)
+    assert any(float(r["human_fraction"]) >= 0.5 for r in rows) and any(float(r["human_fraction"]) < 0.5 for r in rows)
 
 
 def test_critic_safetensors_round_trip_gives_identical_values(aloe_checkpoint, tmp_path):
