@@ -260,8 +260,14 @@ def plot(summary: dict, path: Path) -> None:
             ax.set_ylabel(label)
             ax.set_ylim(bottom=0)
             ax.grid(alpha=0.3)
-            ax.legend(fontsize=7)
-    fig.tight_layout()
+    # one legend under the panels: method specs are long, and every panel has the same colours
+    labels = {}
+    for ax in axes.flat:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            labels.setdefault(label.rsplit(" (", 1)[0], (handle, label))
+    fig.legend([h for h, _ in labels.values()], [lab for _, lab in labels.values()], loc="lower center",
+               ncol=2, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.06 + 0.035 * ((len(labels) + 1) // 2), 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)
