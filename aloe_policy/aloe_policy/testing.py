@@ -53,12 +53,12 @@ def save_tiny_checkpoint(directory: str | Path, seed: int, config: dict, task: s
     return policy.save_pretrained(directory)
 
 
-def start_server(checkpoint, port: int = 0):
+def start_server(checkpoint, port: int = 0, preexec_fn=None):
     """``aloe-serve-policy`` serving ``checkpoint`` on 127.0.0.1 in its own process (port 0: any
     free one) -> (process, port), once it says it is serving. The caller kills the process."""
     proc = subprocess.Popen(["aloe-serve-policy", "--checkpoint", checkpoint, "--port", str(port), "--host",
                              "127.0.0.1"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
+                            env=dict(os.environ, PYTHONUNBUFFERED="1"), preexec_fn=preexec_fn)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         line = proc.stdout.readline()

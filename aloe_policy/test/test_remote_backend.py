@@ -107,3 +107,17 @@ def test_a_server_without_a_contract_needs_one_from_the_user(tmp_path):
         expected = np.broadcast_to(batch["proprio"][:, 0, None, None, None], (6, 3, 4, 7))
         np.testing.assert_allclose(chunks, expected, rtol=1e-6)
         server.shutdown()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_the_server_stops_on_sigint_and_sigterm_even_when_started_with_sigint_ignored(checkpoint, sig):
+    """A script that starts the server in the background (``aloe-serve-policy ... &`` without job control)
+    hands it SIGINT ignored; it must still stop, and cleanly, on SIGINT and SIGTERM."""
+    path, _ = checkpoint
+    server, _ = start_server(path, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    try:
+        server.send_signal(sig)
+        assert server.wait(20) == 0
+        assert "stopped by a signal" in server.stdout.read()
+    finally:
+        server.kill()

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import signal
 import time
 from pathlib import Path
 
@@ -233,10 +234,16 @@ def main(argv=None) -> int:
     def ready(server):
         print(f"serving {backend.policy_id} on ws://{a.host}:{server.socket.getsockname()[1]}", flush=True)
 
+    def stop(signum, frame):  # SIGINT and SIGTERM stop the server cleanly (connections closed), whatever
+        raise KeyboardInterrupt  # disposition it inherited: started in the background by a script, SIGINT
+                                 # arrives ignored and Python would install no handler for it
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, stop)
     try:
         serve(backend, a.host, a.port, ready)
     except KeyboardInterrupt:
-        pass
+        log.info("stopped by a signal")
     return 0
 
 
