@@ -226,8 +226,7 @@ def main(argv=None) -> int:
     import yaml
 
     from aloe_critic.dataset import TransitionDataset
-    from aloe_data.schema import SOURCE_HUMAN
-    from aloe_critic.improvement import improve_policy
+    from aloe_critic.improvement import improve_policy, operator_chunks
     from aloe_critic.train import TrainConfig, apply_overrides, imitation_set, run_iteration, seed_everything
     from aloe_policy.model import FlowMatchingPolicy, PolicyConfig
     from aloe_sim.env import PickCubeSim
@@ -344,17 +343,15 @@ def main(argv=None) -> int:
             dataset = TransitionDataset(data, 10, 0.99)
             seed_everything(a.seed * 1000 + it)
             if masked:
-                view, _ = imitation_set(dataset, iteration_config.critic_only_bags)  # as run_iteration sees them
+                view, imitable = imitation_set(dataset, iteration_config.critic_only_bags)  # as run_iteration sees
+                improvement = iteration_config.improvement
                 if a.method == "random":  # a random share of the imitable chunks kept
                     keep = np.random.default_rng([a.seed, it]).random(len(view.indices)) < a.keep_fraction
-                elif a.method == "oracle":  # Dagger's set without the bad corrections
-                    keep = oracle_keep(dataset, labelled)[imitation_set(dataset, iteration_config.critic_only_bags)[1]]
-                else:  # operator chunks and successful episodes' chunks of the imitable ones
-                    rows_ = view.indices
-                    keep = (view.source_fraction[rows_, SOURCE_HUMAN] >= 0.5) | (view.outcome[rows_] == "SUCCESS")
-                improvement = iteration_config.improvement
-                if a.method == "oracle":  # drawn as Dagger draws its batches: uniformly from the kept chunks
+                elif a.method == "oracle":  # Dagger's set without the bad corrections, drawn as Dagger draws its
+                    keep = oracle_keep(dataset, labelled)[imitable]  # batches: uniformly from the kept chunks
                     improvement = dataclasses.replace(improvement, sampling="weighted")
+                else:  # operator chunks and successful episodes' chunks of the imitable ones
+                    keep = operator_chunks(view) | (view.outcome[view.indices] == "SUCCESS")
                 improve_policy(policy, view, np.where(keep, 1.0, -1.0).astype(np.float32), improvement, seed=a.seed)
                 row["imitated_chunks"] = int(keep.sum())
             else:
