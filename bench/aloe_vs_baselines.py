@@ -18,7 +18,9 @@ colon: ``aloe``, ``aloe:extraction=ranked``, ``dagger``, ``progress``, ``bc``; a
 deploys it with value-guided selection (best of N samples under the iteration's critic,
 offline_loop.py ``--value-guided N``): its success is that of the guided evaluation episodes, the
 policy trained exactly as without the suffix. ``run`` skips runs whose JSON already holds every
-iteration, so an interrupted study resumes where it stopped.
+iteration, and a run stopped part-way resumes after its last finished iteration (offline_loop.py
+``--state``, in ``<dir>/<run>.state`` until the run finishes), so an interrupted study loses at most one
+iteration per run in flight.
 """
 
 from __future__ import annotations
@@ -78,7 +80,7 @@ def run_study(a) -> int:
 
     def call(args: list[str], log: Path) -> int:
         t0 = time.monotonic()
-        with open(log, "w") as fh:
+        with open(log, "a") as fh:  # a resumed run's log goes on after the interrupted one's
             rc = subprocess.call(["nice", "-n", str(a.nice), sys.executable, str(HERE / "offline_loop.py"), *args],
                                  stdout=fh, stderr=subprocess.STDOUT)
         print(f"[{time.strftime('%H:%M:%S')}] {log.stem}: exit {rc} after {time.monotonic() - t0:.0f} s", flush=True)
@@ -110,7 +112,7 @@ def run_study(a) -> int:
             if complete(out, a.iterations):
                 return 0
             return call(["--seed", str(seed), "--operator", op, "--load-init", str(root / f"init_s{seed}"),
-                         "--first-phase-cache", str(root / "first_phase"),
+                         "--first-phase-cache", str(root / "first_phase"), "--state", str(root / f"{name}.state"),
                          "--out", str(out), *offline_loop_args(method), *common], root / f"{name}.log")
 
         codes = list(pool.map(one, jobs))

@@ -172,6 +172,73 @@ def first_phase(path: Path, collect):
     return phases
 
 
+class RunState:
+    """What a run needs to go on after a finished iteration, in ``--state`` (issue 14: a study's five-iteration
+    runs outlast a session): the policy, the episodes each iteration added, the corrections' labels, the
+    operator (its noise and correction-quality draws carry over from episode to episode), the rows and the
+    value-guided scorer. Written after each iteration's training, a file at a time, ``state.json`` last, so a
+    kill anywhere leaves the previous iteration's state whole. Everything else a later iteration uses is
+    seeded per episode or per iteration, so a resumed run equals an unbroken one (tested)."""
+
+    def __init__(self, directory: str):
+        self.dir = Path(directory) if directory else None
+
+    def load(self, expected_args: dict):
+        """(next iteration, policy, added episodes, labelled, operator, rows) or None when there is nothing
+        to resume. Refuses a state written with other arguments."""
+        import pickle
+
+        from aloe_policy.model import FlowMatchingPolicy
+
+        if self.dir is None or not (self.dir / "state.json").is_file():
+            return None
+        meta = json.loads((self.dir / "state.json").read_text())
+        if meta["args"] != expected_args:
+            diff = sorted(k for k in set(meta["args"]) | set(expected_args)
+                          if meta["args"].get(k) != expected_args.get(k))
+            raise SystemExit(f"{self.dir} holds a run with other arguments ({', '.join(diff)}): remove it or "
+                             f"pass another --state")
+        k = meta["next_iteration"]
+        policy = FlowMatchingPolicy.from_pretrained(self.dir / f"policy_{k:02d}")
+        episodes = []
+        for it in range(k):
+            episodes += pickle.loads((self.dir / f"episodes_{it:02d}.pkl").read_bytes())
+        labelled, operator = pickle.loads((self.dir / f"run_{k:02d}.pkl").read_bytes())
+        return k, policy, episodes, labelled, operator, meta["rows"]
+
+    def save(self, next_iteration: int, args: dict, policy, added: list, labelled: dict, operator, rows: list,
+             scorer: Path | None) -> None:
+        import pickle
+        import shutil
+
+        from aloe_data.atomic import write_atomic
+
+        if self.dir is None:
+            return
+        self.dir.mkdir(parents=True, exist_ok=True)
+        k = next_iteration
+        write_atomic(self.dir / f"episodes_{k - 1:02d}.pkl", pickle.dumps(added))
+        policy.save_pretrained(self.dir / f"policy_{k:02d}")
+        write_atomic(self.dir / f"run_{k:02d}.pkl", pickle.dumps((labelled, operator)))
+        if scorer is not None and scorer.is_file():
+            write_atomic(self.dir / "chunk_scorer.tmp", scorer.read_bytes())
+            (self.dir / "chunk_scorer.tmp").replace(self.dir / scorer.name)
+        write_atomic(self.dir / "state.json", json.dumps({"next_iteration": k, "args": args, "rows": rows}))
+        for old in (f"policy_{k - 1:02d}", f"run_{k - 1:02d}.pkl"):  # superseded
+            path = self.dir / old
+            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+
+    def scorer(self, name: str) -> Path | None:
+        path = self.dir / name if self.dir is not None else None
+        return path if path is not None and path.is_file() else None
+
+    def remove(self) -> None:
+        import shutil
+
+        if self.dir is not None:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
 def log(message: str) -> None:
     print(f"[{time.monotonic() - LOG_T0:6.0f} s] {message}", flush=True)
 
@@ -218,6 +285,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also evaluate each improved policy with value-guided selection at deployment (best of N "
                         "samples under the iteration's critic, through the chunk scorer and selector policy_node "
                         "uses) on the same evaluation episodes: row fields vg_*; it changes nothing else")
+    p.add_argument("--state", default="",
+                   help="folder of the run's state after each finished iteration: the same command run again "
+                        "resumes after the last finished iteration (identical to an unbroken run) instead of "
+                        "starting over; removed when the run finishes")
     p.add_argument("--out", default="runs/bench/offline_loop.json", help="JSON results (untracked by default)")
     return p
 
@@ -289,7 +360,18 @@ def main(argv=None) -> int:
     scorer_dir = Path(scratch.name) / "value_guided"  # the critic as policy_node's chunk scorer
     critic = None
     eval_seeds = range(500, 500 + a.eval)  # the same cube positions every iteration (and with --value-guided)
-    for it in range(a.iterations + 1):
+    state = RunState(a.state)
+    same_run = {k: v for k, v in run_args.items() if k not in ("state", "out")}
+    start = 0
+    resumed = state.load(same_run)
+    if resumed is not None:
+        start, policy, added, labelled, operator, rows = resumed
+        data += added
+        if state.scorer(CHUNK_SCORER):
+            scorer_dir.mkdir(exist_ok=True)
+            (scorer_dir / CHUNK_SCORER).write_bytes(state.scorer(CHUNK_SCORER).read_bytes())
+        log(f"resumed from {a.state} after iteration {start - 1} (policy {policy.policy_id})")
+    for it in range(start, a.iterations + 1):
         def collect():
             evaluation = run_episodes(sim, eval_seeds, policy=policy, desc=f"eval_{it:02d}",
                                       replan_every=a.replan)
@@ -320,7 +402,7 @@ def main(argv=None) -> int:
             f"{row['eval_throughput_per_hour']:.0f}/h | supervised: success {supervised.success_rate:.2f}, intervention "
             f"rate {supervised.intervention_rate:.3f}, length {supervised.mean_length:.1f}"
             + (f" | rollouts: success {rollouts.success_rate:.2f}" if rollouts is not None else ""))
-        if a.value_guided and critic is not None:  # the same episodes, the policy steered by the last critic
+        if a.value_guided and (scorer_dir / CHUNK_SCORER).is_file():  # the episodes, steered by the last critic
             selector = ValueGuidedSelector(policy, scorer_dir, a.value_guided)
             guided = run_episodes(sim, eval_seeds, policy=selector, desc=f"eval_vg_{it:02d}",
                                   replan_every=a.replan)
@@ -329,6 +411,7 @@ def main(argv=None) -> int:
             log(f"iteration {it}: value-guided (best of {a.value_guided}) success {guided.success_rate:.2f}, "
                 f"throughput {row['vg_eval_throughput_per_hour']:.0f}/h")
         if it < a.iterations:
+            before = len(data)
             if not a.no_eval_data:
                 for i, episode in enumerate(evaluation.episodes):
                     episode.bag = f"offline/bags/eval_{it:02d}/{i:03d}"  # as the main job's: critic_only_bags
@@ -380,6 +463,10 @@ def main(argv=None) -> int:
         rows.append(row)
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
         Path(a.out).write_text(json.dumps({"args": run_args, "rows": rows}, indent=1))
+        if it < a.iterations:
+            state.save(it + 1, same_run, policy, data[before:], labelled, operator, rows,
+                       scorer_dir / CHUNK_SCORER if a.value_guided else None)
+    state.remove()
     log("success per iteration: " + ", ".join(f"{r['success_rate']:.2f}" for r in rows) + f" -> {a.out}")
     return 0
 

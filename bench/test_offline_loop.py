@@ -144,3 +144,47 @@ def test_the_critic_is_scored_on_telling_bad_corrections_from_good_ones():
     assert keep[in_supervised & (start >= 3)].all(), "the good one (ticks 4-5)"
     assert (offline_loop.oracle_keep(dataset, {1: (supervised, unlabelled)})
             == (dataset.source_fraction[rows][:, H] >= 0.5)).all(), "no labels: Dagger's set"
+
+
+@pytest.mark.slow
+def test_a_run_killed_after_an_iteration_resumes_there_and_equals_an_unbroken_one(tmp_path):
+    """A real process, started as the study runner starts it, killed with SIGKILL once its first iteration's
+    state is written; the same command again resumes after iteration 0 and ends where an unbroken run does."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    init = str(tmp_path / "init")
+    args = TINY + ["--iterations", "2", "--eval-critic-only", "--method", "aloe", "--rollouts", "1", "--operator",
+                   "mixed", "--value-guided", "2"]
+    unbroken = tmp_path / "unbroken.json"
+    assert offline_loop.main(args + ["--save-init", init, "--out", str(unbroken)]) == 0
+    state, out = tmp_path / "run.state", tmp_path / "resumed.json"
+    command = [sys.executable, str(Path(offline_loop.__file__)), *args, "--load-init", init, "--state", str(state),
+               "--out", str(out)]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 300
+    while not (state / "state.json").is_file():
+        assert proc.poll() is None and time.monotonic() < deadline, "no state after iteration 0"
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert len(json.loads(out.read_text())["rows"]) < 3, "killed before the run ended"
+    assert json.loads((state / "state.json").read_text())["next_iteration"] == 1
+
+    # the state belongs to this command: other arguments are refused, the state kept
+    other = subprocess.run([*command, "--policy-steps", "4"], capture_output=True, text=True)
+    assert other.returncode != 0 and "other arguments (policy_steps)" in other.stderr and state.is_dir()
+
+    again = subprocess.run(command, capture_output=True, text=True)
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    assert "resumed from" in again.stdout and "after iteration 0" in again.stdout
+    assert not state.exists(), "the state is removed once the run has finished"
+
+    def outcome(path):  # policy ids (the trained weights) and every episode's outcome and length
+        return [(r["policy_id"], r["eval_success"], r["eval_steps"], r["assisted_steps"], r.get("rollout_steps"),
+                 r.get("vg_eval_steps"), r.get("imitated_chunks")) for r in json.loads(path.read_text())["rows"]]
+
+    assert outcome(out) == outcome(unbroken)
+    assert outcome(out)[2][5] is not None, "value-guided evaluation at the resumed iterations too"
