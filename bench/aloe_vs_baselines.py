@@ -95,7 +95,9 @@ def run_study(a) -> int:
                 return rc
         return 0
 
-    jobs = [(op, m, s) for s in a.seeds for op in a.operators for m in a.methods]
+    # Seed by seed (a partial grid has whole seeds); within a seed the operators alternate, so runs started
+    # together collect different first phases and the later methods of an operator read its cached one.
+    jobs = [(op, m, s) for s in a.seeds for m in a.methods for op in a.operators]
     manifest = root / "study.json"  # run file -> (operator, method spec, seed): the labels of the summary
     known = json.loads(manifest.read_text()) if manifest.is_file() else {}
     known.update({run_name(*j): {"operator": j[0], "method": j[1], "seed": j[2]} for j in jobs})
