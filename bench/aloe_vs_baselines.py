@@ -172,7 +172,11 @@ def load(root: Path) -> dict:
     return runs
 
 
-def summarise(runs: dict) -> dict:
+def summarise(runs: dict, iteration: int | None = None) -> dict:
+    """Records of every iteration and paired tests of each ALOE variant against each baseline: at
+    ``iteration`` over the seeds whose runs of both reached it (a grid still running: the seeds not yet
+    there are left out, not compared at an earlier iteration), or by default at the last iteration every
+    seed of the pair reached."""
     records = []
     for (op, method, seed), rows in sorted(runs.items()):
         for r in rows:
@@ -187,10 +191,12 @@ def summarise(runs: dict) -> dict:
     for op in sorted({o for o, _, _ in runs}):
         for m in [m for m in methods if m.startswith("aloe")]:
             for b in [b for b in methods if b.split(":")[0] in BASELINES]:
-                seeds = sorted(s for o, mm, s in runs if o == op and mm == m and (op, b, s) in runs)
+                seeds = sorted(s for o, mm, s in runs if o == op and mm == m and (op, b, s) in runs
+                               and (iteration is None or min(len(runs[(op, x, s)]) for x in (m, b)) > iteration))
                 if not seeds:
                     continue
-                last = min(len(runs[(op, x, s)]) for x in (m, b) for s in seeds) - 1
+                last = (min(len(runs[(op, x, s)]) for x in (m, b) for s in seeds) - 1 if iteration is None
+                        else iteration)
                 ra = [runs[(op, m, s)][last] for s in seeds]
                 rb = [runs[(op, b, s)][last] for s in seeds]
                 sa = np.concatenate([r["eval_success"] for r in ra]).astype(bool)
@@ -294,6 +300,9 @@ def main(argv=None) -> int:
     s.add_argument("--dir", required=True, nargs="+", help="study folder(s)")
     s.add_argument("--out", default="", help="JSON to write (e.g. bench/results/aloe_vs_baselines.json); "
                                              "a PNG is written beside it")
+    s.add_argument("--iteration", type=int, default=None,
+                   help="pair the methods at this iteration, over the seeds whose runs reached it (default: the "
+                        "last iteration every seed of the pair reached)")
     a = p.parse_args(argv)
     if a.command == "run":
         return run_study(a)
@@ -303,7 +312,7 @@ def main(argv=None) -> int:
     if not runs:
         print(f"no runs in {a.dir}", file=sys.stderr)
         return 2
-    summary = summarise(runs)
+    summary = summarise(runs, a.iteration)
     print(markdown(summary), end="")
     if a.out:
         out = Path(a.out)

@@ -117,3 +117,15 @@ def test_a_tiny_study_runs_resumes_and_summarises(tmp_path):
         ("aloe", 0), ("aloe", 1), ("aloe+vg2", 0), ("aloe+vg2", 1), ("dagger", 0), ("dagger", 1)}
     assert {t["metric"] for t in data["paired"]} == {"success", "throughput_per_hour"}
     assert out.with_suffix(".png").stat().st_size > 1000
+
+
+def test_a_grid_still_running_is_paired_at_the_asked_iteration_over_the_seeds_that_reached_it(tmp_path):
+    ok, bad = [True] * 10, [True] * 4 + [False] * 6
+    for method, last in (("aloe", ok), ("dagger", bad)):
+        write_run(tmp_path, "skilled", method, 0, [bad, bad, last], [[30] * 10] * 3)  # finished
+        write_run(tmp_path, "skilled", method, 1, [bad, ok], [[30] * 10] * 2)  # one iteration to go
+    default = next(t for t in avb.summarise(avb.load(tmp_path))["paired"] if t["metric"] == "success")
+    assert (default["iteration"], default["seeds"], default["wins"]) == (1, [0, 1], 0), "as far as every seed got"
+    at2 = next(t for t in avb.summarise(avb.load(tmp_path), iteration=2)["paired"] if t["metric"] == "success")
+    assert (at2["iteration"], at2["seeds"], at2["wins"], at2["losses"]) == (2, [0], 6, 0)
+    assert not avb.summarise(avb.load(tmp_path), iteration=3)["paired"], "no seed there yet"
