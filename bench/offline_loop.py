@@ -221,15 +221,15 @@ class RunState:
         policy.save_pretrained(self.dir / f"policy_{k:02d}")
         write_atomic(self.dir / f"run_{k:02d}.pkl", pickle.dumps((labelled, operator)))
         if scorer is not None and scorer.is_file():
-            write_atomic(self.dir / "chunk_scorer.tmp", scorer.read_bytes())
-            (self.dir / "chunk_scorer.tmp").replace(self.dir / scorer.name)
+            write_atomic(self.dir / f"scorer_{k:02d}", scorer.read_bytes())
         write_atomic(self.dir / "state.json", json.dumps({"next_iteration": k, "args": args, "rows": rows}))
-        for old in (f"policy_{k - 1:02d}", f"run_{k - 1:02d}.pkl"):  # superseded
+        for old in (f"policy_{k - 1:02d}", f"run_{k - 1:02d}.pkl", f"scorer_{k - 1:02d}"):  # superseded
             path = self.dir / old
             shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
 
-    def scorer(self, name: str) -> Path | None:
-        path = self.dir / name if self.dir is not None else None
+    def scorer(self, iteration: int) -> Path | None:
+        """The value-guided chunk scorer the state's policy was evaluated with, if any."""
+        path = self.dir / f"scorer_{iteration:02d}" if self.dir is not None else None
         return path if path is not None and path.is_file() else None
 
     def remove(self) -> None:
@@ -367,9 +367,9 @@ def main(argv=None) -> int:
     if resumed is not None:
         start, policy, added, labelled, operator, rows = resumed
         data += added
-        if state.scorer(CHUNK_SCORER):
+        if state.scorer(start):
             scorer_dir.mkdir(exist_ok=True)
-            (scorer_dir / CHUNK_SCORER).write_bytes(state.scorer(CHUNK_SCORER).read_bytes())
+            (scorer_dir / CHUNK_SCORER).write_bytes(state.scorer(start).read_bytes())
         log(f"resumed from {a.state} after iteration {start - 1} (policy {policy.policy_id})")
     for it in range(start, a.iterations + 1):
         def collect():
