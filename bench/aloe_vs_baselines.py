@@ -40,7 +40,8 @@ sys.path.insert(0, str(HERE))
 
 from offline_loop import OPERATORS  # noqa: E402  (the operator conditions, defined once)
 from offline_loop_summary import sign_test  # noqa: E402  (one exact sign test for the bench summaries)
-BASELINES = ("dagger", "progress", "bc", "oracle")  # oracle: the ceiling of judging corrections (offline_loop)
+BASELINES = ("dagger", "progress", "bc", "oracle", "filtered")  # oracle: the ceiling of judging corrections;
+# filtered: the episode outcome instead of a critic (offline_loop)
 METRICS = ("success", "throughput_per_hour")
 
 
@@ -250,7 +251,7 @@ def plot(summary: dict, path: Path) -> None:
     recs = summary["records"]
     ops = sorted({r["operator"] for r in recs})
     methods = sorted({r["method"] for r in recs})
-    fig, axes = plt.subplots(2, len(ops), figsize=(5.5 * len(ops), 7), squeeze=False)
+    fig, axes = plt.subplots(2, len(ops), figsize=(max(5.5 * len(ops), 8.0), 7), squeeze=False)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for j, op in enumerate(ops):
         for row, (key, label) in enumerate((("success", "success, policy alone"),
@@ -275,9 +276,10 @@ def plot(summary: dict, path: Path) -> None:
     for ax in axes.flat:
         for handle, label in zip(*ax.get_legend_handles_labels()):
             labels.setdefault(label.rsplit(" (", 1)[0], (handle, label))
+    ncol = 2 if len(ops) > 1 else 1  # one panel wide: a column of labels, or the long specs run off the page
     fig.legend([h for h, _ in labels.values()], [lab for _, lab in labels.values()], loc="lower center",
-               ncol=2, fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0.06 + 0.035 * ((len(labels) + 1) // 2), 1, 1))
+               ncol=ncol, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.06 + 0.035 * -(-len(labels) // ncol), 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -129,3 +129,12 @@ def test_a_grid_still_running_is_paired_at_the_asked_iteration_over_the_seeds_th
     at2 = next(t for t in avb.summarise(avb.load(tmp_path), iteration=2)["paired"] if t["metric"] == "success")
     assert (at2["iteration"], at2["seeds"], at2["wins"], at2["losses"]) == (2, [0], 6, 0)
     assert not avb.summarise(avb.load(tmp_path), iteration=3)["paired"], "no seed there yet"
+
+
+def test_the_references_without_a_critic_are_paired_like_baselines(tmp_path):
+    ok, bad = [True] * 10, [True] * 4 + [False] * 6
+    write_run(tmp_path, "mixed", "aloe:sampling=weighted", 0, [bad, ok], [[30] * 10] * 2)
+    for reference in ("filtered:sampling=weighted", "oracle", "random"):
+        write_run(tmp_path, "mixed", reference, 0, [bad, bad], [[30] * 10] * 2)
+    paired = {t["baseline"] for t in avb.summarise(avb.load(tmp_path))["paired"] if t["metric"] == "success"}
+    assert paired == {"filtered:sampling=weighted", "oracle"}, "random is a control of the weights, not a rival"
