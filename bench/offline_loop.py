@@ -192,18 +192,23 @@ class RunState:
 
         if self.dir is None or not (self.dir / "state.json").is_file():
             return None
-        meta = json.loads((self.dir / "state.json").read_text())
-        if meta["args"] != expected_args:
-            diff = sorted(k for k in set(meta["args"]) | set(expected_args)
-                          if meta["args"].get(k) != expected_args.get(k))
-            raise SystemExit(f"{self.dir} holds a run with other arguments ({', '.join(diff)}): remove it or "
-                             f"pass another --state")
-        k = meta["next_iteration"]
-        policy = FlowMatchingPolicy.from_pretrained(self.dir / f"policy_{k:02d}")
-        episodes = []
-        for it in range(k):
-            episodes += pickle.loads((self.dir / f"episodes_{it:02d}.pkl").read_bytes())
-        labelled, operator = pickle.loads((self.dir / f"run_{k:02d}.pkl").read_bytes())
+        expected_args = json.loads(json.dumps(expected_args))  # as state.json holds them
+        try:
+            meta = json.loads((self.dir / "state.json").read_text())
+            if meta["args"] != expected_args:
+                diff = sorted(k for k in set(meta["args"]) | set(expected_args)
+                              if meta["args"].get(k) != expected_args.get(k))
+                raise SystemExit(f"{self.dir} holds a run with other arguments ({', '.join(diff)}): remove it or "
+                                 f"pass another --state")
+            k = meta["next_iteration"]
+            policy = FlowMatchingPolicy.from_pretrained(self.dir / f"policy_{k:02d}")
+            episodes = []
+            for it in range(k):
+                episodes += pickle.loads((self.dir / f"episodes_{it:02d}.pkl").read_bytes())
+            labelled, operator = pickle.loads((self.dir / f"run_{k:02d}.pkl").read_bytes())
+        except (OSError, ValueError, KeyError, EOFError, pickle.UnpicklingError) as e:  # CheckpointError: ValueError
+            raise SystemExit(f"the run state in {self.dir} is unreadable ({type(e).__name__}: {e}); remove the folder "
+                             f"to start the run over") from e
         return k, policy, episodes, labelled, operator, meta["rows"]
 
     def save(self, next_iteration: int, args: dict, policy, added: list, labelled: dict, operator, rows: list,

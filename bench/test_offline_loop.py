@@ -176,6 +176,15 @@ def test_a_run_killed_after_an_iteration_resumes_there_and_equals_an_unbroken_on
     # the state belongs to this command: other arguments are refused, the state kept
     other = subprocess.run([*command, "--policy-steps", "4"], capture_output=True, text=True)
     assert other.returncode != 0 and "other arguments (policy_steps)" in other.stderr and state.is_dir()
+    # a damaged state is refused with what to do, not a traceback
+    import shutil
+    damaged = tmp_path / "damaged.state"
+    shutil.copytree(state, damaged)
+    (damaged / "episodes_00.pkl").write_bytes((damaged / "episodes_00.pkl").read_bytes()[:100])
+    broken = subprocess.run([*command[:-4], "--state", str(damaged), "--out", str(tmp_path / "damaged.json")],
+                            capture_output=True, text=True)
+    assert broken.returncode != 0 and "is unreadable" in broken.stderr and "remove the folder" in broken.stderr
+    assert "Traceback" not in broken.stderr
 
     again = subprocess.run(command, capture_output=True, text=True)
     assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
