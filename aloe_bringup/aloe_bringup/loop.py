@@ -62,6 +62,8 @@ def loop_train_config():
         "ensemble_size": 5,
         "freeze_encoder": True,      # Q heads on the policy's frozen features: the CPU-sized choice
         "num_policy_samples": 4,     # A'_j ~ pi per observation for the TD target
+        "sampling": "weighted",      # batches drawn by the (segment-pooled) weights: 61 / 30 better / worse
+                                     # episodes vs uniform batches, p = 0.002 (BENCHMARKS "ALOE vs its rivals", 12)
     })
 
 
