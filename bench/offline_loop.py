@@ -18,8 +18,9 @@ scripted operator (seeds 1000 k ..), then one training iteration on everything c
 * ``oracle``: the ceiling of judging corrections (``mixed`` operator): Dagger's set without the
   corrections the scripted operator recorded as bad (it knows which it aimed off), no critic, every
   batch drawn from the kept chunks (``sampling: weighted`` on the 0/1 mask; ``filtered`` and ``random``
-  draw uniformly from the imitable chunks and zero the rest, as binary weights do, unless
-  ``--train sampling=weighted``). With the other operators (no bad corrections) it is Dagger.
+  draw as the main job's configuration does: from the kept chunks since it draws by weight (session 12),
+  uniformly from the imitable chunks with the rest zeroed under ``--train sampling=uniform``). With the
+  other operators (no bad corrections) it is Dagger.
 * ``random``: a control for binary advantage weighting: bc on a random ``--keep-fraction`` of
   the imitable chunks (drawn anew each iteration), about the share binary ALOE keeps. ALOE below
   it means its critic picks worse than chance; near it, that it picks no better.
@@ -440,7 +441,11 @@ def main(argv=None) -> int:
                     improvement = dataclasses.replace(improvement, sampling="weighted")
                 else:  # operator chunks and successful episodes' chunks of the imitable ones
                     keep = operator_chunks(view) | (view.outcome[view.indices] == "SUCCESS")
-                improve_policy(policy, view, np.where(keep, 1.0, -1.0).astype(np.float32), improvement, seed=a.seed)
+                if keep.any():
+                    improve_policy(policy, view, np.where(keep, 1.0, -1.0).astype(np.float32), improvement,
+                                   seed=a.seed)
+                else:  # nothing to imitate: the policy stays as it is (weighted draws would have nothing to draw)
+                    log(f"iteration {it}: {a.method} keeps no chunk; the policy is not trained")
                 row["imitated_chunks"] = int(keep.sum())
             else:
                 result = run_iteration(iteration_config, dataset, policy)

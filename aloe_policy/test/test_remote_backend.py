@@ -121,3 +121,34 @@ def test_the_server_stops_on_sigint_and_sigterm_even_when_started_with_sigint_ig
         assert "stopped by a signal" in server.stdout.read()
     finally:
         server.kill()
+
+
+def test_an_interrupt_before_the_server_accepts_still_stops_it(checkpoint):
+    """The window between "ready" and the accept loop: an interrupt there once left websockets' shutdown waiting
+    for an accept loop that never ran (the SIGINT test above hung on it in one CI run). Widened here to a second."""
+    import subprocess
+    import sys
+
+    path, _ = checkpoint
+    code = ("import time\n"
+            "from aloe_policy.backends import load_backend, DEFAULT_BACKEND\n"
+            "from aloe_policy.backends.openpi_remote import serve\n"
+            f"backend = load_backend(DEFAULT_BACKEND, {path!r})\n"
+            "def ready(server):\n"
+            "    print('ready', flush=True)\n"
+            "    time.sleep(1.0)\n"
+            "try:\n"
+            "    serve(backend, '127.0.0.1', 0, ready)\n"
+            "except KeyboardInterrupt:\n"
+            "    print('stopped', flush=True)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        line = proc.stdout.readline()
+        while line and line.strip() != "ready":
+            line = proc.stdout.readline()
+        assert line.strip() == "ready", proc.stdout.read()
+        proc.send_signal(signal.SIGINT)  # lands in ready's sleep, before the accept loop
+        assert proc.wait(20) == 0
+        assert "stopped" in proc.stdout.read()
+    finally:
+        proc.kill()

@@ -21,6 +21,7 @@ import hashlib
 import json
 import logging
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -205,10 +206,16 @@ def serve(backend, host: str = "0.0.0.0", port: int = 8000, ready=None) -> None:
                 return
 
     with ws_serve(handler, host, port, compression=None, max_size=None) as server:
+        # serve_forever in a thread, this one waiting for it: an interrupt (KeyboardInterrupt, or a signal
+        # handler's) then reaches shutdown() (the with's exit) from another thread than serve_forever's, as
+        # websockets requires. Called in serve_forever's own thread, shutdown waits for it forever, and so it
+        # did when a signal came between `ready` and serve_forever (a test sending SIGINT on the ready line).
+        accepting = threading.Thread(target=server.serve_forever, name="aloe-serve-accept", daemon=True)
+        accepting.start()
         log.info("policy %s ready for requests on port %d", backend.policy_id, server.socket.getsockname()[1])
         if ready is not None:
             ready(server)
-        server.serve_forever()
+        accepting.join()  # interruptible: signals reach this (main) thread
 
 
 def main(argv=None) -> int:
