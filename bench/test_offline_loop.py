@@ -16,6 +16,14 @@ TINY = ["--demos", "1", "--iterations", "1", "--episodes", "1", "--eval", "2", "
         "--train", "ensemble_size=2", "--train", "num_policy_samples=2"]
 
 
+def run_outcome(run) -> list[tuple]:
+    """What makes two runs the same run, per iteration: the policy id (the trained weights), every
+    episode's outcome and length in each phase, the imitated chunks (``run``: rows or a run's JSON)."""
+    rows = json.loads(Path(run).read_text())["rows"] if isinstance(run, (str, Path)) else run
+    return [(r["policy_id"], r["eval_success"], r["eval_steps"], r["assisted_steps"], r.get("rollout_steps"),
+             r.get("vg_eval_steps"), r.get("imitated_chunks")) for r in rows]
+
+
 @pytest.mark.slow
 def test_offline_loop_runs_and_critic_only_episodes_are_not_imitated(tmp_path):
     out = tmp_path / "aloe.json"
@@ -51,11 +59,7 @@ def test_rollouts_are_imitable_training_episodes_on_positions_of_their_own(tmp_p
     assert first["eval_success"] == plain_rows[0]["eval_success"]  # the evaluation is unchanged by rollouts
     assert len(first["rollout_success"]) == 2 and "rollout_success" not in runs["aloe"][1]  # none at the end
     assert first["imitated_chunks"] > plain_rows[0]["imitated_chunks"]  # the rollouts' chunks are imitable
-    def outcome(rows):  # policy ids (the trained weights) and every episode's outcome and length
-        return [(r["policy_id"], r["eval_success"], r["eval_steps"], r["assisted_steps"], r.get("rollout_steps"))
-                for r in rows]
-
-    assert outcome(runs["again"]) == outcome(runs["aloe"])  # the cached first phase (with its rollouts) reproduces it
+    assert run_outcome(runs["again"]) == run_outcome(runs["aloe"])  # the cached first phase (with its rollouts) reproduces it
     assert len(list(Path(cache).glob("*_o2.pkl"))) == 1
     # the outcome-filtered reference imitates no evaluation episode: at most the imitable chunks
     assert runs["filtered"][0]["imitated_chunks"] <= first["imitated_chunks"]
@@ -68,7 +72,7 @@ def test_rollouts_are_imitable_training_episodes_on_positions_of_their_own(tmp_p
         out = tmp_path / f"dagger{len(extra)}.json"
         assert offline_loop.main(TINY + ["--eval-critic-only", "--load-init", init, "--method", "dagger", *extra,
                                          "--out", str(out)]) == 0
-        daggers.append(outcome(json.loads(out.read_text())["rows"]))
+        daggers.append(run_outcome(out))
     assert [row[:4] for row in daggers[0]] == [row[:4] for row in daggers[1]]
 
 
@@ -103,11 +107,7 @@ def test_a_run_from_the_cached_first_phase_equals_one_that_collects_it(tmp_path)
                                          str(cache), "--out", str(out)]) == 0
     assert len(list(cache.glob("*.pkl"))) == 1
 
-    def outcome(path):  # policy ids (the trained weights) and every episode's outcome and length
-        return [(r["policy_id"], r["eval_success"], r["eval_steps"], r["assisted_steps"])
-                for r in json.loads(path.read_text())["rows"]]
-
-    assert outcome(collected) == outcome(outs[0]) == outcome(outs[1])
+    assert run_outcome(collected) == run_outcome(outs[0]) == run_outcome(outs[1])
 
 
 def test_the_critic_is_scored_on_telling_bad_corrections_from_good_ones():
@@ -191,9 +191,5 @@ def test_a_run_killed_after_an_iteration_resumes_there_and_equals_an_unbroken_on
     assert "resumed from" in again.stdout and "after iteration 0" in again.stdout
     assert not state.exists(), "the state is removed once the run has finished"
 
-    def outcome(path):  # policy ids (the trained weights) and every episode's outcome and length
-        return [(r["policy_id"], r["eval_success"], r["eval_steps"], r["assisted_steps"], r.get("rollout_steps"),
-                 r.get("vg_eval_steps"), r.get("imitated_chunks")) for r in json.loads(path.read_text())["rows"]]
-
-    assert outcome(out) == outcome(unbroken)
-    assert outcome(out)[2][5] is not None, "value-guided evaluation at the resumed iterations too"
+    assert run_outcome(out) == run_outcome(unbroken)
+    assert run_outcome(out)[2][5] is not None, "value-guided evaluation at the resumed iterations too"
