@@ -216,7 +216,39 @@ def summarise(runs: dict, iteration: int | None = None) -> dict:
                                    "iteration": last, "seeds": seeds, "wins": faster, "losses": slower, "p_value": p,
                                    "method_value": throughput(sa, ta), "baseline_value": throughput(sb, tb),
                                    "difference": diff})
-    return {"records": records, "paired": paired}
+    return {"records": records, "paired": paired, "target": target_verdict(paired)}
+
+
+RIVALS = ("dagger", "progress")  # the issue's target names Dagger and AWR/progress (bc and the references are context)
+
+
+def target_verdict(paired: list[dict], alpha: float = 0.05) -> list[dict]:
+    """Issue 14's target, read off the paired tests of each ALOE variant: ahead of every rival (Dagger,
+    AWR/progress: each rival spec present) in success or throughput with p < alpha in at least one
+    operator condition (``met``: the same condition for every rival; ``met_per_rival``: a condition of
+    its own for each), and significantly behind none of them in any condition and metric."""
+    def significant(t: dict, ahead: bool) -> bool:
+        return t["p_value"] < alpha and (t["wins"] > t["losses"] if ahead else t["losses"] > t["wins"])
+
+    verdicts = []
+    for m in sorted({t["method"] for t in paired}):
+        tests = [t for t in paired if t["method"] == m and t["baseline"].split(":")[0] in RIVALS]
+        rivals = sorted({t["baseline"] for t in tests})
+        if not {r.split(":")[0] for r in rivals} >= set(RIVALS):
+            continue  # a study without both rivals says nothing about the target
+        operators = sorted({t["operator"] for t in tests})
+        ahead = {(r, op): any(significant(t, True) for t in tests if t["baseline"] == r and t["operator"] == op)
+                 for r in rivals for op in operators}
+        behind = [{k: t[k] for k in ("baseline", "operator", "metric", "wins", "losses", "p_value")}
+                  for t in tests if significant(t, False)]
+        ahead_in = sorted(op for op in operators if all(ahead[(r, op)] for r in rivals))
+        per_rival = {r: sorted(op for op in operators if ahead[(r, op)]) for r in rivals}
+        verdicts.append({"method": m, "rivals": rivals, "iteration": sorted({t["iteration"] for t in tests}),
+                         "ahead_of_every_rival_in": ahead_in, "ahead_per_rival": per_rival,
+                         "significantly_behind": behind,
+                         "met": bool(ahead_in) and not behind,
+                         "met_per_rival": all(per_rival.values()) and not behind})
+    return verdicts
 
 
 def markdown(summary: dict) -> str:
@@ -240,6 +272,13 @@ def markdown(summary: dict) -> str:
         lines.append(f"| {t['operator']} | {t['method']} vs {t['baseline']} | {t['metric']} "
                      f"({t['method_value']:.2f} vs {t['baseline_value']:.2f}) | {t['iteration']} | "
                      f"{','.join(map(str, t['seeds']))} | {t['wins']} | {t['losses']} | {t['p_value']:.3f} |")
+    for v in summary.get("target", []):
+        behind = "; ".join(f"{b['baseline']} ({b['operator']}, {b['metric']}: {b['wins']} / {b['losses']}, "
+                           f"p = {b['p_value']:.3f})" for b in v["significantly_behind"]) or "none"
+        ahead = ", ".join(f"{r}: {', '.join(ops) or 'no condition'}" for r, ops in v["ahead_per_rival"].items())
+        lines += ["", f"Target (issue 14) for {v['method']} at iteration {', '.join(map(str, v['iteration']))}: "
+                  f"**{'met' if v['met'] else 'not met'}**. Ahead (p < 0.05, success or throughput) of {ahead}; "
+                  f"significantly behind: {behind}."]
     return "\n".join(lines) + "\n"
 
 

@@ -93,6 +93,34 @@ def test_summary_records_every_iteration_and_pairs_aloe_with_each_baseline_at_th
     assert "| imperfect | aloe vs dagger | success (1.00 vs 0.40) | 1 | 0,1 | 12 | 0 |" in text
 
 
+def test_the_target_verdict_needs_every_rival_beaten_in_a_condition_and_none_significantly_ahead(tmp_path):
+    ok, bad = [True] * 10, [True] * 4 + [False] * 6
+    awr = "progress:sampling=weighted"
+    for seed in (0, 1):  # skilled: ALOE ahead of both rivals; imperfect: level with Dagger, ahead of AWR
+        write_run(tmp_path, "skilled", "aloe", seed, [bad, ok], [[30] * 10, [20] * 10])
+        write_run(tmp_path, "skilled", "dagger", seed, [bad, bad], [[30] * 10, [30] * 10])
+        write_run(tmp_path, "skilled", awr, seed, [bad, bad], [[30] * 10, [30] * 10])
+        write_run(tmp_path, "imperfect", "aloe", seed, [bad, bad], [[30] * 10, [30] * 10])
+        write_run(tmp_path, "imperfect", "dagger", seed, [bad, bad], [[30] * 10, [30] * 10])
+        write_run(tmp_path, "imperfect", awr, seed, [bad, [False] * 10], [[30] * 10, [30] * 10])
+    (verdict,) = avb.summarise(avb.load(tmp_path))["target"]
+    assert verdict["method"] == "aloe" and verdict["rivals"] == ["dagger", awr] and verdict["iteration"] == [1]
+    assert verdict["ahead_of_every_rival_in"] == ["skilled"] and verdict["ahead_per_rival"] == {
+        "dagger": ["skilled"], awr: ["imperfect", "skilled"]}
+    assert verdict["met"] and verdict["met_per_rival"] and verdict["significantly_behind"] == []
+    # Dagger significantly ahead in one condition: not met, and the table says why
+    for seed in (0, 1):
+        write_run(tmp_path, "imperfect", "dagger", seed, [bad, ok], [[30] * 10, [30] * 10])
+    summary = avb.summarise(avb.load(tmp_path))
+    (verdict,) = summary["target"]
+    assert not verdict["met"] and not verdict["met_per_rival"]
+    assert [(b["baseline"], b["operator"], b["metric"]) for b in verdict["significantly_behind"]] == [
+        ("dagger", "imperfect", "success"), ("dagger", "imperfect", "throughput_per_hour")]
+    assert "Target (issue 14) for aloe at iteration 1: **not met**" in avb.markdown(summary)
+    # without both rivals the study says nothing about the target
+    assert avb.target_verdict([t for t in summary["paired"] if t["baseline"] == "dagger"]) == []
+
+
 @pytest.mark.slow
 def test_a_tiny_study_runs_resumes_and_summarises(tmp_path):
     args = ["run", "--dir", str(tmp_path / "study"), "--seeds", "0", "--operators", "imperfect",
