@@ -173,6 +173,23 @@ def load(root: Path) -> dict:
     return runs
 
 
+def inconsistent_starts(runs: dict) -> list[dict]:
+    """Runs of one seed that do not share their start: iteration 0 must hold the same initial policy and
+    the same policy-alone episodes whatever the method or operator (a grid that spans sessions rebuilds
+    the initial policies and first phases, so this is checked, not assumed). Returns the disagreements."""
+    problems = []
+    for seed in sorted({s for _, _, s in runs}):
+        starts = {(op, m): rows[0] for (op, m, s), rows in runs.items() if s == seed and rows}
+        if not starts:
+            continue
+        (ref_key, ref), *rest = sorted(starts.items())
+        for key, row in rest:
+            differs = [f for f in ("policy_id", "eval_success", "eval_steps") if row.get(f) != ref.get(f)]
+            if differs:
+                problems.append({"seed": seed, "run": list(key), "reference": list(ref_key), "fields": differs})
+    return problems
+
+
 def summarise(runs: dict, iteration: int | None = None) -> dict:
     """Records of every iteration and paired tests of each ALOE variant against each baseline: at
     ``iteration`` over the seeds whose runs of both reached it (a grid still running: the seeds not yet
@@ -216,7 +233,8 @@ def summarise(runs: dict, iteration: int | None = None) -> dict:
                                    "iteration": last, "seeds": seeds, "wins": faster, "losses": slower, "p_value": p,
                                    "method_value": throughput(sa, ta), "baseline_value": throughput(sb, tb),
                                    "difference": diff})
-    return {"records": records, "paired": paired, "target": target_verdict(paired)}
+    return {"records": records, "paired": paired, "target": target_verdict(paired),
+            "inconsistent_starts": inconsistent_starts(runs)}
 
 
 RIVALS = ("dagger", "progress")  # the issue's target names Dagger and AWR/progress (bc and the references are context)
@@ -355,6 +373,10 @@ def main(argv=None) -> int:
         return 2
     summary = summarise(runs, a.iteration)
     print(markdown(summary), end="")
+    for bad in summary["inconsistent_starts"]:
+        print(f"WARNING: seed {bad['seed']}: run {'/'.join(bad['run'])} does not start where "
+              f"{'/'.join(bad['reference'])} does ({', '.join(bad['fields'])} differ at iteration 0): its pairs "
+              "are not paired episodes", file=sys.stderr)
     if a.out:
         out = Path(a.out)
         out.parent.mkdir(parents=True, exist_ok=True)

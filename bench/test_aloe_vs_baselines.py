@@ -121,6 +121,19 @@ def test_the_target_verdict_needs_every_rival_beaten_in_a_condition_and_none_sig
     assert avb.target_verdict([t for t in summary["paired"] if t["baseline"] == "dagger"]) == []
 
 
+def test_runs_of_a_seed_that_do_not_share_their_start_are_reported(tmp_path, capsys):
+    ok, bad = [True] * 10, [True] * 4 + [False] * 6
+    for op in ("skilled", "imperfect"):
+        write_run(tmp_path, op, "aloe", 0, [bad, ok], [[30] * 10, [20] * 10])
+        write_run(tmp_path, op, "dagger", 0, [bad, bad], [[30] * 10, [30] * 10])
+    assert avb.summarise(avb.load(tmp_path))["inconsistent_starts"] == []
+    write_run(tmp_path, "imperfect", "dagger", 0, [ok, bad], [[30] * 10, [30] * 10])  # another first phase
+    assert avb.summarise(avb.load(tmp_path))["inconsistent_starts"] == [
+        {"seed": 0, "run": ["imperfect", "dagger"], "reference": ["imperfect", "aloe"], "fields": ["eval_success"]}]
+    assert avb.main(["summary", "--dir", str(tmp_path)]) == 0
+    assert "WARNING: seed 0: run imperfect/dagger does not start where imperfect/aloe does" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_a_tiny_study_runs_resumes_and_summarises(tmp_path):
     args = ["run", "--dir", str(tmp_path / "study"), "--seeds", "0", "--operators", "imperfect",
