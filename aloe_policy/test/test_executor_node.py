@@ -63,6 +63,11 @@ class SimHarness:
         self._wait(lambda: all(p.get_subscription_count() > 0 for p in
                                (self.clock_pub, self.joint_pub, self.chunk_pub, self.iv_pub))
                    and self.node.count_publishers("/aloe/executed_action") > 0, 30.0, "executor discovery")
+        # Discovery is not symmetric: we may see the executor's publishers before its writers know our
+        # readers, and a tick's ExecutedAction published then is lost (a republished /clock of the same
+        # time makes no second tick). Its diagnostics (1 Hz, steady clock) reaching us show its writers
+        # know our readers.
+        self._wait(lambda: len(self.diagnostics) > 0, 30.0, "the executor's first diagnostics")
 
     def _wait(self, predicate, timeout, what):
         deadline = time.monotonic() + timeout
