@@ -443,11 +443,9 @@ TRAIN_POLICY = {"image_size": 8, "cnn_channels": [4], "cnn_pool_size": 2, "hidde
 
 def _write_bags(root: Path) -> list[Path]:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "aloe_critic" / "test"))
-    from critic_test_data import write_episode_bag
+    from critic_test_data import write_training_bags
 
-    return [write_episode_bag(root / f"ep{i}", num_ticks=10, outcome=outcome, sources=sources, writer="recorder")
-            for i, (outcome, sources) in enumerate([("SUCCESS", [0] * 10), ("FAILURE", [0] * 4 + [1] * 4 + [0] * 2),
-                                                    ("SUCCESS", [1] * 10)])]
+    return write_training_bags(root, writer="recorder")
 
 
 def _write_unknown_type_bag(path: Path) -> Path:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from critic_test_data import COMMON, small_config, write_episode_bag
+from critic_test_data import COMMON, small_config, write_episode_bag, write_training_bags
 
 torch.set_num_threads(1)
 
@@ -31,9 +31,7 @@ def initial_checkpoint(tmp_path_factory):
     from critic_test_data import TINY_POLICY
 
     root = tmp_path_factory.mktemp("train")
-    for i, (outcome, sources) in enumerate([("SUCCESS", [0] * 10), ("FAILURE", [0] * 4 + [1] * 4 + [0] * 2),
-                                            ("SUCCESS", [1] * 10)]):
-        write_episode_bag(root / "bags" / f"ep{i}", num_ticks=10, outcome=outcome, sources=sources)
+    write_training_bags(root / "bags")
     (root / "policy.json").write_text(json.dumps(TINY_POLICY))
     rc = main(["--bags", str(root / "bags"), "--init-only", "--out", str(root / "iter0"), "--cache-dir",
                str(root / "cache"), "--policy-config-file", str(root / "policy.json"), *COMMON])

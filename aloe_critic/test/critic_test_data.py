@@ -116,6 +116,16 @@ def write_episode_bag(path: Path, num_ticks: int = 8, sources=None, outcome: str
 
 TINY_POLICY = {"image_size": 8, "cnn_channels": [4], "cnn_pool_size": 2, "hidden_dim": 16, "head_hidden_dim": 32,
                "head_layers": 1, "time_embed_dim": 8, "flow_steps": 3, "chunk_horizon": 4}
+# A policy success, a failure the operator took over in the middle, an operator success: 10 ticks each.
+TRAINING_EPISODES = (("SUCCESS", [0] * 10), ("FAILURE", [0] * 4 + [1] * 4 + [0] * 2), ("SUCCESS", [1] * 10))
+
+
+def write_training_bags(bags_dir: Path, **kwargs) -> list[Path]:
+    """The TRAINING_EPISODES as bags ``bags_dir/ep<i>`` (write_episode_bag's keywords pass on)."""
+    return [write_episode_bag(Path(bags_dir) / f"ep{i}", num_ticks=10, outcome=outcome, sources=sources, **kwargs)
+            for i, (outcome, sources) in enumerate(TRAINING_EPISODES)]
+
+
 COMMON = ["--image-size", "8", "--chunk-horizon", "4", "--policy-steps", "15", "--policy-batch-size", "8",
           "--no-progress"]
 

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 
-from critic_test_data import COMMON, TINY_POLICY, small_config, write_episode_bag
+from critic_test_data import COMMON, TINY_POLICY, small_config, write_training_bags
 
 DEVICE = "cuda"
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
@@ -33,9 +33,7 @@ def start(tmp_path_factory):
     from aloe_policy.testing import save_tiny_checkpoint
 
     root = tmp_path_factory.mktemp("cuda")
-    for i, (outcome, sources) in enumerate([("SUCCESS", [0] * 10), ("FAILURE", [0] * 4 + [1] * 4 + [0] * 2),
-                                            ("SUCCESS", [1] * 10)]):
-        write_episode_bag(root / "bags" / f"ep{i}", num_ticks=10, outcome=outcome, sources=sources)
+    write_training_bags(root / "bags")
     save_tiny_checkpoint(root / "iter0", seed=0, config=TINY_POLICY, task="pick the cube")
     save_tiny_checkpoint(root / "iter0_no_dropout", seed=0, config={**TINY_POLICY, "dropout": 0.0}, task="pick the cube")
     return root
