@@ -33,6 +33,11 @@ Design choices (documented here because they change numbers):
   BENCHMARKS.md "ALOE vs its rivals"): on that benchmark neither changed the spread's rank
   correlation with the error (0.55-0.58 at full coverage) nor its size (a quarter of the error);
   they cost nothing, so they stay, but they are not what makes the pessimism work.
+  A third, off by default (``diversity_eta``; EDAC, An et al. 2021): the loss also penalises
+  the mean pairwise cosine similarity of the members' gradients with respect to the chunk, so
+  members that fit the same recorded chunk slope differently around it and disagree at chunks
+  the data never executed (pi's samples at an intervention's states, where the critic was
+  measured to value pi like the operator).
 * V for the advantages (issue 14): from ``num_value_samples`` chunks of pi per observation
   (64 by default), not the target's n: with 8 samples the sampling error of V alone was about
   one unit of beta. ``evaluate`` also returns ``v_se``, the standard error of V by batch means.
@@ -87,6 +92,7 @@ class CriticConfig:
                                      # drawn per batch, never stored for the whole dataset
     bootstrap_fraction: float = 0.8  # each member fits its own fixed random share of the transitions (1 = all)
     prior_scale: float = 0.1         # each member adds this times a fixed random network (random prior); 0 = none
+    diversity_eta: float = 0.0       # weight of the members' chunk-gradient similarity in the loss (EDAC); 0 = off
     aggregate: str = "subset_min"    # conservative aggregation rule over the ensemble
     subset_size: int = 2             # subset_min: members per subset
     kappa: float = 1.0               # mean_std: mean - kappa * std
@@ -102,11 +108,13 @@ class CriticConfig:
             raise ValueError(f"bootstrap_fraction must be in (0, 1], got {self.bootstrap_fraction}")
         if self.prior_scale < 0:
             raise ValueError(f"prior_scale must be >= 0, got {self.prior_scale}")
+        if not (self.diversity_eta >= 0 and math.isfinite(self.diversity_eta)):
+            raise ValueError(f"diversity_eta must be a finite number >= 0, got {self.diversity_eta}")
         if self.num_policy_samples < 1 or self.num_value_samples < 1:
             raise ValueError("num_policy_samples and num_value_samples must be >= 1")
 
     # Fields added after critics were first saved, with the value that reproduces those critics.
-    LEGACY = {"bootstrap_fraction": 1.0, "prior_scale": 0.0}
+    LEGACY = {"bootstrap_fraction": 1.0, "prior_scale": 0.0, "diversity_eta": 0.0}
 
     @classmethod
     def from_saved(cls, saved: dict) -> "CriticConfig":
@@ -184,12 +192,33 @@ class QEnsemble(nn.Module):
             x = torch.relu(layer(x))
         return layers[-1](x).squeeze(-1)
 
-    def forward(self, features: torch.Tensor, chunks: torch.Tensor) -> torch.Tensor:
-        x = torch.cat([features, chunks], -1).unsqueeze(0).expand(self.ensemble_size, -1, -1)
+    def forward(self, features: torch.Tensor, chunks: torch.Tensor, chunk_grad: bool = False):
+        """(K, N) values; with ``chunk_grad`` also (K, N, C): each member's gradient of its value
+        with respect to the chunk, kept in the graph (create_graph) so a loss on it trains the heads."""
+        K = self.ensemble_size
+        c = chunks.unsqueeze(0).expand(K, -1, -1)
+        if chunk_grad:  # a per-member copy of the (data) chunk, so member k's gradient is its own
+            c = c.detach().clone().requires_grad_(True)
+        x = torch.cat([features.unsqueeze(0).expand(K, -1, -1), c], -1)
         q = self._mlp(list(self.layers) + [self.out], x)
         if self.prior is not None:
             q = q + self.prior_scale * self._mlp(list(self.prior), x)
-        return q
+        if not chunk_grad:
+            return q
+        (grad,) = torch.autograd.grad(q.sum(), c, create_graph=True)
+        return q, grad
+
+
+def gradient_similarity(grads: torch.Tensor) -> torch.Tensor:
+    """Mean pairwise cosine similarity of the members' chunk gradients, (K, N, C) -> (N,):
+    (1 / (K (K - 1))) sum_{k != l} cos(g_k, g_l), from ||sum_k u_k||^2 = K + sum_{k != l} u_k . u_l
+    for unit vectors u_k. EDAC (An et al. 2021) minimises it: members that agree on the data
+    but slope differently in the action around it disagree off it, where the data has no chunk."""
+    K = grads.shape[0]
+    if K < 2:
+        return grads.new_zeros(grads.shape[1])
+    u = torch.nn.functional.normalize(grads, dim=-1, eps=1e-8)
+    return (u.sum(0).pow(2).sum(-1) - (u * u).sum((0, 2))) / (K * (K - 1))
 
 
 class ActionScaler(nn.Module):
@@ -235,15 +264,20 @@ class ChunkCritic(nn.Module):
             p.requires_grad_(False)
         self.train()
 
-    def q_values(self, obs, chunks: torch.Tensor, target: bool = False, features: torch.Tensor | None = None
-                 ) -> torch.Tensor:
-        """Q_k(o, A) for every member: chunks (B, H, A) -> (K, B); (B, n, H, A) -> (K, B, n)."""
+    def q_values(self, obs, chunks: torch.Tensor, target: bool = False, features: torch.Tensor | None = None,
+                 chunk_grad: bool = False):
+        """Q_k(o, A) for every member: chunks (B, H, A) -> (K, B); (B, n, H, A) -> (K, B, n).
+        ``chunk_grad`` (chunks (B, H, A) only): also each member's gradient with respect to the
+        scaled chunk, (K, B, H * A) (QEnsemble.forward)."""
         encoder, heads = (self.target_encoder, self.target_q) if target else (self.encoder, self.q)
         feats = self.features(obs, target) if features is None else features
         chunks = self.action_scaler(chunks.to(feats.device))
         B = feats.shape[0]
         if chunks.dim() == 3:
-            return heads(feats, chunks.reshape(B, -1))
+            flat = chunks.reshape(B, -1)
+            return heads(feats, flat, chunk_grad=True) if chunk_grad else heads(feats, flat)
+        if chunk_grad:
+            raise ValueError("chunk_grad needs one chunk per observation, (B, H, A)")
         n = chunks.shape[1]
         q = heads(feats.repeat_interleave(n, 0), chunks.reshape(B * n, -1))
         return q.reshape(-1, B, n)

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .critic import ChunkCritic, CriticConfig, PolicySampleBank
+from .critic import ChunkCritic, CriticConfig, PolicySampleBank, gradient_similarity
 from .dataset import observation_rows
 from .distributed import (DEFAULT_BATCH_BLOCKS, Block, all_gather_objects, block_rng, global_batch_mean,
                           global_batches, rank_world, sum_gradients)
@@ -86,7 +86,9 @@ def fit_critic(critic: ChunkCritic, dataset, method: str, bank: PolicySampleBank
     """Fit ``critic`` on ``dataset`` with the value signal ``method``; returns the training curve
     (rows: step, critic_loss, q_mean, target_mean).
 
-    loss = sum_k mean_batch (Q_k(o_t, A_t) - y)^2, Adam, Polyak-averaged targets after each step.
+    loss = sum_k mean_batch (Q_k(o_t, A_t) - y)^2, Adam, Polyak-averaged targets after each step;
+    with ``diversity_eta`` > 0, + eta mean_batch gradient_similarity (EDAC; the curve then has
+    ``gradient_similarity``).
     batch_blocks: dropout blocks per global batch (distributed.py): under torchrun each rank
     fits on its blocks and the result equals the one-process run.
     """
@@ -105,6 +107,7 @@ def fit_critic(critic: ChunkCritic, dataset, method: str, bank: PolicySampleBank
     # random happens in the forward then, so this process's rows run as one block.
     table = critic.feature_table(dataset, device=device) if critic.encoder_frozen else None
     masks = bootstrap_masks(len(dataset.done), K, config.bootstrap_fraction, seed).to(device)   # (K, ticks)
+    diverse = config.diversity_eta > 0 and K > 1
     shards = tqdm(global_batches(len(dataset), B, config.critic_steps, seed, batch_blocks), total=config.critic_steps,
                   desc=f"critic ({method})", unit="step", disable=not progress)
     for shard in shards:
@@ -114,15 +117,21 @@ def fit_critic(critic: ChunkCritic, dataset, method: str, bank: PolicySampleBank
             feats, next_feats = table[batch.obs_tick], table[batch.next_tick]
         y = value_target(method, critic, batch, gamma, bank, gen, next_feats)           # (b,) no dropout
         opt.zero_grad(set_to_none=True)
-        loss_sum, q_sum = 0.0, 0.0
+        loss_sum, q_sum, sim_sum = 0.0, 0.0, 0.0
         blocks = shard.blocks if table is None else [Block(shard.blocks[0].index, slice(None), shard.mine)]
         for block in blocks:  # L = sum_k (1/B) sum_i m_ki (Q_k(o_i, A_i) - y_i)^2
             with block_rng(seed, shard.step, block.index, device):  # the online encoder's dropout masks
-                q = critic.q_values(observation_rows(batch.obs, block.rows), batch.chunks[block.rows],
-                                    features=None if feats is None else feats[block.rows])  # (K, b)
+                out = critic.q_values(observation_rows(batch.obs, block.rows), batch.chunks[block.rows],
+                                      features=None if feats is None else feats[block.rows], chunk_grad=diverse)
+            q, grads = out if diverse else (out, None)                                    # (K, b)
             m = masks[:, batch.index[block.rows]]                                         # (K, b) bootstrap
             block_loss = (m * (q - y[block.rows].unsqueeze(0)) ** 2).sum()
-            (block_loss / B).backward()
+            total = block_loss
+            if diverse:  # + eta * sum_i (mean pairwise cosine of the members' chunk gradients at row i)
+                similarity = gradient_similarity(grads).sum()
+                total = total + config.diversity_eta * similarity
+                sim_sum += float(similarity.detach())
+            (total / B).backward()
             loss_sum, q_sum = loss_sum + float(block_loss.detach()), q_sum + float(q.detach().sum())
         sum_gradients(critic.trainable_parameters())  # the gradient of the global-batch loss, on every rank
         torch.nn.utils.clip_grad_norm_(critic.trainable_parameters(), config.critic_grad_clip)
@@ -132,6 +141,8 @@ def fit_critic(critic: ChunkCritic, dataset, method: str, bank: PolicySampleBank
         if shard.step % log_every == 0 or shard.step == config.critic_steps - 1:
             curve.append({"step": shard.step, "critic_loss": global_batch_mean(loss_sum, B) / K,
                           "q_mean": global_batch_mean(q_sum, B) / K, "target_mean": global_batch_mean(float(y.sum()), B)})
+            if diverse:
+                curve[-1]["gradient_similarity"] = global_batch_mean(sim_sum, B)
             shards.set_postfix(loss=f"{curve[-1]['critic_loss']:.4g}")
     if method == "progress":
         critic.polyak_update(1.0)

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from aloe_critic.critic import ChunkCritic, CriticConfig, load_critic_state, save_critic
+from aloe_critic.critic import ChunkCritic, CriticConfig, gradient_similarity, load_critic_state, save_critic
 from aloe_critic.dataset import TransitionDataset
 from aloe_data.ingestion import Episode
 from aloe_critic.values import bootstrap_masks, chunk_values, fit_critic
@@ -155,3 +155,64 @@ def test_critic_config_rejects_bad_independence_settings():
         CriticConfig(bootstrap_fraction=0.0)
     with pytest.raises(ValueError, match="prior_scale"):
         CriticConfig(prior_scale=-1.0)
+    with pytest.raises(ValueError, match="diversity_eta"):
+        CriticConfig(diversity_eta=-0.1)
+    with pytest.raises(ValueError, match="diversity_eta"):
+        CriticConfig(diversity_eta=float("nan"))
+
+
+def test_gradient_similarity_is_the_mean_pairwise_cosine_of_the_members_gradients():
+    g = torch.randn(4, 6, 5)
+    brute = torch.stack([torch.nn.functional.cosine_similarity(g[k], g[m], dim=-1)
+                         for k in range(4) for m in range(4) if k != m]).mean(0)
+    torch.testing.assert_close(gradient_similarity(g), brute)
+    same = torch.randn(1, 3, 5).expand(4, -1, -1)
+    torch.testing.assert_close(gradient_similarity(same), torch.ones(3))
+    assert gradient_similarity(torch.randn(1, 3, 5)).eq(0).all(), "one member: nothing to compare"
+
+
+def test_chunk_grad_is_each_members_own_gradient_with_respect_to_the_scaled_chunk():
+    config = CriticConfig(ensemble_size=3, critic_hidden_dim=8, critic_layers=2, prior_scale=0.5)
+    critic = ChunkCritic(ProprioFeatures(), 2, 2, 1, config)
+    obs, chunks = {"proprio": torch.randn(4, 2)}, torch.randn(4, 2, 1)
+    q, grads = critic.q_values(obs, chunks, chunk_grad=True)
+    assert grads.shape == (3, 4, 2) and grads.requires_grad, "kept in the graph, so a loss on it trains the heads"
+    torch.testing.assert_close(q, critic.q_values(obs, chunks))
+    scaled = critic.action_scaler(chunks).reshape(4, -1)
+    for k in range(3):
+        x = scaled.clone().requires_grad_(True)
+        (own,) = torch.autograd.grad(critic.q(obs["proprio"], x)[k].sum(), x)
+        torch.testing.assert_close(grads[k], own)
+    with pytest.raises(ValueError, match="one chunk per observation"):
+        critic.q_values(obs, torch.randn(4, 3, 2, 1), chunk_grad=True)
+
+
+def test_the_diversity_term_makes_members_disagree_off_the_data_and_still_fit_it():
+    """One recorded chunk per state (A = 0), progress targets: EDAC's term (diversity_eta)
+    lowers the members' gradient similarity and widens their spread at chunks the data never
+    executed, while the recorded chunks' values stay fitted."""
+    n = 40
+    rng = np.random.default_rng(0)
+    eps = [Episode.from_arrays([[0.0, 0.0]], [np.eye(n, dtype=np.float32)[i]], [float(rng.random())],
+                               outcome="SUCCESS") for i in range(n)]
+    d = TransitionDataset(eps, chunk_horizon=1, gamma=0.9)
+    batch = d.batch(d.indices)
+    far = torch.tensor(rng.normal(0, 1.0, (n, 1, 2)), dtype=torch.float32)
+    result = {}
+    for eta in (0.0, 0.1):
+        torch.manual_seed(0)
+        config = CriticConfig(ensemble_size=5, critic_hidden_dim=64, critic_layers=2, critic_lr=3e-3,
+                              critic_steps=400, critic_batch_size=40, bootstrap_fraction=1.0, prior_scale=0.0,
+                              diversity_eta=eta)
+        critic = ChunkCritic(ProprioFeatures(), n, 1, 2, config)
+        curve = fit_critic(critic, d, "progress", config=config, seed=0, log_every=100)
+        with torch.no_grad():
+            fit_err = float((critic.q_values(batch.obs, batch.chunks) - d.mc_returns[None]).abs().mean())
+            spread = float(critic.q_values(batch.obs, far).std(0).mean())
+        _, grads = critic.q_values(batch.obs, batch.chunks, chunk_grad=True)
+        result[eta] = (fit_err, spread, float(gradient_similarity(grads.detach()).mean()))
+        assert ("gradient_similarity" in curve[-1]) == (eta > 0)
+    (err0, spread0, sim0), (err1, spread1, sim1) = result[0.0], result[0.1]
+    assert err1 < 0.05 and err0 < 0.05, result
+    assert sim1 < sim0 - 0.2, result
+    assert spread1 > 1.5 * spread0, result
