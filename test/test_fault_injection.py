@@ -37,6 +37,9 @@ from std_msgs.msg import Float64MultiArray, String  # noqa: E402
 from aloe_policy import testing  # noqa: E402
 from aloe_policy.model import FlowMatchingPolicy, validate_checkpoint  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "aloe_critic" / "test"))
+from critic_test_data import TINY_POLICY as TRAIN_POLICY, write_training_bags  # noqa: E402  (the training set, once)
+
 pytestmark = pytest.mark.system
 
 TASK = "pick up the cube"
@@ -437,14 +440,7 @@ def _aloe_train() -> list[str]:
 TRAIN_SMALL = ["--image-size", "8", "--chunk-horizon", "4", "--policy-steps", "10", "--policy-batch-size", "8",
                "--no-progress", "--ensemble-size", "3", "--critic-hidden-dim", "16", "--critic-steps", "5",
                "--critic-batch-size", "16", "--num-policy-samples", "2"]
-TRAIN_POLICY = {"image_size": 8, "cnn_channels": [4], "cnn_pool_size": 2, "hidden_dim": 16, "head_hidden_dim": 32,
-                "head_layers": 1, "time_embed_dim": 8, "flow_steps": 3, "chunk_horizon": 4}
-
-
 def _write_bags(root: Path) -> list[Path]:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "aloe_critic" / "test"))
-    from critic_test_data import write_training_bags
-
     return write_training_bags(root, writer="recorder")
 
 
