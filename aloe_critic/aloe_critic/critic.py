@@ -24,20 +24,22 @@ Design choices (documented here because they change numbers):
   encoder is trained by the sum of the heads' losses and has its own Polyak target copy.
 * Independence of the members (issue 14): with one shared encoder, the same batch and the same
   target, K heads agree almost everywhere (measured spread 0.006-0.019 against a V bias of
-  0.1-0.2), so conservative aggregation corrects nothing. Two standard remedies, both on by
-  default: each member sees its own fixed bootstrap subset of the transitions
-  (``bootstrap_fraction``; Osband et al. 2016), and each member carries a random prior
+  0.1-0.2), so conservative aggregation corrects nothing. Two standard remedies: each member sees its own fixed bootstrap subset of the transitions
+  (``bootstrap_fraction``; Osband et al. 2016), and each member may carry a random prior
   function, an untrained network added to its output (``prior_scale``; Osband et al. 2018):
   where data pins Q down the trained part cancels the prior, away from the data the priors
   (different per member) remain and the members disagree. Measured (bench/ope_accuracy.py,
   BENCHMARKS.md "ALOE vs its rivals"): on that benchmark neither changed the spread's rank
-  correlation with the error (0.55-0.58 at full coverage) nor its size (a quarter of the error);
-  they cost nothing, so they stay, but they are not what makes the pessimism work.
+  correlation with the error (0.55-0.58 at full coverage) nor its size (a quarter of the error).
+  The masks cost nothing and stay; the priors doubled the heads' arithmetic (a critic fit 1.9x
+  slower) for identical accuracy on two buffers (part 14), so ``prior_scale`` is 0 by default.
   A third, off by default (``diversity_eta``; EDAC, An et al. 2021): the loss also penalises
   the mean pairwise cosine similarity of the members' gradients with respect to the chunk, so
   members that fit the same recorded chunk slope differently around it and disagree at chunks
   the data never executed (pi's samples at an intervention's states, where the critic was
-  measured to value pi like the operator).
+  measured to value pi like the operator). Measured (part 14): on the tuning buffer it doubled
+  the spread relative to the error and removed V's bias with few failures in the data; on a
+  fresh buffer the picked weight (10) made every figure worse (V biased -0.08), so it stays off.
 * V for the advantages (issue 14): from ``num_value_samples`` chunks of pi per observation
   (64 by default), not the target's n: with 8 samples the sampling error of V alone was about
   one unit of beta. ``evaluate`` also returns ``v_se``, the standard error of V by batch means.
@@ -91,7 +93,8 @@ class CriticConfig:
     num_value_samples: int = 64      # A_j ~ pi per observation for V(o_t) in the advantages (its error << beta);
                                      # drawn per batch, never stored for the whole dataset
     bootstrap_fraction: float = 0.8  # each member fits its own fixed random share of the transitions (1 = all)
-    prior_scale: float = 0.1         # each member adds this times a fixed random network (random prior); 0 = none
+    prior_scale: float = 0.0         # each member adds this times a fixed random network (random prior); 0 = none
+                                     # (off since session 14: same accuracy, half the ensemble's arithmetic)
     diversity_eta: float = 0.0       # weight of the members' chunk-gradient similarity in the loss (EDAC); 0 = off
     aggregate: str = "subset_min"    # conservative aggregation rule over the ensemble
     subset_size: int = 2             # subset_min: members per subset
