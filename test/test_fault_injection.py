@@ -38,7 +38,7 @@ from aloe_policy import testing  # noqa: E402
 from aloe_policy.model import FlowMatchingPolicy, validate_checkpoint  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "aloe_critic" / "test"))
-from critic_test_data import TINY_POLICY as TRAIN_POLICY, write_training_bags  # noqa: E402  (the training set, once)
+from critic_test_data import TINY_POLICY, write_training_bags  # noqa: E402  (the critic tests' training set)
 
 pytestmark = pytest.mark.system
 
@@ -440,6 +440,8 @@ def _aloe_train() -> list[str]:
 TRAIN_SMALL = ["--image-size", "8", "--chunk-horizon", "4", "--policy-steps", "10", "--policy-batch-size", "8",
                "--no-progress", "--ensemble-size", "3", "--critic-hidden-dim", "16", "--critic-steps", "5",
                "--critic-batch-size", "16", "--num-policy-samples", "2"]
+
+
 def _write_bags(root: Path) -> list[Path]:
     return write_training_bags(root, writer="recorder")
 
@@ -484,7 +486,7 @@ def test_truncated_bag_and_bag_with_unknown_types_are_skipped_with_a_warning_and
     mcap = next(truncated.glob("*.mcap"))
     mcap.write_bytes(mcap.read_bytes()[: mcap.stat().st_size // 2])  # disk full / copy cut mid-file
     _write_unknown_type_bag(bags / "vendor")
-    (tmp_path / "policy.json").write_text(json.dumps(TRAIN_POLICY))
+    (tmp_path / "policy.json").write_text(json.dumps(TINY_POLICY))
     cmd = _aloe_train() + ["--bags", str(bags), "--init-only", "--out", str(tmp_path / "iter0"), "--cache-dir",
                            str(tmp_path / "cache"), "--policy-config-file", str(tmp_path / "policy.json"), *TRAIN_SMALL]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=dict(os.environ, OMP_NUM_THREADS="1"))
@@ -503,7 +505,7 @@ def test_truncated_bag_and_bag_with_unknown_types_are_skipped_with_a_warning_and
 def test_trainer_sigkill_mid_iteration_keeps_the_previous_checkpoint_valid_and_a_rerun_completes(tmp_path):
     bags = tmp_path / "bags"
     _write_bags(bags)
-    (tmp_path / "policy.json").write_text(json.dumps(TRAIN_POLICY))
+    (tmp_path / "policy.json").write_text(json.dumps(TINY_POLICY))
     env = dict(os.environ, OMP_NUM_THREADS="1")
     base = ["--bags", str(bags), "--cache-dir", str(tmp_path / "cache"), *TRAIN_SMALL]
     ckpt = tmp_path / "current"

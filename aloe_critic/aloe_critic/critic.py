@@ -24,8 +24,9 @@ Design choices (documented here because they change numbers):
   encoder is trained by the sum of the heads' losses and has its own Polyak target copy.
 * Independence of the members (issue 14): with one shared encoder, the same batch and the same
   target, K heads agree almost everywhere (measured spread 0.006-0.019 against a V bias of
-  0.1-0.2), so conservative aggregation corrects nothing. Two standard remedies: each member sees its own fixed bootstrap subset of the transitions
-  (``bootstrap_fraction``; Osband et al. 2016), and each member may carry a random prior
+  0.1-0.2), so conservative aggregation corrects nothing. Two standard remedies: each member
+  sees its own fixed bootstrap subset of the transitions (``bootstrap_fraction``; Osband et
+  al. 2016), and each member may carry a random prior
   function, an untrained network added to its output (``prior_scale``; Osband et al. 2018):
   where data pins Q down the trained part cancels the prior, away from the data the priors
   (different per member) remain and the members disagree. Measured (bench/ope_accuracy.py,
@@ -199,10 +200,11 @@ class QEnsemble(nn.Module):
         """(K, N) values; with ``chunk_grad`` also (K, N, C): each member's gradient of its value
         with respect to the chunk, kept in the graph (create_graph) so a loss on it trains the heads."""
         K = self.ensemble_size
-        c = chunks.unsqueeze(0).expand(K, -1, -1)
         if chunk_grad:  # a per-member copy of the (data) chunk, so member k's gradient is its own
-            c = c.detach().clone().requires_grad_(True)
-        x = torch.cat([features.unsqueeze(0).expand(K, -1, -1), c], -1)
+            c = chunks.unsqueeze(0).expand(K, -1, -1).detach().clone().requires_grad_(True)
+            x = torch.cat([features.unsqueeze(0).expand(K, -1, -1), c], -1)
+        else:  # one concatenation, viewed K times (no per-member copy on the common path)
+            x = torch.cat([features, chunks], -1).unsqueeze(0).expand(K, -1, -1)
         q = self._mlp(list(self.layers) + [self.out], x)
         if self.prior is not None:
             q = q + self.prior_scale * self._mlp(list(self.prior), x)
