@@ -56,7 +56,15 @@ them, and the advantage weights only the policy's own chunks,
 with ``w_max = 1`` a soft filter: the policy's chunks at most as heavy as a correction, the ones the
 critic scores below the policy's average faded out. The critic is used where it ranks well (the
 policy's own states; BENCHMARKS "ALOE vs its rivals", part 1) and not where it is nearly blind
-(pi's unexecuted chunks at the states where the operator took over). The ``bc``
+(pi's unexecuted chunks at the states where the operator took over).
+
+Operator share of the draws (``operator_share`` s > 0, weighted sampling): the two sources are drawn
+in a fixed proportion, each in proportion to its own weights,
+    p_i = s w_i / sum_{j in operator} w_j  (operator chunk),   (1 - s) w_i / sum_{j in policy} w_j  (the policy's),
+as RLPD draws half of each batch from prior data and half from online data (Ball et al. 2023). By weight
+alone the policy's own chunks, many more every iteration, take 80-90 % of the draws and the corrections
+Dagger imitates whole are diluted (BENCHMARKS "ALOE vs its rivals", part 15). A source with no weight
+gives its share to the other. The ``bc``
 baseline is the same loop with w = 1 on all data, interventions included (HG-DAgger); ``dagger``
 w = 1 on the operator's chunks only.
 """
@@ -115,6 +123,8 @@ class ImprovementConfig:
                                  # proportion to their weight, each imitated with weight 1 (aloe_critic.improvement)
     trust_operator: bool = False  # weighted extraction: the operator's chunks keep weight 1 (Dagger's), the
                                   # advantage weights the policy's own chunks only (aloe_critic.improvement)
+    operator_share: float = 0.0  # weighted sampling: the share of the draws that goes to the operator's chunks
+                                 # (each source drawn by its own weights); 0 = by weight alone (improvement.py)
     ema_decay: float = 0.0       # > 0: the policy ends with the exponential moving average of its weights
                                  # over the steps (as diffusion/flow policies are usually deployed); 0 = last step
 
@@ -145,6 +155,11 @@ class ImprovementConfig:
         if self.trust_operator and (self.extraction != "weighted" or self.target_ess > 0):
             raise ValueError("trust_operator fixes the operator chunks' weights at 1 in weighted extraction with a "
                              "fixed beta; ranked and conditioned extraction and target_ess have no weights to fix")
+        if not 0.0 <= self.operator_share <= 1.0:
+            raise ValueError(f"operator_share must be in [0, 1] (0 = draws by weight alone), got {self.operator_share}")
+        if self.operator_share > 0 and self.sampling != "weighted":
+            raise ValueError("operator_share sets how the weighted draws are split between the operator's and the "
+                             "policy's chunks: it needs sampling 'weighted'")
         if self.beta <= 0 or self.w_max <= 0:
             raise ValueError(f"beta and w_max must be > 0, got beta={self.beta} w_max={self.w_max}")
 
@@ -170,6 +185,22 @@ def operator_chunks(dataset) -> np.ndarray:
     """(len(dataset),) bool: the chunks the operator mostly executed (demonstrations and
     interventions: Dagger's set), in the dataset view's order."""
     return dataset.source_fraction[dataset.indices][:, SOURCE_HUMAN] >= 0.5
+
+
+def draw_probabilities(w: np.ndarray, operator: np.ndarray, operator_share: float = 0.0) -> np.ndarray:
+    """Weighted sampling's draw probabilities (N,) from the unnormalised weights ``w`` (N,): w / sum(w),
+    or with ``operator_share`` s > 0 the ``operator`` (N,) bool chunks hold s of the mass and the others
+    1 - s, each group in proportion to its weights; a group with no weight gives its share to the other."""
+    w = np.asarray(w, np.float64)
+    if not w.sum() > 0:
+        raise ValueError("sampling 'weighted': no chunk has a positive weight, nothing to imitate")
+    if operator_share <= 0:
+        return w / w.sum()
+    operator = np.asarray(operator, bool)
+    mass = (w[operator].sum(), w[~operator].sum())
+    if not (mass[0] > 0 and mass[1] > 0):
+        return w / w.sum()
+    return np.where(operator, operator_share * w / mass[0], (1.0 - operator_share) * w / mass[1])
 
 
 def segment_advantages(adv, episode, tick, source) -> np.ndarray:
@@ -296,11 +327,9 @@ def improve_policy(policy, dataset, advantages: np.ndarray | None, config: Impro
     trusted = operator_chunks(dataset) if advantages is not None and config.trust_operator else None
     probabilities = None
     if advantages is not None and not conditioned and config.sampling == "weighted":
-        w = unnormalised_weights(advantages, config.beta, config.w_max, config.weight_mode,
-                                 trusted).numpy().astype(np.float64)
-        if not w.sum() > 0:
-            raise ValueError("sampling 'weighted': no chunk has a positive weight, nothing to imitate")
-        probabilities = w / w.sum()
+        w = unnormalised_weights(advantages, config.beta, config.w_max, config.weight_mode, trusted).numpy()
+        probabilities = draw_probabilities(w, operator_chunks(dataset) if trusted is None else trusted,
+                                           config.operator_share)
     if conditioned and not getattr(policy.config, "advantage_conditioning", False):
         raise ValueError("extraction 'conditioned' trains an advantage-conditioned policy: pass "
                          "aloe_policy.model.with_advantage_conditioning(policy)")

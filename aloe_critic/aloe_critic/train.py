@@ -53,8 +53,8 @@ from .critic import (AGGREGATION_RULES, CHUNK_SCORER, CriticConfig, PolicySample
                      export_chunk_scorer, save_critic)
 from .dataset import TransitionDataset, check_camera_contract
 from .distributed import barrier, is_main, rank_world, setup, teardown
-from .improvement import (EXTRACTIONS, POOLINGS, WEIGHT_MODES, ImprovementConfig, ess_fraction, ess_temperature,
-                          improve_policy, operator_chunks, option_advantages, segment_advantages,
+from .improvement import (EXTRACTIONS, POOLINGS, WEIGHT_MODES, ImprovementConfig, draw_probabilities, ess_fraction,
+                          ess_temperature, improve_policy, operator_chunks, option_advantages, segment_advantages,
                           unnormalised_weights)
 from .values import VALUE_METHODS, chunk_values, fit_critic
 
@@ -343,13 +343,18 @@ def weight_breakdown(dataset, advantages: np.ndarray, config: ImprovementConfig)
     """Where the advantage-weighted loss puts its gradient, over the imitated chunks: per provenance
     group its share of the summed weight (bc's share is its share of the chunks) and its mean
     weight (1 = average), and the weights' effective sample size as a fraction of the chunks
-    (1 = uniform; small = a few chunks carry the update)."""
+    (1 = uniform; small = a few chunks carry the update). With weighted sampling and an operator share,
+    the shares are those of the draws (improvement.draw_probabilities)."""
+    operator = operator_chunks(dataset)
     w = unnormalised_weights(torch.as_tensor(np.asarray(advantages, np.float32)), config.beta, config.w_max,
-                             config.weight_mode, operator_chunks(dataset) if config.trust_operator else None
+                             config.weight_mode, operator if config.trust_operator else None
                              ).numpy().astype(np.float64)
     total = w.sum()
     if total <= 0:
         return {"ess_fraction": 0.0, "groups": {}}
+    if config.sampling == "weighted" and config.operator_share > 0:  # the draws' split, not the weights'
+        w = draw_probabilities(w, operator, config.operator_share)
+        total = 1.0
     groups = {name: {"weight_share": float(w[m].sum() / total), "mean_weight": float(w[m].mean() / w.mean()),
                      "chunks": int(m.sum())} for name, m in provenance_groups(dataset).items() if m.any()}
     return {"ess_fraction": ess_fraction(w), "groups": groups}

@@ -284,6 +284,47 @@ def test_trust_operator_keeps_the_operators_chunks_at_weight_one_and_weights_the
             ImprovementConfig(trust_operator=True, **refused)
 
 
+def test_operator_share_splits_the_draws_between_the_sources_whatever_their_sizes():
+    from aloe_critic.improvement import draw_probabilities, operator_chunks
+    from aloe_critic.train import weight_breakdown
+
+    w = np.array([1.0, 3.0, 2.0, 2.0, 0.0])
+    op = np.array([True, True, False, False, False])
+    np.testing.assert_allclose(draw_probabilities(w, op), w / 8)  # by weight alone
+    np.testing.assert_allclose(draw_probabilities(w, op, 0.5), [0.125, 0.375, 0.25, 0.25, 0.0])
+    np.testing.assert_allclose(draw_probabilities(w, op, 0.9)[op].sum(), 0.9)
+    # a source with no weight gives its share to the other
+    np.testing.assert_allclose(draw_probabilities(w, np.zeros(5, bool), 0.5), w / 8)
+    np.testing.assert_allclose(draw_probabilities(np.array([0.0, 0.0, 1.0, 1.0, 0.0]), op, 0.5), [0, 0, 0.5, 0.5, 0])
+    with pytest.raises(ValueError, match="no chunk has a positive weight"):
+        draw_probabilities(np.zeros(3), np.ones(3, bool), 0.5)
+
+    # one observation: four of the policy's episodes execute HIGH, one correction LOW, every weight 1.
+    # By weight the correction is a fifth of the draws; with operator_share 0.5, half; with 0.9, nearly all.
+    eps = [Episode.from_arrays([[HIGH]] * H, [[1.0]] * H, [0.0] * H, sources=[SOURCE_POLICY] * H, outcome="SUCCESS")
+           for _ in range(4)]
+    eps.append(Episode.from_arrays([[LOW]] * H, [[1.0]] * H, [0.0] * H, sources=[SOURCE_HUMAN] * H, outcome="SUCCESS"))
+    d = TransitionDataset(eps, chunk_horizon=H, gamma=0.9)
+    assert operator_chunks(d).mean() == pytest.approx(0.2)
+    adv = np.zeros(len(d), np.float32)
+    config = ImprovementConfig(beta=0.1, w_max=1.0, trust_operator=True, sampling="weighted", policy_lr=3e-3,
+                               policy_steps=400, policy_batch_size=64)
+    high = {}
+    for share in (0.0, 0.5, 0.9):
+        shared = ImprovementConfig(**{**config.__dict__, "operator_share": share})
+        operator_weight = weight_breakdown(d, adv, shared)["groups"]["operator"]["weight_share"]
+        assert operator_weight == pytest.approx(share or 0.2), (share, operator_weight)
+        torch.manual_seed(0)
+        policy = TinyFlowPolicy()
+        improve_policy(policy, d, adv, shared, seed=0)
+        high[share] = sample_mean_and_high_fraction(policy)[1]
+    assert high[0.0] > 0.65 and 0.25 < high[0.5] < 0.75 and high[0.9] < 0.25, high
+    for refused in ({"operator_share": 0.5}, {"operator_share": 0.5, "sampling": "uniform"},
+                    {"operator_share": -0.1, "sampling": "weighted"}, {"operator_share": 1.5, "sampling": "weighted"}):
+        with pytest.raises(ValueError, match="operator_share"):
+            ImprovementConfig(**refused)
+
+
 def test_run_iteration_with_trust_operator_weights_no_chunk_above_a_correction(initial_checkpoint):
     """Through the library's iteration (option pooling, as the study runs it); what the weights do
     to the policy is the test above."""
