@@ -38,10 +38,17 @@ class CommandAdapter(abc.ABC):
     """Sends one action per control tick. ``send(action (D,) float64, stamp builtin_interfaces/Time)``."""
 
     name = ""
+    _pub = None  # the command publisher of the topic adapters (reliable, COMMAND_QOS)
 
     @abc.abstractmethod
     def send(self, action: np.ndarray, stamp) -> None:
         """Publish ``action`` as this adapter's command message, stamped ``stamp``."""
+
+    def flush(self, timeout_s: float) -> bool:
+        """Wait, at most ``timeout_s``, until every reader has acknowledged the commands sent: the last
+        command of a process that is exiting must not die with it in a send queue. True when they are
+        (or there is nothing to wait for: no publisher, no reader)."""
+        return True if self._pub is None else self._pub.wait_for_all_acked(Duration(seconds=timeout_s))
 
     def close(self) -> None:
         pass

@@ -513,3 +513,30 @@ def test_executor_as_a_managed_node_holds_until_activated_and_again_when_deactiv
     again = sim.step()
     assert again.source == HOLD and "not active" in again.hold_reason
     assert "deactivated" in sim.proc.log()
+
+
+def test_a_command_adapter_flush_waits_for_its_readers_acknowledgements(rclpy_context):
+    """What the final hold relies on: flush returns True once every reliable reader has acknowledged
+    the commands sent (a process exiting right after publishing can lose them), and at once with no
+    reader. The reader here shares the process; across processes the executor's final-hold test above."""
+    from aloe_policy.command_adapters import Float64MultiArrayAdapter
+
+    node = rclpy.create_node("flush_test_writer")
+    reader = rclpy.create_node("flush_test_reader")
+    try:
+        adapter = Float64MultiArrayAdapter(node, "/aloe/flush_test", ["a", "b"])
+        t0 = time.monotonic()
+        assert adapter.flush(2.0) and time.monotonic() - t0 < 0.5, "no reader, nothing to wait for"
+        got = []
+        reader.create_subscription(Float64MultiArray, "/aloe/flush_test", got.append,
+                                   QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
+        deadline = time.monotonic() + 10.0
+        while node.count_subscribers("/aloe/flush_test") == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        adapter.send(np.array([1.0, 2.0]), None)
+        assert adapter.flush(10.0), "a live reader acknowledges"
+        rclpy.spin_once(reader, timeout_sec=1.0)
+        assert got and list(got[0].data) == [1.0, 2.0]
+    finally:
+        node.destroy_node()
+        reader.destroy_node()
