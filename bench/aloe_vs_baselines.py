@@ -190,11 +190,12 @@ def inconsistent_starts(runs: dict) -> list[dict]:
     return problems
 
 
-def summarise(runs: dict, iteration: int | None = None) -> dict:
+def summarise(runs: dict, iteration: int | None = None, references: tuple = ()) -> dict:
     """Records of every iteration and paired tests of each ALOE variant against each baseline: at
     ``iteration`` over the seeds whose runs of both reached it (a grid still running: the seeds not yet
     there are left out, not compared at an earlier iteration), or by default at the last iteration every
-    seed of the pair reached."""
+    seed of the pair reached. ``references``: method specs (ALOE variants too) every other ALOE variant
+    is also paired with, e.g. a candidate against the variant it changes."""
     records = []
     for (op, method, seed), rows in sorted(runs.items()):
         for r in rows:
@@ -208,7 +209,7 @@ def summarise(runs: dict, iteration: int | None = None) -> dict:
     methods = sorted({m for _, m, _ in runs})
     for op in sorted({o for o, _, _ in runs}):
         for m in [m for m in methods if m.startswith("aloe")]:
-            for b in [b for b in methods if b.split(":")[0] in BASELINES]:
+            for b in [b for b in methods if b.split(":")[0] in BASELINES or (b in references and b != m)]:
                 seeds = sorted(s for o, mm, s in runs if o == op and mm == m and (op, b, s) in runs
                                and (iteration is None or min(len(runs[(op, x, s)]) for x in (m, b)) > iteration))
                 if not seeds:
@@ -362,16 +363,26 @@ def main(argv=None) -> int:
     s.add_argument("--iteration", type=int, default=None,
                    help="pair the methods at this iteration, over the seeds whose runs reached it (default: the "
                         "last iteration every seed of the pair reached)")
+    s.add_argument("--seeds", nargs="+", type=int, default=None,
+                   help="only these seeds' runs (e.g. the report seeds of a study whose tuning seeds share its folder)")
+    s.add_argument("--reference", nargs="+", default=[], metavar="SPEC",
+                   help="method specs every ALOE variant is also paired with (e.g. the variant a candidate changes)")
     a = p.parse_args(argv)
     if a.command == "run":
         return run_study(a)
     runs = {}
     for d in a.dir:
         runs.update(load(Path(d)))
+    if a.seeds is not None:
+        runs = {k: v for k, v in runs.items() if k[2] in a.seeds}
     if not runs:
-        print(f"no runs in {a.dir}", file=sys.stderr)
+        print(f"no runs in {a.dir}" + (f" of seeds {a.seeds}" if a.seeds is not None else ""), file=sys.stderr)
         return 2
-    summary = summarise(runs, a.iteration)
+    missing = sorted(set(a.reference) - {m for _, m, _ in runs})
+    if missing:
+        print(f"--reference: no runs of {', '.join(missing)} in {a.dir}", file=sys.stderr)
+        return 2
+    summary = summarise(runs, a.iteration, tuple(a.reference))
     print(markdown(summary), end="")
     for bad in summary["inconsistent_starts"]:
         print(f"WARNING: seed {bad['seed']}: run {'/'.join(bad['run'])} does not start where "

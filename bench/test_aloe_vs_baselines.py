@@ -121,6 +121,27 @@ def test_the_target_verdict_needs_every_rival_beaten_in_a_condition_and_none_sig
     assert avb.target_verdict([t for t in summary["paired"] if t["baseline"] == "dagger"]) == []
 
 
+def test_summary_pairs_a_candidate_with_its_reference_on_the_chosen_seeds_only(tmp_path, capsys):
+    ok, bad = [True] * 10, [True] * 4 + [False] * 6
+    cand = "aloe:operator_share=0.5"
+    for seed in (0, 1, 2):
+        write_run(tmp_path, "skilled", "aloe", seed, [bad, bad], [[30] * 10, [30] * 10])
+        write_run(tmp_path, "skilled", cand, seed, [bad, ok if seed else bad], [[30] * 10, [30] * 10])
+        write_run(tmp_path, "skilled", "dagger", seed, [bad, bad], [[30] * 10, [30] * 10])
+    summary = avb.summarise(avb.load(tmp_path), references=("aloe",))
+    pairs = {(t["method"], t["baseline"]) for t in summary["paired"] if t["metric"] == "success"}
+    assert pairs == {("aloe", "dagger"), (cand, "dagger"), (cand, "aloe")}, "the reference is not paired with itself"
+    out = tmp_path / "s.json"
+    assert avb.main(["summary", "--dir", str(tmp_path), "--seeds", "1", "2", "--reference", "aloe",
+                     "--out", str(out)]) == 0
+    vs = next(t for t in json.loads(out.read_text())["paired"]
+              if (t["method"], t["baseline"], t["metric"]) == (cand, "aloe", "success"))
+    assert (vs["seeds"], vs["wins"], vs["losses"]) == ([1, 2], 12, 0), "seed 0 (a tie there) is left out"
+    assert avb.main(["summary", "--dir", str(tmp_path), "--seeds", "7"]) == 2
+    assert avb.main(["summary", "--dir", str(tmp_path), "--reference", "aloe:beta=9"]) == 2
+    assert "no runs of aloe:beta=9" in capsys.readouterr().err
+
+
 def test_runs_of_a_seed_that_do_not_share_their_start_are_reported(tmp_path, capsys):
     ok, bad = [True] * 10, [True] * 4 + [False] * 6
     for op in ("skilled", "imperfect"):
