@@ -62,8 +62,9 @@ Operator share of the draws (``operator_share`` s > 0, weighted sampling): the t
 in a fixed proportion, each in proportion to its own weights,
     p_i = s w_i / sum_{j in operator} w_j  (operator chunk),   (1 - s) w_i / sum_{j in policy} w_j  (the policy's),
 as RLPD draws half of each batch from prior data and half from online data (Ball et al. 2023). By weight
-alone the policy's own chunks, many more every iteration, take 80-90 % of the draws and the corrections
-Dagger imitates whole are diluted (BENCHMARKS "ALOE vs its rivals", part 15). A source with no weight
+alone the policy's own chunks, many more every iteration, take most of the draws (83-86 % by the fourth
+iteration with the skilled operator) and the corrections Dagger imitates whole are diluted (BENCHMARKS
+"ALOE vs its rivals", part 15). A source with no weight
 gives its share to the other. The ``bc``
 baseline is the same loop with w = 1 on all data, interventions included (HG-DAgger); ``dagger``
 w = 1 on the operator's chunks only.
