@@ -30,7 +30,7 @@ from aloe_data.schema import SOURCE_HOLD, SOURCE_HUMAN, SOURCE_NAMES
 
 from .critic import CRITIC_CONFIG, CriticConfig, critic_for_policy, load_critic_state, read_critic_meta
 from .dataset import TransitionDataset, check_camera_contract
-from .improvement import ImprovementConfig, unnormalised_weights
+from .improvement import ImprovementConfig, draw_probabilities, unnormalised_weights
 from .values import chunk_values
 
 log = logging.getLogger("aloe_critic.evaluate")
@@ -109,14 +109,21 @@ def value_rows(dataset: TransitionDataset, values: dict, method: str, policy_id:
 
 
 def with_weights(rows: list[dict], beta: float, w_max: float, mode: str = "exp",
-                 trust_operator: bool = False) -> list[dict]:
+                 trust_operator: bool = False, operator_share: float = 0.0) -> list[dict]:
     """``rows`` with their ``weight``: the advantage weight a trainer outside this suite consumes (a
     VLA without an in-process loss), per chunk, before any per-batch normalisation; with
     ``trust_operator`` 1 on the chunks the operator mostly executed (ImprovementConfig.trust_operator).
     A trainer that draws its batches in proportion to this column (``sampling: weighted``) imitates
-    every drawn chunk with weight 1."""
-    trusted = [r["human_fraction"] >= 0.5 for r in rows] if trust_operator else None
-    weights = unnormalised_weights(torch.tensor([r["advantage"] for r in rows]), beta, w_max, mode, trusted)
+    every drawn chunk with weight 1. With ``operator_share`` s > 0 the column is the draw probability
+    of aloe-train's weighted sampling with that share (improvement.draw_probabilities) times the
+    number of chunks (mean 1): drawing in proportion to it gives the operator's chunks s of the draws."""
+    if not 0.0 <= operator_share <= 1.0:
+        raise ValueError(f"operator_share must be in [0, 1] (0 = by weight alone), got {operator_share}")
+    operator = np.array([r["human_fraction"] >= 0.5 for r in rows], bool)
+    weights = unnormalised_weights(torch.tensor([r["advantage"] for r in rows]), beta, w_max, mode,
+                                   operator if trust_operator else None)
+    if operator_share > 0 and rows:
+        weights = draw_probabilities(weights.numpy(), operator, operator_share) * len(rows)
     for r, w in zip(rows, weights.tolist()):
         r["weight"] = w
     return rows
@@ -201,11 +208,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trust-operator", action="store_true",
                    help="weight 1 on the chunks the operator mostly executed (demonstrations, corrections); the "
                         "advantage weights the policy's own chunks only (aloe-train's trust_operator)")
+    p.add_argument("--operator-share", type=float, default=ImprovementConfig.operator_share,
+                   help="export draw weights that give the operator's chunks this share of the draws and the "
+                        "policy's the rest, each in proportion to its advantage weights (aloe-train's "
+                        "operator_share with weighted sampling; 0 = in proportion to the weights alone)")
     return p
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not 0.0 <= args.operator_share <= 1.0:  # before the scoring, which takes a while
+        parser.error(f"--operator-share must be in [0, 1], got {args.operator_share}")
     logging.basicConfig(level=logging.INFO, format="[%(levelname)s] %(name)s: %(message)s")
     try:
         rows, dataset = evaluate_bags(args.bags, args.critic, args.policy, args.cache_dir, args.num_policy_samples,
@@ -215,8 +229,8 @@ def main(argv=None) -> int:
         return 1
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    write_values_csv(with_weights(rows, args.beta, args.w_max, trust_operator=args.trust_operator),
-                     out / "values.csv")
+    write_values_csv(with_weights(rows, args.beta, args.w_max, trust_operator=args.trust_operator,
+                                  operator_share=args.operator_share), out / "values.csv")
     pngs = [] if args.no_plots else plot_episode_values(dataset, rows, out)
     adv = np.array([r["advantage"] for r in rows])
     if not args.policy:

@@ -446,7 +446,8 @@ def train_iteration(config: TrainConfig, bags, policy_in: str | os.PathLike | No
 
             imp = config.improvement
             write_values_csv(with_weights(value_rows(dataset, out.values, config.method, evaluated_id), imp.beta,
-                                          imp.w_max, imp.weight_mode, imp.trust_operator), stage / "values.csv")
+                                          imp.w_max, imp.weight_mode, imp.trust_operator, imp.operator_share),
+                             stage / "values.csv")
         (stage / "train_config.json").write_text(json.dumps(config.to_dict(), indent=1, sort_keys=True))
         if config.value_plots and out.values is not None:
             from .evaluate import plot_episode_values, value_rows

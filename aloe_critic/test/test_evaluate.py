@@ -32,6 +32,22 @@ def test_evaluate_writes_values_per_chunk_and_plots(aloe_checkpoint, tmp_path):
         expected = 1.0 if float(r["human_fraction"]) >= 0.5 else float(r["weight"])
         assert float(t["weight"]) == pytest.approx(expected, rel=1e-4), (r, t)
     assert any(float(r["human_fraction"]) >= 0.5 for r in rows) and any(float(r["human_fraction"]) < 0.5 for r in rows)
+    # --operator-share: the column gives the operator's chunks that share of proportional draws, each
+    # source in proportion to its (trusted) weights, mean 1 over the chunks
+    shared = tmp_path / "shared"
+    assert main([str(root / "bags"), "--critic", str(ck), "--out", str(shared), "--num-policy-samples", "2",
+                 "--no-plots", "--trust-operator", "--operator-share", "0.7"]) == 0
+    s_rows = list(csv.DictReader(open(shared / "values.csv")))
+    w = np.array([float(r["weight"]) for r in s_rows])
+    t_w = np.array([float(r["weight"]) for r in csv.DictReader(open(trusted / "values.csv"))])
+    op = np.array([float(r["human_fraction"]) >= 0.5 for r in s_rows])
+    assert w.mean() == pytest.approx(1.0, rel=1e-5)
+    assert w[op].sum() / w.sum() == pytest.approx(0.7, rel=1e-5)
+    np.testing.assert_allclose(w[~op] / w[~op].sum(), t_w[~op] / t_w[~op].sum(), rtol=1e-5)
+    np.testing.assert_allclose(w[op], w[op][0], rtol=1e-6)       # trusted: equal within the operator's
+    with pytest.raises(SystemExit):                               # refused before any scoring
+        main([str(root / "bags"), "--critic", str(ck), "--out", str(tmp_path / "bad"), "--operator-share", "1.5"])
+    assert not (tmp_path / "bad").exists()
 
 
 def test_critic_safetensors_round_trip_gives_identical_values(aloe_checkpoint, tmp_path):
