@@ -130,7 +130,8 @@ def test_an_interrupt_before_the_server_accepts_still_stops_it(checkpoint):
     import sys
 
     path, _ = checkpoint
-    code = ("import time\n"
+    code = ("import faulthandler, signal, time\n"
+            "faulthandler.register(signal.SIGUSR1, all_threads=True)\n"  # the test asks for stacks if it hangs
             "from aloe_policy.backends import load_backend, DEFAULT_BACKEND\n"
             "from aloe_policy.backends.openpi_remote import serve\n"
             f"backend = load_backend(DEFAULT_BACKEND, {path!r})\n"
@@ -148,7 +149,15 @@ def test_an_interrupt_before_the_server_accepts_still_stops_it(checkpoint):
             line = proc.stdout.readline()
         assert line.strip() == "ready", proc.stdout.read()
         proc.send_signal(signal.SIGINT)  # lands in ready's sleep, before the accept loop
-        assert proc.wait(20) == 0
+        try:
+            rc = proc.wait(20)
+        except subprocess.TimeoutExpired:  # hung (seen once in CI under load): fail with every thread's stack
+            proc.send_signal(signal.SIGUSR1)
+            time.sleep(2.0)
+            proc.kill()
+            pytest.fail("the server did not stop within 20 s of SIGINT; its output and threads:\n"
+                        + proc.communicate()[0])
+        assert rc == 0
         assert "stopped" in proc.stdout.read()
     finally:
         proc.kill()
