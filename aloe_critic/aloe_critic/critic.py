@@ -352,7 +352,9 @@ class ChunkCritic(nn.Module):
         ``v_se`` (B,): standard error of V from the n samples, by batch means: the n samples are
         cut into ``groups`` groups, V computed per group, SE = std_g(V_g) / sqrt(G) (valid for the
         non-linear aggregation too). ``v_std_pi`` (B,): spread of the aggregated Q over pi's
-        samples, how much pi's own chunks differ in value at o.
+        samples, how much pi's own chunks differ in value at o. ``sampled_q`` (B, n): the aggregated
+        (pessimistic) Q of each of pi's samples, ``pessimistic_q(obs, policy_chunks)`` without a second
+        pass through the ensemble.
         """
         feats = self.features(obs) if features is None else features
         q_k = self.q_values(obs, chunks, features=feats)                    # (K, B)
@@ -365,8 +367,9 @@ class ChunkCritic(nn.Module):
             v_se = per_group.std(0, unbiased=True) / math.sqrt(G)
         else:
             v_se = torch.full_like(v, float("nan"))
+        sampled_q = self.aggregate(q_kj)                                     # (B, n)
         return {"q": q, "v": v, "advantage": q - v, "q_std": q_k.std(0, unbiased=False), "v_se": v_se,
-                "v_std_pi": self.aggregate(q_kj).std(-1, unbiased=False)}
+                "v_std_pi": sampled_q.std(-1, unbiased=False), "sampled_q": sampled_q}
 
     @torch.no_grad()
     def pessimistic_q(self, obs, chunks: torch.Tensor, features: torch.Tensor | None = None) -> torch.Tensor:

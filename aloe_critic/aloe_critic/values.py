@@ -177,9 +177,8 @@ def chunk_values(critic: ChunkCritic, dataset, policy, n: int | None = None, bat
         feats = critic.features(batch.obs) if table is None else table[batch.obs_tick]
         gen = torch.Generator(device="cpu").manual_seed(int(seed) * 1_000_003 + 7 + s)
         pol = policy.sample(batch.obs, n, generator=gen).float().to(device)                 # (b, n, H, A)
-        res = critic.evaluate(batch.obs, batch.chunks, pol, features=feats)
-        sampled_q = critic.pessimistic_q(batch.obs, pol, features=feats)                  # (b, n)
-        best_q, best = sampled_q.max(-1)
+        res = critic.evaluate(batch.obs, batch.chunks, pol, features=feats)  # one ensemble pass over pol
+        best_q, best = res["sampled_q"].max(-1)                                           # (b,) of (b, n)
         keep = res["q"] >= best_q                                                         # the recorded chunk wins ties
         res["best_q"] = torch.where(keep, res["q"], best_q)
         res["best_index"] = torch.where(keep, torch.full_like(best, -1), best)

@@ -150,6 +150,19 @@ def test_ranked_extraction_picks_the_highest_valued_chunk_among_the_recorded_and
     np.testing.assert_array_equal(again["best_chunk"], values["best_chunk"])  # seeded: reproducible
 
 
+def test_chunk_values_pass_pis_samples_through_the_ensemble_once_and_evaluate_scores_them_as_pessimistic_q():
+    d = TransitionDataset([Episode.from_arrays([[0.5], [3.0], [-0.2]], [[0.0]] * 3, [0.0] * 3, outcome="FAILURE")],
+                          1, 0.9)
+    critic = hand_critic()
+    rows = []
+    critic.q.register_forward_hook(lambda m, i, o: rows.append(i[1].shape[0]))
+    chunk_values(critic, d, RecordingPolicy(), 8, seed=0)
+    assert rows == [3, 3 * 8]  # the recorded chunks, then pi's 8 samples per observation: one pass each
+    obs = d.batch(d.indices).obs
+    pol = torch.randn(3, 8, 1, 1)
+    assert torch.equal(critic.evaluate(obs, d.batch(d.indices).chunks, pol)["sampled_q"], critic.pessimistic_q(obs, pol))
+
+
 def test_critic_config_rejects_bad_independence_settings():
     with pytest.raises(ValueError, match="bootstrap_fraction"):
         CriticConfig(bootstrap_fraction=0.0)

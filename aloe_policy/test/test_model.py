@@ -121,6 +121,28 @@ def test_sample_encodes_observation_once_and_keeps_training_mode():
     assert policy.training
 
 
+def test_sample_projects_the_observation_once_and_integrates_the_field_as_written():
+    """The observation's projection in the velocity field is computed once per sample call, not once per
+    flow step, and the chunks are bit for bit those of integrating VelocityField.forward step by step."""
+    policy = make_policy()
+    policy.eval()
+    obs = make_obs(batch=3)
+    calls = []
+    handle = policy.velocity.in_obs.register_forward_hook(lambda m, i, o: calls.append(o.shape[0]))
+    got = policy.sample(obs, n=4, generator=torch.Generator().manual_seed(3))
+    handle.remove()
+    assert calls == [12]  # B * n rows, once
+    c = policy.config
+    with torch.no_grad():
+        feature = policy.encoder(policy.prepare(obs)).repeat_interleave(4, dim=0)
+        x = policy._noise((12, c.chunk_horizon, c.action_dim), torch.Generator().manual_seed(3))
+        for k in range(c.flow_steps):
+            x = x + (1.0 / c.flow_steps) * policy.velocity(x, torch.full((12,), k / c.flow_steps), feature)
+        low, high = torch.tensor(c.action_low), torch.tensor(c.action_high)
+        want = torch.maximum(torch.minimum(policy.normalizer.unnormalize_actions(x), high), low)
+    assert torch.equal(got, want.view(3, 4, c.chunk_horizon, c.action_dim))
+
+
 def test_predict_chunk_takes_one_unbatched_observation():
     policy = make_policy()
     obs = make_obs(batch=1)

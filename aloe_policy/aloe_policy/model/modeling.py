@@ -191,9 +191,13 @@ class VelocityField(nn.Module):
             nn.init.zeros_(self.in_advantage.weight)
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, feature: torch.Tensor,
-                advantage: torch.Tensor | None = None) -> torch.Tensor:
-        """advantage: (N,) int64 indicator (ADVANTAGE_*), only for an advantage-conditioned field."""
-        cond = self.in_t(time_embedding(t, self.config.time_embed_dim)) + self.in_obs(feature)
+                advantage: torch.Tensor | None = None, obs_cond: torch.Tensor | None = None) -> torch.Tensor:
+        """advantage: (N,) int64 indicator (ADVANTAGE_*), only for an advantage-conditioned field.
+        obs_cond: ``in_obs(feature)``, computed once by a caller that integrates many steps at the same
+        observations (sampling); the same numbers as computing it here every step."""
+        if obs_cond is None:
+            obs_cond = self.in_obs(feature)
+        cond = self.in_t(time_embedding(t, self.config.time_embed_dim)) + obs_cond
         if advantage is not None:
             cond = cond + self.in_advantage(advantage)
         h = self.in_x(x_t.flatten(1)) + cond
@@ -329,11 +333,12 @@ class FlowMatchingPolicy(nn.Module):
         unknown = None if indicator is None else torch.full_like(indicator, ADVANTAGE_UNKNOWN)
         guidance = 0.0 if advantage == ADVANTAGE_UNKNOWN else c.advantage_guidance  # 0 without conditioning
         dt = 1.0 / c.flow_steps
+        obs_cond = self.velocity.in_obs(feature)  # the same at every step
         for k in range(c.flow_steps):
             t = torch.full((b * n,), k * dt, device=x.device)
-            v = self.velocity(x, t, feature, indicator)
+            v = self.velocity(x, t, feature, indicator, obs_cond=obs_cond)
             if guidance > 0:  # v_c + g (v_c - v_unknown)
-                v = v + guidance * (v - self.velocity(x, t, feature, unknown))
+                v = v + guidance * (v - self.velocity(x, t, feature, unknown, obs_cond=obs_cond))
             x = x + dt * v
         actions = self.normalizer.unnormalize_actions(x)
         low = torch.tensor(c.action_low, dtype=actions.dtype, device=actions.device)
