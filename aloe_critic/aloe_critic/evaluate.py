@@ -30,7 +30,8 @@ from aloe_data.schema import SOURCE_HOLD, SOURCE_HUMAN, SOURCE_NAMES
 
 from .critic import CRITIC_CONFIG, CriticConfig, critic_for_policy, load_critic_state, read_critic_meta
 from .dataset import TransitionDataset, check_camera_contract
-from .improvement import ImprovementConfig, draw_probabilities, unnormalised_weights
+from .improvement import (SHARE_RULES, ImprovementConfig, critic_operator_share, draw_probabilities,
+                          unnormalised_weights)
 from .values import chunk_values
 
 log = logging.getLogger("aloe_critic.evaluate")
@@ -109,18 +110,25 @@ def value_rows(dataset: TransitionDataset, values: dict, method: str, policy_id:
 
 
 def with_weights(rows: list[dict], beta: float, w_max: float, mode: str = "exp",
-                 trust_operator: bool = False, operator_share: float = 0.0) -> list[dict]:
+                 trust_operator: bool = False, operator_share: float = 0.0,
+                 operator_share_rule: str = "fixed") -> list[dict]:
     """``rows`` with their ``weight``: the advantage weight a trainer outside this suite consumes (a
     VLA without an in-process loss), per chunk, before any per-batch normalisation; with
     ``trust_operator`` 1 on the chunks the operator mostly executed (ImprovementConfig.trust_operator).
     A trainer that draws its batches in proportion to this column (``sampling: weighted``) imitates
     every drawn chunk with weight 1. With ``operator_share`` s > 0 the column is the draw probability
     of aloe-train's weighted sampling with that share (improvement.draw_probabilities) times the
-    number of chunks (mean 1): drawing in proportion to it gives the operator's chunks s of the draws."""
+    number of chunks (mean 1): drawing in proportion to it gives the operator's chunks s of the draws.
+    ``operator_share_rule`` "critic": s is set from the rows' advantages (improvement.critic_operator_share)."""
     if not 0.0 <= operator_share <= 1.0:
         raise ValueError(f"operator_share must be in [0, 1] (0 = by weight alone), got {operator_share}")
+    if operator_share_rule not in SHARE_RULES:
+        raise ValueError(f"operator_share_rule must be one of {SHARE_RULES}, got {operator_share_rule!r}")
     operator = np.array([r["human_fraction"] >= 0.5 for r in rows], bool)
-    weights = unnormalised_weights(torch.tensor([r["advantage"] for r in rows]), beta, w_max, mode,
+    advantages = np.array([r["advantage"] for r in rows], np.float32)
+    if operator_share_rule == "critic":
+        operator_share = critic_operator_share(advantages, operator)
+    weights = unnormalised_weights(torch.from_numpy(advantages), beta, w_max, mode,
                                    operator if trust_operator else None)
     if operator_share > 0 and rows:
         weights = draw_probabilities(weights.numpy(), operator, operator_share) * len(rows)
@@ -212,6 +220,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="export draw weights that give the operator's chunks this share of the draws and the "
                         "policy's the rest, each in proportion to its advantage weights (aloe-train's "
                         "operator_share with weighted sampling; 0 = in proportion to the weights alone)")
+    p.add_argument("--operator-share-rule", choices=SHARE_RULES, default=ImprovementConfig.operator_share_rule,
+                   help="critic: the share is how often the critic prefers an operator's chunk to one of the "
+                        "policy's (over all pairs), within [0.05, 0.95], instead of --operator-share")
     return p
 
 
@@ -230,7 +241,8 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     write_values_csv(with_weights(rows, args.beta, args.w_max, trust_operator=args.trust_operator,
-                                  operator_share=args.operator_share), out / "values.csv")
+                                  operator_share=args.operator_share, operator_share_rule=args.operator_share_rule),
+                     out / "values.csv")
     pngs = [] if args.no_plots else plot_episode_values(dataset, rows, out)
     adv = np.array([r["advantage"] for r in rows])
     if not args.policy:

@@ -65,7 +65,18 @@ as RLPD draws half of each batch from prior data and half from online data (Ball
 alone the policy's own chunks, many more every iteration, take most of the draws (83-86 % by the fourth
 iteration with the skilled operator) and the corrections Dagger imitates whole are diluted (BENCHMARKS
 "ALOE vs its rivals", part 15). A source with no weight
-gives its share to the other. The ``bc``
+gives its share to the other.
+
+The share set by the critic (``operator_share_rule="critic"``): per iteration,
+    s = clip(P(A_op > A_pol) + P(A_op = A_pol) / 2, 0.05, 0.95),
+the probability that a correction's (pooled) advantage beats one of the policy's own chunks' over
+all such pairs of the imitated chunks (the Mann-Whitney statistic U / (n_op n_pol)): 0.5 when the
+critic cannot tell the two apart (RLPD's even split), toward 1 (Dagger's set) when the operator's
+chunks are clearly better, below 0.5 when the policy's own are. One number from thousands of
+advantages: per chunk the advantages are too noisy to weight by (A > 0 at chance on the policy's own
+chunks), but the groups' order is stable (the skilled operator's chunks A > 0 in 77-93 % of cases, the
+imperfect one's in 44-60 %, BENCHMARKS "ALOE vs its rivals", part 18). Each source keeps 5 % of the
+draws, in case the critic's verdict is wrong. The ``bc``
 baseline is the same loop with w = 1 on all data, interventions included (HG-DAgger); ``dagger``
 w = 1 on the operator's chunks only.
 """
@@ -89,6 +100,8 @@ WEIGHT_MODES = ("exp", "binary")
 POOLINGS = ("chunk", "segment", "option")
 EXTRACTIONS = ("weighted", "ranked", "conditioned")
 SAMPLINGS = ("uniform", "weighted")
+SHARE_RULES = ("fixed", "critic")
+CRITIC_SHARE_BOUNDS = (0.05, 0.95)  # operator_share_rule "critic": each source keeps at least 5 % of the draws
 IMITATED = ("all", "operator")
 
 
@@ -126,6 +139,8 @@ class ImprovementConfig:
                                   # advantage weights the policy's own chunks only (aloe_critic.improvement)
     operator_share: float = 0.0  # weighted sampling: the share of the draws that goes to the operator's chunks
                                  # (each source drawn by its own weights); 0 = by weight alone (improvement.py)
+    operator_share_rule: str = "fixed"  # fixed: operator_share as set; critic: set per iteration to how often the
+                                        # critic prefers a correction to the policy's own chunk (critic_operator_share)
     ema_decay: float = 0.0       # > 0: the policy ends with the exponential moving average of its weights
                                  # over the steps (as diffusion/flow policies are usually deployed); 0 = last step
 
@@ -161,6 +176,11 @@ class ImprovementConfig:
         if self.operator_share > 0 and self.sampling != "weighted":
             raise ValueError("operator_share sets how the weighted draws are split between the operator's and the "
                              "policy's chunks: it needs sampling 'weighted'")
+        if self.operator_share_rule not in SHARE_RULES:
+            raise ValueError(f"operator_share_rule must be one of {SHARE_RULES}, got {self.operator_share_rule!r}")
+        if self.operator_share_rule == "critic" and self.sampling != "weighted":
+            raise ValueError("operator_share_rule 'critic' sets how the weighted draws are split between the operator's "
+                             "and the policy's chunks: it needs sampling 'weighted'")
         if self.beta <= 0 or self.w_max <= 0:
             raise ValueError(f"beta and w_max must be > 0, got beta={self.beta} w_max={self.w_max}")
 
@@ -202,6 +222,22 @@ def draw_probabilities(w: np.ndarray, operator: np.ndarray, operator_share: floa
     if not (mass[0] > 0 and mass[1] > 0):
         return w / w.sum()
     return np.where(operator, operator_share * w / mass[0], (1.0 - operator_share) * w / mass[1])
+
+
+def operator_preference(adv, operator) -> float:
+    """P(A_op > A_pol) + P(A_op = A_pol) / 2 over every pair of an ``operator`` chunk and one of the policy's
+    (``adv``, ``operator``: (N,)): the Mann-Whitney U statistic over n_op n_pol; 0.5 when a side is empty."""
+    adv, operator = np.asarray(adv, np.float64), np.asarray(operator, bool)
+    ours, theirs = np.sort(adv[~operator]), adv[operator]
+    if len(ours) == 0 or len(theirs) == 0:
+        return 0.5
+    below, not_above = np.searchsorted(ours, theirs, "left"), np.searchsorted(ours, theirs, "right")
+    return float((below + 0.5 * (not_above - below)).sum() / (len(theirs) * len(ours)))
+
+
+def critic_operator_share(adv, operator) -> float:
+    """``operator_share_rule="critic"``: operator_preference kept within CRITIC_SHARE_BOUNDS (module docstring)."""
+    return float(np.clip(operator_preference(adv, operator), *CRITIC_SHARE_BOUNDS))
 
 
 def segment_advantages(adv, episode, tick, source) -> np.ndarray:

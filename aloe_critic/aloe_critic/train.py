@@ -53,9 +53,9 @@ from .critic import (AGGREGATION_RULES, CHUNK_SCORER, CriticConfig, PolicySample
                      export_chunk_scorer, save_critic)
 from .dataset import TransitionDataset, check_camera_contract
 from .distributed import barrier, is_main, rank_world, setup, teardown
-from .improvement import (EXTRACTIONS, POOLINGS, WEIGHT_MODES, ImprovementConfig, draw_probabilities, ess_fraction,
-                          ess_temperature, improve_policy, operator_chunks, option_advantages, segment_advantages,
-                          unnormalised_weights)
+from .improvement import (EXTRACTIONS, POOLINGS, WEIGHT_MODES, ImprovementConfig, critic_operator_share,
+                          draw_probabilities, ess_fraction, ess_temperature, improve_policy, operator_chunks,
+                          operator_preference, option_advantages, segment_advantages, unnormalised_weights)
 from .values import VALUE_METHODS, chunk_values, fit_critic
 
 log = logging.getLogger("aloe_critic.train")
@@ -279,6 +279,14 @@ def run_iteration(config: TrainConfig, dataset: TransitionDataset, policy, fresh
             improvement = dataclasses.replace(improvement, beta=ess_temperature(imitated_adv, improvement.target_ess))
             log.info("beta %.4g: the weights keep an ESS of %.2f of the %d imitated chunks", improvement.beta,
                      improvement.target_ess, len(imitated))
+        preference = None
+        if imitated_adv is not None and improvement.operator_share_rule == "critic":
+            operator = operator_chunks(imitated)
+            preference = operator_preference(imitated_adv, operator)
+            improvement = dataclasses.replace(improvement, operator_share=critic_operator_share(imitated_adv, operator))
+            log.info("operator share %.2f: the critic prefers a correction to the policy's own chunk in %.0f %% of "
+                     "the %d x %d pairs", improvement.operator_share, 100 * preference, operator.sum(),
+                     (~operator).sum())
         conditioned = imitated_adv is not None and improvement.extraction == "conditioned"
         if stats is not None:
             stats["imitated_chunks"] = len(imitated)
@@ -290,6 +298,10 @@ def run_iteration(config: TrainConfig, dataset: TransitionDataset, policy, fresh
                     "by_group": advantage_breakdown(imitated, imitated_adv - improvement.condition_threshold)}
             elif imitated_adv is not None:
                 stats["weights"] = {"beta": improvement.beta, **weight_breakdown(imitated, imitated_adv, improvement)}
+                if improvement.sampling == "weighted":
+                    stats["weights"]["operator_share"] = improvement.operator_share
+                if preference is not None:
+                    stats["weights"]["operator_preference"] = preference
                 stats["value_samples"]["v_se_over_beta"] = stats["value_samples"]["v_se_mean"] / improvement.beta
         if conditioned:
             # the same weights plus a zero-initialised indicator embedding: it samples as before until trained
@@ -446,7 +458,8 @@ def train_iteration(config: TrainConfig, bags, policy_in: str | os.PathLike | No
 
             imp = config.improvement
             write_values_csv(with_weights(value_rows(dataset, out.values, config.method, evaluated_id), imp.beta,
-                                          imp.w_max, imp.weight_mode, imp.trust_operator, imp.operator_share),
+                                          imp.w_max, imp.weight_mode, imp.trust_operator, imp.operator_share,
+                                          imp.operator_share_rule),
                              stage / "values.csv")
         (stage / "train_config.json").write_text(json.dumps(config.to_dict(), indent=1, sort_keys=True))
         if config.value_plots and out.values is not None:

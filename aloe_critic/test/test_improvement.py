@@ -325,6 +325,58 @@ def test_operator_share_splits_the_draws_between_the_sources_whatever_their_size
             ImprovementConfig(**refused)
 
 
+def test_critic_operator_share_is_the_share_of_pairs_in_which_the_correction_has_the_higher_advantage():
+    from aloe_critic.improvement import CRITIC_SHARE_BOUNDS, critic_operator_share, operator_preference
+
+    adv = np.array([0.3, 0.1, 0.1, 0.0, -0.2])
+    op = np.array([True, True, False, False, False])
+    # 0.3 beats all three of the policy's chunks; 0.1 beats two and ties one: (3 + 2.5) / 6
+    assert operator_preference(adv, op) == pytest.approx(5.5 / 6)
+    assert operator_preference(adv, ~op) == pytest.approx(0.5 / 6)
+    assert operator_preference(adv, np.zeros(5, bool)) == 0.5 and operator_preference(adv, np.ones(5, bool)) == 0.5
+    assert operator_preference(np.zeros(5), op) == 0.5  # indistinguishable: RLPD's even split
+    # clearly better corrections take nearly all the draws but the policy's chunks keep their floor, and back
+    assert critic_operator_share([1.0, 1.0, 0.0, 0.0], [True, True, False, False]) == CRITIC_SHARE_BOUNDS[1]
+    assert critic_operator_share([0.0, 0.0, 1.0, 1.0], [True, True, False, False]) == CRITIC_SHARE_BOUNDS[0]
+    rng = np.random.default_rng(0)  # against the definition, pair by pair, with ties
+    a, o = np.round(rng.normal(size=300), 1), rng.random(300) < 0.2
+    pairs = a[o][:, None] - a[~o][None, :]
+    assert operator_preference(a, o) == pytest.approx(((pairs > 0) + 0.5 * (pairs == 0)).mean())
+    for refused in ({"sampling": "uniform"}, {"operator_share_rule": "mean"}):
+        with pytest.raises(ValueError, match="operator_share_rule"):
+            ImprovementConfig(**{"operator_share_rule": "critic", **refused})
+
+
+def test_run_iteration_lets_the_critic_set_the_operator_share_and_records_it(initial_checkpoint):
+    from aloe_data.ingestion import ingest_bags
+    from aloe_critic.evaluate import with_weights
+    from aloe_critic.improvement import critic_operator_share, operator_chunks, operator_preference
+    from aloe_critic.train import run_iteration
+    from aloe_policy.model import FlowMatchingPolicy
+    from critic_test_data import small_config
+
+    root = initial_checkpoint
+    config = small_config(root, method="aloe")
+    imp = config.improvement
+    imp.trust_operator, imp.w_max, imp.sampling, imp.operator_share_rule = True, 1.0, "weighted", "critic"
+    imp.advantage_pooling = "chunk"  # the share from the per-chunk advantages the stats report
+    dataset = TransitionDataset(ingest_bags([root / "bags"], config.ingestion).episodes, 4, 0.99)
+    out = run_iteration(config, dataset, FlowMatchingPolicy.from_pretrained(root / "iter0"))
+    weights = out.advantage_stats["weights"]
+    operator = operator_chunks(dataset)
+    assert 0 < operator.mean() < 1
+    share = critic_operator_share(out.values["advantage"], operator)
+    assert weights["operator_share"] == pytest.approx(share)
+    assert share == pytest.approx(np.clip(weights["operator_preference"], 0.05, 0.95))
+    assert weights["operator_preference"] == pytest.approx(operator_preference(out.values["advantage"], operator))
+    assert weights["groups"]["operator"]["weight_share"] == pytest.approx(share)  # the draws follow it
+    # aloe-evaluate's exported draw weights give the operator's chunks the same share
+    rows = [{"human_fraction": float(h), "advantage": float(a)} for h, a in zip(operator, out.values["advantage"])]
+    exported = np.array([r["weight"] for r in with_weights(rows, imp.beta, imp.w_max, trust_operator=True,
+                                                           operator_share_rule="critic")])
+    assert exported[operator].sum() / exported.sum() == pytest.approx(share)
+
+
 def test_run_iteration_with_trust_operator_weights_no_chunk_above_a_correction(initial_checkpoint):
     """Through the library's iteration (option pooling, as the study runs it); what the weights do
     to the policy is the test above."""
