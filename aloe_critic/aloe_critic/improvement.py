@@ -69,8 +69,9 @@ gives its share to the other.
 
 The share set by the critic (``operator_share_rule="critic"``): per iteration,
     s = clip(P(A_op > A_pol) + P(A_op = A_pol) / 2, 0.05, 0.95),
-the probability that a correction's (pooled) advantage beats one of the policy's own chunks' over
-all such pairs of the imitated chunks (the Mann-Whitney statistic U / (n_op n_pol)): 0.5 when the
+the probability that a correction's chunk has a higher advantage than one of the policy's own chunks
+over all such pairs of the imitated chunks (the Mann-Whitney statistic U / (n_op n_pol); per-chunk
+advantages Q(o, A) - V(o), not the pooled ones, whose size grows with a segment's length): 0.5 when the
 critic cannot tell the two apart (RLPD's even split), toward 1 (Dagger's set) when the operator's
 chunks are clearly better, below 0.5 when the policy's own are. One number from thousands of
 advantages: per chunk the advantages are too noisy to weight by (A > 0 at chance on the policy's own

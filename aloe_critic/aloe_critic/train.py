@@ -281,9 +281,10 @@ def run_iteration(config: TrainConfig, dataset: TransitionDataset, policy, fresh
                      improvement.target_ess, len(imitated))
         preference = None
         if imitated_adv is not None and improvement.operator_share_rule == "critic":
-            operator = operator_chunks(imitated)
-            preference = operator_preference(imitated_adv, operator)
-            improvement = dataclasses.replace(improvement, operator_share=critic_operator_share(imitated_adv, operator))
+            # per-chunk advantages, not the pooled ones: one chunk against one chunk, whatever its segment's length
+            operator, chunk_adv = operator_chunks(imitated), np.asarray(values["advantage"])[keep]
+            preference = operator_preference(chunk_adv, operator)
+            improvement = dataclasses.replace(improvement, operator_share=critic_operator_share(chunk_adv, operator))
             log.info("operator share %.2f: the critic prefers a correction to the policy's own chunk in %.0f %% of "
                      "the %d x %d pairs", improvement.operator_share, 100 * preference, operator.sum(),
                      (~operator).sum())

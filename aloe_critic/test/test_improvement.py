@@ -359,7 +359,7 @@ def test_run_iteration_lets_the_critic_set_the_operator_share_and_records_it(ini
     config = small_config(root, method="aloe")
     imp = config.improvement
     imp.trust_operator, imp.w_max, imp.sampling, imp.operator_share_rule = True, 1.0, "weighted", "critic"
-    imp.advantage_pooling = "chunk"  # the share from the per-chunk advantages the stats report
+    imp.advantage_pooling = "option"  # the weights from pooled advantages, the share from the per-chunk ones
     dataset = TransitionDataset(ingest_bags([root / "bags"], config.ingestion).episodes, 4, 0.99)
     out = run_iteration(config, dataset, FlowMatchingPolicy.from_pretrained(root / "iter0"))
     weights = out.advantage_stats["weights"]
