@@ -15,7 +15,7 @@ method, from worktree /work/wt6 (= /work/wt5 + main d406f3a, the run path of `op
 the rule 'fixed' everything computes as in wt5). T = W2's extraction with the operator's share of the weighted
 draws set per iteration by the critic: how often a correction's chunk has a higher advantage than one of the
 policy's own chunks over all pairs (0.5 = RLPD's even split, as S; toward 1 = Dagger's set), within 0.05-0.95.
-(Amended 08:52 UTC, before any T run: per-chunk advantages, the statistic observed, not the pooled ones;
+(Amended 08:39 UTC, before any T run: per-chunk advantages, the statistic observed, not the pooled ones;
 worktree /work/wt6 rebuilt at main 4eb23ad.) It has no
 tuned parameter, so it skips stage 1 and is judged on 18-20 directly. Rule, written before any T run:
   - verdict: the issue's target for T (ahead of Dagger or AWR/progress at iteration 5 in success or throughput,
