@@ -53,9 +53,10 @@ from .critic import (AGGREGATION_RULES, CHUNK_SCORER, CriticConfig, PolicySample
                      export_chunk_scorer, save_critic)
 from .dataset import TransitionDataset, check_camera_contract
 from .distributed import barrier, is_main, rank_world, setup, teardown
-from .improvement import (EXTRACTIONS, POOLINGS, WEIGHT_MODES, ImprovementConfig, critic_operator_share,
-                          draw_probabilities, ess_fraction, ess_temperature, improve_policy, operator_chunks,
-                          operator_preference, option_advantages, segment_advantages, unnormalised_weights)
+from .improvement import (EXTRACTIONS, IMITATED, POOLINGS, SAMPLINGS, SHARE_RULES, WEIGHT_MODES, ImprovementConfig,
+                          critic_operator_share, draw_probabilities, ess_fraction, ess_temperature, improve_policy,
+                          operator_chunks, operator_preference, option_advantages, segment_advantages,
+                          unnormalised_weights)
 from .values import VALUE_METHODS, chunk_values, fit_critic
 
 log = logging.getLogger("aloe_critic.train")
@@ -285,9 +286,13 @@ def run_iteration(config: TrainConfig, dataset: TransitionDataset, policy, fresh
             operator, chunk_adv = operator_chunks(imitated), np.asarray(values["advantage"])[keep]
             preference = operator_preference(chunk_adv, operator)
             improvement = dataclasses.replace(improvement, operator_share=critic_operator_share(chunk_adv, operator))
-            log.info("operator share %.2f: the critic prefers a correction to the policy's own chunk in %.0f %% of "
-                     "the %d x %d pairs", improvement.operator_share, 100 * preference, operator.sum(),
-                     (~operator).sum())
+            if operator.all() or not operator.any():
+                log.info("operator share: one source only (%d of the operator's chunks, %d of the policy's), "
+                         "nothing to compare", operator.sum(), (~operator).sum())
+            else:
+                log.info("operator share %.2f: the critic prefers a correction to the policy's own chunk in %.0f %% "
+                         "of the %d x %d pairs", improvement.operator_share, 100 * preference, operator.sum(),
+                         (~operator).sum())
         conditioned = imitated_adv is not None and improvement.extraction == "conditioned"
         if stats is not None:
             stats["imitated_chunks"] = len(imitated)
@@ -488,7 +493,8 @@ def train_iteration(config: TrainConfig, bags, policy_in: str | os.PathLike | No
 # ---------------------------------------------------------------------------------------------
 
 CHOICES = {"method": METHODS, "aggregate": AGGREGATION_RULES, "weight_mode": WEIGHT_MODES,
-           "extraction": EXTRACTIONS, "advantage_pooling": POOLINGS}
+           "extraction": EXTRACTIONS, "advantage_pooling": POOLINGS, "sampling": SAMPLINGS, "imitate": IMITATED,
+           "operator_share_rule": SHARE_RULES}
 
 
 def build_parser() -> argparse.ArgumentParser:
