@@ -11,6 +11,7 @@ iteration:
   permutation test, swapping the two methods' episodes within each pair (10,000 draws).
 
     python bench/aloe_vs_baselines.py run --dir /tmp/avb --seeds 0 1 2 3 4 --jobs 2          # CPU-hours
+    python bench/aloe_vs_baselines.py status --dir /tmp/avb       # progress only: iterations done, running or not
     python bench/aloe_vs_baselines.py summary --dir /tmp/avb --out bench/results/aloe_vs_baselines.json
 
 A method is a name of offline_loop.py's ``--method`` with optional TrainConfig overrides after a
@@ -72,6 +73,30 @@ def complete(path: Path, iterations: int) -> bool:
         return len(json.loads(path.read_text())["rows"]) >= iterations + 1
     except (OSError, ValueError, KeyError):
         return False
+
+
+def status(root: Path, iterations: int, seeds=None) -> str:
+    """Where a study folder stands, without its results (so a study can be watched without being read early):
+    per run of its study.json, the iterations finished, and whether it is done, running (an offline_loop process
+    on its state), resumable (a .state left by a cut run) or not started."""
+    import psutil
+
+    manifest = json.loads((root / "study.json").read_text())
+    live = {" ".join(p.info["cmdline"] or []) for p in psutil.process_iter(["cmdline"])}
+    lines = ["| seed | operator | method | iterations | state |", "|---|---|---|---|---|"]
+    for name, lab in sorted(manifest.items(), key=lambda kv: (kv[1]["seed"], kv[1]["method"], kv[1]["operator"])):
+        if seeds is not None and lab["seed"] not in seeds:
+            continue
+        try:
+            done = len(json.loads((root / f"{name}.json").read_text())["rows"]) - 1
+        except (OSError, ValueError, KeyError):
+            done = -1
+        state = ("done" if done >= iterations else
+                 "running" if any(f"--state {root / name}.state " in c for c in live) else
+                 "resumable" if (root / f"{name}.state" / "state.json").is_file() else
+                 "cut before its first iteration" if done >= 0 else "not started")
+        lines.append(f"| {lab['seed']} | {lab['operator']} | {lab['method']} | {max(done, 0)} / {iterations} | {state} |")
+    return "\n".join(lines) + "\n"
 
 
 def run_study(a) -> int:
@@ -367,9 +392,16 @@ def main(argv=None) -> int:
                    help="only these seeds' runs (e.g. the report seeds of a study whose tuning seeds share its folder)")
     s.add_argument("--reference", nargs="+", default=[], metavar="SPEC",
                    help="method specs every ALOE variant is also paired with (e.g. the variant a candidate changes)")
+    t = sub.add_parser("status", help="each run's progress (iterations finished, running or not), not its results")
+    t.add_argument("--dir", required=True, help="study folder")
+    t.add_argument("--iterations", type=int, default=5)
+    t.add_argument("--seeds", nargs="+", type=int, default=None)
     a = p.parse_args(argv)
     if a.command == "run":
         return run_study(a)
+    if a.command == "status":
+        print(status(Path(a.dir), a.iterations, a.seeds), end="")
+        return 0
     runs = {}
     for d in a.dir:
         runs.update(load(Path(d)))

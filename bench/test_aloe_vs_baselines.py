@@ -200,3 +200,27 @@ def test_the_references_without_a_critic_are_paired_like_baselines(tmp_path):
         write_run(tmp_path, "mixed", reference, 0, [bad, bad], [[30] * 10] * 2)
     paired = {t["baseline"] for t in avb.summarise(avb.load(tmp_path))["paired"] if t["metric"] == "success"}
     assert paired == {"filtered:sampling=weighted", "oracle"}, "random is a control of the weights, not a rival"
+
+
+def test_status_shows_each_runs_progress_and_not_its_results(tmp_path, capsys):
+    import subprocess
+
+    runs = {("skilled", "aloe", 0): 2, ("skilled", "dagger", 0): 1, ("imperfect", "aloe", 0): 1,
+            ("imperfect", "dagger", 0): None, ("skilled", "bc", 1): None}
+    (tmp_path / "study.json").write_text(json.dumps(
+        {avb.run_name(op, m, s): {"operator": op, "method": m, "seed": s} for op, m, s in runs}))
+    for (op, m, s), done in runs.items():
+        if done is not None:
+            write_run(tmp_path, op, m, s, [[True, False]] * (done + 1), [[20, 100]] * (done + 1))
+    (tmp_path / f"{avb.run_name('skilled', 'dagger', 0)}.state").mkdir()
+    (tmp_path / f"{avb.run_name('skilled', 'dagger', 0)}.state" / "state.json").write_text("{}")
+    # a process that names a run's state the way offline_loop.py's command line does
+    state = tmp_path / f"{avb.run_name('imperfect', 'aloe', 0)}.state"
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "--state", str(state), "--out", "x"])
+    try:
+        assert avb.main(["status", "--dir", str(tmp_path), "--iterations", "2", "--seeds", "0"]) == 0
+    finally:
+        proc.kill()
+    rows = {tuple(c.strip() for c in line.strip("|").split("|")) for line in capsys.readouterr().out.splitlines()[2:]}
+    assert rows == {("0", "skilled", "aloe", "2 / 2", "done"), ("0", "skilled", "dagger", "1 / 2", "resumable"),
+                    ("0", "imperfect", "aloe", "1 / 2", "running"), ("0", "imperfect", "dagger", "0 / 2", "not started")}
