@@ -464,6 +464,10 @@ def main(argv=None) -> int:
                     row["advantage"] = st["advantage"]  # mean, std, min, max over every chunk (raw, per chunk)
                     if "weights" in st:
                         row["weights"] = st["weights"]
+                        if "operator_preference" in st["weights"]:  # operator_share_rule "critic"
+                            log(f"iteration {it}: operator share {st['weights']['operator_share']:.2f} of the draws "
+                                f"(the critic prefers a correction's chunk in "
+                                f"{100 * st['weights']['operator_preference']:.0f} % of the pairs)")
                     if "conditioned" in st:
                         row["conditioned"] = st["conditioned"]
                     quality = correction_diagnostic(dataset, labelled, result.values["advantage"])
