@@ -75,8 +75,8 @@ advantages Q(o, A) - V(o), not the pooled ones, whose size grows with a segment'
 critic cannot tell the two apart (RLPD's even split), toward 1 (Dagger's set) when the operator's
 chunks are clearly better, below 0.5 when the policy's own are. One number from thousands of
 advantages: per chunk the advantages are too noisy to weight by (A > 0 at chance on the policy's own
-chunks), but the groups' order is stable (the skilled operator's chunks A > 0 in 77-93 % of cases, the
-imperfect one's in 44-60 %, BENCHMARKS "ALOE vs its rivals", part 18). Each source keeps 5 % of the
+chunks), but the groups' order is stable (the skilled operator's chunks A > 0 in 74-93 % of cases, the
+imperfect one's in 40-60 %, BENCHMARKS "ALOE vs its rivals", part 18). Each source keeps 5 % of the
 draws, in case the critic's verdict is wrong. The ``bc``
 baseline is the same loop with w = 1 on all data, interventions included (HG-DAgger); ``dagger``
 w = 1 on the operator's chunks only.
