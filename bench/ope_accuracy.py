@@ -24,7 +24,8 @@ offline path (``aloe_sim.offline.run_episodes``; nothing here runs over ROS):
    from pi at s (never executed in the data); per critic, the rank correlation of the ensemble's
    std there with its |Q error| there ("does the spread grow where the critic is wrong?"), and V's
    bias at pi's own states. ``--variant NAME=field=value,...`` adds aloe critics with CriticConfig
-   overrides (e.g. the ensemble's independence: bootstrap_fraction, prior_scale);
+   overrides (e.g. the ensemble's independence: bootstrap_fraction, prior_scale; ``value_data=current``: V of
+   the advantages from a second critic fitted only on pi's own chunks);
    ``--low-coverage N`` fits every critic a second time on the buffer with at most N failed
    episodes (the states keep their ground truth: the critic must extrapolate to failures).
    ``--cache`` keeps the buffer, pi and the ground truth (the expensive part) for later variants.
@@ -180,7 +181,7 @@ def fit_and_score(dataset, bank, pi, method, K, aggregate, seed, args, ids, rows
     """Fit a critic (on ``fit_view`` of the dataset, default all of it) and score the ground-truth
     states: Q, V, advantage, q_std at the recorded chunks, and Q / ensemble std at pi's sampled chunk."""
     from aloe_critic.critic import CriticConfig, critic_for_policy
-    from aloe_critic.values import chunk_values, fit_critic
+    from aloe_critic.values import chunk_values, fit_critic, fit_current_value, with_value_of
 
     config = CriticConfig(**{"ensemble_size": K, "critic_steps": args.critic_steps,
                              "critic_batch_size": args.critic_batch, "num_policy_samples": args.policy_samples,
@@ -190,9 +191,18 @@ def fit_and_score(dataset, bank, pi, method, K, aggregate, seed, args, ids, rows
     critic = critic_for_policy(pi, config)
     t0 = time.perf_counter()
     curve = fit_critic(critic, dataset if fit_view is None else fit_view, method, bank, config, seed=seed)
+    value_critic = None
+    if config.value_data == "current":  # V from a second critic on pi's own chunks (of the data this fit saw)
+        value_critic, _, stats = fit_current_value(lambda: critic_for_policy(pi, config),
+                                                   dataset if fit_view is None else fit_view, pi, method, bank, config,
+                                                   seed=seed)
+        if value_critic is None:
+            raise SystemExit(f"value_data current: {stats['reason']}")
     fit_s = time.perf_counter() - t0
     view = dataset.filter(mask=np.isin(np.arange(len(dataset.done)), ids))
     values = chunk_values(critic, view, pi, seed=seed)  # num_value_samples of the (variant) config
+    if value_critic is not None:
+        values = with_value_of(values, chunk_values(value_critic, view, pi, seed=seed))
     order = {int(t): i for i, t in enumerate(view.indices)}
     pos = np.array([order[int(i)] for i in ids])
     est = {k: values[k][pos] for k in ("q", "v", "advantage", "q_std", "v_se")}
@@ -201,7 +211,7 @@ def fit_and_score(dataset, bank, pi, method, K, aggregate, seed, args, ids, rows
     # its error is gamma^H e_V(o_{t+H}) - e_V(o_t) and cancels where V is wrong alike along the trajectory.
     nxt = dataset.next_transition[ids]
     after = dataset.filter(mask=np.isin(np.arange(len(dataset.done)), nxt))
-    v_after = chunk_values(critic, after, pi, seed=seed + 1)["v"]
+    v_after = chunk_values(value_critic or critic, after, pi, seed=seed + 1)["v"]
     at = {int(t): i for i, t in enumerate(after.indices)}
     v_next = v_after[np.array([at[int(i)] for i in nxt])]
     est["advantage_td"] = (dataset.returns[ids] + dataset.gamma ** dataset.chunk_horizon * (1.0 - dataset.done[ids])
@@ -279,9 +289,17 @@ def per_group(est, rows) -> dict:
         if m.sum() >= 3:
             q = np.array([r["q_true"] for r in rows])[m]
             v = np.array([r["v_true"] for r in rows])[m]
+            a, a_est = q - v, est["advantage"][m]
             out[g] = {"q_bias": float(np.mean(est["q"][m] - q)), "q_rmse": float(np.sqrt(np.mean((est["q"][m] - q) ** 2))),
-                      "v_bias": float(np.mean(est["v"][m] - v)), "v_rmse": float(np.sqrt(np.mean((est["v"][m] - v) ** 2)))}
+                      "v_bias": float(np.mean(est["v"][m] - v)), "v_rmse": float(np.sqrt(np.mean((est["v"][m] - v) ** 2))),
+                      "adv_rmse": float(np.sqrt(np.mean((a_est - a) ** 2))), "adv_slope": slope(a, a_est)}
     return out
+
+
+def slope(truth, estimate) -> float:
+    """Least-squares slope of the estimate on the truth: 1 = the true advantages' scale, 0 = blind to them."""
+    truth, estimate = np.asarray(truth, float), np.asarray(estimate, float)
+    return float(np.polyfit(truth, estimate, 1)[0]) if truth.std() > 0 else float("nan")
 
 
 def plot(rows, estimates, path):
@@ -363,6 +381,17 @@ def markdown(result: dict) -> str:
             lines.append(f"| {lab} | {mean(sel, 'q_pi_rmse'):.3f} | {mean(sel, 'spread_vs_error_spearman'):.2f} | "
                          f"{mean(sel, 'spread_over_error'):.2f} | {mean(sel, 'v_bias_pi_states'):+.3f} | "
                          f"{mean(sel, 'v_se_mean'):.4f} |")
+    with_slopes = [r for r in runs if r["K"] == a["main_k"] and r["aggregate"] == "subset_min"
+                   and all("adv_slope" in g for g in r["by_group"].values())]
+    if with_slopes:  # how much of the true advantage each critic sees, where
+        lines += ["", "The advantage by the data source of the state: RMSE / least-squares slope on the true advantage "
+                  "(1: its scale, 0: blind to it), mean over critic seeds:", "",
+                  "| critic | " + " | ".join(GROUPS) + " |", "|---|" + "---|" * len(GROUPS)]
+        for lab in dict.fromkeys(r["method"] for r in with_slopes):
+            sel = [r["by_group"] for r in with_slopes if r["method"] == lab]
+            lines.append(f"| {lab} | " + " | ".join(
+                f"{np.mean([g[x]['adv_rmse'] for g in sel]):.3f} / {np.mean([g[x]['adv_slope'] for g in sel]):.2f}"
+                if all(x in g for g in sel) else "-" for x in GROUPS) + " |")
     lines += ["", "Where the advantage's error comes from (first critic seed, headline K; RMSE(A)^2 = RMSE(Q)^2 "
               "+ RMSE(V)^2 - 2 mean(e_Q e_V), advantage_error):", "",
               "| critic | A RMSE | A RMSE / std of true A | Q error (RMS) | V error (RMS) | corr(Q error, V error) "

@@ -76,6 +76,7 @@ from aloe_policy.selection import CHUNK_SCORER  # noqa: F401 - the file name pol
 from .distributed import all_gather_objects, rank_world
 
 AGGREGATION_RULES = ("subset_min", "mean_std")
+VALUE_DATA = ("all", "current")  # where V of the advantages is fitted: the whole buffer, or the evaluated policy's own chunks
 
 
 @dataclass
@@ -102,6 +103,9 @@ class CriticConfig:
     kappa: float = 1.0               # mean_std: mean - kappa * std
     freeze_encoder: bool = False     # Q heads on the policy's frozen observation features, computed once
                                      # per fit (CPU-sized runs: ~50x faster steps; the heads still see o_t)
+    value_data: str = "all"          # V(o) of the advantages from this critic ("all") or from a second one of
+                                     # this config fitted only on the evaluated policy's own chunks ("current":
+                                     # V stops copying the outcome of the one recorded chunk; Q stays this one's)
 
     def __post_init__(self):
         if self.aggregate not in AGGREGATION_RULES:
@@ -116,9 +120,11 @@ class CriticConfig:
             raise ValueError(f"diversity_eta must be a finite number >= 0, got {self.diversity_eta}")
         if self.num_policy_samples < 1 or self.num_value_samples < 1:
             raise ValueError("num_policy_samples and num_value_samples must be >= 1")
+        if self.value_data not in VALUE_DATA:
+            raise ValueError(f"value_data must be one of {VALUE_DATA}, got {self.value_data!r}")
 
     # Fields added after critics were first saved, with the value that reproduces those critics.
-    LEGACY = {"bootstrap_fraction": 1.0, "prior_scale": 0.0, "diversity_eta": 0.0}
+    LEGACY = {"bootstrap_fraction": 1.0, "prior_scale": 0.0, "diversity_eta": 0.0, "value_data": "all"}
 
     @classmethod
     def from_saved(cls, saved: dict) -> "CriticConfig":
@@ -533,6 +539,7 @@ def export_chunk_scorer(critic: ChunkCritic, policy, path: str | Path, example_o
 
 CRITIC_WEIGHTS = "critic.safetensors"
 CRITIC_CONFIG = "critic_config.json"
+VALUE_CRITIC_DIR = "value"  # <critic dir>/value/: the critic of V under value_data "current" (same files)
 
 
 def save_critic(critic: ChunkCritic, directory: str | Path, extra: dict | None = None) -> None:

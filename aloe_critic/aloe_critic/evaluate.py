@@ -28,11 +28,12 @@ import torch
 from aloe_data.ingestion import IngestionConfig, ingest_bags, no_usable_bags
 from aloe_data.schema import SOURCE_HOLD, SOURCE_HUMAN, SOURCE_NAMES
 
-from .critic import CRITIC_CONFIG, CriticConfig, critic_for_policy, load_critic_state, read_critic_meta
+from .critic import (CRITIC_CONFIG, VALUE_CRITIC_DIR, CriticConfig, critic_for_policy, load_critic_state,
+                     read_critic_meta)
 from .dataset import TransitionDataset, check_camera_contract
 from .improvement import (SHARE_RULES, ImprovementConfig, critic_operator_share, draw_probabilities,
                           unnormalised_weights)
-from .values import chunk_values
+from .values import chunk_values, with_value_of
 
 log = logging.getLogger("aloe_critic.evaluate")
 
@@ -74,6 +75,18 @@ def load_critic(critic_path: str | Path, policy_path: str | Path | None = None, 
     return critic, policy, meta
 
 
+def load_value_critic(critic_path: str | Path, policy):
+    """The critic of V saved beside the Q critic by an iteration with ``value_data: current``
+    (``<critic>/value/``), or None (V is then the Q critic's own, as in that iteration)."""
+    directory = resolve_critic_dir(critic_path) / VALUE_CRITIC_DIR
+    if not (directory / CRITIC_CONFIG).is_file():
+        return None
+    meta = read_critic_meta(directory)
+    critic = critic_for_policy(policy, CriticConfig.from_saved(meta["critic"]), init_from_policy=False, saved=meta)
+    load_critic_state(critic, directory)
+    return critic.eval()
+
+
 def evaluate_bags(bags, critic_path, policy_path=None, cache_dir: str | None = None,
                   num_policy_samples: int | None = None, device: str = "cpu", seed: int = 0,
                   progress: bool = False) -> tuple[list[dict], TransitionDataset]:
@@ -90,6 +103,10 @@ def evaluate_bags(bags, critic_path, policy_path=None, cache_dir: str | None = N
     dataset = TransitionDataset(report.episodes, critic.chunk_horizon, float(meta.get("gamma", 0.99)))
     check_camera_contract(policy.config, dataset, policy_path, ingestion.depth_range_m)
     values = chunk_values(critic, dataset, policy, num_policy_samples, device=device, seed=seed)
+    value_critic = load_value_critic(critic_path, policy)
+    if value_critic is not None:  # value_data "current": V from the critic of the policy's own chunks
+        values = with_value_of(values, chunk_values(value_critic, dataset, policy, num_policy_samples, device=device,
+                                                    seed=seed))
     return value_rows(dataset, values, meta.get("method", "aloe"), policy.policy_id), dataset
 
 

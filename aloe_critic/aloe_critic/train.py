@@ -49,15 +49,15 @@ from aloe_data.ingestion import IngestionConfig, SkippedBagWarning, find_bags, i
 from aloe_data.schema import SOURCE_HUMAN, SOURCE_POLICY
 from aloe_policy.model import with_advantage_conditioning
 
-from .critic import (AGGREGATION_RULES, CHUNK_SCORER, CriticConfig, PolicySampleBank, critic_for_policy,
-                     export_chunk_scorer, save_critic)
+from .critic import (AGGREGATION_RULES, CHUNK_SCORER, VALUE_CRITIC_DIR, VALUE_DATA, CriticConfig, PolicySampleBank,
+                     critic_for_policy, export_chunk_scorer, save_critic)
 from .dataset import TransitionDataset, check_camera_contract
 from .distributed import barrier, is_main, rank_world, setup, teardown
 from .improvement import (EXTRACTIONS, IMITATED, POOLINGS, SAMPLINGS, SHARE_RULES, WEIGHT_MODES, ImprovementConfig,
                           critic_operator_share, draw_probabilities, ess_fraction, ess_temperature, improve_policy,
                           operator_chunks, operator_preference, option_advantages, segment_advantages,
                           unnormalised_weights)
-from .values import VALUE_METHODS, chunk_values, fit_critic
+from .values import VALUE_METHODS, chunk_values, fit_critic, fit_current_value, with_value_of
 
 log = logging.getLogger("aloe_critic.train")
 
@@ -207,6 +207,7 @@ class IterationOutput:
     values: dict | None                  # q, v, advantage, q_std per transition of the dataset view
     curves: dict
     advantage_stats: dict | None
+    value_critic: object | None = None   # value_data "current": the critic of V (fit on the policy's own chunks)
 
 
 def run_iteration(config: TrainConfig, dataset: TransitionDataset, policy, fresh: bool = False) -> IterationOutput:
@@ -227,6 +228,7 @@ def run_iteration(config: TrainConfig, dataset: TransitionDataset, policy, fresh
     if config.init_only:
         return IterationOutput(policy, None, None, None, curves, None)
     critic, values, stats, evaluated_id, advantages, targets = None, None, None, None, None, None
+    value_critic = None
     if config.method in VALUE_METHODS:
         evaluated_id = policy.policy_id
         critic = critic_for_policy(policy, config.critic, config.critic_init_from_policy, dataset=dataset)
@@ -243,6 +245,22 @@ def run_iteration(config: TrainConfig, dataset: TransitionDataset, policy, fresh
         values = chunk_values(critic, dataset, policy, config.critic.num_value_samples, config.eval_batch_size, device,
                               seed=config.seed)
         values_s = time.monotonic() - t0
+        if config.critic.value_data == "current":
+            t0 = time.monotonic()
+            value_critic, curve, value_stats = fit_current_value(
+                lambda: critic_for_policy(policy, config.critic, config.critic_init_from_policy, dataset=dataset),
+                dataset, policy, config.method, bank, config.critic, seed=config.seed, device=device,
+                progress=config.progress, batch_blocks=config.batch_blocks)
+            if value_critic is None:
+                log.info("value_data current: %s", value_stats["reason"])
+            else:
+                curves["critic_value"] = curve
+                values = with_value_of(values, chunk_values(value_critic, dataset, policy,
+                                                            config.critic.num_value_samples, config.eval_batch_size,
+                                                            device, seed=config.seed))
+                log.info("V of the advantages from a critic fitted on policy %s's own %d chunks (%d episodes)",
+                         evaluated_id, value_stats["transitions"], value_stats["episodes"])
+            value_stats["seconds"] = time.monotonic() - t0
         advantages = values["advantage"]
         rows = dataset.indices  # pooled A weights the policy; the raw per-chunk A stays in values and the stats
         segments = (dataset.episode[rows], dataset.tick_in_episode[rows], dataset.source_fraction[rows].argmax(1))
@@ -262,6 +280,8 @@ def run_iteration(config: TrainConfig, dataset: TransitionDataset, policy, fresh
                                   "values_seconds": values_s, "v_se_mean": float(np.nanmean(values["v_se"])),
                                   "v_se_over_beta": float(np.nanmean(values["v_se"]) / config.improvement.beta)}
         stats["ranked_replaced_fraction"] = float((values["best_index"] >= 0).mean())
+        if config.critic.value_data == "current":
+            stats["value_data"] = value_stats
         if config.improvement.extraction == "ranked":
             targets = values["best_chunk"]
     if not hasattr(policy, "loss"):  # trained where it lives, from the exported advantages (values.csv)
@@ -316,7 +336,7 @@ def run_iteration(config: TrainConfig, dataset: TransitionDataset, policy, fresh
         curves[phase] = improve_policy(policy, imitated, imitated_adv, improvement, seed=config.seed,
                                        device=device, progress=config.progress, batch_blocks=config.batch_blocks,
                                        targets=imitated_targets)
-    return IterationOutput(policy, critic, evaluated_id, values, curves, stats)
+    return IterationOutput(policy, critic, evaluated_id, values, curves, stats, value_critic)
 
 
 def imitation_set(dataset, critic_only_bags, operator_only: bool = False) -> tuple:
@@ -451,12 +471,14 @@ def train_iteration(config: TrainConfig, bags, policy_in: str | os.PathLike | No
         # a backend trained elsewhere gets no checkpoint here: its critic and values.csv are the output
         policy_id = policy.save_pretrained(stage) if hasattr(policy, "loss") else policy_in_id
         if critic is not None:
-            save_critic(critic, stage / "critic", extra={
-                "method": config.method, "gamma": dataset.gamma, "evaluated_policy_id": evaluated_id,
-                "evaluated_backend": config.backend, "remote_contract": config.remote_contract,
-                "evaluated_policy_dir": (None if policy_in is None else str(Path(policy_in).resolve()) if builtin
-                                         else str(policy_in)),
-                "ingestion": asdict(config.ingestion)})
+            meta = {"method": config.method, "gamma": dataset.gamma, "evaluated_policy_id": evaluated_id,
+                    "evaluated_backend": config.backend, "remote_contract": config.remote_contract,
+                    "evaluated_policy_dir": (None if policy_in is None else str(Path(policy_in).resolve()) if builtin
+                                             else str(policy_in)),
+                    "ingestion": asdict(config.ingestion)}
+            save_critic(critic, stage / "critic", extra=meta)
+            if out.value_critic is not None:  # aloe-evaluate takes V from it, as this iteration did
+                save_critic(out.value_critic, stage / "critic" / VALUE_CRITIC_DIR, extra=meta)
             if builtin:  # the critic as TorchScript: policy_node's value-guided selection loads it with torch alone
                 export_chunk_scorer(critic, policy, stage / CHUNK_SCORER, dataset.observations(dataset.obs_tick[:2]))
         if not hasattr(policy, "loss") and out.values is not None:
@@ -494,7 +516,7 @@ def train_iteration(config: TrainConfig, bags, policy_in: str | os.PathLike | No
 
 CHOICES = {"method": METHODS, "aggregate": AGGREGATION_RULES, "weight_mode": WEIGHT_MODES,
            "extraction": EXTRACTIONS, "advantage_pooling": POOLINGS, "sampling": SAMPLINGS, "imitate": IMITATED,
-           "operator_share_rule": SHARE_RULES}
+           "operator_share_rule": SHARE_RULES, "value_data": VALUE_DATA}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -10,6 +10,12 @@ Same network (``ChunkCritic``), same data, only the regression target differs:
 
 Every member k fits only its bootstrap share of the transitions (``bootstrap_masks``):
     L = sum_k (1/B) sum_i m_k,i (Q_k(o_i, A_i) - y_i)^2
+
+``value_data: current`` (``fit_current_value``): V(o) of the advantages from a second critic of the same
+config fitted only on the evaluated policy's own chunks; Q stays the all-data critic's. Where the data has one
+chunk per state, an all-data critic's mean over pi's chunks copies the outcome of the recorded one (an operator's
+correction's success becomes pi's value there, and the correction's advantage vanishes); pi's own chunks
+cannot teach it that (BENCHMARKS.md, issue 14, part 19).
 """
 
 from __future__ import annotations
@@ -192,3 +198,44 @@ def chunk_values(critic: ChunkCritic, dataset, policy, n: int | None = None, bat
     empty = {"best_chunk": np.zeros((0, dataset.chunk_horizon, dataset.action_dim), np.float32)}
     return {k: np.concatenate([mine[s][k] for s in starts]) if starts else empty.get(k, np.zeros(0, np.float32))
             for k in VALUE_KEYS}
+
+
+MIN_CURRENT_EPISODES = 2  # value_data "current" needs at least this many episodes the evaluated policy drove
+
+
+def current_policy_view(dataset, policy_id: str):
+    """The transitions whose whole chunk is ``policy_id``'s own driving (its rollouts, and its stretches before
+    an operator takes over): the data of V under ``value_data: current``."""
+    return dataset.filter(policy_id=policy_id, min_policy_fraction=1.0)
+
+
+def fit_current_value(make_critic, dataset, policy, method: str, bank: PolicySampleBank | None, config: CriticConfig,
+                      seed: int = 0, device: str | torch.device = "cpu", progress: bool = False,
+                      batch_blocks: int = DEFAULT_BATCH_BLOCKS):
+    """``value_data: current``: a critic from ``make_critic()`` fitted (``method``, ``bank``: as the Q critic's)
+    on ``current_policy_view(dataset, policy.policy_id)`` -> (critic, curve, stats); (None, [], stats) when the
+    evaluated policy drove fewer than ``MIN_CURRENT_EPISODES`` episodes of the data (V then stays the Q critic's;
+    stats says why)."""
+    view = current_policy_view(dataset, policy.policy_id)
+    episodes = len(np.unique(view.episode[view.indices]))
+    stats = {"value_data": "current", "transitions": int(len(view)), "episodes": int(episodes)}
+    if episodes < MIN_CURRENT_EPISODES:
+        stats.update(value_data="all", reason=f"policy {policy.policy_id} drove {episodes} episode(s) of the data, "
+                                              f"fewer than {MIN_CURRENT_EPISODES}: V from the all-data critic")
+        return None, [], stats
+    critic = make_critic()
+    curve = fit_critic(critic, view, method, bank, config, seed=seed, device=device, progress=progress,
+                       batch_blocks=batch_blocks)
+    return critic, curve, stats
+
+
+def with_value_of(values: dict[str, np.ndarray], v_values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``values`` (``chunk_values`` of the Q critic) with V, its standard error and pi's spread from ``v_values``
+    (``chunk_values`` of the V critic on the same view): advantage = Q - V. The Q critic's own V is kept as
+    ``v_all``."""
+    out = dict(values)
+    out["v_all"] = values["v"]
+    for key in ("v", "v_se", "v_std_pi"):
+        out[key] = v_values[key]
+    out["advantage"] = (values["q"] - v_values["v"]).astype(values["q"].dtype)
+    return out

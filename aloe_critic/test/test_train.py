@@ -170,3 +170,76 @@ def test_a_policy_trained_on_a_depth_camera_records_its_range_and_refuses_bags_d
     other.ingestion.depth_range_m = 3.0
     with pytest.raises(ValueError, match=r"decoded with depth_range_m 3 but the policy .* maps 1.5 m to white"):
         train_iteration(other, [tmp_path / "bags"], tmp_path / "iter0", tmp_path / "iter1")
+
+
+def test_value_data_current_takes_v_from_a_critic_of_the_policys_own_chunks_and_evaluate_repeats_it(
+        initial_checkpoint, tmp_path):
+    """value_data "current": V of the advantages from a second critic fitted only on the evaluated policy's own
+    chunks (Q stays the all-data critic's); the checkpoint keeps that critic and aloe-evaluate's advantages are
+    the iteration's. Bags the policy did not drive: V stays the all-data critic's, and the stats say why."""
+    import csv
+
+    from aloe_critic.critic import VALUE_CRITIC_DIR
+    from aloe_critic.dataset import TransitionDataset
+    from aloe_critic.evaluate import load_critic, load_value_critic
+    from aloe_critic.evaluate import main as evaluate_main
+    from aloe_critic.train import run_iteration, train_iteration
+    from aloe_critic.values import MIN_CURRENT_EPISODES, chunk_values, current_policy_view
+    from aloe_data.ingestion import ingest_bags
+    from aloe_policy.model import FlowMatchingPolicy
+    from critic_test_data import small_config, write_training_bags
+
+    root = initial_checkpoint
+    pid = FlowMatchingPolicy.from_pretrained(root / "iter0").policy_id
+    write_training_bags(tmp_path / "bags", policy_id=pid)  # iter0 drove ep0 (all) and ep1 (before the takeover)
+    config = small_config(tmp_path, method="aloe")
+    config.critic.value_data = "current"
+    dataset = TransitionDataset(ingest_bags([tmp_path / "bags"], config.ingestion).episodes, 4, 0.99)
+    own = current_policy_view(dataset, pid)
+    assert (dataset.policy_id[own.indices] == pid).all() and (dataset.source_fraction[own.indices, 0] == 1).all()
+    assert sorted(set(dataset.episode[own.indices])) == [0, 1] and MIN_CURRENT_EPISODES <= 2
+    assert 0 < len(own) < len(dataset)
+
+    out = run_iteration(config, dataset, FlowMatchingPolicy.from_pretrained(root / "iter0"))
+    assert out.value_critic is not None and "critic_value" in out.curves
+    stats = out.advantage_stats["value_data"]
+    assert stats["value_data"] == "current" and stats["transitions"] == len(own) and stats["episodes"] == 2
+    before = FlowMatchingPolicy.from_pretrained(root / "iter0")  # the policy both critics evaluated
+    n, b = config.critic.num_value_samples, config.eval_batch_size
+    v_own = chunk_values(out.value_critic, dataset, before, n, b, seed=config.seed)
+    v_all = chunk_values(out.critic, dataset, before, n, b, seed=config.seed)
+    np.testing.assert_allclose(out.values["v"], v_own["v"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out.values["v_all"], v_all["v"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out.values["q"], v_all["q"], rtol=1e-5, atol=1e-6)   # Q: the all-data critic's
+    np.testing.assert_allclose(out.values["advantage"], out.values["q"] - out.values["v"], atol=1e-6)
+    assert not np.allclose(out.values["v"], out.values["v_all"])
+
+    # through the CLI's path: the checkpoint keeps the V critic, aloe-evaluate gives the iteration's advantages
+    result = train_iteration(config, [tmp_path / "bags"], root / "iter0", tmp_path / "iter1")
+    assert (result.checkpoint_dir / "critic" / VALUE_CRITIC_DIR / "critic.safetensors").is_file()
+    assert evaluate_main([str(tmp_path / "bags"), "--critic", str(result.checkpoint_dir), "--out",
+                          str(tmp_path / "eval"), "--no-plots"]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "eval" / "values.csv")))
+    q_critic, policy, _ = load_critic(result.checkpoint_dir)
+    saved = chunk_values(load_value_critic(result.checkpoint_dir, policy), dataset, policy, seed=0)
+    saved_all = chunk_values(q_critic, dataset, policy, seed=0)
+    np.testing.assert_allclose([float(r["v"]) for r in rows], saved["v"], atol=1e-4)
+    np.testing.assert_allclose([float(r["q"]) for r in rows], saved_all["q"], atol=1e-4)
+    np.testing.assert_allclose([float(r["advantage"]) for r in rows], saved_all["q"] - saved["v"], atol=1e-4)
+    assert not np.allclose(saved["v"], saved_all["v"], atol=1e-4)
+
+    # the bags of another policy: nothing of iter0's own to fit V on
+    config.ingestion.cache_dir = str(tmp_path / "cache_other")
+    other = TransitionDataset(ingest_bags([root / "bags"], config.ingestion).episodes, 4, 0.99)
+    out = run_iteration(config, other, FlowMatchingPolicy.from_pretrained(root / "iter0"))
+    assert out.value_critic is None and "v_all" not in out.values and "critic_value" not in out.curves
+    assert out.advantage_stats["value_data"]["value_data"] == "all"
+    assert "fewer than" in out.advantage_stats["value_data"]["reason"]
+
+
+def test_value_data_is_checked_and_legacy_critics_load_with_all():
+    from aloe_critic.critic import CriticConfig
+
+    with pytest.raises(ValueError, match="value_data"):
+        CriticConfig(value_data="everything")
+    assert CriticConfig.from_saved({"ensemble_size": 3}).value_data == "all"
