@@ -470,6 +470,12 @@ def main(argv=None) -> int:
                                 f"{100 * st['weights']['operator_preference']:.0f} % of the pairs)")
                     if "conditioned" in st:
                         row["conditioned"] = st["conditioned"]
+                    if "value_data" in st:  # value_data "current": V from the policy's own chunks (or why not)
+                        row["value_data"] = st["value_data"]
+                        v = st["value_data"]
+                        log(f"iteration {it}: V from the policy's own {v['transitions']} chunks ({v['episodes']} "
+                            f"episodes, {v['seconds']:.0f} s)" if v["value_data"] == "current" else
+                            f"iteration {it}: {v['reason']}")
                     quality = correction_diagnostic(dataset, labelled, result.values["advantage"])
                     if quality:  # the mixed operator: does the critic tell its bad corrections from the good?
                         row["correction_quality"] = quality

@@ -36,11 +36,14 @@ def test_offline_loop_runs_and_critic_only_episodes_are_not_imitated(tmp_path):
     demo_and_supervised = rows[0]["imitated_chunks"]
     assert 0 < demo_and_supervised < 12 * 4
 
-    both = tmp_path / "all.json"
-    assert offline_loop.main(TINY + ["--load-init", str(tmp_path / "init"), "--out", str(both)]) == 0
+    both = tmp_path / "all.json"  # (and V from the policy's own chunks: its 2 eval episodes and 1 supervised)
+    assert offline_loop.main(TINY + ["--load-init", str(tmp_path / "init"), "--train", "value_data=current",
+                                     "--out", str(both)]) == 0
     again = json.loads(both.read_text())["rows"]
     assert again[0]["policy_id"] == rows[0]["policy_id"]  # the same initial policy
     assert again[0]["imitated_chunks"] > demo_and_supervised  # eval episodes imitated too
+    assert again[0]["value_data"]["value_data"] == "current" and again[0]["value_data"]["episodes"] >= 2
+    assert "value_data" not in rows[0]
 
 
 @pytest.mark.slow
