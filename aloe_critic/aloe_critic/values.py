@@ -15,7 +15,9 @@ Every member k fits only its bootstrap share of the transitions (``bootstrap_mas
 config fitted only on the evaluated policy's own chunks; Q stays the all-data critic's. Where the data has one
 chunk per state, an all-data critic's mean over pi's chunks copies the outcome of the recorded one (an operator's
 correction's success becomes pi's value there, and the correction's advantage vanishes); pi's own chunks
-cannot teach it that (BENCHMARKS.md, issue 14, part 19).
+cannot teach it that. Measured (BENCHMARKS.md, issue 14, part 19): better on the buffer it was designed on, worse
+on two fresh ones (a V fitted on pi's few episodes extrapolates badly to the states they do not cover): off by
+default.
 """
 
 from __future__ import annotations
