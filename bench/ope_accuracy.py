@@ -88,6 +88,8 @@ def parse_args(argv=None):
     p.add_argument("--out", default="runs/bench/ope_H10.json",
                    help="JSON results; a PNG is written beside it (the tracked copy: --out bench/results/ope_H10.json)")
     p.add_argument("--report", metavar="JSON", help="only print the markdown tables of an earlier run's JSON")
+    p.add_argument("--plot", action="store_true", help="with --report: also redraw the scatter plot beside the JSON "
+                                                       "(<JSON>.png, overwritten)")
     return p.parse_args(argv)
 
 
@@ -487,12 +489,12 @@ def load_cache(args, log):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if args.report:  # tables (and the scatter plot, from the headline critics present) of an earlier run
+    if args.report:  # tables (and with --plot the scatter plot, from the headline critics present) of an earlier run
         result = json.loads(Path(args.report).read_text())
         print(markdown(result))
         headline = {r["method"]: {k: np.array(v) for k, v in r["estimates"].items()} for r in result["runs"]
                     if is_headline(r, result["args"])}
-        if headline:
+        if args.plot and headline:
             plot(result["rows"], headline, Path(args.report).with_suffix(".png"))
         return 0
     torch.set_num_threads(args.threads)

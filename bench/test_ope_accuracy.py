@@ -8,7 +8,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from ope_accuracy import advantage_error  # noqa: E402
+import ope_accuracy  # noqa: E402
+from ope_accuracy import advantage_error, per_group, slope  # noqa: E402
 
 
 def _rows(q, v):
@@ -37,3 +38,32 @@ def test_the_decomposition_adds_up_and_a_constant_advantage_scores_one_true_std(
     assert e["adv_rmse"] ** 2 == pytest.approx(e["q_error_rms"] ** 2 + e["v_error_rms"] ** 2 - 2 * np.mean(eq * ev))
     flat = {**est, "advantage": np.full(4, a_true.mean())}  # the right mean, no information per state
     assert advantage_error(flat, _rows(q, v))["over_true_std"] == pytest.approx(1.0)
+
+
+def test_per_group_scores_the_advantage_and_its_slope_per_data_source():
+    rng = np.random.default_rng(1)
+    groups = [g for g in ope_accuracy.GROUPS for _ in range(6)]
+    q, v = rng.uniform(0, 1, len(groups)), rng.uniform(0, 1, len(groups))
+    rows = [{"q_true": float(a), "v_true": float(b), "group": g} for a, b, g in zip(q, v, groups)]
+    exact = {"q": q, "v": v, "advantage": q - v}
+    half = {"q": q, "v": v, "advantage": 0.5 * (q - v)}       # the true advantage shrunk to half its scale
+    blind = {"q": q, "v": q, "advantage": np.zeros_like(q)}    # V copies Q: the advantage is gone
+    for g in ope_accuracy.GROUPS:
+        assert per_group(exact, rows)[g]["adv_slope"] == pytest.approx(1.0)
+        assert per_group(exact, rows)[g]["adv_rmse"] == pytest.approx(0.0, abs=1e-12)
+        assert per_group(half, rows)[g]["adv_slope"] == pytest.approx(0.5)
+        assert per_group(blind, rows)[g]["adv_slope"] == pytest.approx(0.0, abs=1e-12)
+    assert np.isnan(slope(np.ones(4), np.arange(4.0)))           # no spread in the truth: no slope
+
+
+def test_report_prints_the_tables_and_redraws_the_plot_only_when_asked(tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "run.json"
+    shutil.copy(Path(__file__).resolve().parent / "results" / "ope_value_data" / "ope_H10_vcur_s4.json", run)
+    assert ope_accuracy.main(["--report", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "| aloe[vcur] |" in out and "The advantage by the data source" in out
+    assert not run.with_suffix(".png").exists()
+    assert ope_accuracy.main(["--report", str(run), "--plot"]) == 0
+    assert run.with_suffix(".png").stat().st_size > 10_000
