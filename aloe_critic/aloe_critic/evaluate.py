@@ -68,11 +68,14 @@ def load_critic(critic_path: str | Path, policy_path: str | Path | None = None, 
         warnings.warn(f"critic {critic_dir} was fit for policy {meta['evaluated_policy_id']}, evaluating with "
                       f"{policy.policy_id} from {policy_path}: V uses this policy's samples, Q is the other's",
                       stacklevel=2)
-    config = CriticConfig.from_saved(meta["critic"])
-    critic = critic_for_policy(policy, config, init_from_policy=False, saved=meta)
-    load_critic_state(critic, critic_dir)
-    critic.eval()
-    return critic, policy, meta
+    return _saved_critic(critic_dir, meta, policy), policy, meta
+
+
+def _saved_critic(directory: Path, meta: dict, policy):
+    """The critic saved in ``directory`` (its meta already read), for ``policy``, in eval mode."""
+    critic = critic_for_policy(policy, CriticConfig.from_saved(meta["critic"]), init_from_policy=False, saved=meta)
+    load_critic_state(critic, directory)
+    return critic.eval()
 
 
 def load_value_critic(critic_path: str | Path, policy):
@@ -81,10 +84,7 @@ def load_value_critic(critic_path: str | Path, policy):
     directory = resolve_critic_dir(critic_path) / VALUE_CRITIC_DIR
     if not (directory / CRITIC_CONFIG).is_file():
         return None
-    meta = read_critic_meta(directory)
-    critic = critic_for_policy(policy, CriticConfig.from_saved(meta["critic"]), init_from_policy=False, saved=meta)
-    load_critic_state(critic, directory)
-    return critic.eval()
+    return _saved_critic(directory, read_critic_meta(directory), policy)
 
 
 def evaluate_bags(bags, critic_path, policy_path=None, cache_dir: str | None = None,

@@ -228,7 +228,7 @@ def run_iteration(config: TrainConfig, dataset: TransitionDataset, policy, fresh
     if config.init_only:
         return IterationOutput(policy, None, None, None, curves, None)
     critic, values, stats, evaluated_id, advantages, targets = None, None, None, None, None, None
-    value_critic = None
+    value_critic, value_stats = None, None
     if config.method in VALUE_METHODS:
         evaluated_id = policy.policy_id
         critic = critic_for_policy(policy, config.critic, config.critic_init_from_policy, dataset=dataset)
@@ -280,7 +280,7 @@ def run_iteration(config: TrainConfig, dataset: TransitionDataset, policy, fresh
                                   "values_seconds": values_s, "v_se_mean": float(np.nanmean(values["v_se"])),
                                   "v_se_over_beta": float(np.nanmean(values["v_se"]) / config.improvement.beta)}
         stats["ranked_replaced_fraction"] = float((values["best_index"] >= 0).mean())
-        if config.critic.value_data == "current":
+        if value_stats is not None:
             stats["value_data"] = value_stats
         if config.improvement.extraction == "ranked":
             targets = values["best_chunk"]
