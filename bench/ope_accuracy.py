@@ -88,6 +88,10 @@ def parse_args(argv=None):
     p.add_argument("--out", default="runs/bench/ope_H10.json",
                    help="JSON results; a PNG is written beside it (the tracked copy: --out bench/results/ope_H10.json)")
     p.add_argument("--report", metavar="JSON", help="only print the markdown tables of an earlier run's JSON")
+    p.add_argument("--pool", nargs="+", metavar="JSON",
+                   help="only score the headline aloe and progress critics of earlier runs on different buffers (one "
+                        "JSON per OPE --seed) against the issue's OPE targets, per buffer and pooled over all their "
+                        "states (bootstrap: each buffer's states resampled within it)")
     p.add_argument("--plot", action="store_true", help="with --report: also redraw the scatter plot beside the JSON "
                                                        "(<JSON>.png, overwritten)")
     return p.parse_args(argv)
@@ -282,6 +286,77 @@ def advantage_error(est, rows, key: str = "advantage") -> dict:
     corr = float(np.corrcoef(eq, ev)[0, 1]) if eq.std() > 0 and ev.std() > 0 else float("nan")
     return {"adv_rmse": rms(ea), "q_error_rms": rms(eq), "v_error_rms": rms(ev), "q_v_error_corr": corr,
             "over_true_std": rms(ea) / float((q - v).std()) if (q - v).std() > 0 else float("nan")}
+
+
+OPE_TARGETS = {"q_rmse_ratio": 0.5, "v_bias": 0.05, "spread_spearman": 0.5}  # issue 14: Q RMSE <= 0.5x progress's
+# with the CI's upper end below 1.0, |V bias| at pi's own states <= 0.05, spread-vs-|Q error| rank correlation >= 0.5
+
+
+def pool(results: list[dict], resamples: int = 2000, seed: int = 0) -> dict:
+    """The headline aloe and progress critics of runs on different buffers (``results``: one JSON per OPE
+    seed) scored against the issue's OPE targets, per buffer and pooled. Q RMSE over the recorded chunks
+    (pooled: over every state of every buffer) / progress's, with a 95 % stratified bootstrap (each buffer's
+    states resampled within it, ``resamples`` times); aloe's V bias at pi's own states (pooled: their mean);
+    the rank correlation of aloe's ensemble std with its |Q error| at pi's sampled chunks (pooled: the mean
+    over buffers, each buffer's own ranks)."""
+    seeds = [res["args"]["seed"] for res in results]
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"runs of OPE seeds {seeds}: pool one run per buffer")
+    rng = np.random.default_rng(seed)
+    per = []
+    for s, res in zip(seeds, results):
+        head = {r["method"]: r for r in res["runs"] if is_headline(r, res["args"])}
+        if not {"aloe", "progress"} <= set(head):
+            raise ValueError(f"the run of OPE seed {s} has no headline {sorted({'aloe', 'progress'} - set(head))} critic")
+        rows = res["rows"]
+        q = np.array([r["q_true"] for r in rows])
+        v = np.array([r["v_true"] for r in rows])
+        own = np.array([r["group"] == "pi" for r in rows])
+        est = {k: np.asarray(x, float) for k, x in head["aloe"]["estimates"].items()}
+        e_pi = np.abs(est["q_pi"] - np.array([r["q_pi_true"] for r in rows]))
+        per.append({"seed": s, "ea": est["q"] - q, "ep": np.asarray(head["progress"]["estimates"]["q"], float) - q,
+                    "ev_pi": (est["v"] - v)[own], "spread_spearman": spearman(est["q_pi_std"], e_pi),
+                    "boot": rng.integers(0, len(q), (resamples, len(q))),
+                    "boot_pi": rng.integers(0, own.sum(), (resamples, own.sum()))})
+    ci = lambda x: [float(np.percentile(x, 2.5)), float(np.percentile(x, 97.5))]  # noqa: E731
+
+    def ratio(parts, boot: bool):
+        sq = lambda p, k: (p[k][p["boot"]] ** 2).sum(-1) if boot else (p[k] ** 2).sum()  # noqa: E731
+        return np.sqrt(sum(sq(p, "ea") for p in parts) / sum(sq(p, "ep") for p in parts))
+
+    def bias(parts, boot: bool):
+        n = sum(len(p["ev_pi"]) for p in parts)
+        return sum((p["ev_pi"][p["boot_pi"]] if boot else p["ev_pi"]).sum(-1) for p in parts) / n
+
+    def scored(parts) -> dict:
+        out = {"q_rmse_aloe": float(np.sqrt(np.mean(np.concatenate([p["ea"] for p in parts]) ** 2))),
+               "q_rmse_progress": float(np.sqrt(np.mean(np.concatenate([p["ep"] for p in parts]) ** 2))),
+               "q_rmse_ratio": float(ratio(parts, False)), "q_rmse_ratio_ci": ci(ratio(parts, True)),
+               "v_bias_pi_states": float(bias(parts, False)), "v_bias_pi_states_ci": ci(bias(parts, True)),
+               "spread_spearman": float(np.nanmean([p["spread_spearman"] for p in parts]))}
+        t = OPE_TARGETS
+        out["met"] = {"q_rmse_ratio": out["q_rmse_ratio"] <= t["q_rmse_ratio"] and out["q_rmse_ratio_ci"][1] < 1.0,
+                      "v_bias": abs(out["v_bias_pi_states"]) <= t["v_bias"],
+                      "spread_spearman": out["spread_spearman"] >= t["spread_spearman"]}
+        return out
+
+    return {"buffers": [{"seed": p["seed"], **scored([p])} for p in per], "pooled": scored(per), "targets": OPE_TARGETS}
+
+
+def pool_markdown(pooled: dict) -> str:
+    lines = ["| OPE seed | Q RMSE aloe / progress | ratio [95 % CI] | V bias at pi's states [95 % CI] "
+             "| spread-vs-\\|Q error\\| Spearman | targets met |", "|---|---|---|---|---|---|"]
+    for label, b in [(str(b["seed"]), b) for b in pooled["buffers"]] + [("pooled", pooled["pooled"])]:
+        met = ", ".join(k for k, ok in b["met"].items() if ok) or "none"
+        lines.append(f"| {label} | {b['q_rmse_aloe']:.3f} / {b['q_rmse_progress']:.3f} | {b['q_rmse_ratio']:.2f} "
+                     f"[{b['q_rmse_ratio_ci'][0]:.2f}, {b['q_rmse_ratio_ci'][1]:.2f}] | {b['v_bias_pi_states']:+.3f} "
+                     f"[{b['v_bias_pi_states_ci'][0]:+.3f}, {b['v_bias_pi_states_ci'][1]:+.3f}] | "
+                     f"{b['spread_spearman']:.2f} | {met} |")
+    t = pooled["targets"]
+    lines += ["", f"Targets: Q RMSE <= {t['q_rmse_ratio']}x progress's with the CI's upper end below 1.0 "
+              f"(q_rmse_ratio), |V bias| <= {t['v_bias']} (v_bias), Spearman >= {t['spread_spearman']} "
+              "(spread_spearman). Pooled: every state of every buffer; the spread's correlation is the buffers' mean."]
+    return "\n".join(lines)
 
 
 def per_group(est, rows) -> dict:
@@ -489,6 +564,9 @@ def load_cache(args, log):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.pool:
+        print(pool_markdown(pool([json.loads(Path(f).read_text()) for f in args.pool])))
+        return 0
     if args.report:  # tables (and with --plot the scatter plot, from the headline critics present) of an earlier run
         result = json.loads(Path(args.report).read_text())
         print(markdown(result))

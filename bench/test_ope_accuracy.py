@@ -67,3 +67,51 @@ def test_report_prints_the_tables_and_redraws_the_plot_only_when_asked(tmp_path,
     assert not run.with_suffix(".png").exists()
     assert ope_accuracy.main(["--report", str(run), "--plot"]) == 0
     assert run.with_suffix(".png").stat().st_size > 10_000
+
+
+def _buffer(seed: int, rng, scale: float, v_shift: float, spread_tracks: bool) -> dict:
+    """A run's JSON on one buffer: progress's Q errors, aloe's the same times ``scale``; aloe's V off by
+    ``v_shift`` at pi's states; its ensemble std at pi's chunks ranked like its |error| there, or against it."""
+    groups = [g for g in ope_accuracy.GROUPS for _ in range(6)]
+    n = len(groups)
+    q, v, q_pi = rng.uniform(0, 1, n), rng.uniform(0, 1, n), rng.uniform(0, 1, n)
+    err = rng.normal(0, 0.2, n)
+    err_pi = rng.uniform(0.01, 0.3, n)
+    own = np.array([g == "pi" for g in groups])
+    rows = [{"q_true": float(a), "v_true": float(b), "q_pi_true": float(c), "group": g}
+            for a, b, c, g in zip(q, v, q_pi, groups)]
+    est = {"q": q + scale * err, "v": v + np.where(own, v_shift, 0.3), "q_pi": q_pi + err_pi,
+           "q_pi_std": err_pi if spread_tracks else 0.31 - err_pi}
+    head = {"critic_seed": seed, "K": 10, "aggregate": "subset_min"}
+    return {"args": {"seed": seed, "main_k": 10}, "rows": rows,
+            "runs": [{**head, "method": "aloe", "estimates": {k: x.tolist() for k, x in est.items()}},
+                     {**head, "method": "progress", "estimates": {"q": (q + err).tolist()}},
+                     {**head, "critic_seed": seed + 1, "method": "aloe", "estimates": {"q": q.tolist()}}]}
+
+
+def test_pool_scores_each_buffer_and_all_their_states_against_the_targets(tmp_path, capsys):
+    rng = np.random.default_rng(2)
+    good = _buffer(3, rng, 0.4, 0.02, True)      # Q error 0.4x progress's everywhere, small V bias, spread tracks
+    bad = _buffer(4, rng, 0.6, 0.12, False)      # 0.6x, V over-valued at pi's states, spread against the error
+    out = ope_accuracy.pool([good, bad])
+    b3, b4 = out["buffers"]
+    assert b3["q_rmse_ratio"] == pytest.approx(0.4) and b3["q_rmse_ratio_ci"] == pytest.approx([0.4, 0.4])
+    assert b3["met"] == {"q_rmse_ratio": True, "v_bias": True, "spread_spearman": True}
+    assert b3["spread_spearman"] == pytest.approx(1.0) and b4["spread_spearman"] == pytest.approx(-1.0)
+    assert b4["v_bias_pi_states"] == pytest.approx(0.12) and b4["met"] == {"q_rmse_ratio": False, "v_bias": False,
+                                                                            "spread_spearman": False}
+    p = out["pooled"]                            # every state of both buffers: between the two, by their errors
+    assert 0.4 < p["q_rmse_ratio"] < 0.6 and p["q_rmse_ratio_ci"][0] < p["q_rmse_ratio"] < p["q_rmse_ratio_ci"][1]
+    assert p["v_bias_pi_states"] == pytest.approx(0.07) and p["spread_spearman"] == pytest.approx(0.0)
+    with pytest.raises(ValueError, match="one run per buffer"):
+        ope_accuracy.pool([good, good])
+    no_progress = {**bad, "runs": [r for r in bad["runs"] if r["method"] != "progress"]}
+    with pytest.raises(ValueError, match=r"no headline \['progress'\]"):
+        ope_accuracy.pool([good, no_progress])
+    files = []
+    for res in (good, bad):
+        files.append(tmp_path / f"s{res['args']['seed']}.json")
+        files[-1].write_text(__import__("json").dumps(res))
+    assert ope_accuracy.main(["--pool", *map(str, files)]) == 0
+    table = capsys.readouterr().out
+    assert "| 3 | " in table and "| pooled | " in table and "q_rmse_ratio, v_bias, spread_spearman |" in table
