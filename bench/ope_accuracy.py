@@ -28,7 +28,11 @@ offline path (``aloe_sim.offline.run_episodes``; nothing here runs over ROS):
    the advantages from a second critic fitted only on pi's own chunks);
    ``--low-coverage N`` fits every critic a second time on the buffer with at most N failed
    episodes (the states keep their ground truth: the critic must extrapolate to failures).
+   ``--pi-coverage N ...`` likewise with only N of pi's own episodes per N (how much the critics need pi's data).
    ``--cache`` keeps the buffer, pi and the ground truth (the expensive part) for later variants.
+6. ``--pool JSON ...``: the headline aloe and progress critics of runs on several buffers (one per OPE seed)
+   against the issue's OPE targets, per buffer and over all their states (``--pool-view``: a refit's critics;
+   ``--pool-against``: the paired bootstrap of the pooled Q RMSE ratio's difference between two refits).
 5. where the advantage's error comes from (``advantage_error``): RMSE(A)^2 = RMSE(Q)^2 + RMSE(V)^2
    - 2 mean(e_Q e_V), the error over the true advantages' spread, and the advantage in TD form
    (R_t^H + gamma^H V(o_{t+H}) - V(o_t), V at both ends of the recorded chunk) scored beside Q - V.
@@ -82,6 +86,11 @@ def parse_args(argv=None):
                    help="an extra aloe critic (K=--main-k, subset_min) with CriticConfig overrides, repeatable")
     p.add_argument("--low-coverage", type=int, default=-1, metavar="N",
                    help="also fit every critic on the buffer with at most N failed episodes (-1: off)")
+    p.add_argument("--pi-coverage", type=int, nargs="+", default=[], metavar="N",
+                   help="also fit every critic on the buffer with only N (random) of pi's own episodes, per N "
+                        "(the states keep their ground truth: how much the critics need pi's coverage)")
+    p.add_argument("--baselines", nargs="*", default=["progress", "td1"], choices=["progress", "td1"],
+                   help="the baseline critics fitted beside aloe")
     p.add_argument("--skip-grid", action="store_true", help="only progress, td1, the headline aloe and the variants")
     p.add_argument("--cache", default="", help="directory keeping the buffer, pi and the ground truth; reused when "
                                                "it exists (same --seed/--horizon)")
@@ -92,6 +101,11 @@ def parse_args(argv=None):
                    help="only score the headline aloe and progress critics of earlier runs on different buffers (one "
                         "JSON per OPE --seed) against the issue's OPE targets, per buffer and pooled over all their "
                         "states (bootstrap: each buffer's states resampled within it)")
+    p.add_argument("--pool-view", default="", metavar="SUFFIX",
+                   help="with --pool: score the critics of this refit instead of the whole buffer's, e.g. ' (pi 0)'")
+    p.add_argument("--pool-against", default=None, metavar="SUFFIX",
+                   help="with --pool: also the paired bootstrap of the pooled ratio's difference from this refit's "
+                        "('' : the whole buffer)")
     p.add_argument("--plot", action="store_true", help="with --report: also redraw the scatter plot beside the JSON "
                                                        "(<JSON>.png, overwritten)")
     return p.parse_args(argv)
@@ -292,55 +306,74 @@ OPE_TARGETS = {"q_rmse_ratio": 0.5, "v_bias": 0.05, "spread_spearman": 0.5}  # i
 # with the CI's upper end below 1.0, |V bias| at pi's own states <= 0.05, spread-vs-|Q error| rank correlation >= 0.5
 
 
-def pool(results: list[dict], resamples: int = 2000, seed: int = 0) -> dict:
+def pool(results: list[dict], resamples: int = 2000, seed: int = 0, view: str = "", against: str | None = None) -> dict:
     """The headline aloe and progress critics of runs on different buffers (``results``: one JSON per OPE
     seed) scored against the issue's OPE targets, per buffer and pooled. Q RMSE over the recorded chunks
     (pooled: over every state of every buffer) / progress's, with a 95 % stratified bootstrap (each buffer's
     states resampled within it, ``resamples`` times); aloe's V bias at pi's own states (pooled: their mean);
     the rank correlation of aloe's ensemble std with its |Q error| at pi's sampled chunks (pooled: the mean
-    over buffers, each buffer's own ranks)."""
+    over buffers, each buffer's own ranks). ``view``: the critics of a refit (their labels' suffix, e.g.
+    " (pi 0)"); ``against``: another refit's suffix, for the paired bootstrap (the same resampled states) of
+    the pooled ratio's difference, this view's minus that one's."""
     seeds = [res["args"]["seed"] for res in results]
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"runs of OPE seeds {seeds}: pool one run per buffer")
     rng = np.random.default_rng(seed)
-    per = []
-    for s, res in zip(seeds, results):
-        head = {r["method"]: r for r in res["runs"] if is_headline(r, res["args"])}
-        if not {"aloe", "progress"} <= set(head):
-            raise ValueError(f"the run of OPE seed {s} has no headline {sorted({'aloe', 'progress'} - set(head))} critic")
-        rows = res["rows"]
-        q = np.array([r["q_true"] for r in rows])
-        v = np.array([r["v_true"] for r in rows])
-        own = np.array([r["group"] == "pi" for r in rows])
-        est = {k: np.asarray(x, float) for k, x in head["aloe"]["estimates"].items()}
-        e_pi = np.abs(est["q_pi"] - np.array([r["q_pi_true"] for r in rows]))
-        per.append({"seed": s, "ea": est["q"] - q, "ep": np.asarray(head["progress"]["estimates"]["q"], float) - q,
-                    "ev_pi": (est["v"] - v)[own], "spread_spearman": spearman(est["q_pi_std"], e_pi),
-                    "boot": rng.integers(0, len(q), (resamples, len(q))),
-                    "boot_pi": rng.integers(0, own.sum(), (resamples, own.sum()))})
+    draws = []
+    for res in results:
+        n, n_pi = len(res["rows"]), sum(r["group"] == "pi" for r in res["rows"])
+        draws.append((rng.integers(0, n, (resamples, n)), rng.integers(0, n_pi, (resamples, n_pi))))
+
+    def parts(suffix: str) -> list[dict]:
+        out = []
+        for s, res, (boot, boot_pi) in zip(seeds, results, draws):
+            head = {r["method"]: r for r in res["runs"] if is_headline(r, res["args"])}
+            need = {"aloe" + suffix, "progress" + suffix}
+            if not need <= set(head):
+                raise ValueError(f"the run of OPE seed {s} has no headline {sorted(need - set(head))} critic")
+            rows = res["rows"]
+            q = np.array([r["q_true"] for r in rows])
+            v = np.array([r["v_true"] for r in rows])
+            own = np.array([r["group"] == "pi" for r in rows])
+            est = {k: np.asarray(x, float) for k, x in head["aloe" + suffix]["estimates"].items()}
+            e_pi = np.abs(est["q_pi"] - np.array([r["q_pi_true"] for r in rows]))
+            out.append({"seed": s, "ea": est["q"] - q,
+                        "ep": np.asarray(head["progress" + suffix]["estimates"]["q"], float) - q,
+                        "ev_pi": (est["v"] - v)[own], "spread_spearman": spearman(est["q_pi_std"], e_pi),
+                        "boot": boot, "boot_pi": boot_pi})
+        return out
+
     ci = lambda x: [float(np.percentile(x, 2.5)), float(np.percentile(x, 97.5))]  # noqa: E731
 
-    def ratio(parts, boot: bool):
+    def ratio(ps, boot: bool):
         sq = lambda p, k: (p[k][p["boot"]] ** 2).sum(-1) if boot else (p[k] ** 2).sum()  # noqa: E731
-        return np.sqrt(sum(sq(p, "ea") for p in parts) / sum(sq(p, "ep") for p in parts))
+        return np.sqrt(sum(sq(p, "ea") for p in ps) / sum(sq(p, "ep") for p in ps))
 
-    def bias(parts, boot: bool):
-        n = sum(len(p["ev_pi"]) for p in parts)
-        return sum((p["ev_pi"][p["boot_pi"]] if boot else p["ev_pi"]).sum(-1) for p in parts) / n
+    def bias(ps, boot: bool):
+        n = sum(len(p["ev_pi"]) for p in ps)
+        return sum((p["ev_pi"][p["boot_pi"]] if boot else p["ev_pi"]).sum(-1) for p in ps) / n
 
-    def scored(parts) -> dict:
-        out = {"q_rmse_aloe": float(np.sqrt(np.mean(np.concatenate([p["ea"] for p in parts]) ** 2))),
-               "q_rmse_progress": float(np.sqrt(np.mean(np.concatenate([p["ep"] for p in parts]) ** 2))),
-               "q_rmse_ratio": float(ratio(parts, False)), "q_rmse_ratio_ci": ci(ratio(parts, True)),
-               "v_bias_pi_states": float(bias(parts, False)), "v_bias_pi_states_ci": ci(bias(parts, True)),
-               "spread_spearman": float(np.nanmean([p["spread_spearman"] for p in parts]))}
+    def scored(ps) -> dict:
+        out = {"q_rmse_aloe": float(np.sqrt(np.mean(np.concatenate([p["ea"] for p in ps]) ** 2))),
+               "q_rmse_progress": float(np.sqrt(np.mean(np.concatenate([p["ep"] for p in ps]) ** 2))),
+               "q_rmse_ratio": float(ratio(ps, False)), "q_rmse_ratio_ci": ci(ratio(ps, True)),
+               "v_bias_pi_states": float(bias(ps, False)), "v_bias_pi_states_ci": ci(bias(ps, True)),
+               "spread_spearman": float(np.nanmean([p["spread_spearman"] for p in ps]))}
         t = OPE_TARGETS
         out["met"] = {"q_rmse_ratio": out["q_rmse_ratio"] <= t["q_rmse_ratio"] and out["q_rmse_ratio_ci"][1] < 1.0,
                       "v_bias": abs(out["v_bias_pi_states"]) <= t["v_bias"],
                       "spread_spearman": out["spread_spearman"] >= t["spread_spearman"]}
         return out
 
-    return {"buffers": [{"seed": p["seed"], **scored([p])} for p in per], "pooled": scored(per), "targets": OPE_TARGETS}
+    mine = parts(view)
+    result = {"view": view, "buffers": [{"seed": p["seed"], **scored([p])} for p in mine], "pooled": scored(mine),
+              "targets": OPE_TARGETS}
+    if against is not None:
+        other = parts(against)
+        diff = ratio(mine, True) - ratio(other, True)
+        result["difference"] = {"against": against, "q_rmse_ratio": float(ratio(mine, False) - ratio(other, False)),
+                                "q_rmse_ratio_ci": ci(diff)}
+    return result
 
 
 def pool_markdown(pooled: dict) -> str:
@@ -353,6 +386,12 @@ def pool_markdown(pooled: dict) -> str:
                      f"[{b['v_bias_pi_states_ci'][0]:+.3f}, {b['v_bias_pi_states_ci'][1]:+.3f}] | "
                      f"{b['spread_spearman']:.2f} | {met} |")
     t = pooled["targets"]
+    if pooled.get("view"):
+        lines.insert(0, f"Critics refitted on{pooled['view']}:\n")
+    if "difference" in pooled:
+        d = pooled["difference"]
+        lines += ["", f"Pooled ratio minus that of{d['against'] or ' the whole buffer'}: {d['q_rmse_ratio']:+.3f} "
+                  f"(paired bootstrap 95 % CI [{d['q_rmse_ratio_ci'][0]:+.3f}, {d['q_rmse_ratio_ci'][1]:+.3f}])"]
     lines += ["", f"Targets: Q RMSE <= {t['q_rmse_ratio']}x progress's with the CI's upper end below 1.0 "
               f"(q_rmse_ratio), |V bias| <= {t['v_bias']} (v_bias), Spearman >= {t['spread_spearman']} "
               "(spread_spearman). Pooled: every state of every buffer; the spread's correlation is the buffers' mean."]
@@ -517,6 +556,15 @@ def parse_overrides(text: str) -> dict:
     return out
 
 
+def pi_coverage_view(dataset, groups, keep: int, seed: int, log):
+    """The dataset with only ``keep`` (random) of pi's own episodes."""
+    own = [i for i, g in enumerate(groups) if g == "pi"]
+    kept = set(np.random.default_rng(seed + 13).choice(own, size=min(keep, len(own)), replace=False).tolist())
+    drop = np.array([i in set(own) - kept for i in range(len(groups))])
+    log(f"pi coverage: {len(kept)} of pi's {len(own)} episodes kept in the critic's data")
+    return dataset.filter(mask=~drop[dataset.tick_episode])
+
+
 def low_coverage_view(dataset, episodes, max_failures: int, seed: int, log):
     """The dataset without all but ``max_failures`` (random) of its failed episodes."""
     failed = [i for i, e in enumerate(episodes) if e.outcome != "SUCCESS"]
@@ -565,7 +613,8 @@ def load_cache(args, log):
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.pool:
-        print(pool_markdown(pool([json.loads(Path(f).read_text()) for f in args.pool])))
+        print(pool_markdown(pool([json.loads(Path(f).read_text()) for f in args.pool], view=args.pool_view,
+                                 against=args.pool_against)))
         return 0
     if args.report:  # tables (and with --plot the scatter plot, from the headline critics present) of an earlier run
         result = json.loads(Path(args.report).read_text())
@@ -612,7 +661,7 @@ def main(argv=None) -> int:
     dataset = TransitionDataset(episodes, args.horizon, args.gamma)
     ids = np.array([dataset.tick_offset[r["episode"]] + r["tick"] for r in rows])
     bank = PolicySampleBank(pi, dataset, args.policy_samples, seed=args.seed)
-    configs = [("progress", args.main_k, "subset_min", None), ("td1", args.main_k, "subset_min", None)]
+    configs = [(b, args.main_k, "subset_min", None) for b in args.baselines]
     if args.skip_grid:
         configs += [("aloe", args.main_k, "subset_min", None)]
     else:
@@ -623,6 +672,8 @@ def main(argv=None) -> int:
     views = [("", None)]
     if args.low_coverage >= 0:
         views.append((" (low coverage)", low_coverage_view(dataset, episodes, args.low_coverage, args.seed, log)))
+    for n in args.pi_coverage:
+        views.append((f" (pi {n})", pi_coverage_view(dataset, groups, n, args.seed, log)))
     headline = {}
     for suffix, fit_view in views:
         for method, K, agg, variant in configs:

@@ -115,3 +115,40 @@ def test_pool_scores_each_buffer_and_all_their_states_against_the_targets(tmp_pa
     assert ope_accuracy.main(["--pool", *map(str, files)]) == 0
     table = capsys.readouterr().out
     assert "| 3 | " in table and "| pooled | " in table and "q_rmse_ratio, v_bias, spread_spearman |" in table
+
+
+def test_pool_pairs_a_refit_with_the_whole_buffer_on_the_same_resampled_states():
+    rng = np.random.default_rng(3)
+    runs = [_buffer(s, rng, 0.5, 0.0, True) for s in (2, 3)]
+    for res in runs:  # a refit " (pi 0)" whose aloe errs twice as much as on the whole buffer, progress alike
+        whole = {r["method"]: r for r in res["runs"] if r["critic_seed"] == res["args"]["seed"]}
+        err = np.array(whole["aloe"]["estimates"]["q"]) - np.array([r["q_true"] for r in res["rows"]])
+        refit = {**whole["aloe"], "method": "aloe (pi 0)",
+                 "estimates": {**whole["aloe"]["estimates"],
+                               "q": (np.array([r["q_true"] for r in res["rows"]]) + 2 * err).tolist()}}
+        res["runs"] += [refit, {**whole["progress"], "method": "progress (pi 0)"}]
+    out = ope_accuracy.pool(runs, view=" (pi 0)", against="")
+    assert out["pooled"]["q_rmse_ratio"] == pytest.approx(1.0)
+    d = out["difference"]
+    assert d["against"] == "" and d["q_rmse_ratio"] == pytest.approx(0.5)
+    assert d["q_rmse_ratio_ci"] == pytest.approx([0.5, 0.5])  # paired: the same states in both, every resample
+    with pytest.raises(ValueError, match=r"no headline \['aloe \(pi 5\)', 'progress \(pi 5\)'\]"):
+        ope_accuracy.pool(runs, view=" (pi 5)")
+
+
+def test_pi_coverage_view_keeps_n_of_pis_episodes_and_everything_else():
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_training_device import synthetic_episodes
+
+    from aloe_critic.dataset import TransitionDataset
+
+    episodes = synthetic_episodes(8, 12, 8, 5, 3, seed=0)
+    groups = ["demo", "pi", "old_weak", "pi", "pi", "demo", "pi", "old_weak"]
+    ds = TransitionDataset(episodes, 4, 0.99)
+    for keep in (0, 2, 4, 9):
+        view = ope_accuracy.pi_coverage_view(ds, groups, keep, seed=1, log=lambda m: None)
+        kept = set(np.unique(view.tick_episode[view.indices]).tolist())
+        assert {i for i, g in enumerate(groups) if g != "pi"} <= kept
+        assert len([i for i in kept if groups[i] == "pi"]) == min(keep, 4)
+    again = ope_accuracy.pi_coverage_view(ds, groups, 2, seed=1, log=lambda m: None)
+    assert np.array_equal(again.indices, ope_accuracy.pi_coverage_view(ds, groups, 2, seed=1, log=print).indices)
