@@ -337,7 +337,7 @@ def pool(results: list[dict], resamples: int = 2000, seed: int = 0, view: str = 
             own = np.array([r["group"] == "pi" for r in rows])
             est = {k: np.asarray(x, float) for k, x in head["aloe" + suffix]["estimates"].items()}
             e_pi = np.abs(est["q_pi"] - np.array([r["q_pi_true"] for r in rows]))
-            out.append({"seed": s, "ea": est["q"] - q,
+            out.append({"seed": s, "ea": est["q"] - q, "group": np.array([r["group"] for r in rows]),
                         "ep": np.asarray(head["progress" + suffix]["estimates"]["q"], float) - q,
                         "ev_pi": (est["v"] - v)[own], "spread_spearman": spearman(est["q_pi_std"], e_pi),
                         "boot": boot, "boot_pi": boot_pi})
@@ -359,6 +359,10 @@ def pool(results: list[dict], resamples: int = 2000, seed: int = 0, view: str = 
                "q_rmse_ratio": float(ratio(ps, False)), "q_rmse_ratio_ci": ci(ratio(ps, True)),
                "v_bias_pi_states": float(bias(ps, False)), "v_bias_pi_states_ci": ci(bias(ps, True)),
                "spread_spearman": float(np.nanmean([p["spread_spearman"] for p in ps]))}
+        groups = np.concatenate([p["group"] for p in ps])
+        out["q_rmse_by_group"] = {g: {k: float(np.sqrt(np.mean(np.concatenate([p[e] for p in ps])[groups == g] ** 2)))
+                                      for k, e in (("aloe", "ea"), ("progress", "ep"))}
+                                  for g in GROUPS if (groups == g).any()}
         t = OPE_TARGETS
         out["met"] = {"q_rmse_ratio": out["q_rmse_ratio"] <= t["q_rmse_ratio"] and out["q_rmse_ratio_ci"][1] < 1.0,
                       "v_bias": abs(out["v_bias_pi_states"]) <= t["v_bias"],
@@ -386,6 +390,9 @@ def pool_markdown(pooled: dict) -> str:
                      f"[{b['v_bias_pi_states_ci'][0]:+.3f}, {b['v_bias_pi_states_ci'][1]:+.3f}] | "
                      f"{b['spread_spearman']:.2f} | {met} |")
     t = pooled["targets"]
+    by = pooled["pooled"]["q_rmse_by_group"]
+    lines += ["", "Pooled Q RMSE by the data source of the state, aloe / progress: "
+              + ", ".join(f"{g} {x['aloe']:.3f} / {x['progress']:.3f}" for g, x in by.items())]
     if pooled.get("view"):
         lines.insert(0, f"Critics refitted on{pooled['view']}:\n")
     if "difference" in pooled:

@@ -103,6 +103,10 @@ def test_pool_scores_each_buffer_and_all_their_states_against_the_targets(tmp_pa
     p = out["pooled"]                            # every state of both buffers: between the two, by their errors
     assert 0.4 < p["q_rmse_ratio"] < 0.6 and p["q_rmse_ratio_ci"][0] < p["q_rmse_ratio"] < p["q_rmse_ratio_ci"][1]
     assert p["v_bias_pi_states"] == pytest.approx(0.07) and p["spread_spearman"] == pytest.approx(0.0)
+    by = p["q_rmse_by_group"]                    # per data source: aloe's error is 0.4x / 0.6x of progress's
+    assert set(by) == set(ope_accuracy.GROUPS)
+    for g, x in by.items():
+        assert 0.4 * x["progress"] - 1e-9 <= x["aloe"] <= 0.6 * x["progress"] + 1e-9
     with pytest.raises(ValueError, match="one run per buffer"):
         ope_accuracy.pool([good, good])
     no_progress = {**bad, "runs": [r for r in bad["runs"] if r["method"] != "progress"]}
