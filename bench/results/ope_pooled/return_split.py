@@ -1,0 +1,56 @@
+"""Session 20 (issue 14): where does ALOE's Q beat Monte-Carlo returns on the OPE benchmark? Splits the states of
+OPE buffers 2-4 by how far the recorded return-to-go of the state's own episode (what progress regresses on) is from
+Q^pi, and scores the committed default aloe and progress critics on each part. Needs the buffers' caches (not
+committed: python bench/ope_accuracy.py --seed S --cache DIR rebuilds one; on another machine the buffer differs).
+Usage: python return_split.py <cache of seed 2> <cache of seed 3> <cache of seed 4>"""
+import json
+import pickle
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from aloe_critic.dataset import TransitionDataset
+
+ROOT = Path(__file__).resolve().parents[1]
+RUNS = {2: ROOT / "ope_H10_edac_s2.json", 3: ROOT / "ope_value_data/ope_H10_vcur_s3.json",
+        4: ROOT / "ope_value_data/ope_H10_vcur_s4.json"}
+er, ea, ep = [], [], []
+for (s, path), cache in zip(RUNS.items(), sys.argv[1:4]):
+    data = pickle.load(open(Path(cache) / "buffer.pkl", "rb"))
+    run = json.loads(path.read_text())
+    if [(r["episode"], r["tick"]) for r in run["rows"]] != [(r["episode"], r["tick"]) for r in data["rows"]]:
+        raise SystemExit(f"{cache} is not the buffer of {path.name}")
+    a = run["args"]
+    head = {r["method"]: r for r in run["runs"]
+            if r["critic_seed"] == a["seed"] and r["K"] == a["main_k"] and r["aggregate"] == "subset_min"}
+    ds = TransitionDataset(data["episodes"], a["horizon"], a["gamma"])
+    ids = np.array([ds.tick_offset[r["episode"]] + r["tick"] for r in run["rows"]])
+    q = np.array([r["q_true"] for r in run["rows"]])
+    er.append(ds.mc_returns[ids] - q)
+    ea.append(np.array(head["aloe"]["estimates"]["q"]) - q)
+    ep.append(np.array(head["progress"]["estimates"]["q"]) - q)
+er, ea, ep = map(np.concatenate, (er, ea, ep))
+rms = lambda e: float(np.sqrt(np.mean(e ** 2)))  # noqa: E731
+print(f"{len(q) * 3} states: recorded return {rms(er):.3f}, progress {rms(ep):.3f}, aloe {rms(ea):.3f} (Q RMSE); "
+      f"corr(|progress error|, |return error|) {np.corrcoef(np.abs(ep), np.abs(er))[0, 1]:.2f}")
+for cut in (0.05, 0.1, 0.2):
+    far = np.abs(er) > cut
+    print(f"recorded return off Q^pi by > {cut}: {far.sum()} states, progress {rms(ep[far]):.3f}, aloe {rms(ea[far]):.3f}"
+          f" | the other {(~far).sum()}: progress {rms(ep[~far]):.3f}, aloe {rms(ea[~far]):.3f}")
+
+# A convex mix of the two critics' Q estimates, w aloe + (1 - w) progress, over the five committed buffers (no cache
+# needed): how far combining them goes.
+FIVE = [ROOT / "ope_H10_edac_s0.json", ROOT / "ope_H10_edac_s1.json", RUNS[2], RUNS[3], RUNS[4]]
+ma, mp = [], []
+for path in FIVE:
+    run = json.loads(path.read_text())
+    a = run["args"]
+    head = {r["method"]: r for r in run["runs"]
+            if r["critic_seed"] == a["seed"] and r["K"] == a["main_k"] and r["aggregate"] == "subset_min"}
+    q = np.array([r["q_true"] for r in run["rows"]])
+    ma.append(np.array(head["aloe"]["estimates"]["q"]) - q)
+    mp.append(np.array(head["progress"]["estimates"]["q"]) - q)
+ma, mp = np.concatenate(ma), np.concatenate(mp)
+print(f"five buffers, {len(ma)} states: corr(aloe error, progress error) {np.corrcoef(ma, mp)[0, 1]:.2f}; Q RMSE of "
+      + ", ".join(f"w={w}: {rms(w * ma + (1 - w) * mp):.3f}" for w in (0, 0.25, 0.5, 0.75, 1)))
