@@ -30,12 +30,12 @@ offline path (``aloe_sim.offline.run_episodes``; nothing here runs over ROS):
    episodes (the states keep their ground truth: the critic must extrapolate to failures).
    ``--pi-coverage N ...`` likewise with only N of pi's own episodes per N (how much the critics need pi's data).
    ``--cache`` keeps the buffer, pi and the ground truth (the expensive part) for later variants.
-6. ``--pool JSON ...``: the headline aloe and progress critics of runs on several buffers (one per OPE seed)
-   against the issue's OPE targets, per buffer and over all their states (``--pool-view``: a refit's critics;
-   ``--pool-against``: the paired bootstrap of the pooled Q RMSE ratio's difference between two refits).
 5. where the advantage's error comes from (``advantage_error``): RMSE(A)^2 = RMSE(Q)^2 + RMSE(V)^2
    - 2 mean(e_Q e_V), the error over the true advantages' spread, and the advantage in TD form
    (R_t^H + gamma^H V(o_{t+H}) - V(o_t), V at both ends of the recorded chunk) scored beside Q - V.
+6. ``--pool JSON ...``: the headline aloe and progress critics of runs on several buffers (one per OPE seed)
+   against the issue's OPE targets, per buffer and over all their states (``--pool-view``: a refit's critics;
+   ``--pool-against``: the paired bootstrap of the pooled Q RMSE ratio's difference between two refits).
 
 Example (the run in BENCHMARKS.md, section "Evidence"):
     nice python bench/ope_accuracy.py --horizon 10 --out bench/results/ope_H10.json
@@ -563,23 +563,29 @@ def parse_overrides(text: str) -> dict:
     return out
 
 
+def _keep_some(dataset, episodes_of_kind: list[int], keep: int, seed: int):
+    """(the dataset without all but ``keep`` random episodes of ``episodes_of_kind``, how many were kept)."""
+    kept = set(np.random.default_rng(seed).choice(episodes_of_kind, size=min(keep, len(episodes_of_kind)),
+                                                  replace=False).tolist()) if episodes_of_kind else set()
+    drop = np.zeros(dataset.tick_offset.size - 1, bool)
+    drop[sorted(set(episodes_of_kind) - kept)] = True
+    return dataset.filter(mask=~drop[dataset.tick_episode]), len(kept)
+
+
 def pi_coverage_view(dataset, groups, keep: int, seed: int, log):
     """The dataset with only ``keep`` (random) of pi's own episodes."""
     own = [i for i, g in enumerate(groups) if g == "pi"]
-    kept = set(np.random.default_rng(seed + 13).choice(own, size=min(keep, len(own)), replace=False).tolist())
-    drop = np.array([i in set(own) - kept for i in range(len(groups))])
-    log(f"pi coverage: {len(kept)} of pi's {len(own)} episodes kept in the critic's data")
-    return dataset.filter(mask=~drop[dataset.tick_episode])
+    view, kept = _keep_some(dataset, own, keep, seed + 13)
+    log(f"pi coverage: {kept} of pi's {len(own)} episodes kept in the critic's data")
+    return view
 
 
 def low_coverage_view(dataset, episodes, max_failures: int, seed: int, log):
     """The dataset without all but ``max_failures`` (random) of its failed episodes."""
     failed = [i for i, e in enumerate(episodes) if e.outcome != "SUCCESS"]
-    keep_failed = set(np.random.default_rng(seed + 11).choice(failed, size=min(max_failures, len(failed)),
-                                                              replace=False).tolist()) if failed else set()
-    drop = np.array([i in set(failed) - keep_failed for i in range(len(episodes))])
-    log(f"low coverage: {len(failed) - len(keep_failed)} of {len(failed)} failed episodes left out of the critic's data")
-    return dataset.filter(mask=~drop[dataset.tick_episode])
+    view, kept = _keep_some(dataset, failed, max_failures, seed + 11)
+    log(f"low coverage: {len(failed) - kept} of {len(failed)} failed episodes left out of the critic's data")
+    return view
 
 
 CACHE_KEYS = ("seed", "horizon", "max_steps", "gamma", "demos", "demo_noise", "old_steps", "pi_steps", "episodes",
