@@ -106,6 +106,10 @@ def parse_args(argv=None):
     p.add_argument("--pool-against", default=None, metavar="SUFFIX",
                    help="with --pool: also the paired bootstrap of the pooled ratio's difference from this refit's "
                         "('' : the whole buffer)")
+    p.add_argument("--pool-critic", default="aloe", metavar="LABEL",
+                   help="with --pool: the critic scored against progress (a variant's label, e.g. 'aloe[mean]')")
+    p.add_argument("--pool-against-critic", default=None, metavar="LABEL",
+                   help="with --pool-against: the other side's critic (default: --pool-critic)")
     p.add_argument("--plot", action="store_true", help="with --report: also redraw the scatter plot beside the JSON "
                                                        "(<JSON>.png, overwritten)")
     return p.parse_args(argv)
@@ -306,7 +310,8 @@ OPE_TARGETS = {"q_rmse_ratio": 0.5, "v_bias": 0.05, "spread_spearman": 0.5}  # i
 # with the CI's upper end below 1.0, |V bias| at pi's own states <= 0.05, spread-vs-|Q error| rank correlation >= 0.5
 
 
-def pool(results: list[dict], resamples: int = 2000, seed: int = 0, view: str = "", against: str | None = None) -> dict:
+def pool(results: list[dict], resamples: int = 2000, seed: int = 0, view: str = "", against: str | None = None,
+         critic: str = "aloe", against_critic: str | None = None) -> dict:
     """The headline aloe and progress critics of runs on different buffers (``results``: one JSON per OPE
     seed) scored against the issue's OPE targets, per buffer and pooled. Q RMSE over the recorded chunks
     (pooled: over every state of every buffer) / progress's, with a 95 % stratified bootstrap (each buffer's
@@ -314,7 +319,9 @@ def pool(results: list[dict], resamples: int = 2000, seed: int = 0, view: str = 
     the rank correlation of aloe's ensemble std with its |Q error| at pi's sampled chunks (pooled: the mean
     over buffers, each buffer's own ranks). ``view``: the critics of a refit (their labels' suffix, e.g.
     " (pi 0)"); ``against``: another refit's suffix, for the paired bootstrap (the same resampled states) of
-    the pooled ratio's difference, this view's minus that one's."""
+    the pooled ratio's difference, this view's minus that one's. ``critic``: the label of the critic scored
+    (default the headline aloe; e.g. a variant "aloe[mean]"), ``against_critic``: the other side's (default
+    ``critic``), so that two critics of the same runs can be paired too."""
     seeds = [res["args"]["seed"] for res in results]
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"runs of OPE seeds {seeds}: pool one run per buffer")
@@ -324,18 +331,18 @@ def pool(results: list[dict], resamples: int = 2000, seed: int = 0, view: str = 
         n, n_pi = len(res["rows"]), sum(r["group"] == "pi" for r in res["rows"])
         draws.append((rng.integers(0, n, (resamples, n)), rng.integers(0, n_pi, (resamples, n_pi))))
 
-    def parts(suffix: str) -> list[dict]:
+    def parts(critic: str, suffix: str) -> list[dict]:
         out = []
         for s, res, (boot, boot_pi) in zip(seeds, results, draws):
             head = {r["method"]: r for r in res["runs"] if is_headline(r, res["args"])}
-            need = {"aloe" + suffix, "progress" + suffix}
+            need = {critic + suffix, "progress" + suffix}
             if not need <= set(head):
                 raise ValueError(f"the run of OPE seed {s} has no headline {sorted(need - set(head))} critic")
             rows = res["rows"]
             q = np.array([r["q_true"] for r in rows])
             v = np.array([r["v_true"] for r in rows])
             own = np.array([r["group"] == "pi" for r in rows])
-            est = {k: np.asarray(x, float) for k, x in head["aloe" + suffix]["estimates"].items()}
+            est = {k: np.asarray(x, float) for k, x in head[critic + suffix]["estimates"].items()}
             e_pi = np.abs(est["q_pi"] - np.array([r["q_pi_true"] for r in rows]))
             out.append({"seed": s, "ea": est["q"] - q, "group": np.array([r["group"] for r in rows]),
                         "ep": np.asarray(head["progress" + suffix]["estimates"]["q"], float) - q,
@@ -369,13 +376,13 @@ def pool(results: list[dict], resamples: int = 2000, seed: int = 0, view: str = 
                       "spread_spearman": out["spread_spearman"] >= t["spread_spearman"]}
         return out
 
-    mine = parts(view)
-    result = {"view": view, "buffers": [{"seed": p["seed"], **scored([p])} for p in mine], "pooled": scored(mine),
+    mine = parts(critic, view)
+    result = {"view": view, "critic": critic, "buffers": [{"seed": p["seed"], **scored([p])} for p in mine], "pooled": scored(mine),
               "targets": OPE_TARGETS}
     if against is not None:
-        other = parts(against)
+        other = parts(against_critic or critic, against)
         diff = ratio(mine, True) - ratio(other, True)
-        result["difference"] = {"against": against, "q_rmse_ratio": float(ratio(mine, False) - ratio(other, False)),
+        result["difference"] = {"against": against, "against_critic": against_critic or critic, "q_rmse_ratio": float(ratio(mine, False) - ratio(other, False)),
                                 "q_rmse_ratio_ci": ci(diff)}
     return result
 
@@ -393,11 +400,13 @@ def pool_markdown(pooled: dict) -> str:
     by = pooled["pooled"]["q_rmse_by_group"]
     lines += ["", "Pooled Q RMSE by the data source of the state, aloe / progress: "
               + ", ".join(f"{g} {x['aloe']:.3f} / {x['progress']:.3f}" for g, x in by.items())]
-    if pooled.get("view"):
-        lines.insert(0, f"Critics refitted on{pooled['view']}:\n")
+    if pooled.get("view") or pooled.get("critic", "aloe") != "aloe":
+        lines.insert(0, f"Critic {pooled.get('critic', 'aloe')}{pooled['view']} (as 'aloe' below) against "
+                        f"progress{pooled['view']}:\n")
     if "difference" in pooled:
         d = pooled["difference"]
-        lines += ["", f"Pooled ratio minus that of{d['against'] or ' the whole buffer'}: {d['q_rmse_ratio']:+.3f} "
+        lines += ["", f"Pooled ratio minus that of {d['against_critic']}{d['against'] or ' (the whole buffer)'}: "
+                  f"{d['q_rmse_ratio']:+.3f} "
                   f"(paired bootstrap 95 % CI [{d['q_rmse_ratio_ci'][0]:+.3f}, {d['q_rmse_ratio_ci'][1]:+.3f}])"]
     lines += ["", f"Targets: Q RMSE <= {t['q_rmse_ratio']}x progress's with the CI's upper end below 1.0 "
               f"(q_rmse_ratio), |V bias| <= {t['v_bias']} (v_bias), Spearman >= {t['spread_spearman']} "
@@ -627,7 +636,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.pool:
         print(pool_markdown(pool([json.loads(Path(f).read_text()) for f in args.pool], view=args.pool_view,
-                                 against=args.pool_against)))
+                                 against=args.pool_against, critic=args.pool_critic,
+                                 against_critic=args.pool_against_critic)))
         return 0
     if args.report:  # tables (and with --plot the scatter plot, from the headline critics present) of an earlier run
         result = json.loads(Path(args.report).read_text())

@@ -130,12 +130,17 @@ def test_pool_pairs_a_refit_with_the_whole_buffer_on_the_same_resampled_states()
         refit = {**whole["aloe"], "method": "aloe (pi 0)",
                  "estimates": {**whole["aloe"]["estimates"],
                                "q": (np.array([r["q_true"] for r in res["rows"]]) + 2 * err).tolist()}}
-        res["runs"] += [refit, {**whole["progress"], "method": "progress (pi 0)"}]
+        res["runs"] += [refit, {**whole["progress"], "method": "progress (pi 0)"}, {**refit, "method": "aloe[x]"}]
     out = ope_accuracy.pool(runs, view=" (pi 0)", against="")
     assert out["pooled"]["q_rmse_ratio"] == pytest.approx(1.0)
     d = out["difference"]
     assert d["against"] == "" and d["q_rmse_ratio"] == pytest.approx(0.5)
     assert d["q_rmse_ratio_ci"] == pytest.approx([0.5, 0.5])  # paired: the same states in both, every resample
+    variant = ope_accuracy.pool(runs, critic="aloe[x]", against="", against_critic="aloe")  # two critics, one fit
+    assert variant["pooled"]["q_rmse_ratio"] == pytest.approx(1.0)
+    assert variant["difference"]["q_rmse_ratio"] == pytest.approx(0.5)
+    assert variant["difference"]["q_rmse_ratio_ci"] == pytest.approx([0.5, 0.5])
+    assert "Critic aloe[x] (as 'aloe' below)" in ope_accuracy.pool_markdown(variant)
     with pytest.raises(ValueError, match=r"no headline \['aloe \(pi 5\)', 'progress \(pi 5\)'\]"):
         ope_accuracy.pool(runs, view=" (pi 5)")
 
