@@ -15,7 +15,7 @@ from aloe_critic.dataset import TransitionDataset
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = {2: ROOT / "ope_H10_edac_s2.json", 3: ROOT / "ope_value_data/ope_H10_vcur_s3.json",
         4: ROOT / "ope_value_data/ope_H10_vcur_s4.json"}
-er, ea, ep = [], [], []
+er, ea, ep, qs, left = [], [], [], [], []
 for (s, path), cache in zip(RUNS.items(), sys.argv[1:4]):
     data = pickle.load(open(Path(cache) / "buffer.pkl", "rb"))
     run = json.loads(path.read_text())
@@ -30,7 +30,9 @@ for (s, path), cache in zip(RUNS.items(), sys.argv[1:4]):
     er.append(ds.mc_returns[ids] - q)
     ea.append(np.array(head["aloe"]["estimates"]["q"]) - q)
     ep.append(np.array(head["progress"]["estimates"]["q"]) - q)
-er, ea, ep = map(np.concatenate, (er, ea, ep))
+    qs.append(q)
+    left.append(np.array([len(data["episodes"][r["episode"]]) - r["tick"] for r in run["rows"]]))
+er, ea, ep, qs, left = map(np.concatenate, (er, ea, ep, qs, left))
 rms = lambda e: float(np.sqrt(np.mean(e ** 2)))  # noqa: E731
 print(f"{len(q) * 3} states: recorded return {rms(er):.3f}, progress {rms(ep):.3f}, aloe {rms(ea):.3f} (Q RMSE); "
       f"corr(|progress error|, |return error|) {np.corrcoef(np.abs(ep), np.abs(er))[0, 1]:.2f}")
@@ -38,6 +40,15 @@ for cut in (0.05, 0.1, 0.2):
     far = np.abs(er) > cut
     print(f"recorded return off Q^pi by > {cut}: {far.sum()} states, progress {rms(ep[far]):.3f}, aloe {rms(ea[far]):.3f}"
           f" | the other {(~far).sum()}: progress {rms(ep[~far]):.3f}, aloe {rms(ea[~far]):.3f}")
+
+# ALOE's own error where the recorded return is right (within 0.1) and the state can still succeed (Q^pi >= 0.02),
+# by the ticks left in the recorded episode: how many chunk bootstraps lie between the state and its outcome.
+floor = (np.abs(er) <= 0.1) & (qs >= 0.02)
+for lo, hi in ((0, 10), (11, 20), (21, 60)):
+    k = floor & (left >= lo) & (left <= hi)
+    print(f"return right, Q^pi > 0, {lo}-{hi} ticks left: {k.sum()} states, aloe {rms(ea[k]):.3f} (bias {ea[k].mean():+.3f}),"
+          f" progress {rms(ep[k]):.3f}")
+print(f"  corr(|aloe error|, ticks left) there {np.corrcoef(np.abs(ea[floor]), left[floor])[0, 1]:.2f}")
 
 # A convex mix of the two critics' Q estimates, w aloe + (1 - w) progress, over the five committed buffers (no cache
 # needed): how far combining them goes.
