@@ -1,5 +1,6 @@
 """Tests of the OPE benchmark's analysis helpers (run: ``pytest bench/test_ope_accuracy.py``)."""
 
+import json
 import sys
 from pathlib import Path
 
@@ -115,7 +116,7 @@ def test_pool_scores_each_buffer_and_all_their_states_against_the_targets(tmp_pa
     files = []
     for res in (good, bad):
         files.append(tmp_path / f"s{res['args']['seed']}.json")
-        files[-1].write_text(__import__("json").dumps(res))
+        files[-1].write_text(json.dumps(res))
     assert ope_accuracy.main(["--pool", *map(str, files)]) == 0
     table = capsys.readouterr().out
     assert "| 3 | " in table and "| pooled | " in table and "q_rmse_ratio, v_bias, spread_spearman |" in table

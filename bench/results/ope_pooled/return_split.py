@@ -13,6 +13,15 @@ import numpy as np
 from aloe_critic.dataset import TransitionDataset
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT.parent))
+from ope_accuracy import is_headline  # noqa: E402
+
+
+def headline(run: dict) -> dict:
+    """The run's headline critics by method (first critic seed, headline K, subset-min)."""
+    return {r["method"]: r for r in run["runs"] if is_headline(r, run["args"])}
+
+
 RUNS = {2: ROOT / "ope_H10_edac_s2.json", 3: ROOT / "ope_value_data/ope_H10_vcur_s3.json",
         4: ROOT / "ope_value_data/ope_H10_vcur_s4.json"}
 er, ea, ep, qs, left = [], [], [], [], []
@@ -21,9 +30,7 @@ for (s, path), cache in zip(RUNS.items(), sys.argv[1:4]):
     run = json.loads(path.read_text())
     if [(r["episode"], r["tick"]) for r in run["rows"]] != [(r["episode"], r["tick"]) for r in data["rows"]]:
         raise SystemExit(f"{cache} is not the buffer of {path.name}")
-    a = run["args"]
-    head = {r["method"]: r for r in run["runs"]
-            if r["critic_seed"] == a["seed"] and r["K"] == a["main_k"] and r["aggregate"] == "subset_min"}
+    a, head = run["args"], headline(run)
     ds = TransitionDataset(data["episodes"], a["horizon"], a["gamma"])
     ids = np.array([ds.tick_offset[r["episode"]] + r["tick"] for r in run["rows"]])
     q = np.array([r["q_true"] for r in run["rows"]])
@@ -56,9 +63,7 @@ FIVE = [ROOT / "ope_H10_edac_s0.json", ROOT / "ope_H10_edac_s1.json", RUNS[2], R
 ma, mp = [], []
 for path in FIVE:
     run = json.loads(path.read_text())
-    a = run["args"]
-    head = {r["method"]: r for r in run["runs"]
-            if r["critic_seed"] == a["seed"] and r["K"] == a["main_k"] and r["aggregate"] == "subset_min"}
+    head = headline(run)
     q = np.array([r["q_true"] for r in run["rows"]])
     ma.append(np.array(head["aloe"]["estimates"]["q"]) - q)
     mp.append(np.array(head["progress"]["estimates"]["q"]) - q)
