@@ -24,7 +24,7 @@ def headline(run: dict) -> dict:
 
 RUNS = {2: ROOT / "ope_H10_edac_s2.json", 3: ROOT / "ope_value_data/ope_H10_vcur_s3.json",
         4: ROOT / "ope_value_data/ope_H10_vcur_s4.json"}
-er, ea, ep, qs, left = [], [], [], [], []
+er, ea, ep, qs, left, ev = [], [], [], [], [], []
 for (s, path), cache in zip(RUNS.items(), sys.argv[1:4]):
     data = pickle.load(open(Path(cache) / "buffer.pkl", "rb"))
     run = json.loads(path.read_text())
@@ -38,8 +38,9 @@ for (s, path), cache in zip(RUNS.items(), sys.argv[1:4]):
     ea.append(np.array(head["aloe"]["estimates"]["q"]) - q)
     ep.append(np.array(head["progress"]["estimates"]["q"]) - q)
     qs.append(q)
+    ev.append(np.array(head["aloe"]["estimates"]["v"]) - np.array([r["v_true"] for r in run["rows"]]))
     left.append(np.array([len(data["episodes"][r["episode"]]) - r["tick"] for r in run["rows"]]))
-er, ea, ep, qs, left = map(np.concatenate, (er, ea, ep, qs, left))
+er, ea, ep, qs, left, ev = map(np.concatenate, (er, ea, ep, qs, left, ev))
 rms = lambda e: float(np.sqrt(np.mean(e ** 2)))  # noqa: E731
 print(f"{len(q) * 3} states: recorded return {rms(er):.3f}, progress {rms(ep):.3f}, aloe {rms(ea):.3f} (Q RMSE); "
       f"corr(|progress error|, |return error|) {np.corrcoef(np.abs(ep), np.abs(er))[0, 1]:.2f}")
@@ -56,6 +57,12 @@ for lo, hi in ((0, 10), (11, 20), (21, 60)):
     print(f"return right, Q^pi > 0, {lo}-{hi} ticks left: {k.sum()} states, aloe {rms(ea[k]):.3f} (bias {ea[k].mean():+.3f}),"
           f" progress {rms(ep[k]):.3f}")
 print(f"  corr(|aloe error|, ticks left) there {np.corrcoef(np.abs(ea[floor]), left[floor])[0, 1]:.2f}")
+print(f"  all {floor.sum()} such states: aloe bias {ea[floor].mean():+.3f}; the {((np.abs(er) <= 0.1) & (qs < 0.02)).sum()} "
+      f"with Q^pi < 0.02: aloe {rms(ea[(np.abs(er) <= 0.1) & (qs < 0.02)]):.3f}, its largest errors "
+      f"{np.round(np.sort(np.abs(ea[(np.abs(er) <= 0.1) & (qs < 0.02)]))[-2:], 2).tolist()}")
+later = (left >= 11) & (qs >= 0.02)
+print(f"aloe's V bias at the {later.sum()} ground-truth states with success possible and 11-60 ticks left: "
+      f"{ev[later].mean():+.3f} (11-20: {ev[later & (left <= 20)].mean():+.3f}, 21-60: {ev[later & (left > 20)].mean():+.3f})")
 
 # A convex mix of the two critics' Q estimates, w aloe + (1 - w) progress, over the five committed buffers (no cache
 # needed): how far combining them goes.
