@@ -25,7 +25,8 @@ offline path (``aloe_sim.offline.run_episodes``; nothing here runs over ROS):
    std there with its |Q error| there ("does the spread grow where the critic is wrong?"), and V's
    bias at pi's own states. ``--variant NAME=field=value,...`` adds aloe critics with CriticConfig
    overrides (e.g. the ensemble's independence: bootstrap_fraction, prior_scale; ``value_data=current``: V of
-   the advantages from a second critic fitted only on pi's own chunks);
+   the advantages from a second critic fitted only on pi's own chunks; the heads: critic_norm, value_loss),
+   labelled ``aloe[NAME]``; a ``method=progress`` (or td1) field makes it that value method's critic instead;
    ``--low-coverage N`` fits every critic a second time on the buffer with at most N failed
    episodes (the states keep their ground truth: the critic must extrapolate to failures).
    ``--pi-coverage N ...`` likewise with only N of pi's own episodes per N (how much the critics need pi's data).
@@ -56,6 +57,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from sim_study import behaviour_clone, make_policy, make_sim, policy_returns, provenance  # noqa: E402
 
+BASELINES = ("progress", "td1")  # the value methods critics are compared against
 GROUPS = ("demo", "old_weak", "old_mid+interventions", "pi")
 
 
@@ -83,13 +85,14 @@ def parse_args(argv=None):
     p.add_argument("--critic-seeds", type=int, default=2, help="critic fits per configuration (seed, seed+1, ...)")
     p.add_argument("--threads", type=int, default=1, help="torch threads")
     p.add_argument("--variant", action="append", default=[], metavar="NAME=FIELD=VALUE,...",
-                   help="an extra aloe critic (K=--main-k, subset_min) with CriticConfig overrides, repeatable")
+                   help="an extra aloe critic (K=--main-k, subset_min) with CriticConfig overrides, repeatable; "
+                        "a field method=progress|td1 makes it that method's critic (label 'progress[NAME]')")
     p.add_argument("--low-coverage", type=int, default=-1, metavar="N",
                    help="also fit every critic on the buffer with at most N failed episodes (-1: off)")
     p.add_argument("--pi-coverage", type=int, nargs="+", default=[], metavar="N",
                    help="also fit every critic on the buffer with only N (random) of pi's own episodes, per N "
                         "(the states keep their ground truth: how much the critics need pi's coverage)")
-    p.add_argument("--baselines", nargs="*", default=["progress", "td1"], choices=["progress", "td1"],
+    p.add_argument("--baselines", nargs="*", default=list(BASELINES), choices=BASELINES,
                    help="the baseline critics fitted beside aloe")
     p.add_argument("--skip-grid", action="store_true", help="only progress, td1, the headline aloe and the variants")
     p.add_argument("--cache", default="", help="directory keeping the buffer, pi and the ground truth; reused when "
@@ -572,6 +575,17 @@ def parse_overrides(text: str) -> dict:
     return out
 
 
+def parse_variant(item: str) -> tuple[str, str, dict]:
+    """'ln=critic_norm=layer' -> ('aloe', 'ln', {'critic_norm': 'layer'}); a field method=progress|td1 makes
+    the variant that value method's critic: 'ln=method=progress,critic_norm=layer' -> ('progress', 'ln', ...)."""
+    name, _, fields = item.partition("=")
+    overrides = parse_overrides(fields)
+    method = overrides.pop("method", "aloe")
+    if method not in ("aloe", *BASELINES):
+        raise SystemExit(f"--variant {item}: method must be aloe or one of {BASELINES}, got {method!r}")
+    return method, name, overrides
+
+
 def _keep_some(dataset, episodes_of_kind: list[int], keep: int, seed: int):
     """(the dataset without all but ``keep`` random episodes of ``episodes_of_kind``, how many were kept)."""
     kept = set(np.random.default_rng(seed).choice(episodes_of_kind, size=min(keep, len(episodes_of_kind)),
@@ -690,8 +704,8 @@ def main(argv=None) -> int:
     else:
         configs += [("aloe", k, agg, None) for agg in args.aggregates for k in args.ensembles]
     for item in args.variant:
-        name, _, fields = item.partition("=")
-        configs.append(("aloe", args.main_k, "subset_min", (name, parse_overrides(fields))))
+        variant_method, name, overrides = parse_variant(item)
+        configs.append((variant_method, args.main_k, "subset_min", (name, overrides)))
     views = [("", None)]
     if args.low_coverage >= 0:
         views.append((" (low coverage)", low_coverage_view(dataset, episodes, args.low_coverage, args.seed, log)))
@@ -700,7 +714,7 @@ def main(argv=None) -> int:
     headline = {}
     for suffix, fit_view in views:
         for method, K, agg, variant in configs:
-            label = (method if variant is None else f"aloe[{variant[0]}]") + suffix
+            label = (method if variant is None else f"{method}[{variant[0]}]") + suffix
             for s in range(args.critic_seeds):
                 est, fit_s, last = fit_and_score(dataset, bank, pi, method, K, agg, args.seed + s, args, ids, rows,
                                                  overrides=None if variant is None else variant[1], fit_view=fit_view)

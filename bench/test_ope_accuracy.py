@@ -162,3 +162,11 @@ def test_pi_coverage_view_keeps_n_of_pis_episodes_and_everything_else():
         assert len([i for i in kept if groups[i] == "pi"]) == min(keep, 4)
     again = ope_accuracy.pi_coverage_view(ds, groups, 2, seed=1, log=lambda m: None)
     assert np.array_equal(again.indices, ope_accuracy.pi_coverage_view(ds, groups, 2, seed=1, log=print).indices)
+
+
+def test_a_variant_is_an_aloe_critic_unless_it_names_a_baseline_method():
+    assert ope_accuracy.parse_variant("ln=critic_norm=layer") == ("aloe", "ln", {"critic_norm": "layer"})
+    assert ope_accuracy.parse_variant("hl=method=progress,value_loss=hl_gauss,value_bins=41") == (
+        "progress", "hl", {"value_loss": "hl_gauss", "value_bins": 41})
+    with pytest.raises(SystemExit, match="method must be aloe"):
+        ope_accuracy.parse_variant("x=method=dagger")

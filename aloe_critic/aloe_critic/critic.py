@@ -41,6 +41,12 @@ Design choices (documented here because they change numbers):
   measured to value pi like the operator). Measured (part 14): on the tuning buffer it doubled
   the spread relative to the error and removed V's bias with few failures in the data; on a
   fresh buffer the picked weight (10) made every figure worse (V biased -0.08), so it stays off.
+* Two head options from value learning with function approximation, off by default (issue 14,
+  BENCHMARKS part 21): ``critic_norm: layer`` normalises each hidden layer of every head (RLPD,
+  Ball et al. 2023: LayerNorm bounds the values a head extrapolates to at inputs far from the
+  data, here pi's unexecuted chunks), and ``value_loss: hl_gauss`` makes each head a
+  classifier over value bins trained by cross-entropy to a Gaussian around y (Farebrother et
+  al. 2024, "Stop regressing"), its Q the histogram's mean.
 * V for the advantages (issue 14): from ``num_value_samples`` chunks of pi per observation
   (64 by default), not the target's n: with 8 samples the sampling error of V alone was about
   one unit of beta. ``evaluate`` also returns ``v_se``, the standard error of V by batch means.
@@ -76,6 +82,8 @@ from aloe_policy.selection import CHUNK_SCORER  # noqa: F401 - the file name pol
 from .distributed import all_gather_objects, rank_world
 
 AGGREGATION_RULES = ("subset_min", "mean_std")
+HEAD_NORMS = ("none", "layer")        # what each head does to a hidden layer's pre-activation
+VALUE_LOSSES = ("mse", "hl_gauss")    # how a head's output is fitted to the TD target y
 VALUE_DATA = ("all", "current")  # where V of the advantages is fitted: the whole buffer, or the evaluated policy's own chunks
 
 
@@ -106,6 +114,15 @@ class CriticConfig:
     value_data: str = "all"          # V(o) of the advantages from this critic ("all") or from a second one of
                                      # this config fitted only on the evaluated policy's own chunks ("current":
                                      # V stops copying the outcome of the one recorded chunk; Q stays this one's)
+    critic_norm: str = "none"        # "layer": LayerNorm (each member its own gain and bias) before every hidden
+                                     # activation of the heads (RLPD, Ball et al. 2023: bounds Q at chunks far
+                                     # from the data)
+    value_loss: str = "mse"          # "hl_gauss": each head outputs a histogram over value_bins bins on
+                                     # [value_min, value_max], fitted by cross-entropy to a Gaussian of width
+                                     # 0.75 bin around y (HL-Gauss, Farebrother et al. 2024); Q = its mean
+    value_bins: int = 51             # hl_gauss: bins of the value histogram
+    value_min: float = -0.2          # hl_gauss: the support's ends; targets outside are clipped to them
+    value_max: float = 1.2           # (the sparse 0/1 reward keeps Q in [0, 1])
 
     def __post_init__(self):
         if self.aggregate not in AGGREGATION_RULES:
@@ -122,9 +139,20 @@ class CriticConfig:
             raise ValueError("num_policy_samples and num_value_samples must be >= 1")
         if self.value_data not in VALUE_DATA:
             raise ValueError(f"value_data must be one of {VALUE_DATA}, got {self.value_data!r}")
+        if self.critic_norm not in HEAD_NORMS:
+            raise ValueError(f"critic_norm must be one of {HEAD_NORMS}, got {self.critic_norm!r}")
+        if self.value_loss not in VALUE_LOSSES:
+            raise ValueError(f"value_loss must be one of {VALUE_LOSSES}, got {self.value_loss!r}")
+        if self.value_loss == "hl_gauss":
+            if self.value_bins < 2 or not self.value_min < self.value_max:
+                raise ValueError(f"hl_gauss needs value_bins >= 2 and value_min < value_max, got {self.value_bins} "
+                                 f"bins on [{self.value_min}, {self.value_max}]")
+            if self.diversity_eta > 0:
+                raise ValueError("diversity_eta (EDAC) is implemented for value_loss 'mse' only")
 
     # Fields added after critics were first saved, with the value that reproduces those critics.
-    LEGACY = {"bootstrap_fraction": 1.0, "prior_scale": 0.0, "diversity_eta": 0.0, "value_data": "all"}
+    LEGACY = {"bootstrap_fraction": 1.0, "prior_scale": 0.0, "diversity_eta": 0.0, "value_data": "all",
+              "critic_norm": "none", "value_loss": "mse"}
 
     @classmethod
     def from_saved(cls, saved: dict) -> "CriticConfig":
@@ -175,32 +203,69 @@ class EnsembleLinear(nn.Module):
         return torch.baddbmm(self.bias, x, self.weight)
 
 
+class EnsembleLayerNorm(nn.Module):
+    """LayerNorm over the last dimension of (K, N, d), each member with its own gain and bias."""
+
+    def __init__(self, ensemble_size: int, dim: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(ensemble_size, 1, dim))
+        self.bias = nn.Parameter(torch.zeros(ensemble_size, 1, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.layer_norm(x, x.shape[-1:]) * self.weight + self.bias
+
+
 class QEnsemble(nn.Module):
     """K chunk-level Q heads: (features (N, F), chunks (N, H*A)) -> (K, N).
 
     With ``prior_scale > 0`` each head is f_k + prior_scale * p_k, p_k an untrained random MLP of
     the same shape (frozen parameters: saved, never optimised, identical in the target copy).
+    With ``norm`` each hidden layer is normalised (EnsembleLayerNorm) before its ReLU. With
+    ``bins > 1`` a head's output is the logits of a histogram over ``bins`` equal bins of
+    ``support`` and its value the histogram's mean (``logits`` gives the histogram itself).
     """
 
     def __init__(self, ensemble_size: int, feature_dim: int, chunk_dim: int, hidden_dim: int, layers: int,
-                 prior_scale: float = 0.0):
+                 prior_scale: float = 0.0, norm: bool = False, bins: int = 1, support: tuple = (0.0, 1.0)):
         super().__init__()
         dims = [feature_dim + chunk_dim] + [hidden_dim] * layers
         self.layers = nn.ModuleList(EnsembleLinear(ensemble_size, i, o) for i, o in zip(dims[:-1], dims[1:]))
-        self.out = EnsembleLinear(ensemble_size, dims[-1], 1)
+        self.norms = nn.ModuleList(EnsembleLayerNorm(ensemble_size, o) for o in dims[1:]) if norm else None
+        self.out = EnsembleLinear(ensemble_size, dims[-1], bins)
         self.ensemble_size = ensemble_size
+        self.bins = int(bins)
+        # Bin edges (bins + 1) and centres: derived from the config, so not saved with the weights.
+        self.register_buffer("edges", torch.linspace(float(support[0]), float(support[1]), self.bins + 1),
+                             persistent=False)
+        self.register_buffer("centers", (self.edges[1:] + self.edges[:-1]) / 2, persistent=False)
         self.prior_scale = float(prior_scale)
         self.prior = None
         if self.prior_scale > 0:
-            self.prior = nn.ModuleList(EnsembleLinear(ensemble_size, i, o) for i, o in zip(dims, dims[1:] + [1]))
+            self.prior = nn.ModuleList(EnsembleLinear(ensemble_size, i, o) for i, o in zip(dims, dims[1:] + [bins]))
             for p in self.prior.parameters():
                 p.requires_grad_(False)
 
     @staticmethod
-    def _mlp(layers, x: torch.Tensor) -> torch.Tensor:
-        for layer in layers[:-1]:
-            x = torch.relu(layer(x))
-        return layers[-1](x).squeeze(-1)
+    def _mlp(layers, x: torch.Tensor, norms=None) -> torch.Tensor:
+        for i, layer in enumerate(layers[:-1]):
+            x = layer(x)
+            x = torch.relu(x if norms is None else norms[i](x))
+        return layers[-1](x)
+
+    def _outputs(self, x: torch.Tensor) -> torch.Tensor:
+        """(K, N, i) inputs -> (K, N, bins): each member's raw outputs (its value, or its histogram's logits)."""
+        out = self._mlp(list(self.layers) + [self.out], x, self.norms)
+        if self.prior is not None:
+            out = out + self.prior_scale * self._mlp(list(self.prior), x)
+        return out
+
+    def _value(self, out: torch.Tensor) -> torch.Tensor:
+        """(K, N, bins) raw outputs -> (K, N) values."""
+        return out.squeeze(-1) if self.bins == 1 else torch.softmax(out, -1) @ self.centers
+
+    def logits(self, features: torch.Tensor, chunks: torch.Tensor) -> torch.Tensor:
+        """(K, N, bins): each member's histogram logits (bins > 1) or value (bins = 1, last dim 1)."""
+        return self._outputs(torch.cat([features, chunks], -1).unsqueeze(0).expand(self.ensemble_size, -1, -1))
 
     def forward(self, features: torch.Tensor, chunks: torch.Tensor, chunk_grad: bool = False):
         """(K, N) values; with ``chunk_grad`` also (K, N, C): each member's gradient of its value
@@ -211,13 +276,22 @@ class QEnsemble(nn.Module):
             x = torch.cat([features.unsqueeze(0).expand(K, -1, -1), c], -1)
         else:  # one concatenation, viewed K times (no per-member copy on the common path)
             x = torch.cat([features, chunks], -1).unsqueeze(0).expand(K, -1, -1)
-        q = self._mlp(list(self.layers) + [self.out], x)
-        if self.prior is not None:
-            q = q + self.prior_scale * self._mlp(list(self.prior), x)
+        q = self._value(self._outputs(x))
         if not chunk_grad:
             return q
         (grad,) = torch.autograd.grad(q.sum(), c, create_graph=True)
         return q, grad
+
+
+def hl_gauss_target(y: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
+    """HL-Gauss (Farebrother et al. 2024): (N,) scalar targets -> (N, bins) probabilities, the mass of a
+    Gaussian N(y, sigma^2), sigma = 0.75 bin, in each bin of ``edges`` (bins + 1), renormalised to the
+    support; y outside the support is clipped to its ends first."""
+    sigma = 0.75 * (edges[1] - edges[0])
+    y = y.clamp(float(edges[0]), float(edges[-1])).unsqueeze(-1)
+    cdf = torch.special.ndtr((edges - y) / sigma)                                  # (N, bins + 1)
+    mass = cdf[:, 1:] - cdf[:, :-1]
+    return mass / (cdf[:, -1:] - cdf[:, :1])
 
 
 def gradient_similarity(grads: torch.Tensor) -> torch.Tensor:
@@ -267,8 +341,10 @@ class ChunkCritic(nn.Module):
         self.action_scaler = ActionScaler(action_dim)
         self.chunk_horizon, self.action_dim, self.feature_dim = int(chunk_horizon), int(action_dim), int(feature_dim)
         self.encoder = encoder
-        self.q = QEnsemble(self.config.ensemble_size, feature_dim, chunk_horizon * action_dim,
-                           self.config.critic_hidden_dim, self.config.critic_layers, self.config.prior_scale)
+        c = self.config
+        self.q = QEnsemble(c.ensemble_size, feature_dim, chunk_horizon * action_dim, c.critic_hidden_dim,
+                           c.critic_layers, c.prior_scale, norm=c.critic_norm == "layer",
+                           bins=c.value_bins if c.value_loss == "hl_gauss" else 1, support=(c.value_min, c.value_max))
         self.target_encoder = copy.deepcopy(encoder)
         self.target_q = copy.deepcopy(self.q)
         for p in list(self.target_encoder.parameters()) + list(self.target_q.parameters()):
@@ -292,6 +368,24 @@ class ChunkCritic(nn.Module):
         n = chunks.shape[1]
         q = heads(feats.repeat_interleave(n, 0), chunks.reshape(B * n, -1))
         return q.reshape(-1, B, n)
+
+    def member_losses(self, obs, chunks: torch.Tensor, y: torch.Tensor, features: torch.Tensor | None = None,
+                      chunk_grad: bool = False):
+        """Each member's loss against the TD targets, chunks (B, H, A), y (B,) -> (loss (K, B), Q (K, B),
+        chunk gradients (K, B, H * A) or None): (Q_k - y)^2 under ``value_loss`` "mse"; under "hl_gauss"
+        the cross-entropy of member k's histogram to hl_gauss_target(y)."""
+        if self.config.value_loss == "mse":
+            out = self.q_values(obs, chunks, features=features, chunk_grad=chunk_grad)
+            q, grads = out if chunk_grad else (out, None)
+            return (q - y.unsqueeze(0)) ** 2, q, grads
+        if chunk_grad:
+            raise ValueError("chunk gradients (diversity_eta) need value_loss 'mse'")
+        feats = self.features(obs) if features is None else features
+        flat = self.action_scaler(chunks.to(feats.device)).reshape(feats.shape[0], -1)
+        logits = self.q.logits(feats, flat)                                              # (K, B, bins)
+        target = hl_gauss_target(y, self.q.edges)                                        # (B, bins)
+        loss = -(torch.log_softmax(logits, -1) * target.unsqueeze(0)).sum(-1)
+        return loss, self.q._value(logits), None
 
     def train(self, mode: bool = True) -> "ChunkCritic":
         """Online networks follow ``mode``; the targets (and a frozen encoder) stay in eval mode

@@ -94,7 +94,8 @@ def fit_critic(critic: ChunkCritic, dataset, method: str, bank: PolicySampleBank
     """Fit ``critic`` on ``dataset`` with the value signal ``method``; returns the training curve
     (rows: step, critic_loss, q_mean, target_mean).
 
-    loss = sum_k mean_batch (Q_k(o_t, A_t) - y)^2, Adam, Polyak-averaged targets after each step;
+    loss = sum_k mean_batch (Q_k(o_t, A_t) - y)^2 (``value_loss`` "hl_gauss": the cross-entropy of each
+    member's value histogram to HL-Gauss(y) instead), Adam, Polyak-averaged targets after each step;
     with ``diversity_eta`` > 0, + eta mean_batch gradient_similarity (EDAC; the curve then has
     ``gradient_similarity``).
     batch_blocks: dropout blocks per global batch (distributed.py): under torchrun each rank
@@ -127,13 +128,13 @@ def fit_critic(critic: ChunkCritic, dataset, method: str, bank: PolicySampleBank
         opt.zero_grad(set_to_none=True)
         loss_sum, q_sum, sim_sum = 0.0, 0.0, 0.0
         blocks = shard.blocks if table is None else [Block(shard.blocks[0].index, slice(None), shard.mine)]
-        for block in blocks:  # L = sum_k (1/B) sum_i m_ki (Q_k(o_i, A_i) - y_i)^2
+        for block in blocks:  # L = sum_k (1/B) sum_i m_ki l(Q_k(o_i, A_i), y_i)
             with block_rng(seed, shard.step, block.index, device):  # the online encoder's dropout masks
-                out = critic.q_values(observation_rows(batch.obs, block.rows), batch.chunks[block.rows],
-                                      features=None if feats is None else feats[block.rows], chunk_grad=diverse)
-            q, grads = out if diverse else (out, None)                                    # (K, b)
+                per, q, grads = critic.member_losses(observation_rows(batch.obs, block.rows), batch.chunks[block.rows],
+                                                     y[block.rows], features=None if feats is None else feats[block.rows],
+                                                     chunk_grad=diverse)                  # (K, b) each
             m = masks[:, batch.index[block.rows]]                                         # (K, b) bootstrap
-            block_loss = (m * (q - y[block.rows].unsqueeze(0)) ** 2).sum()
+            block_loss = (m * per).sum()
             total = block_loss
             if diverse:  # + eta * sum_i (mean pairwise cosine of the members' chunk gradients at row i)
                 similarity = gradient_similarity(grads).sum()

@@ -126,11 +126,11 @@ class ChainPolicy:
         return torch.from_numpy(CHUNKS)[idx.squeeze(1)].reshape(B, n, H, 1)
 
 
-def fitted_q(method, dataset, bank, steps=600):
+def fitted_q(method, dataset, bank, steps=600, **head):
     torch.manual_seed(0)
     config = CriticConfig(ensemble_size=5, critic_hidden_dim=64, critic_layers=2, critic_lr=1e-3,
                           critic_steps=steps, critic_batch_size=256, tau=0.05,
-                          num_policy_samples=bank.n if bank is not None else 16)
+                          num_policy_samples=bank.n if bank is not None else 16, **head)
     critic = ChunkCritic(OneHotFeatures(), N_STATES, H, 1, config)
     fit_critic(critic, dataset, method, bank=bank, seed=0)
     states = np.repeat(np.arange(1, GOAL), len(CHUNKS))
@@ -154,10 +154,12 @@ def test_exact_values_differ_between_policy_and_behaviour():
     assert np.abs(q_pi - q_beta).max() > 0.2  # otherwise the test below could not tell them apart
 
 
-def test_aloe_critic_converges_to_current_policy_q_not_behaviour(chain_data):
+@pytest.mark.parametrize("head", [{}, {"critic_norm": "layer"}, {"value_loss": "hl_gauss"}],
+                         ids=["mse", "layer_norm", "hl_gauss"])
+def test_aloe_critic_converges_to_current_policy_q_not_behaviour(chain_data, head):
     dataset, bank = chain_data
     q_pi, q_beta = exact_q_pi()[1:GOAL], exact_q_behaviour()[1:GOAL]
-    q_aloe = fitted_q("aloe", dataset, bank)
+    q_aloe = fitted_q("aloe", dataset, bank, **head)
     assert np.abs(seen(q_aloe - q_pi)).max() < 0.06, (q_aloe, q_pi)
     assert np.abs(seen(q_aloe - q_beta)).max() > 0.15
 
