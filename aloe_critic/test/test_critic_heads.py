@@ -89,3 +89,29 @@ def test_a_critic_saved_before_the_head_options_loads_as_a_plain_mse_head():
 def test_critic_config_refuses_head_options_it_cannot_fit(fields, message):
     with pytest.raises(ValueError, match=message):
         CriticConfig(**fields)
+
+
+def test_the_exported_chunk_scorer_of_a_layernorm_hl_gauss_critic_scores_as_the_critic(initial_checkpoint, tmp_path):
+    """What value-guided selection loads (TorchScript, no aloe_critic import) gives the critic's own
+    pessimistic Q with either head option."""
+    from aloe_critic.critic import critic_for_policy, export_chunk_scorer
+    from aloe_policy.model import FlowMatchingPolicy
+
+    policy = FlowMatchingPolicy.from_pretrained(initial_checkpoint / "iter0")
+    config = CriticConfig(ensemble_size=3, critic_hidden_dim=8, freeze_encoder=True, critic_norm="layer",
+                          value_loss="hl_gauss", value_bins=21)
+    torch.manual_seed(0)
+    critic = critic_for_policy(policy, config).eval()
+    cams = list(policy.config.camera_names)
+    size = policy.config.image_size
+    obs = {"images": {c: torch.randint(0, 255, (2, size, size, 3), dtype=torch.uint8) for c in cams},
+           "proprio": torch.randn(2, policy.config.proprio_dim), "task": ["pick the cube"] * 2}
+    path = export_chunk_scorer(critic, policy, tmp_path / "chunk_scorer.pt", obs)
+    chunks = torch.randn(2, 5, critic.chunk_horizon, critic.action_dim)
+    prepared = policy.prepare(obs)
+    scorer = torch.jit.load(str(path))
+    with torch.no_grad():
+        scored = scorer([prepared["images"][c] for c in cams], prepared["proprio"], prepared["text"], chunks)
+        expected = critic.aggregate(critic.q_values(obs, chunks))
+    assert scored.shape == (2, 5)
+    assert torch.allclose(scored, expected, atol=1e-5)
