@@ -2,7 +2,8 @@
 OPE buffers 2-4 by how far the recorded return-to-go of the state's own episode (what progress regresses on) is from
 Q^pi, and scores the committed default aloe and progress critics on each part. Needs the buffers' caches (not
 committed: python bench/ope_accuracy.py --seed S --cache DIR rebuilds one; on another machine the buffer differs).
-Usage: python return_split.py <cache of seed 2> <cache of seed 3> <cache of seed 4>"""
+Usage: python return_split.py <cache of seed 2> <cache of seed 3> <cache of seed 4>
+   or: python return_split.py RUN.json=CACHE ...   (any buffers: each committed run with its buffer's cache; session 21)"""
 import json
 import pickle
 import sys
@@ -24,8 +25,10 @@ def headline(run: dict) -> dict:
 
 RUNS = {2: ROOT / "ope_H10_edac_s2.json", 3: ROOT / "ope_value_data/ope_H10_vcur_s3.json",
         4: ROOT / "ope_value_data/ope_H10_vcur_s4.json"}
+PAIRS = ([(Path(a.partition("=")[0]), a.partition("=")[2]) for a in sys.argv[1:]] if "=" in "".join(sys.argv[1:])
+         else list(zip(RUNS.values(), sys.argv[1:4])))
 er, ea, ep, qs, left, ev = [], [], [], [], [], []
-for (s, path), cache in zip(RUNS.items(), sys.argv[1:4]):
+for path, cache in PAIRS:
     data = pickle.load(open(Path(cache) / "buffer.pkl", "rb"))
     run = json.loads(path.read_text())
     if [(r["episode"], r["tick"]) for r in run["rows"]] != [(r["episode"], r["tick"]) for r in data["rows"]]:
@@ -42,7 +45,7 @@ for (s, path), cache in zip(RUNS.items(), sys.argv[1:4]):
     left.append(np.array([len(data["episodes"][r["episode"]]) - r["tick"] for r in run["rows"]]))
 er, ea, ep, qs, left, ev = map(np.concatenate, (er, ea, ep, qs, left, ev))
 rms = lambda e: float(np.sqrt(np.mean(e ** 2)))  # noqa: E731
-print(f"{len(q) * 3} states: recorded return {rms(er):.3f}, progress {rms(ep):.3f}, aloe {rms(ea):.3f} (Q RMSE); "
+print(f"{len(er)} states: recorded return {rms(er):.3f}, progress {rms(ep):.3f}, aloe {rms(ea):.3f} (Q RMSE); "
       f"corr(|progress error|, |return error|) {np.corrcoef(np.abs(ep), np.abs(er))[0, 1]:.2f}")
 for cut in (0.05, 0.1, 0.2):
     far = np.abs(er) > cut
