@@ -3,7 +3,8 @@ inferred it under-valued near success). The sim is deterministic given the chunk
 execute the recorded chunk once, then pi (bench/sim_study.py policy_returns), so for a chunk that does not end the
 episode V^pi(o_{t+H}) = (Q^pi(s, A_rec) - R_t^H) / gamma^H exactly, and a critic's V there is recovered from its
 TD-form advantage: V(o_{t+H}) = (A_td + V(o_t) - R_t^H) / gamma^H (ope_accuracy.fit_and_score). Needs the buffers'
-caches. Usage: python next_values.py RUN.json=CACHE ..."""
+caches. Usage: python next_values.py [--critic LABEL] RUN.json=CACHE ...   (LABEL: a variant scored as "aloe", e.g.
+aloe[mean])"""
 import json
 import pickle
 import sys
@@ -16,10 +17,14 @@ from aloe_critic.dataset import TransitionDataset
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from ope_accuracy import is_headline  # noqa: E402
 
+args = sys.argv[1:]
+critic = "aloe"
+if args[:1] == ["--critic"]:
+    critic, args = args[1], args[2:]
 rows_out = {m: {"err": [], "true": [], "left": [], "q_err": [], "ret_right": []} for m in ("aloe", "progress")}
 check = []
 horizon_gamma = None
-for arg in sys.argv[1:]:
+for arg in args:
     path, _, cache = arg.partition("=")
     run = json.loads(Path(path).read_text())
     data = pickle.load(open(Path(cache) / "buffer.pkl", "rb"))
@@ -40,7 +45,7 @@ for arg in sys.argv[1:]:
     v_true = (q - R) / g
     head = {r["method"]: r for r in run["runs"] if is_headline(r, a)}
     for m in rows_out:
-        est = {k: np.asarray(v, float) for k, v in head[m]["estimates"].items()}
+        est = {k: np.asarray(v, float) for k, v in head[critic if m == "aloe" else m]["estimates"].items()}
         v_next = (est["advantage_td"] + est["v"] - R) / g
         rows_out[m]["err"].append((v_next - v_true)[keep])
         rows_out[m]["true"].append(v_true[keep])
