@@ -259,6 +259,11 @@ def is_headline(run: dict, args: dict) -> bool:
     return run["critic_seed"] == args["seed"] and run["K"] == args["main_k"] and run["aggregate"] == "subset_min"
 
 
+def headline_critics(result: dict) -> dict:
+    """A run's headline critics (``is_headline``) by label: {method: run record}."""
+    return {r["method"]: r for r in result["runs"] if is_headline(r, result["args"])}
+
+
 def metrics(est, rows) -> dict:
     q = np.array([r["q_true"] for r in rows])
     v = np.array([r["v_true"] for r in rows])
@@ -337,7 +342,7 @@ def pool(results: list[dict], resamples: int = 2000, seed: int = 0, view: str = 
     def parts(critic: str, suffix: str) -> list[dict]:
         out = []
         for s, res, (boot, boot_pi) in zip(seeds, results, draws):
-            head = {r["method"]: r for r in res["runs"] if is_headline(r, res["args"])}
+            head = headline_critics(res)
             need = {critic + suffix, "progress" + suffix}
             if not need <= set(head):
                 raise ValueError(f"the run of OPE seed {s} has no headline {sorted(need - set(head))} critic")
@@ -541,7 +546,7 @@ def markdown(result: dict) -> str:
     lines += ["", "Headline critics (first seed), 95 % bootstrap intervals over the states (2000 resamples):", "",
               "| method | Q RMSE | Q Spearman | V RMSE | V Spearman | Q RMSE / progress's | V RMSE / progress's "
               "| Q / V Spearman, non-trivial states |", "|---|---|---|---|---|---|---|---|"]
-    head = {r["method"]: r for r in runs if is_headline(r, a)}
+    head = headline_critics(result)
     q = np.array([r["q_true"] for r in rows])
     v = np.array([r["v_true"] for r in rows])
     rng = np.random.default_rng(0)
@@ -656,8 +661,7 @@ def main(argv=None) -> int:
     if args.report:  # tables (and with --plot the scatter plot, from the headline critics present) of an earlier run
         result = json.loads(Path(args.report).read_text())
         print(markdown(result))
-        headline = {r["method"]: {k: np.array(v) for k, v in r["estimates"].items()} for r in result["runs"]
-                    if is_headline(r, result["args"])}
+        headline = {m: {k: np.array(v) for k, v in r["estimates"].items()} for m, r in headline_critics(result).items()}
         if args.plot and headline:
             plot(result["rows"], headline, Path(args.report).with_suffix(".png"))
         return 0

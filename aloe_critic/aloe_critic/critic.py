@@ -354,14 +354,18 @@ class ChunkCritic(nn.Module):
             p.requires_grad_(False)
         self.train()
 
+    def _head_inputs(self, obs, chunks: torch.Tensor, target: bool, features: torch.Tensor | None):
+        """What the heads see: (features of obs, or the given ones; the chunks standardised on their device)."""
+        feats = self.features(obs, target) if features is None else features
+        return feats, self.action_scaler(chunks.to(feats.device))
+
     def q_values(self, obs, chunks: torch.Tensor, target: bool = False, features: torch.Tensor | None = None,
                  chunk_grad: bool = False):
         """Q_k(o, A) for every member: chunks (B, H, A) -> (K, B); (B, n, H, A) -> (K, B, n).
         ``chunk_grad`` (chunks (B, H, A) only): also each member's gradient with respect to the
         scaled chunk, (K, B, H * A) (QEnsemble.forward)."""
-        encoder, heads = (self.target_encoder, self.target_q) if target else (self.encoder, self.q)
-        feats = self.features(obs, target) if features is None else features
-        chunks = self.action_scaler(chunks.to(feats.device))
+        heads = self.target_q if target else self.q
+        feats, chunks = self._head_inputs(obs, chunks, target, features)
         B = feats.shape[0]
         if chunks.dim() == 3:
             flat = chunks.reshape(B, -1)
@@ -383,9 +387,8 @@ class ChunkCritic(nn.Module):
             return (q - y.unsqueeze(0)) ** 2, q, grads
         if chunk_grad:
             raise ValueError("chunk gradients (diversity_eta) need value_loss 'mse'")
-        feats = self.features(obs) if features is None else features
-        flat = self.action_scaler(chunks.to(feats.device)).reshape(feats.shape[0], -1)
-        logits = self.q.logits(feats, flat)                                              # (K, B, bins)
+        feats, scaled = self._head_inputs(obs, chunks, False, features)
+        logits = self.q.logits(feats, scaled.reshape(feats.shape[0], -1))               # (K, B, bins)
         target = hl_gauss_target(y, self.q.edges)                                        # (B, bins)
         loss = -(torch.log_softmax(logits, -1) * target.unsqueeze(0)).sum(-1)
         return loss, self.q.value_of(logits), None

@@ -15,7 +15,7 @@ import numpy as np
 from aloe_critic.dataset import TransitionDataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from ope_accuracy import is_headline  # noqa: E402
+from ope_accuracy import headline_critics  # noqa: E402
 
 args = sys.argv[1:]
 critic = "aloe"
@@ -43,7 +43,7 @@ for arg in args:
     check.append(np.abs(q[done > 0] - R[done > 0]))  # chunks that end the episode: Q^pi must equal R exactly
     keep = (done == 0) & (left > a["horizon"])
     v_true = (q - R) / g
-    head = {r["method"]: r for r in run["runs"] if is_headline(r, a)}
+    head = headline_critics(run)
     for m in rows_out:
         est = {k: np.asarray(v, float) for k, v in head[critic if m == "aloe" else m]["estimates"].items()}
         v_next = (est["advantage_td"] + est["v"] - R) / g
@@ -53,7 +53,7 @@ for arg in args:
         rows_out[m]["q_err"].append((est["q"] - q)[keep])
         rows_out[m]["ret_right"].append((np.abs(ds.mc_returns[ids] - q) <= 0.1)[keep])
 check = np.concatenate(check)
-runs_gamma_h = g  # every run here has the same horizon and gamma (checked below)
+g = horizon_gamma[1] ** horizon_gamma[0]  # gamma^H, one for every run (checked in the loop)
 print(f"check: {len(check)} chunks that end the episode, max |Q^pi - R| {check.max():.2e} (0 if the identity holds)")
 for m, d in rows_out.items():
     err, true, left, q_err, right = (np.concatenate(d[k]) for k in ("err", "true", "left", "q_err", "ret_right"))
@@ -67,7 +67,6 @@ for m, d in rows_out.items():
     # Part 20's floor states: the recorded return within 0.1 of Q^pi, success possible, one bootstrap (1-10 ticks left
     # after the chunk). Q at the recorded chunk is fitted to R + gamma^H V(o_(t+H)); is its error V's there, or its own?
     k = right & (true >= 0.02) & (left <= 10)
-    g = float(runs_gamma_h)
     print(f"  part 20's floor states (return right, success possible, 1-10 ticks left after): {k.sum()}: Q error "
           f"RMSE {rms(q_err[k]):.3f} bias {q_err[k].mean():+.3f}; gamma^H x V(o_(t+H)) error RMSE {rms(g * err[k]):.3f} "
           f"bias {(g * err[k]).mean():+.3f}; their correlation {np.corrcoef(q_err[k], err[k])[0, 1]:.2f}")

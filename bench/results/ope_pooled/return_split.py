@@ -15,12 +15,7 @@ from aloe_critic.dataset import TransitionDataset
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT.parent))
-from ope_accuracy import is_headline  # noqa: E402
-
-
-def headline(run: dict) -> dict:
-    """The run's headline critics by method (first critic seed, headline K, subset-min)."""
-    return {r["method"]: r for r in run["runs"] if is_headline(r, run["args"])}
+from ope_accuracy import headline_critics as headline  # noqa: E402
 
 
 RUNS = {2: ROOT / "ope_H10_edac_s2.json", 3: ROOT / "ope_value_data/ope_H10_vcur_s3.json",
