@@ -113,6 +113,11 @@ def parse_args(argv=None):
                    help="with --pool: the critic scored against progress (a variant's label, e.g. 'aloe[mean]')")
     p.add_argument("--pool-against-critic", default=None, metavar="LABEL",
                    help="with --pool-against: the other side's critic (default: --pool-critic)")
+    p.add_argument("--pool-baseline", default="progress", metavar="LABEL",
+                   help="with --pool: the critic the Q RMSE ratio divides by (a variant's label, e.g. "
+                        "'progress[steps3]', when a setting changes both sides)")
+    p.add_argument("--pool-against-baseline", default=None, metavar="LABEL",
+                   help="with --pool-against: the other side's baseline (default: --pool-baseline)"),
     p.add_argument("--plot", action="store_true", help="with --report: also redraw the scatter plot beside the JSON "
                                                        "(<JSON>.png, overwritten)")
     return p.parse_args(argv)
@@ -319,7 +324,8 @@ OPE_TARGETS = {"q_rmse_ratio": 0.5, "v_bias": 0.05, "spread_spearman": 0.5}  # i
 
 
 def pool(results: list[dict], resamples: int = 2000, seed: int = 0, view: str = "", against: str | None = None,
-         critic: str = "aloe", against_critic: str | None = None) -> dict:
+         critic: str = "aloe", against_critic: str | None = None, baseline: str = "progress",
+         against_baseline: str | None = None) -> dict:
     """The headline aloe and progress critics of runs on different buffers (``results``: one JSON per OPE
     seed) scored against the issue's OPE targets, per buffer and pooled. Q RMSE over the recorded chunks
     (pooled: over every state of every buffer) / progress's, with a 95 % stratified bootstrap (each buffer's
@@ -329,7 +335,9 @@ def pool(results: list[dict], resamples: int = 2000, seed: int = 0, view: str = 
     " (pi 0)"); ``against``: another refit's suffix, for the paired bootstrap (the same resampled states) of
     the pooled ratio's difference, this view's minus that one's. ``critic``: the label of the critic scored
     (default the headline aloe; e.g. a variant "aloe[mean]"), ``against_critic``: the other side's (default
-    ``critic``), so that two critics of the same runs can be paired too."""
+    ``critic``), so that two critics of the same runs can be paired too. ``baseline``: the label of the critic the
+    ratio divides by (default the headline progress; e.g. "progress[steps3]" when both sides change a setting),
+    ``against_baseline``: the other side's (default ``baseline``)."""
     seeds = [res["args"]["seed"] for res in results]
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"runs of OPE seeds {seeds}: pool one run per buffer")
@@ -339,11 +347,11 @@ def pool(results: list[dict], resamples: int = 2000, seed: int = 0, view: str = 
         n, n_pi = len(res["rows"]), sum(r["group"] == "pi" for r in res["rows"])
         draws.append((rng.integers(0, n, (resamples, n)), rng.integers(0, n_pi, (resamples, n_pi))))
 
-    def parts(critic: str, suffix: str) -> list[dict]:
+    def parts(critic: str, suffix: str, baseline: str) -> list[dict]:
         out = []
         for s, res, (boot, boot_pi) in zip(seeds, results, draws):
             head = headline_critics(res)
-            need = {critic + suffix, "progress" + suffix}
+            need = {critic + suffix, baseline + suffix}
             if not need <= set(head):
                 raise ValueError(f"the run of OPE seed {s} has no headline {sorted(need - set(head))} critic")
             rows = res["rows"]
@@ -353,7 +361,7 @@ def pool(results: list[dict], resamples: int = 2000, seed: int = 0, view: str = 
             est = {k: np.asarray(x, float) for k, x in head[critic + suffix]["estimates"].items()}
             e_pi = np.abs(est["q_pi"] - np.array([r["q_pi_true"] for r in rows]))
             out.append({"seed": s, "ea": est["q"] - q, "group": np.array([r["group"] for r in rows]),
-                        "ep": np.asarray(head["progress" + suffix]["estimates"]["q"], float) - q,
+                        "ep": np.asarray(head[baseline + suffix]["estimates"]["q"], float) - q,
                         "ev_pi": (est["v"] - v)[own], "spread_spearman": spearman(est["q_pi_std"], e_pi),
                         "boot": boot, "boot_pi": boot_pi})
         return out
@@ -384,13 +392,14 @@ def pool(results: list[dict], resamples: int = 2000, seed: int = 0, view: str = 
                       "spread_spearman": out["spread_spearman"] >= t["spread_spearman"]}
         return out
 
-    mine = parts(critic, view)
-    result = {"view": view, "critic": critic, "buffers": [{"seed": p["seed"], **scored([p])} for p in mine], "pooled": scored(mine),
+    mine = parts(critic, view, baseline)
+    result = {"view": view, "critic": critic, "baseline": baseline, "buffers": [{"seed": p["seed"], **scored([p])} for p in mine], "pooled": scored(mine),
               "targets": OPE_TARGETS}
     if against is not None:
-        other = parts(against_critic or critic, against)
+        other = parts(against_critic or critic, against, against_baseline or baseline)
         diff = ratio(mine, True) - ratio(other, True)
-        result["difference"] = {"against": against, "against_critic": against_critic or critic, "q_rmse_ratio": float(ratio(mine, False) - ratio(other, False)),
+        result["difference"] = {"against": against, "against_critic": against_critic or critic,
+                                "against_baseline": against_baseline or baseline, "q_rmse_ratio": float(ratio(mine, False) - ratio(other, False)),
                                 "q_rmse_ratio_ci": ci(diff)}
     return result
 
@@ -408,12 +417,14 @@ def pool_markdown(pooled: dict) -> str:
     by = pooled["pooled"]["q_rmse_by_group"]
     lines += ["", "Pooled Q RMSE by the data source of the state, aloe / progress: "
               + ", ".join(f"{g} {x['aloe']:.3f} / {x['progress']:.3f}" for g, x in by.items())]
-    if pooled.get("view") or pooled.get("critic", "aloe") != "aloe":
+    baseline = pooled.get("baseline", "progress")
+    if pooled.get("view") or pooled.get("critic", "aloe") != "aloe" or baseline != "progress":
         lines.insert(0, f"Critic {pooled.get('critic', 'aloe')}{pooled['view']} (as 'aloe' below) against "
-                        f"progress{pooled['view']}:\n")
+                        f"{baseline}{pooled['view']} (as 'progress'):\n")
     if "difference" in pooled:
         d = pooled["difference"]
-        lines += ["", f"Pooled ratio minus that of {d['against_critic']}{d['against'] or ' (the whole buffer)'}: "
+        lines += ["", f"Pooled ratio minus that of {d['against_critic']}{d['against'] or ' (the whole buffer)'}"
+                  f" / {d.get('against_baseline', 'progress')}: "
                   f"{d['q_rmse_ratio']:+.3f} "
                   f"(paired bootstrap 95 % CI [{d['q_rmse_ratio_ci'][0]:+.3f}, {d['q_rmse_ratio_ci'][1]:+.3f}])"]
     lines += ["", f"Targets: Q RMSE <= {t['q_rmse_ratio']}x progress's with the CI's upper end below 1.0 "
@@ -656,7 +667,8 @@ def main(argv=None) -> int:
     if args.pool:
         print(pool_markdown(pool([json.loads(Path(f).read_text()) for f in args.pool], view=args.pool_view,
                                  against=args.pool_against, critic=args.pool_critic,
-                                 against_critic=args.pool_against_critic)))
+                                 against_critic=args.pool_against_critic, baseline=args.pool_baseline,
+                                 against_baseline=args.pool_against_baseline)))
         return 0
     if args.report:  # tables (and with --plot the scatter plot, from the headline critics present) of an earlier run
         result = json.loads(Path(args.report).read_text())

@@ -142,6 +142,16 @@ def test_pool_pairs_a_refit_with_the_whole_buffer_on_the_same_resampled_states()
     assert variant["difference"]["q_rmse_ratio"] == pytest.approx(0.5)
     assert variant["difference"]["q_rmse_ratio_ci"] == pytest.approx([0.5, 0.5])
     assert "Critic aloe[x] (as 'aloe' below)" in ope_accuracy.pool_markdown(variant)
+    for res in runs:  # a progress variant that errs twice as much: aloe[x] against it is 1.0 / 2 = 0.5x
+        truth = np.array([r["q_true"] for r in res["rows"]])
+        progress = next(r for r in res["runs"] if r["method"] == "progress")
+        doubled = truth + 2 * (np.array(progress["estimates"]["q"]) - truth)
+        res["runs"].append({**progress, "method": "progress[x]", "estimates": {"q": doubled.tolist()}})
+    both = ope_accuracy.pool(runs, critic="aloe[x]", baseline="progress[x]", against="", against_critic="aloe",
+                             against_baseline="progress")
+    assert both["pooled"]["q_rmse_ratio"] == pytest.approx(0.5) and both["baseline"] == "progress[x]"
+    assert both["difference"]["q_rmse_ratio"] == pytest.approx(0.0)  # 0.5x against 0.5x
+    assert "against progress[x] (as 'progress')" in ope_accuracy.pool_markdown(both)
     with pytest.raises(ValueError, match=r"no headline \['aloe \(pi 5\)', 'progress \(pi 5\)'\]"):
         ope_accuracy.pool(runs, view=" (pi 5)")
 
