@@ -126,6 +126,9 @@ class CriticConfig:
     value_bins: int = 51             # hl_gauss: bins of the value histogram
     value_min: float = -0.2          # hl_gauss: the support's ends; targets outside are clipped to them
     value_max: float = 1.2           # (the sparse 0/1 reward keeps Q in [0, 1])
+    td_lambda: float = 0.0           # > 0: lambda-returns along the recorded trajectory (values.LambdaReturns,
+                                     # Peng's Q(lambda) over chunks); 0 = the one-chunk TD target
+    lambda_refresh: int = 25         # td_lambda: critic steps between recomputing the returns from the targets
 
     def __post_init__(self):
         if self.aggregate not in AGGREGATION_RULES:
@@ -146,6 +149,11 @@ class CriticConfig:
             raise ValueError(f"critic_norm must be one of {HEAD_NORMS}, got {self.critic_norm!r}")
         if self.value_loss not in VALUE_LOSSES:
             raise ValueError(f"value_loss must be one of {VALUE_LOSSES}, got {self.value_loss!r}")
+        if not 0.0 <= self.td_lambda < 1.0:
+            raise ValueError(f"td_lambda must be in [0, 1) (1 would be the behaviour's return: method progress), "
+                             f"got {self.td_lambda}")
+        if self.lambda_refresh < 1:
+            raise ValueError(f"lambda_refresh must be >= 1 critic step, got {self.lambda_refresh}")
         if self.value_loss == "hl_gauss":
             if self.value_bins < 2 or not self.value_min < self.value_max:
                 raise ValueError(f"hl_gauss needs value_bins >= 2 and value_min < value_max, got {self.value_bins} "

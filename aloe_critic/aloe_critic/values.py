@@ -8,6 +8,10 @@ Same network (``ChunkCritic``), same data, only the regression target differs:
 * ``progress`` y = G_t = sum_i gamma^i r_{t+i}  (Monte-Carlo return-to-go of the behaviour, the
                RECAP-like progress signal; no bootstrapping)
 
+``td_lambda`` > 0 (aloe, td1; ``LambdaReturns``): chunk-level lambda-returns along the recorded trajectory
+(Peng's Q(lambda), uncorrected), y_t = R_t^H + gamma^H (1 - done) [(1 - lambda) V(o_{t+H}) + lambda y_{t+H}],
+V the bootstrap value above; lambda = 0 is the one-chunk target, lambda -> 1 the behaviour's return (progress).
+
 Every member k fits only its bootstrap share of the transitions (``bootstrap_masks``):
     L = sum_k (1/B) sum_i m_k,i (Q_k(o_i, A_i) - y_i)^2
 
@@ -32,6 +36,7 @@ from .distributed import (DEFAULT_BATCH_BLOCKS, Block, all_gather_objects, block
                           global_batches, rank_world, sum_gradients)
 
 VALUE_METHODS = ("aloe", "td1", "progress")
+BOOTSTRAP_METHODS = ("aloe", "td1")  # the methods whose target bootstraps on a value after the chunk
 
 
 def chunked_td_target(returns: torch.Tensor, done: torch.Tensor, next_value: torch.Tensor, gamma: float,
@@ -41,22 +46,36 @@ def chunked_td_target(returns: torch.Tensor, done: torch.Tensor, next_value: tor
 
 
 @torch.no_grad()
+def aloe_next_value(critic: ChunkCritic, batch, next_policy_chunks: torch.Tensor,
+                    generator: torch.Generator | None = None, next_features: torch.Tensor | None = None) -> torch.Tensor:
+    """(B,) Agg_k mean_j Qbar_k(o_{t+H}, A'_j): the current policy's value after the chunk."""
+    q_next = critic.q_values(batch.next_obs, next_policy_chunks, target=True, features=next_features)  # (K, B, n)
+    return critic.aggregate(q_next.mean(-1), generator)                             # Agg_k mean_j
+
+
+@torch.no_grad()
 def aloe_target(critic: ChunkCritic, batch, next_policy_chunks: torch.Tensor, gamma: float,
                 generator: torch.Generator | None = None, next_features: torch.Tensor | None = None) -> torch.Tensor:
     """ALOE target for the current policy; next_policy_chunks: (B, n, H, A) ~ pi(.|o_{t+H});
     next_features: target-encoder features of o_{t+H} when already computed."""
-    q_next = critic.q_values(batch.next_obs, next_policy_chunks, target=True, features=next_features)  # (K, B, n)
-    v_next = critic.aggregate(q_next.mean(-1), generator)                           # Agg_k mean_j
+    v_next = aloe_next_value(critic, batch, next_policy_chunks, generator, next_features)
     return chunked_td_target(batch.returns, batch.done, v_next, gamma, critic.chunk_horizon)
+
+
+@torch.no_grad()
+def td1_next_value(critic: ChunkCritic, batch, generator: torch.Generator | None = None,
+                   next_features: torch.Tensor | None = None) -> torch.Tensor:
+    """(B,) Agg_k Qbar_k(o_{t+H}, A_{t+H}): the recorded next chunk's value."""
+    q_next = critic.q_values(batch.next_obs, batch.next_chunks, target=True, features=next_features)  # (K, B)
+    return critic.aggregate(q_next, generator)
 
 
 @torch.no_grad()
 def td1_target(critic: ChunkCritic, batch, gamma: float, generator: torch.Generator | None = None,
                next_features: torch.Tensor | None = None) -> torch.Tensor:
     """One-step (one-chunk) TD of the behaviour: bootstrap on the recorded next chunk A_{t+H}."""
-    q_next = critic.q_values(batch.next_obs, batch.next_chunks, target=True, features=next_features)  # (K, B)
-    return chunked_td_target(batch.returns, batch.done, critic.aggregate(q_next, generator), gamma,
-                             critic.chunk_horizon)
+    return chunked_td_target(batch.returns, batch.done, td1_next_value(critic, batch, generator, next_features),
+                             gamma, critic.chunk_horizon)
 
 
 def progress_target(batch) -> torch.Tensor:
@@ -73,19 +92,83 @@ def bootstrap_masks(num_transitions: int, ensemble_size: int, fraction: float, s
     return torch.from_numpy((rng.random((ensemble_size, num_transitions)) < fraction).astype(np.float32))
 
 
-def value_target(method: str, critic: ChunkCritic, batch, gamma: float, bank: PolicySampleBank | None = None,
-                 generator: torch.Generator | None = None, next_features: torch.Tensor | None = None) -> torch.Tensor:
+def next_value(method: str, critic: ChunkCritic, batch, bank: PolicySampleBank | None = None,
+               generator: torch.Generator | None = None, next_features: torch.Tensor | None = None) -> torch.Tensor:
+    """(B,) the value after the chunk that ``method``'s one-chunk target bootstraps on (aloe, td1)."""
     if method == "aloe":
         if bank is None:
             raise ValueError("the aloe target needs samples of the current policy (a PolicySampleBank)")
         n = critic.config.num_policy_samples
-        return aloe_target(critic, batch, bank.chunks(batch.next_tick.cpu().numpy(), n).to(batch.returns.device),
-                           gamma, generator, next_features)
+        return aloe_next_value(critic, batch, bank.chunks(batch.next_tick.cpu().numpy(), n).to(batch.returns.device),
+                               generator, next_features)
     if method == "td1":
-        return td1_target(critic, batch, gamma, generator, next_features)
+        return td1_next_value(critic, batch, generator, next_features)
+    raise ValueError(f"{method!r} does not bootstrap; next_value is for {BOOTSTRAP_METHODS}")
+
+
+def value_target(method: str, critic: ChunkCritic, batch, gamma: float, bank: PolicySampleBank | None = None,
+                 generator: torch.Generator | None = None, next_features: torch.Tensor | None = None) -> torch.Tensor:
+    if method in BOOTSTRAP_METHODS:
+        return chunked_td_target(batch.returns, batch.done, next_value(method, critic, batch, bank, generator,
+                                                                       next_features), gamma, critic.chunk_horizon)
     if method == "progress":
         return progress_target(batch)
     raise ValueError(f"unknown value method {method!r}; use one of {VALUE_METHODS}")
+
+
+class LambdaReturns:
+    """Chunk-level lambda-returns over a dataset view (``td_lambda`` > 0), recomputed from the target networks
+    every ``lambda_refresh`` critic steps (``refresh``) and looked up per batch (``targets``):
+
+        y_t = R_t^H + gamma^H (1 - done_t) [(1 - lambda) V(o_{t+H}) + lambda y_{t+H}]
+
+    where the transition at t+H is in the view (the chunk ends inside the episode); else y_t is the one-chunk
+    target R_t^H + gamma^H (1 - done_t) V(o_{t+H}). V is ``next_value`` of the method (aloe: pi's value after the
+    chunk). Uncorrected (Peng's Q(lambda)): the recorded continuation stands in for pi's with weight lambda, so
+    it leans towards the behaviour's value where the two differ; lambda = 0 gives the one-chunk target.
+    The table depends only on the target networks, the bank and (seed, step): every torchrun rank computes
+    the same one."""
+
+    def __init__(self, dataset, lam: float, batch_size: int = 1024):
+        if not 0.0 < lam < 1.0:
+            raise ValueError(f"td_lambda must be in (0, 1) for lambda-returns, got {lam}")
+        self.dataset, self.lam, self.batch_size = dataset, float(lam), int(batch_size)
+        self.rows = np.sort(dataset.indices)
+        H = dataset.chunk_horizon
+        in_view = np.zeros(len(dataset.done), bool)
+        in_view[self.rows] = True
+        nxt = dataset.next_transition[self.rows]
+        self.follows = (nxt == self.rows + H) & in_view[nxt]       # the chunk's successor is a transition of the view
+        depth = np.zeros(len(dataset.done), np.int64)                # links to the end of its chain in the view
+        for i, f in zip(self.rows[::-1], self.follows[::-1]):
+            if f:
+                depth[i] = depth[i + H] + 1
+        d = depth[self.rows]
+        self.levels = [self.rows[d == k] for k in range(int(d.max()) + 1)] if len(d) else []
+        self.table = torch.zeros(len(dataset.done))
+        self.discount = dataset.gamma ** H
+
+    @torch.no_grad()
+    def refresh(self, value_of, features: torch.Tensor | None, generator: torch.Generator) -> None:
+        """``value_of(batch, next_features, generator)`` -> (B,) V(o_{t+H}) of a batch of the view's rows."""
+        v = torch.zeros(len(self.dataset.done))
+        for s in range(0, len(self.rows), self.batch_size):
+            rows = self.rows[s:s + self.batch_size]
+            batch = self.dataset.batch(rows, observations=features is None).to(
+                features.device if features is not None else "cpu")
+            v[torch.from_numpy(rows)] = value_of(batch, None if features is None else features[batch.next_tick],
+                                                 generator).float().cpu()
+        R = torch.from_numpy(self.dataset.returns).float()
+        cont = torch.from_numpy(1.0 - self.dataset.done).float() * self.discount
+        y = torch.zeros_like(v)
+        for k, rows in enumerate(self.levels):                       # chain ends first: y_{t+H} is known
+            r = torch.from_numpy(rows)
+            after = v[r] if k == 0 else (1.0 - self.lam) * v[r] + self.lam * y[r + self.dataset.chunk_horizon]
+            y[r] = R[r] + cont[r] * after
+        self.table = y
+
+    def targets(self, index: torch.Tensor) -> torch.Tensor:
+        return self.table[index.cpu()].to(index.device)
 
 
 def fit_critic(critic: ChunkCritic, dataset, method: str, bank: PolicySampleBank | None = None,
@@ -97,7 +180,8 @@ def fit_critic(critic: ChunkCritic, dataset, method: str, bank: PolicySampleBank
     loss = sum_k mean_batch (Q_k(o_t, A_t) - y)^2 (``value_loss`` "hl_gauss": the cross-entropy of each
     member's value histogram to HL-Gauss(y) instead), Adam, Polyak-averaged targets after each step;
     with ``diversity_eta`` > 0, + eta mean_batch gradient_similarity (EDAC; the curve then has
-    ``gradient_similarity``).
+    ``gradient_similarity``). With ``td_lambda`` > 0 (aloe, td1) y is the lambda-return (``LambdaReturns``),
+    recomputed from the target networks every ``lambda_refresh`` steps.
     batch_blocks: dropout blocks per global batch (distributed.py): under torchrun each rank
     fits on its blocks and the result equals the one-process run.
     """
@@ -117,6 +201,7 @@ def fit_critic(critic: ChunkCritic, dataset, method: str, bank: PolicySampleBank
     table = critic.feature_table(dataset, device=device) if critic.encoder_frozen else None
     masks = bootstrap_masks(len(dataset.done), K, config.bootstrap_fraction, seed).to(device)   # (K, ticks)
     diverse = config.diversity_eta > 0 and K > 1
+    lam = LambdaReturns(dataset, config.td_lambda) if config.td_lambda > 0 and method in BOOTSTRAP_METHODS else None
     shards = tqdm(global_batches(len(dataset), B, config.critic_steps, seed, batch_blocks), total=config.critic_steps,
                   desc=f"critic ({method})", unit="step", disable=not progress)
     for shard in shards:
@@ -124,7 +209,13 @@ def fit_critic(critic: ChunkCritic, dataset, method: str, bank: PolicySampleBank
         feats = next_feats = None
         if table is not None:
             feats, next_feats = table[batch.obs_tick], table[batch.next_tick]
-        y = value_target(method, critic, batch, gamma, bank, gen, next_feats)           # (b,) no dropout
+        if lam is None:
+            y = value_target(method, critic, batch, gamma, bank, gen, next_feats)       # (b,) no dropout
+        else:
+            if shard.step % config.lambda_refresh == 0:  # the same table on every rank: seeded by (seed, step)
+                lam.refresh(lambda b, nf, g: next_value(method, critic, b, bank, g, nf), table,
+                            torch.Generator().manual_seed(int(seed) * 1_000_003 + shard.step))
+            y = lam.targets(batch.index).to(device)
         opt.zero_grad(set_to_none=True)
         loss_sum, q_sum, sim_sum = 0.0, 0.0, 0.0
         blocks = shard.blocks if table is None else [Block(shard.blocks[0].index, slice(None), shard.mine)]

@@ -178,3 +178,20 @@ def test_td1_baseline_converges_to_behaviour_value(chain_data):
     q_td1 = fitted_q("td1", dataset, None)
     assert np.abs(seen(q_td1 - q_beta)).max() < 0.06, (q_td1, q_beta)
     assert np.abs(seen(q_td1 - q_pi)).max() > 0.15
+
+
+def test_sarsa_lambda_still_learns_the_behaviours_value(chain_data):
+    """td1's lambda-returns follow the behaviour on both sides: still Q^beta."""
+    dataset, _ = chain_data
+    q = fitted_q("td1", dataset, None, td_lambda=0.5, lambda_refresh=10)
+    assert np.abs(seen(q - exact_q_behaviour()[1:GOAL])).max() < 0.06
+
+
+def test_aloe_lambda_returns_lean_towards_the_behaviour_as_documented(chain_data):
+    """Uncorrected (Peng's Q(lambda)): the recorded continuation stands in for pi's with weight lambda, so with a
+    large lambda ALOE's Q leaves Q^pi (which lambda = 0 recovers, above) for Q^beta: the price of the shorter
+    bootstrap chain, here where behaviour and pi differ everywhere."""
+    dataset, bank = chain_data
+    q = fitted_q("aloe", dataset, bank, td_lambda=0.8, lambda_refresh=10)
+    off_pi, off_beta = np.abs(seen(q - exact_q_pi()[1:GOAL])).mean(), np.abs(seen(q - exact_q_behaviour()[1:GOAL])).mean()
+    assert off_pi > 0.1 and off_beta < off_pi, (off_pi, off_beta)
