@@ -26,6 +26,7 @@ SCRIPT = textwrap.dedent('''
     dataset = TransitionDataset(behaviour_episodes(200, np.random.default_rng(0)), chunk_horizon=H, gamma=GAMMA)
     bank = PolicySampleBank(ChainPolicy(), dataset, n=4, seed=0, batch_size=64)
     q = fitted_q("aloe", dataset, bank, steps=40)
+    q_lambda = fitted_q("aloe", dataset, bank, steps=40, td_lambda=0.5, lambda_refresh=10)  # the table on each rank
     d, adv = two_chunk_dataset()
     torch.manual_seed(0)
     policy = TinyFlowPolicy()
@@ -35,7 +36,7 @@ SCRIPT = textwrap.dedent('''
                    batch_blocks=2)
     checksum = float(sum(p.detach().double().sum() for p in policy.parameters()))
     bank_sum = float(bank.samples.double().sum())
-    out = {"rank_world": list(rank_world()), "q": q.tolist(), "policy_checksums": all_gather_objects(checksum),
+    out = {"rank_world": list(rank_world()), "q": q.tolist(), "q_lambda": q_lambda.tolist(), "policy_checksums": all_gather_objects(checksum),
            "bank_sum": bank_sum}
     teardown()
     # what is left running after teardown: a gloo thread would make the interpreter's exit abort
@@ -65,6 +66,8 @@ def test_two_rank_torchrun_critic_and_policy_equal_single_process(tmp_path):
     assert single["rank_world"] == [0, 1] and ddp["rank_world"] == [0, 2]
     assert ddp["bank_sum"] == pytest.approx(single["bank_sum"], rel=1e-6)          # same pi samples
     np.testing.assert_allclose(ddp["q"], single["q"], atol=2e-4)                     # same critic
+    np.testing.assert_allclose(ddp["q_lambda"], single["q_lambda"], atol=2e-4)       # and with lambda-returns
+    assert not np.allclose(single["q_lambda"], single["q"], atol=1e-3)
     assert not [t for t in ddp["threads_after_teardown"] if "gloo" in t], ddp["threads_after_teardown"]
     a, b = ddp["policy_checksums"]
     assert a == pytest.approx(b, rel=1e-9)                                            # ranks in sync
