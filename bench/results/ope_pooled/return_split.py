@@ -3,7 +3,8 @@ OPE buffers 2-4 by how far the recorded return-to-go of the state's own episode 
 Q^pi, and scores the committed default aloe and progress critics on each part. Needs the buffers' caches (not
 committed: python bench/ope_accuracy.py --seed S --cache DIR rebuilds one; on another machine the buffer differs).
 Usage: python return_split.py <cache of seed 2> <cache of seed 3> <cache of seed 4>
-   or: python return_split.py RUN.json=CACHE ...   (any buffers: each committed run with its buffer's cache; session 21)"""
+   or: python return_split.py [--critic LABEL] RUN.json=CACHE ...   (any buffers: each committed run with its
+       buffer's cache, session 21; LABEL: a variant scored as "aloe", e.g. aloe[lam3], session 22)"""
 import json
 import pickle
 import sys
@@ -20,8 +21,12 @@ from ope_accuracy import headline_critics as headline  # noqa: E402
 
 RUNS = {2: ROOT / "ope_H10_edac_s2.json", 3: ROOT / "ope_value_data/ope_H10_vcur_s3.json",
         4: ROOT / "ope_value_data/ope_H10_vcur_s4.json"}
-PAIRS = ([(Path(a.partition("=")[0]), a.partition("=")[2]) for a in sys.argv[1:]] if "=" in "".join(sys.argv[1:])
-         else list(zip(RUNS.values(), sys.argv[1:4])))
+args = sys.argv[1:]
+critic = "aloe"
+if args[:1] == ["--critic"]:
+    critic, args = args[1], args[2:]
+PAIRS = ([(Path(a.partition("=")[0]), a.partition("=")[2]) for a in args] if "=" in "".join(args)
+         else list(zip(RUNS.values(), args[:3])))
 er, ea, ep, qs, left, ev = [], [], [], [], [], []
 for path, cache in PAIRS:
     data = pickle.load(open(Path(cache) / "buffer.pkl", "rb"))
@@ -33,10 +38,10 @@ for path, cache in PAIRS:
     ids = np.array([ds.tick_offset[r["episode"]] + r["tick"] for r in run["rows"]])
     q = np.array([r["q_true"] for r in run["rows"]])
     er.append(ds.mc_returns[ids] - q)
-    ea.append(np.array(head["aloe"]["estimates"]["q"]) - q)
+    ea.append(np.array(head[critic]["estimates"]["q"]) - q)
     ep.append(np.array(head["progress"]["estimates"]["q"]) - q)
     qs.append(q)
-    ev.append(np.array(head["aloe"]["estimates"]["v"]) - np.array([r["v_true"] for r in run["rows"]]))
+    ev.append(np.array(head[critic]["estimates"]["v"]) - np.array([r["v_true"] for r in run["rows"]]))
     left.append(np.array([len(data["episodes"][r["episode"]]) - r["tick"] for r in run["rows"]]))
 er, ea, ep, qs, left, ev = map(np.concatenate, (er, ea, ep, qs, left, ev))
 rms = lambda e: float(np.sqrt(np.mean(e ** 2)))  # noqa: E731
