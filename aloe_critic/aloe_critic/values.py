@@ -46,8 +46,8 @@ def chunked_td_target(returns: torch.Tensor, done: torch.Tensor, next_value: tor
 
 
 @torch.no_grad()
-def aloe_next_value(critic: ChunkCritic, batch, next_policy_chunks: torch.Tensor,
-                    generator: torch.Generator | None = None, next_features: torch.Tensor | None = None) -> torch.Tensor:
+def aloe_next_value(critic: ChunkCritic, batch, next_policy_chunks: torch.Tensor, generator: torch.Generator | None = None,
+                    next_features: torch.Tensor | None = None) -> torch.Tensor:
     """(B,) Agg_k mean_j Qbar_k(o_{t+H}, A'_j): the current policy's value after the chunk."""
     q_next = critic.q_values(batch.next_obs, next_policy_chunks, target=True, features=next_features)  # (K, B, n)
     return critic.aggregate(q_next.mean(-1), generator)                             # Agg_k mean_j

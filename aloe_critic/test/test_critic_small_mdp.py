@@ -193,5 +193,6 @@ def test_aloe_lambda_returns_lean_towards_the_behaviour_as_documented(chain_data
     bootstrap chain, here where behaviour and pi differ everywhere."""
     dataset, bank = chain_data
     q = fitted_q("aloe", dataset, bank, td_lambda=0.8, lambda_refresh=10)
-    off_pi, off_beta = np.abs(seen(q - exact_q_pi()[1:GOAL])).mean(), np.abs(seen(q - exact_q_behaviour()[1:GOAL])).mean()
+    off_pi = np.abs(seen(q - exact_q_pi()[1:GOAL])).mean()
+    off_beta = np.abs(seen(q - exact_q_behaviour()[1:GOAL])).mean()
     assert off_pi > 0.1 and off_beta < off_pi, (off_pi, off_beta)

@@ -36,7 +36,8 @@ SCRIPT = textwrap.dedent('''
                    batch_blocks=2)
     checksum = float(sum(p.detach().double().sum() for p in policy.parameters()))
     bank_sum = float(bank.samples.double().sum())
-    out = {"rank_world": list(rank_world()), "q": q.tolist(), "q_lambda": q_lambda.tolist(), "policy_checksums": all_gather_objects(checksum),
+    out = {"rank_world": list(rank_world()), "q": q.tolist(), "q_lambda": q_lambda.tolist(),
+           "policy_checksums": all_gather_objects(checksum),
            "bank_sum": bank_sum}
     teardown()
     # what is left running after teardown: a gloo thread would make the interpreter's exit abort

@@ -7,7 +7,7 @@ import torch
 from aloe_critic.critic import CriticConfig, PolicySampleBank, critic_for_policy
 from aloe_critic.dataset import TransitionDataset
 from aloe_data.ingestion import IngestionConfig, ingest_bags
-from aloe_critic.values import fit_critic, value_target
+from aloe_critic.values import LambdaReturns, fit_critic, next_value, value_target
 
 
 def _setup(root):
@@ -52,3 +52,11 @@ def test_feature_table_gives_the_same_targets_and_q_as_encoding_each_batch(initi
         q_table = critic.q_values(None, batch.chunks, features=table[batch.obs_tick])
     torch.testing.assert_close(q_table, q_batch)
     assert np.isfinite(q_table.numpy()).all()
+    tables = []
+    for features in (table, None):  # td_lambda's returns from the feature table and from the images alike
+        lam = LambdaReturns(dataset, 0.5, batch_size=16)
+        lam.refresh(lambda b, nf, g: next_value("aloe", critic, b, bank, g, nf), features,
+                    torch.Generator().manual_seed(5))
+        tables.append(lam.table)
+    torch.testing.assert_close(tables[0], tables[1])
+    assert torch.isfinite(tables[0]).all() and tables[0].abs().sum() > 0

@@ -15,8 +15,8 @@ GAMMA, H, LAM = 0.5, 3, 0.25
 
 @pytest.fixture
 def seven_ticks():
-    # T = 7, H = 3: chains 0 -> 3 -> 6, 1 -> 4, 2 -> 5 (3 -> 6 within 0's); the episode is truncated (not terminal), so the last
-    # chunks bootstrap too. Rewards 0 everywhere but 1 at tick 5.
+    # T = 7, H = 3: chains 0 -> 3 -> 6, 1 -> 4, 2 -> 5 (3 -> 6 within 0's); the episode is truncated (not
+    # terminal), so the last chunks bootstrap too. Rewards 0 everywhere but 1 at tick 5.
     ep = Episode.from_arrays(actions=[[float(a)] for a in range(7)], proprio=[[0.0]] * 7,
                              rewards=[0, 0, 0, 0, 0, 1.0, 0], outcome="TIMEOUT")
     return TransitionDataset([ep], chunk_horizon=H, gamma=GAMMA)
