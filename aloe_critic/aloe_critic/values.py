@@ -149,13 +149,14 @@ class LambdaReturns:
         self.discount = dataset.gamma ** H
 
     @torch.no_grad()
-    def refresh(self, value_of, features: torch.Tensor | None, generator: torch.Generator) -> None:
-        """``value_of(batch, next_features, generator)`` -> (B,) V(o_{t+H}) of a batch of the view's rows."""
+    def refresh(self, value_of, features: torch.Tensor | None, generator: torch.Generator,
+                device: str | torch.device = "cpu") -> None:
+        """``value_of(batch, next_features, generator)`` -> (B,) V(o_{t+H}) of a batch of the view's rows (on
+        ``device``, the critic's); the table itself stays on the CPU."""
         v = torch.zeros(len(self.dataset.done))
         for s in range(0, len(self.rows), self.batch_size):
             rows = self.rows[s:s + self.batch_size]
-            batch = self.dataset.batch(rows, observations=features is None).to(
-                features.device if features is not None else "cpu")
+            batch = self.dataset.batch(rows, observations=features is None).to(device)
             v[torch.from_numpy(rows)] = value_of(batch, None if features is None else features[batch.next_tick],
                                                  generator).float().cpu()
         R = torch.from_numpy(self.dataset.returns).float()
@@ -214,7 +215,7 @@ def fit_critic(critic: ChunkCritic, dataset, method: str, bank: PolicySampleBank
         else:
             if shard.step % config.lambda_refresh == 0:  # the same table on every rank: seeded by (seed, step)
                 lam.refresh(lambda b, nf, g: next_value(method, critic, b, bank, g, nf), table,
-                            torch.Generator().manual_seed(int(seed) * 1_000_003 + shard.step))
+                            torch.Generator().manual_seed(int(seed) * 1_000_003 + shard.step), device)
             y = lam.targets(batch.index).to(device)
         opt.zero_grad(set_to_none=True)
         loss_sum, q_sum, sim_sum = 0.0, 0.0, 0.0
