@@ -117,7 +117,7 @@ def parse_args(argv=None):
                    help="with --pool: the critic the Q RMSE ratio divides by (a variant's label, e.g. "
                         "'progress[steps3]', when a setting changes both sides)")
     p.add_argument("--pool-against-baseline", default=None, metavar="LABEL",
-                   help="with --pool-against: the other side's baseline (default: --pool-baseline)"),
+                   help="with --pool-against: the other side's baseline (default: --pool-baseline)")
     p.add_argument("--plot", action="store_true", help="with --report: also redraw the scatter plot beside the JSON "
                                                        "(<JSON>.png, overwritten)")
     return p.parse_args(argv)
@@ -660,6 +660,22 @@ def load_cache(args, log):
     pi.eval()
     log(f"buffer, pi and ground truth from {d}")
     return data["episodes"], data["groups"], pi, data["phase_stats"], data["collect_s"], data["rows"], data["gt_s"]
+
+
+def run_buffer(run: dict, cache) -> tuple:
+    """A finished run's buffer from its ``--cache`` directory, for the analyses of committed runs (no policy
+    loaded): (the cached data, its TransitionDataset at the run's horizon and gamma, the transition ids of the
+    run's ground-truth rows). Refuses the cache of another buffer (its ground-truth rows differ)."""
+    import pickle
+
+    from aloe_critic.dataset import TransitionDataset
+
+    with open(Path(cache) / "buffer.pkl", "rb") as fh:
+        data = pickle.load(fh)
+    if [(r["episode"], r["tick"]) for r in run["rows"]] != [(r["episode"], r["tick"]) for r in data["rows"]]:
+        raise SystemExit(f"{cache} is not the buffer of the run of OPE seed {run['args']['seed']}")
+    dataset = TransitionDataset(data["episodes"], run["args"]["horizon"], run["args"]["gamma"])
+    return data, dataset, np.array([dataset.tick_offset[r["episode"]] + r["tick"] for r in run["rows"]])
 
 
 def main(argv=None) -> int:

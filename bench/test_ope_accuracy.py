@@ -180,3 +180,20 @@ def test_a_variant_is_an_aloe_critic_unless_it_names_a_baseline_method():
         "progress", "hl", {"value_loss": "hl_gauss", "value_bins": 41})
     with pytest.raises(SystemExit, match="method must be aloe"):
         ope_accuracy.parse_variant("x=method=dagger")
+
+
+def test_run_buffer_gives_a_runs_transitions_and_refuses_another_buffers_cache(tmp_path):
+    import pickle
+
+    from aloe_data.ingestion import Episode
+
+    episodes = [Episode.from_arrays(actions=[[0.0]] * n, proprio=[[0.0]] * n, rewards=[0.0] * (n - 1) + [1.0],
+                                    outcome="SUCCESS") for n in (5, 4)]
+    rows = [{"episode": 1, "tick": 2}, {"episode": 0, "tick": 3}]
+    (tmp_path / "buffer.pkl").write_bytes(pickle.dumps({"episodes": episodes, "rows": rows}))
+    run = {"args": {"seed": 7, "horizon": 2, "gamma": 0.9}, "rows": rows}
+    data, dataset, ids = ope_accuracy.run_buffer(run, tmp_path)
+    assert len(data["episodes"]) == 2 and dataset.chunk_horizon == 2 and dataset.gamma == 0.9
+    assert ids.tolist() == [5 + 2, 3]                            # episode 1 starts after episode 0's 5 ticks
+    with pytest.raises(SystemExit, match="not the buffer of the run of OPE seed 7"):
+        ope_accuracy.run_buffer({**run, "rows": rows[::-1]}, tmp_path)

@@ -138,9 +138,9 @@ class LambdaReturns:
         in_view = np.zeros(len(dataset.done), bool)
         in_view[self.rows] = True
         nxt = dataset.next_transition[self.rows]
-        self.follows = (nxt == self.rows + H) & in_view[nxt]       # the chunk's successor is a transition of the view
+        follows = (nxt == self.rows + H) & in_view[nxt]            # the chunk's successor is a transition of the view
         depth = np.zeros(len(dataset.done), np.int64)                # links to the end of its chain in the view
-        for i, f in zip(self.rows[::-1], self.follows[::-1]):
+        for i, f in zip(self.rows[::-1], follows[::-1]):
             if f:
                 depth[i] = depth[i + H] + 1
         d = depth[self.rows]

@@ -6,28 +6,21 @@ would change the fit itself, which is not rerun here. Then the same choice made 
 |advantage| of the recorded chunk (cut where it exceeds d: the continuation looks unlike pi's). Needs the caches.
 Usage: python oracle_cut.py LABEL RUN.json=CACHE ...   (LABEL: the lambda critic, e.g. aloe[lam7])"""
 import json
-import pickle
 import sys
 from pathlib import Path
 
 import numpy as np
 from scipy.stats import spearmanr
 
-from aloe_critic.dataset import TransitionDataset
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from ope_accuracy import headline_critics  # noqa: E402
+from ope_accuracy import headline_critics, run_buffer  # noqa: E402
 
 label, pairs = sys.argv[1], sys.argv[2:]
 er, e0, el, ep, adv = [], [], [], [], []
 for arg in pairs:
     path, _, cache = arg.partition("=")
     run = json.loads(Path(path).read_text())
-    data = pickle.load(open(Path(cache) / "buffer.pkl", "rb"))
-    if [(r["episode"], r["tick"]) for r in run["rows"]] != [(r["episode"], r["tick"]) for r in data["rows"]]:
-        raise SystemExit(f"{cache} is not the buffer of {path}")
-    ds = TransitionDataset(data["episodes"], run["args"]["horizon"], run["args"]["gamma"])
-    ids = np.array([ds.tick_offset[r["episode"]] + r["tick"] for r in run["rows"]])
+    _, ds, ids = run_buffer(run, cache)
     q = np.array([r["q_true"] for r in run["rows"]])
     head = headline_critics(run)
     er.append(ds.mc_returns[ids] - q)

@@ -6,16 +6,13 @@ TD-form advantage: V(o_{t+H}) = (A_td + V(o_t) - R_t^H) / gamma^H (ope_accuracy.
 caches. Usage: python next_values.py [--critic LABEL] RUN.json=CACHE ...   (LABEL: a variant scored as "aloe", e.g.
 aloe[mean])"""
 import json
-import pickle
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from aloe_critic.dataset import TransitionDataset
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from ope_accuracy import headline_critics  # noqa: E402
+from ope_accuracy import headline_critics, run_buffer  # noqa: E402
 
 args = sys.argv[1:]
 critic = "aloe"
@@ -27,15 +24,11 @@ horizon_gamma = None
 for arg in args:
     path, _, cache = arg.partition("=")
     run = json.loads(Path(path).read_text())
-    data = pickle.load(open(Path(cache) / "buffer.pkl", "rb"))
-    if [(r["episode"], r["tick"]) for r in run["rows"]] != [(r["episode"], r["tick"]) for r in data["rows"]]:
-        raise SystemExit(f"{cache} is not the buffer of {path}")
     a = run["args"]
     if horizon_gamma is not None and (a["horizon"], a["gamma"]) != horizon_gamma:
         raise SystemExit("pool runs of one horizon and gamma")
     horizon_gamma = (a["horizon"], a["gamma"])
-    ds = TransitionDataset(data["episodes"], a["horizon"], a["gamma"])
-    ids = np.array([ds.tick_offset[r["episode"]] + r["tick"] for r in run["rows"]])
+    data, ds, ids = run_buffer(run, cache)
     g = ds.gamma ** ds.chunk_horizon
     R, done = ds.returns[ids], ds.done[ids]
     q = np.array([r["q_true"] for r in run["rows"]])

@@ -6,17 +6,14 @@ Usage: python return_split.py <cache of seed 2> <cache of seed 3> <cache of seed
    or: python return_split.py [--critic LABEL] RUN.json=CACHE ...   (any buffers: each committed run with its
        buffer's cache, session 21; LABEL: a variant scored as "aloe", e.g. aloe[lam3], session 22)"""
 import json
-import pickle
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from aloe_critic.dataset import TransitionDataset
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT.parent))
-from ope_accuracy import headline_critics as headline  # noqa: E402
+from ope_accuracy import headline_critics as headline, run_buffer  # noqa: E402
 
 
 RUNS = {2: ROOT / "ope_H10_edac_s2.json", 3: ROOT / "ope_value_data/ope_H10_vcur_s3.json",
@@ -29,13 +26,9 @@ PAIRS = ([(Path(a.partition("=")[0]), a.partition("=")[2]) for a in args] if "="
          else list(zip(RUNS.values(), args[:3])))
 er, ea, ep, qs, left, ev = [], [], [], [], [], []
 for path, cache in PAIRS:
-    data = pickle.load(open(Path(cache) / "buffer.pkl", "rb"))
     run = json.loads(path.read_text())
-    if [(r["episode"], r["tick"]) for r in run["rows"]] != [(r["episode"], r["tick"]) for r in data["rows"]]:
-        raise SystemExit(f"{cache} is not the buffer of {path.name}")
-    a, head = run["args"], headline(run)
-    ds = TransitionDataset(data["episodes"], a["horizon"], a["gamma"])
-    ids = np.array([ds.tick_offset[r["episode"]] + r["tick"] for r in run["rows"]])
+    data, ds, ids = run_buffer(run, cache)
+    head = headline(run)
     q = np.array([r["q_true"] for r in run["rows"]])
     er.append(ds.mc_returns[ids] - q)
     ea.append(np.array(head[critic]["estimates"]["q"]) - q)
