@@ -326,7 +326,9 @@ def markdown(summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(summary: dict, path: Path) -> None:
+def plot(summary: dict, path: Path, names: dict | None = None) -> list[str]:
+    """Success and throughput per iteration, one panel per operator: the seeds' mean as a line, their range
+    shaded. ``names``: {method spec: legend label} for specs too long to read. Returns the legend's labels."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -345,9 +347,14 @@ def plot(summary: dict, path: Path) -> None:
                 if not sel:
                     continue
                 its = sorted({r["iteration"] for r in sel})
-                mean = [np.mean([r[key] for r in sel if r["iteration"] == it]) for it in its]
+                per_it = [[r[key] for r in sel if r["iteration"] == it] for it in its]
                 n = len({r["seed"] for r in sel})
-                ax.plot(its, mean, marker="o", color=colours[i % len(colours)], label=f"{m} ({n} seeds)")
+                colour = colours[i % len(colours)]
+                ax.plot(its, [np.mean(v) for v in per_it], marker="o", color=colour,
+                        label=f"{(names or {}).get(m, m)} ({n} seed{'s' if n > 1 else ''})")
+                if n > 1:
+                    ax.fill_between(its, [min(v) for v in per_it], [max(v) for v in per_it], color=colour,
+                                    alpha=0.12, linewidth=0)
             ax.set_title(f"{op} operator", fontsize=10)
             ax.set_xticks(sorted({r["iteration"] for r in recs}))
             ax.set_xlabel("iteration (0 = initial policy)")
@@ -361,11 +368,13 @@ def plot(summary: dict, path: Path) -> None:
             labels.setdefault(label.rsplit(" (", 1)[0], (handle, label))
     ncol = 2 if len(ops) > 1 else 1  # one panel wide: a column of labels, or the long specs run off the page
     fig.legend([h for h, _ in labels.values()], [lab for _, lab in labels.values()], loc="lower center",
-               ncol=ncol, fontsize=8, frameon=False)
+               ncol=ncol, fontsize=8, frameon=False, title="line: mean over seeds; shade: their range",
+               title_fontsize=8)
     fig.tight_layout(rect=(0, 0.06 + 0.035 * -(-len(labels) // ncol), 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)
+    return [lab for _, lab in labels.values()]
 
 
 def main(argv=None) -> int:
@@ -392,6 +401,9 @@ def main(argv=None) -> int:
                    help="only these seeds' runs (e.g. the report seeds of a study whose tuning seeds share its folder)")
     s.add_argument("--reference", nargs="+", default=[], metavar="SPEC",
                    help="method specs every ALOE variant is also paired with (e.g. the variant a candidate changes)")
+    s.add_argument("--name", nargs="+", default=[], metavar="SPEC=LABEL",
+                   help="a short legend label for a method spec in the plot (kept in the JSON's 'names'), e.g. "
+                        "'aloe:operator_share=0.5=ALOE (S)': the label follows the last '='")
     t = sub.add_parser("status", help="each run's progress (iterations finished, running or not), not its results")
     t.add_argument("--dir", required=True, help="study folder")
     t.add_argument("--iterations", type=int, default=5)
@@ -414,6 +426,12 @@ def main(argv=None) -> int:
     if missing:
         print(f"--reference: no runs of {', '.join(missing)} in {a.dir}", file=sys.stderr)
         return 2
+    names = dict(n.rsplit("=", 1) for n in a.name if "=" in n)
+    unknown = sorted(set(names) - {m for _, m, _ in runs})
+    if unknown or len(names) != len(a.name):
+        print(f"--name: give SPEC=LABEL for a method spec of these runs ({', '.join(unknown) or a.name})",
+              file=sys.stderr)
+        return 2
     summary = summarise(runs, a.iteration, tuple(a.reference))
     print(markdown(summary), end="")
     for bad in summary["inconsistent_starts"]:
@@ -423,8 +441,8 @@ def main(argv=None) -> int:
     if a.out:
         out = Path(a.out)
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(summary, indent=1))
-        plot(summary, out.with_suffix(".png"))
+        out.write_text(json.dumps({**summary, "names": names} if names else summary, indent=1))
+        plot(summary, out.with_suffix(".png"), names)
         print(f"wrote {out} and {out.with_suffix('.png')}")
     return 0
 

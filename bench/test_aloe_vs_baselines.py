@@ -142,6 +142,25 @@ def test_summary_pairs_a_candidate_with_its_reference_on_the_chosen_seeds_only(t
     assert "no runs of aloe:beta=9" in capsys.readouterr().err
 
 
+def test_the_plot_labels_a_method_by_its_short_name_and_the_json_keeps_the_names(tmp_path, capsys):
+    ok, bad = [True] * 10, [True] * 4 + [False] * 6
+    cand = "aloe:operator_share=0.5"
+    for seed in (0, 1):
+        write_run(tmp_path, "skilled", cand, seed, [bad, ok], [[30] * 10, [30] * 10])
+        write_run(tmp_path, "skilled", "dagger", seed, [bad, bad], [[30] * 10, [30] * 10])
+    write_run(tmp_path, "skilled", "bc", 0, [bad, bad], [[30] * 10, [30] * 10])
+    summary = avb.summarise(avb.load(tmp_path))
+    labels = avb.plot(summary, tmp_path / "p.png", {cand: "ALOE (S)"})
+    assert sorted(labels) == ["ALOE (S) (2 seeds)", "bc (1 seed)", "dagger (2 seeds)"]
+    assert (tmp_path / "p.png").stat().st_size > 10_000
+    out = tmp_path / "s.json"
+    assert avb.main(["summary", "--dir", str(tmp_path), "--name", f"{cand}=ALOE (S)", "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["names"] == {cand: "ALOE (S)"}
+    assert avb.main(["summary", "--dir", str(tmp_path), "--name", "aloe:beta=9=B"]) == 2
+    assert avb.main(["summary", "--dir", str(tmp_path), "--name", "S"]) == 2
+    assert "--name: give SPEC=LABEL" in capsys.readouterr().err
+
+
 def test_runs_of_a_seed_that_do_not_share_their_start_are_reported(tmp_path, capsys):
     ok, bad = [True] * 10, [True] * 4 + [False] * 6
     for op in ("skilled", "imperfect"):
