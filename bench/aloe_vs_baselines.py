@@ -401,6 +401,8 @@ def main(argv=None) -> int:
                    help="only these seeds' runs (e.g. the report seeds of a study whose tuning seeds share its folder)")
     s.add_argument("--reference", nargs="+", default=[], metavar="SPEC",
                    help="method specs every ALOE variant is also paired with (e.g. the variant a candidate changes)")
+    s.add_argument("--methods", nargs="+", default=None, metavar="SPEC",
+                   help="only these methods' runs (e.g. a verdict's methods while other runs of the folder go on)")
     s.add_argument("--name", nargs="+", default=[], metavar="SPEC=LABEL",
                    help="a short legend label for a method spec in the plot (kept in the JSON's 'names'), e.g. "
                         "'aloe:operator_share=0.5=ALOE (S)': the label follows the last '='")
@@ -419,6 +421,12 @@ def main(argv=None) -> int:
         runs.update(load(Path(d)))
     if a.seeds is not None:
         runs = {k: v for k, v in runs.items() if k[2] in a.seeds}
+    if a.methods is not None:
+        absent = sorted(set(a.methods) - {m for _, m, _ in runs})
+        if absent:
+            print(f"--methods: no runs of {', '.join(absent)} in {a.dir}", file=sys.stderr)
+            return 2
+        runs = {k: v for k, v in runs.items() if k[1] in a.methods}
     if not runs:
         print(f"no runs in {a.dir}" + (f" of seeds {a.seeds}" if a.seeds is not None else ""), file=sys.stderr)
         return 2

@@ -142,7 +142,7 @@ def test_summary_pairs_a_candidate_with_its_reference_on_the_chosen_seeds_only(t
     assert "no runs of aloe:beta=9" in capsys.readouterr().err
 
 
-def test_the_plot_labels_a_method_by_its_short_name_and_the_json_keeps_the_names(tmp_path, capsys):
+def test_the_plot_labels_a_method_by_its_short_name_and_a_summary_can_keep_only_some_methods(tmp_path, capsys):
     ok, bad = [True] * 10, [True] * 4 + [False] * 6
     cand = "aloe:operator_share=0.5"
     for seed in (0, 1):
@@ -156,9 +156,13 @@ def test_the_plot_labels_a_method_by_its_short_name_and_the_json_keeps_the_names
     out = tmp_path / "s.json"
     assert avb.main(["summary", "--dir", str(tmp_path), "--name", f"{cand}=ALOE (S)", "--out", str(out)]) == 0
     assert json.loads(out.read_text())["names"] == {cand: "ALOE (S)"}
+    assert avb.main(["summary", "--dir", str(tmp_path), "--methods", cand, "dagger", "--out", str(out)]) == 0
+    assert {r["method"] for r in json.loads(out.read_text())["records"]} == {cand, "dagger"}, "bc left out"
+    assert avb.main(["summary", "--dir", str(tmp_path), "--methods", "aloe:beta=9"]) == 2
     assert avb.main(["summary", "--dir", str(tmp_path), "--name", "aloe:beta=9=B"]) == 2
     assert avb.main(["summary", "--dir", str(tmp_path), "--name", "S"]) == 2
-    assert "--name: give SPEC=LABEL" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "--methods: no runs of aloe:beta=9" in err and "--name: give SPEC=LABEL" in err
 
 
 def test_runs_of_a_seed_that_do_not_share_their_start_are_reported(tmp_path, capsys):
