@@ -66,7 +66,7 @@ def loop_train_config():
         # iterations: each stretch of driving judged by where it led, the operator's corrections trusted (weight 1),
         # the policy's own chunks weighted by the critic up to 1, batches drawn by the weights with half of each
         # draw on the corrections: 131 vs 100 successes of 160 against the same without the share (p = 0.001
-        # skilled, 0.005 imperfect). Its report on fresh seeds (18-20, vs Dagger and AWR) is part 17's stage 2.
+        # skilled, 0.005 imperfect). On fresh seeds 18-20 (part 23) it is level with Dagger and ahead of AWR (skilled).
         "sampling": "weighted",
         "advantage_pooling": "option",
         "trust_operator": True,
