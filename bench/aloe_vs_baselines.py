@@ -377,6 +377,11 @@ def plot(summary: dict, path: Path, names: dict | None = None) -> list[str]:
     return [lab for _, lab in labels.values()]
 
 
+def absent_specs(specs, runs: dict) -> list[str]:
+    """The method specs of ``specs`` that no run of ``runs`` ({(operator, spec, seed): rows}) has."""
+    return sorted(set(specs) - {m for _, m, _ in runs})
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
@@ -422,22 +427,19 @@ def main(argv=None) -> int:
     if a.seeds is not None:
         runs = {k: v for k, v in runs.items() if k[2] in a.seeds}
     if a.methods is not None:
-        absent = sorted(set(a.methods) - {m for _, m, _ in runs})
-        if absent:
-            print(f"--methods: no runs of {', '.join(absent)} in {a.dir}", file=sys.stderr)
+        if missing := absent_specs(a.methods, runs):
+            print(f"--methods: no runs of {', '.join(missing)} in {a.dir}", file=sys.stderr)
             return 2
         runs = {k: v for k, v in runs.items() if k[1] in a.methods}
     if not runs:
         print(f"no runs in {a.dir}" + (f" of seeds {a.seeds}" if a.seeds is not None else ""), file=sys.stderr)
         return 2
-    missing = sorted(set(a.reference) - {m for _, m, _ in runs})
-    if missing:
+    if missing := absent_specs(a.reference, runs):
         print(f"--reference: no runs of {', '.join(missing)} in {a.dir}", file=sys.stderr)
         return 2
     names = dict(n.rsplit("=", 1) for n in a.name if "=" in n)
-    unknown = sorted(set(names) - {m for _, m, _ in runs})
-    if unknown or len(names) != len(a.name):
-        print(f"--name: give SPEC=LABEL for a method spec of these runs ({', '.join(unknown) or a.name})",
+    if (missing := absent_specs(names, runs)) or len(names) != len(a.name):
+        print(f"--name: give SPEC=LABEL for a method spec of these runs ({', '.join(missing) or a.name})",
               file=sys.stderr)
         return 2
     summary = summarise(runs, a.iteration, tuple(a.reference))
