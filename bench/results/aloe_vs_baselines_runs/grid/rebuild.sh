@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Issue 14, session 24: rebuild the study's worktree and folder on a new machine (PLAN_stage3.md, amendment 1).
+# /work/wt5 = the stage-2 pin: the grid's pin 4920851 + a763971 (operator_share) + d6dbed2 (chunk_values once),
+# the recipe of e46a172 (tag study-stage2-pin, lost with the machine of session 23). Its own colcon build on main's
+# venv. The folder /work/study/grid gets the finished runs from git; the archived init_s*.json go aside so the
+# rebuilt starts can be compared with them. Idempotent.
+set -euo pipefail
+MAIN=/work/main
+GRID=/work/study/grid
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+if [[ ! -d /work/wt5 ]]; then
+  git -C "$MAIN" worktree add --detach /work/wt5 4920851
+  git -C /work/wt5 -c user.name=study -c user.email=study@localhost cherry-pick a763971 d6dbed2
+fi
+(cd /work/wt5 && ALOE_VENV="$MAIN/.venv" bash scripts/setup.sh)
+cat > /work/study/env_wt5.sh <<ENV
+export ALOE_VENV=$MAIN/.venv
+source /work/wt5/scripts/env.sh
+ENV
+mkdir -p "$GRID" /work/study/archived_inits
+for f in "$HERE"/*__s*.json "$HERE"/*__s*.log "$HERE"/study.json "$HERE"/stage3_pick.txt "$HERE"/queue_stage3.py; do
+  [[ -e "$GRID/$(basename "$f")" ]] || cp "$f" "$GRID/"
+done
+cp -n "$HERE"/init_s*.json "$HERE"/init_s*.log /work/study/archived_inits/
+echo "rebuilt: /work/wt5 ($(git -C /work/wt5 log --oneline -1)), $GRID ($(ls "$GRID" | wc -l) files)"
