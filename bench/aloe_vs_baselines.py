@@ -12,6 +12,7 @@ iteration:
 
     python bench/aloe_vs_baselines.py run --dir /tmp/avb --seeds 0 1 2 3 4 --jobs 2          # CPU-hours
     python bench/aloe_vs_baselines.py status --dir /tmp/avb       # progress only: iterations done, running or not
+    python bench/aloe_vs_baselines.py archive --dir /tmp/avb --to bench/results/aloe_vs_baselines_runs/x  # keep them
     python bench/aloe_vs_baselines.py summary --dir /tmp/avb --out bench/results/aloe_vs_baselines.json
 
 A method is a name of offline_loop.py's ``--method`` with optional TrainConfig overrides after a
@@ -377,6 +378,33 @@ def plot(summary: dict, path: Path, names: dict | None = None) -> list[str]:
     return [lab for _, lab in labels.values()]
 
 
+def archive(root: Path, to: Path, iterations: int) -> tuple[list[str], list[str]]:
+    """Copy every finished run of ``root`` (its JSON holds all ``iterations``; its log beside it) and the study's
+    manifest into ``to``, the folder kept in git, so that finished runs outlive the machine (their states and the
+    seeds' initial policies and first phases do not go into git). A run whose archived copy differs is left as it
+    is and reported, never overwritten. Returns (files copied, runs whose copies differ)."""
+    to.mkdir(parents=True, exist_ok=True)
+    copied, differing = [], []
+    for name in sorted(json.loads((root / "study.json").read_text())):
+        if not complete(root / f"{name}.json", iterations):
+            continue
+        for f in (root / f"{name}.json", root / f"{name}.log"):
+            dest = to / f.name
+            if not f.is_file():
+                continue
+            if not dest.is_file():
+                dest.write_bytes(f.read_bytes())
+                copied.append(f.name)
+            elif dest.read_bytes() != f.read_bytes() and f.suffix == ".json":
+                differing.append(name)
+    manifest = json.loads((root / "study.json").read_text())
+    kept = json.loads((to / "study.json").read_text()) if (to / "study.json").is_file() else {}
+    if {**kept, **manifest} != kept:
+        (to / "study.json").write_text(json.dumps({**kept, **manifest}, indent=1))
+        copied.append("study.json")
+    return copied, differing
+
+
 def absent_specs(specs, runs: dict) -> list[str]:
     """The method specs of ``specs`` that no run of ``runs`` ({(operator, spec, seed): rows}) has."""
     return sorted(set(specs) - {m for _, m, _ in runs})
@@ -415,7 +443,17 @@ def main(argv=None) -> int:
     t.add_argument("--dir", required=True, help="study folder")
     t.add_argument("--iterations", type=int, default=5)
     t.add_argument("--seeds", nargs="+", type=int, default=None)
+    c = sub.add_parser("archive", help="copy the finished runs (JSON, log) and the manifest into a folder kept in git")
+    c.add_argument("--dir", required=True, help="study folder")
+    c.add_argument("--to", required=True, help="archive folder (e.g. bench/results/aloe_vs_baselines_runs/grid)")
+    c.add_argument("--iterations", type=int, default=5, help="a run is finished when its JSON holds these")
     a = p.parse_args(argv)
+    if a.command == "archive":
+        copied, differing = archive(Path(a.dir), Path(a.to), a.iterations)
+        print(f"archived {len(copied)} files into {a.to}" + (f": {', '.join(copied)}" if copied else ""))
+        for name in differing:
+            print(f"WARNING: {name}: the archived JSON differs from the folder's; left as archived", file=sys.stderr)
+        return 1 if differing else 0
     if a.command == "run":
         return run_study(a)
     if a.command == "status":

@@ -247,3 +247,31 @@ def test_status_shows_each_runs_progress_and_not_its_results(tmp_path, capsys):
     rows = {tuple(c.strip() for c in line.strip("|").split("|")) for line in capsys.readouterr().out.splitlines()[2:]}
     assert rows == {("0", "skilled", "aloe", "2 / 2", "done"), ("0", "skilled", "dagger", "1 / 2", "resumable"),
                     ("0", "imperfect", "aloe", "1 / 2", "running"), ("0", "imperfect", "dagger", "0 / 2", "not started")}
+
+
+def test_archive_keeps_finished_runs_and_never_overwrites_a_differing_copy(tmp_path, capsys):
+    study, kept = tmp_path / "study", tmp_path / "kept"
+    study.mkdir()
+    runs = {("skilled", "aloe", 0): 2, ("skilled", "dagger", 0): 1}  # iterations finished: aloe done, dagger not
+    (study / "study.json").write_text(json.dumps(
+        {avb.run_name(op, m, s): {"operator": op, "method": m, "seed": s} for op, m, s in runs}))
+    for (op, m, s), done in runs.items():
+        write_run(study, op, m, s, [[True, False]] * (done + 1), [[20, 100]] * (done + 1))
+        (study / f"{avb.run_name(op, m, s)}.log").write_text("log\n")
+    done_name, partial_name = avb.run_name("skilled", "aloe", 0), avb.run_name("skilled", "dagger", 0)
+
+    assert avb.main(["archive", "--dir", str(study), "--to", str(kept), "--iterations", "2"]) == 0
+    assert sorted(p.name for p in kept.iterdir()) == sorted([f"{done_name}.json", f"{done_name}.log", "study.json"])
+    assert (kept / f"{done_name}.json").read_bytes() == (study / f"{done_name}.json").read_bytes()
+    assert json.loads((kept / "study.json").read_text()) == json.loads((study / "study.json").read_text())
+    capsys.readouterr()
+
+    # again: nothing to copy; then a rerun that came out differently is reported and the archived copy kept
+    assert avb.main(["archive", "--dir", str(study), "--to", str(kept), "--iterations", "2"]) == 0
+    assert "archived 0 files" in capsys.readouterr().out
+    archived = (kept / f"{done_name}.json").read_bytes()
+    write_run(study, "skilled", "aloe", 0, [[False, False]] * 3, [[100, 100]] * 3)
+    assert avb.main(["archive", "--dir", str(study), "--to", str(kept), "--iterations", "2"]) == 1
+    assert f"{done_name}: the archived JSON differs" in capsys.readouterr().err
+    assert (kept / f"{done_name}.json").read_bytes() == archived
+    assert not (kept / f"{partial_name}.json").exists()
