@@ -16,10 +16,13 @@ fi
 cat > /work/study/env_wt5.sh <<ENV
 export ALOE_VENV=$MAIN/.venv
 source /work/wt5/scripts/env.sh
+# torch's AVX2 paths, on any x86 machine with AVX2: the initial policies and first phases of the machine that ran
+# seeds 18-20 (PLAN_stage3.md, amendment 3), the same on every machine from now on
+export ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2
 ENV
 mkdir -p "$GRID" /work/study/archived_inits
-for f in "$HERE"/*__s*.json "$HERE"/*__s*.log "$HERE"/study.json "$HERE"/stage3_pick.txt "$HERE"/queue_stage3.py; do
-  [[ -e "$GRID/$(basename "$f")" ]] || cp "$f" "$GRID/"
+for f in "$HERE"/*__s*.json "$HERE"/*__s*.log "$HERE"/study.json "$HERE"/stage3_pick.txt "$HERE"/queue_stage3.py "$HERE"/queue_stage3b.py; do
+  [[ -e "$GRID/$(basename "$f")" ]] || cp "$f" "$GRID/"  # queue_stage3b.py too
 done
 cp -n "$HERE"/init_s*.json "$HERE"/init_s*.log /work/study/archived_inits/
 echo "rebuilt: /work/wt5 ($(git -C /work/wt5 log --oneline -1)), $GRID ($(ls "$GRID" | wc -l) files)"
