@@ -20,9 +20,16 @@ source /work/wt5/scripts/env.sh
 # seeds 18-20 (PLAN_stage3.md, amendment 3), the same on every machine from now on
 export ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2
 ENV
+cat > /work/study/env_wt5_native.sh <<ENV
+export ALOE_VENV=$MAIN/.venv
+source /work/wt5/scripts/env.sh
+# torch's own choice of paths (AVX-512 here): the caches of the grid's first machine (sessions 12-13), which S's
+# skilled gate runs used (s2/PLAN_S2.md)
+ENV
 mkdir -p "$GRID" /work/study/archived_inits
 for f in "$HERE"/*__s*.json "$HERE"/*__s*.log "$HERE"/study.json "$HERE"/stage3_pick.txt "$HERE"/queue_stage3.py "$HERE"/queue_stage3b.py; do
   [[ -e "$GRID/$(basename "$f")" ]] || cp "$f" "$GRID/"  # queue_stage3b.py too
 done
 cp -n "$HERE"/init_s*.json "$HERE"/init_s*.log /work/study/archived_inits/
+cp -n "$HERE/../s2/queue_s24.py" /work/study/ 2>/dev/null || true
 echo "rebuilt: /work/wt5 ($(git -C /work/wt5 log --oneline -1)), $GRID ($(ls "$GRID" | wc -l) files)"
