@@ -50,6 +50,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import tempfile
 import time
@@ -199,6 +200,10 @@ class RunState:
             if meta["args"] != expected_args:
                 diff = sorted(k for k in set(meta["args"]) | set(expected_args)
                               if meta["args"].get(k) != expected_args.get(k))
+                if diff == ["numerics"]:
+                    raise SystemExit(f"{self.dir} holds a run made under other numerics ({meta['args'].get('numerics')}"
+                                     f", here {expected_args['numerics']}): resume it with the same settings "
+                                     "(scripts/env.sh's ALOE_PORTABLE_NUMERICS), or remove it")
                 raise SystemExit(f"{self.dir} holds a run with other arguments ({', '.join(diff)}): remove it or "
                                  f"pass another --state")
             k = meta["next_iteration"]
@@ -243,6 +248,19 @@ class RunState:
 
         if self.dir is not None:
             shutil.rmtree(self.dir, ignore_errors=True)
+
+
+# What pins torch's CPU kernels to one instruction set (scripts/env.sh exports them under ALOE_PORTABLE_NUMERICS=1):
+# set before torch loads, every x86 machine with AVX2 rounds alike (BENCHMARKS part 24).
+NUMERICS_ENV = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
+
+
+def numerics() -> dict:
+    """What decides this process's rounding on the CPU: torch's version, the instruction set its kernels use and the
+    settings that pin it. Runs under other numerics start from other initial policies and first phases (one seed's
+    runs pair only if these agree), and a run is resumed only under its own."""
+    return {"torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            **{k: os.environ.get(k, "") for k in NUMERICS_ENV}}
 
 
 def log(message: str) -> None:
@@ -367,7 +385,7 @@ def main(argv=None) -> int:
     critic = None
     eval_seeds = range(500, 500 + a.eval)  # the same cube positions every iteration (and with --value-guided)
     state = RunState(a.state)
-    same_run = {k: v for k, v in run_args.items() if k not in ("state", "out")}
+    same_run = {**{k: v for k, v in run_args.items() if k not in ("state", "out")}, "numerics": numerics()}
     start = 0
     resumed = state.load(same_run)
     if resumed is not None:
@@ -482,7 +500,8 @@ def main(argv=None) -> int:
                         log("corrections: " + ", ".join(f"{k} {v:.3g}" for k, v in quality.items()))
         rows.append(row)
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.out).write_text(json.dumps({"args": run_args, "rows": rows}, indent=1))
+        Path(a.out).write_text(json.dumps({"args": run_args, "numerics": same_run["numerics"], "rows": rows},
+                                          indent=1))
         if it < a.iterations:
             state.save(it + 1, same_run, policy, data[before:], labelled, operator, rows,
                        scorer_dir / CHUNK_SCORER if a.value_guided else None)

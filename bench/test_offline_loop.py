@@ -179,6 +179,10 @@ def test_a_run_killed_after_an_iteration_resumes_there_and_equals_an_unbroken_on
     # the state belongs to this command: other arguments are refused, the state kept
     other = subprocess.run([*command, "--policy-steps", "4"], capture_output=True, text=True)
     assert other.returncode != 0 and "other arguments (policy_steps)" in other.stderr and state.is_dir()
+    # and to these numerics: the same command with torch's kernels pinned otherwise is refused too
+    pinned = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "ATEN_CPU_CAPABILITY": "default"})
+    assert pinned.returncode != 0 and "made under other numerics" in pinned.stderr and state.is_dir()
+    assert "ALOE_PORTABLE_NUMERICS" in pinned.stderr
     # a damaged state is refused with what to do, not a traceback
     import shutil
     damaged = tmp_path / "damaged.state"
@@ -195,4 +199,5 @@ def test_a_run_killed_after_an_iteration_resumes_there_and_equals_an_unbroken_on
     assert not state.exists(), "the state is removed once the run has finished"
 
     assert run_outcome(out) == run_outcome(unbroken)
+    assert json.loads(out.read_text())["numerics"] == offline_loop.numerics()  # recorded with the rows
     assert run_outcome(out)[2][5] is not None, "value-guided evaluation at the resumed iterations too"
