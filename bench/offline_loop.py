@@ -251,7 +251,7 @@ class RunState:
 
 
 # What pins torch's CPU kernels to one instruction set (scripts/env.sh exports them under ALOE_PORTABLE_NUMERICS=1):
-# set before torch loads, every x86 machine with AVX2 rounds alike (BENCHMARKS part 24).
+# set before torch loads, an AVX-512 machine makes an AVX2 machine's initial policies (BENCHMARKS part 24).
 NUMERICS_ENV = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
 
 

@@ -12,9 +12,9 @@ _aloe_u=$-; set +u
 source "$_aloe_root/install/setup.bash" 2>/dev/null
 [[ $_aloe_u == *u* ]] && set -u
 export MUJOCO_GL="${MUJOCO_GL:-osmesa}" PYOPENGL_PLATFORM="${PYOPENGL_PLATFORM:-osmesa}"
-# ALOE_PORTABLE_NUMERICS=1: torch's AVX2 kernels on any x86 CPU that has them, so runs round alike on every such
-# machine (an AVX-512 machine otherwise makes other initial policies than an AVX2 one; BENCHMARKS part 24). The names
-# are bench/offline_loop.py's NUMERICS_ENV; they act only if set before Python starts.
+# ALOE_PORTABLE_NUMERICS=1: torch's AVX2 kernels on any x86 CPU that has them. With it an AVX-512 machine made an AVX2
+# machine's initial policies bit for bit (and so a study's shared starts), though not their later iterations
+# (BENCHMARKS part 24). The names are bench/offline_loop.py's NUMERICS_ENV; they act only if set before Python starts.
 if [[ "${ALOE_PORTABLE_NUMERICS:-0}" == 1 ]]; then
   export ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2
 fi
