@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Seed 16's initial policy under the AVX2 pin: the grid's machine made 03ff0354f1834ea6, session 16's 40ac4ac3a8860231.
+# Seeds 16-17's initial policies under the AVX2 pin (-> 40ac4ac3a8860231, d2d036c78435ca2e; seed 16 unpinned, the
+# three settings unset: 03ff0354f1834ea6): the grid's machine made 03ff0354f1834ea6, session 16's 40ac4ac3a8860231.
 source /work/study/env_wt5.sh
 cd /work/wt5
 for seed in 16 17; do
