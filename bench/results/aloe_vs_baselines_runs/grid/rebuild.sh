@@ -3,7 +3,7 @@
 # /work/wt5 = the stage-2 pin: the grid's pin 4920851 + a763971 (operator_share) + d6dbed2 (chunk_values once),
 # the recipe of e46a172 (tag study-stage2-pin, lost with the machine of session 23). Its own colcon build on main's
 # venv. The folder /work/study/grid gets the finished runs from git; the archived init_s*.json go aside so the
-# rebuilt starts can be compared with them. Idempotent.
+# rebuilt starts can be compared with them; the same for S2's folders (s2/). Idempotent.
 set -euo pipefail
 MAIN=/work/main
 GRID=/work/study/grid
@@ -27,9 +27,19 @@ source /work/wt5/scripts/env.sh
 # skilled gate runs used (s2/PLAN_S2.md)
 ENV
 mkdir -p "$GRID" /work/study/archived_inits
-for f in "$HERE"/*__s*.json "$HERE"/*__s*.log "$HERE"/study.json "$HERE"/stage3_pick.txt "$HERE"/queue_stage3.py "$HERE"/queue_stage3b.py; do
-  [[ -e "$GRID/$(basename "$f")" ]] || cp "$f" "$GRID/"  # queue_stage3b.py too
+for f in "$HERE"/*__s*.json "$HERE"/*__s*.log "$HERE"/study.json "$HERE"/stage3_pick.txt; do
+  [[ -e "$GRID/$(basename "$f")" ]] || cp "$f" "$GRID/"
 done
 cp -n "$HERE"/init_s*.json "$HERE"/init_s*.log /work/study/archived_inits/
-cp -n "$HERE/../s2/queue_s24.py" /work/study/ 2>/dev/null || true
+# S2 (s2/PLAN_S2.md): its finished runs (archived in s2/skilled, s2/imperfect), the gate's verdict, the queue
+S2="$HERE/../s2"
+for op in skilled imperfect; do
+  mkdir -p "/work/study/s2_$op"
+  for f in "$S2/$op"/*__s*.json "$S2/$op"/*__s*.log "$S2/$op"/study.json; do
+    [[ -e "$f" && ! -e "/work/study/s2_$op/$(basename "$f")" ]] && cp "$f" "/work/study/s2_$op/"
+  done
+done
+mkdir -p /work/study/s2
+[[ -e "$S2/gate.txt" && ! -e /work/study/s2/gate.txt ]] && cp "$S2/gate.txt" /work/study/s2/
+cp "$S2/queue_s24.py" /work/study/
 echo "rebuilt: /work/wt5 ($(git -C /work/wt5 log --oneline -1)), $GRID ($(ls "$GRID" | wc -l) files)"
