@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""S2's gate (s2/PLAN_S2.md), written 2026-12-02 06:50 UTC, before any S2 run had finished its third iteration; nothing of them read.
+"""S2's gate (s2/PLAN_S2.md), written 2026-12-02 06:30 UTC, before any S2 run had finished its third iteration; nothing of them read.
 
 S2 vs S on the tuning seeds 16-17, both operators, iteration 5, the 160 paired episodes: S2 passes if its
 throughput over them is higher than S's and its success is not significantly below S's (exact sign test, p < 0.05
