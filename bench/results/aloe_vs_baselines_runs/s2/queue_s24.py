@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Issue 14, session 24: one queue for stage 3 (grid/PLAN_stage3.md, amendments 1-3) and candidate S2
-(s2/PLAN_S2.md), written 2026-12-02 05:30 UTC; replaces grid/queue_stage3b.py (stage 3's jobs and settings
+(s2/PLAN_S2.md), written 2026-12-02 05:27 UTC; replaces grid/queue_stage3b.py (stage 3's jobs and settings
 unchanged; S2's gate inserted after stage 3's first job).
 
 Two runs at a time, one `aloe_vs_baselines.py run` per run, from /work/wt5 (the stage-2 pin, rebuilt by
