@@ -191,6 +191,8 @@ def load(root: Path) -> dict:
             key = (a.get("operator", "skilled"), a["method"] + (":" + ",".join(a["train"]) if a.get("train") else "")
                    + (f"+vg{a['value_guided']}" if a.get("value_guided") else ""), int(a["seed"]))
         rows = data["rows"]
+        if rows and "numerics" in data:  # offline_loop's record of the kernels that rounded the run
+            rows = [{**rows[0], "numerics": data["numerics"]}, *rows[1:]]
         if value_guided(key[1]):  # the guided evaluation is the method's (iteration 0: the shared initial policy)
             rows = [{**r, "success_rate": r["vg_success_rate"], "eval_success": r["vg_eval_success"],
                      "eval_steps": r["vg_eval_steps"], "eval_throughput_per_hour": r["vg_eval_throughput_per_hour"]}
@@ -214,6 +216,22 @@ def inconsistent_starts(runs: dict) -> list[dict]:
             if differs:
                 problems.append({"seed": seed, "run": list(key), "reference": list(ref_key), "fields": differs})
     return problems
+
+
+def mixed_numerics(runs: dict) -> list[dict]:
+    """Seeds whose runs were made under other numerics (offline_loop's ``numerics``: torch's version, the
+    instruction set of its kernels): they may share their start and still round differently after it, so their
+    pairs carry the machines' difference as well as the methods' (BENCHMARKS "ALOE vs its rivals", part 24).
+    Runs that did not record their numerics are left out."""
+    mixed = []
+    for seed in sorted({s for _, _, s in runs}):
+        kinds = {}
+        for (op, m, s), rows in sorted(runs.items()):
+            if s == seed and rows and "numerics" in rows[0]:
+                kinds.setdefault(json.dumps(rows[0]["numerics"], sort_keys=True), []).append([op, m])
+        if len(kinds) > 1:
+            mixed.append({"seed": seed, "numerics": [{"numerics": json.loads(k), "runs": v} for k, v in kinds.items()]})
+    return mixed
 
 
 def summarise(runs: dict, iteration: int | None = None, references: tuple = ()) -> dict:
@@ -261,7 +279,7 @@ def summarise(runs: dict, iteration: int | None = None, references: tuple = ()) 
                                    "method_value": throughput(sa, ta), "baseline_value": throughput(sb, tb),
                                    "difference": diff})
     return {"records": records, "paired": paired, "target": target_verdict(paired),
-            "inconsistent_starts": inconsistent_starts(runs)}
+            "inconsistent_starts": inconsistent_starts(runs), "mixed_numerics": mixed_numerics(runs)}
 
 
 RIVALS = ("dagger", "progress")  # the issue's target names Dagger and AWR/progress (bc and the references are context)
@@ -486,6 +504,12 @@ def main(argv=None) -> int:
         print(f"WARNING: seed {bad['seed']}: run {'/'.join(bad['run'])} does not start where "
               f"{'/'.join(bad['reference'])} does ({', '.join(bad['fields'])} differ at iteration 0): its pairs "
               "are not paired episodes", file=sys.stderr)
+    for mix in summary["mixed_numerics"]:
+        kinds = "; ".join(f"torch {k['numerics'].get('torch')} {k['numerics'].get('cpu_capability')}"
+                          f"{' (pinned)' if k['numerics'].get('ATEN_CPU_CAPABILITY') else ''}: "
+                          + ", ".join("/".join(r) for r in k["runs"]) for k in mix["numerics"])
+        print(f"NOTE: seed {mix['seed']}: runs under {len(mix['numerics'])} kinds of numerics ({kinds}); they round "
+              "differently after their start", file=sys.stderr)
     if a.out:
         out = Path(a.out)
         out.parent.mkdir(parents=True, exist_ok=True)

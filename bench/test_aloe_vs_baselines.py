@@ -178,6 +178,29 @@ def test_runs_of_a_seed_that_do_not_share_their_start_are_reported(tmp_path, cap
     assert "WARNING: seed 0: run imperfect/dagger does not start where imperfect/aloe does" in capsys.readouterr().err
 
 
+def test_runs_of_a_seed_made_under_other_numerics_are_noted(tmp_path, capsys):
+    ok = [True] * 10
+    for op, m in (("skilled", "aloe"), ("skilled", "dagger"), ("imperfect", "aloe")):
+        write_run(tmp_path, op, m, 0, [ok, ok], [[20] * 10] * 2)
+    write_run(tmp_path, "skilled", "bc", 0, [ok, ok], [[20] * 10] * 2)  # an older run: no numerics recorded
+    avx512 = {"torch": "2.13.0+cpu", "cpu_capability": "AVX512", "ATEN_CPU_CAPABILITY": ""}
+    for op, m, numerics in (("skilled", "aloe", avx512), ("skilled", "dagger", avx512),
+                            ("imperfect", "aloe", {**avx512, "cpu_capability": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"})):
+        path = tmp_path / f"{avb.run_name(op, m, 0)}.json"
+        path.write_text(json.dumps({**json.loads(path.read_text()), "numerics": numerics}))
+    summary = avb.summarise(avb.load(tmp_path))
+    assert summary["inconsistent_starts"] == []  # the same start ...
+    assert summary["mixed_numerics"] == [{"seed": 0, "numerics": [  # ... under two kinds of numerics
+        {"numerics": {"torch": "2.13.0+cpu", "cpu_capability": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"},
+         "runs": [["imperfect", "aloe"]]},
+        {"numerics": avx512, "runs": [["skilled", "aloe"], ["skilled", "dagger"]]}]}]
+    assert avb.main(["summary", "--dir", str(tmp_path)]) == 0
+    err = capsys.readouterr().err
+    assert "NOTE: seed 0: runs under 2 kinds of numerics" in err and "AVX2 (pinned): imperfect/aloe" in err
+    (tmp_path / f"{avb.run_name('imperfect', 'aloe', 0)}.json").unlink()
+    assert avb.summarise(avb.load(tmp_path))["mixed_numerics"] == []
+
+
 @pytest.mark.slow
 def test_a_tiny_study_runs_resumes_and_summarises(tmp_path):
     args = ["run", "--dir", str(tmp_path / "study"), "--seeds", "0", "--operators", "imperfect",
