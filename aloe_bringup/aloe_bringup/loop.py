@@ -159,6 +159,30 @@ def phase_metrics(bag_dir: Path, cache_dir: Path, image_size: int) -> dict:
 # the ROS side: phases of node processes, hot reload
 # ---------------------------------------------------------------------------------------------
 
+
+class PhaseProgress:
+    """A phase's episodes as a progress bar: on a terminal it redraws as time passes; written to a file (a log, a CI
+    run) it is drawn again only when an episode ends, so a twenty-minute job logs a line per episode, not one per
+    half second of waiting."""
+
+    def __init__(self, total: int, desc: str, file=None):
+        from tqdm import tqdm
+
+        self.file = sys.stderr if file is None else file
+        self.live = bool(getattr(self.file, "isatty", lambda: False)())
+        self.bar = tqdm(total=total, desc=desc, unit="ep", file=self.file, mininterval=0.1 if self.live else 0.0)
+
+    def advance(self, done: int) -> None:
+        """``done`` episodes have ended."""
+        if self.live or done != self.bar.n:
+            self.bar.update(done - self.bar.n)
+
+    def __enter__(self) -> "PhaseProgress":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.bar.close()
+
 class LoopNode:
     """The loop's own rclpy node: a client of policy_node's LoadPolicy service and a subscriber of
     the episode events, which is how the loop follows a phase (every wait has a deadline)."""
@@ -269,9 +293,7 @@ class LoopRunner:
         sim = group["sim_node"]
         deadline = time.monotonic() + 60.0 + episodes * c.episode_deadline_s
         try:
-            from tqdm import tqdm
-
-            with tqdm(total=episodes, desc=f"{phase} ({operator_mode})", unit="ep") as bar:
+            with PhaseProgress(episodes, f"{phase} ({operator_mode})") as bar:
                 while sim.alive():
                     for dead in [p for p in (self.core.processes + recorder.processes) if not p.alive()]:
                         raise RuntimeError(f"{dead.name} died during {phase}:\n{dead.tail()}")
@@ -279,9 +301,9 @@ class LoopRunner:
                         raise RuntimeError(f"{phase}: {len(self.ros.ended)} of {episodes} episodes ended in time; "
                                            f"sim_node's last output:\n{sim.tail()}")
                     self.ros.spin(0.5)
-                    bar.update(min(episodes, len(self.ros.ended)) - bar.n)
+                    bar.advance(min(episodes, len(self.ros.ended)))
                 self.ros.spin(0.2)  # the last end event
-                bar.update(min(episodes, len(self.ros.ended)) - bar.n)
+                bar.advance(min(episodes, len(self.ros.ended)))
             outcomes = list(self.ros.ended.values())
             self.phase_events[phase] = {o: outcomes.count(o) for o in sorted(set(outcomes))}
             if sim.popen.returncode != 0:

@@ -40,3 +40,27 @@ def test_help_lists_the_loop_and_every_aloe_train_field_but_not_the_ones_the_loo
     flags = set(re.findall(r"^\s+(--[\w-]+)", text, re.M))
     assert "--init-only" not in flags and "--critic-only-bags" not in flags and "--policy-steps" in flags
     assert set(LOOP_OWNED) <= set(vars(loop_train_config())) | {"image_size", "cache_dir"}
+
+
+def test_a_phase_bar_written_to_a_file_is_drawn_per_episode_not_per_wait():
+    import io
+    import itertools
+
+    from aloe_bringup.loop import PhaseProgress
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    def draws(file) -> list[str]:
+        with PhaseProgress(2, "iter_01 (correct)", file=file) as bar:
+            clock = itertools.count(bar.bar.start_t, 0.5)  # every look at the clock: half a second later
+            bar.bar._time = lambda: next(clock)
+            for done in [0] * 200 + [1] * 200 + [2]:  # two episodes end after minutes of waiting
+                bar.advance(done)
+        return [d for d in file.getvalue().replace("\n", "\r").split("\r") if d.strip()]
+
+    logged = draws(io.StringIO())  # a log file: not a terminal
+    assert len(logged) <= 4, logged  # the empty bar, one per episode, the closing one
+    assert "2/2" in logged[-1] and "iter_01 (correct)" in logged[-1]
+    assert len(draws(Terminal())) > 100  # on a terminal the elapsed time keeps ticking
