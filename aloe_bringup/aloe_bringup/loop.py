@@ -166,11 +166,11 @@ class PhaseProgress:
     half second of waiting."""
 
     def __init__(self, total: int, desc: str, file=None):
-        from tqdm import tqdm
+        from aloe_data.progress import progress_bar
 
         self.file = sys.stderr if file is None else file
         self.live = bool(getattr(self.file, "isatty", lambda: False)())
-        self.bar = tqdm(total=total, desc=desc, unit="ep", file=self.file, mininterval=0.1 if self.live else 0.0)
+        self.bar = progress_bar(total=total, desc=desc, unit="ep", file=self.file, mininterval=0.1 if self.live else 0.0)
 
     def advance(self, done: int) -> None:
         """``done`` episodes have ended."""

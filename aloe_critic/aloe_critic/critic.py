@@ -573,8 +573,8 @@ class PolicySampleBank:
         starts = list(range(0, len(ticks), batch_size))
         mine = starts[rank::world]
         if progress:
-            from tqdm import tqdm
-            mine = tqdm(mine, desc="sample pi(.|o)", unit="batch")
+            from aloe_data.progress import progress_bar
+            mine = progress_bar(mine, desc="sample pi(.|o)", unit="batch")
         drawn = {}
         with torch.no_grad():
             for s in mine:

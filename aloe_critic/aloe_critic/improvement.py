@@ -89,7 +89,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from tqdm import tqdm
+from aloe_data.progress import progress_bar
 
 from aloe_data.schema import SOURCE_HUMAN
 from aloe_policy.model import ADVANTAGE_NEGATIVE, ADVANTAGE_POSITIVE, ADVANTAGE_UNKNOWN
@@ -377,10 +377,10 @@ def improve_policy(policy, dataset, advantages: np.ndarray | None, config: Impro
     ema = [p.detach().clone() for p in params] if config.ema_decay > 0 else None
     policy.train()
     curve = []
-    shards = tqdm(global_batches(len(dataset), B, config.policy_steps, seed, batch_blocks, probabilities),
-                  total=config.policy_steps, unit="step", disable=not progress,
-                  desc="policy (" + ("bc" if advantages is None else "advantage-conditioned" if conditioned
-                                            else "advantage-weighted") + ")")
+    shards = progress_bar(global_batches(len(dataset), B, config.policy_steps, seed, batch_blocks, probabilities),
+                          total=config.policy_steps, unit="step", disable=not progress,
+                          desc="policy (" + ("bc" if advantages is None else "advantage-conditioned" if conditioned
+                                             else "advantage-weighted") + ")")
     for shard in shards:
         batch = dataset.batch(dataset.indices[shard.my_positions])  # this process's rows of the global batch
         chunks = batch.chunks if targets is None else targets[shard.my_positions]

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from tqdm import tqdm
+from aloe_data.progress import progress_bar
 
 from .critic import ChunkCritic, CriticConfig, PolicySampleBank, gradient_similarity
 from .dataset import observation_rows
@@ -203,8 +203,8 @@ def fit_critic(critic: ChunkCritic, dataset, method: str, bank: PolicySampleBank
     masks = bootstrap_masks(len(dataset.done), K, config.bootstrap_fraction, seed).to(device)   # (K, ticks)
     diverse = config.diversity_eta > 0 and K > 1
     lam = LambdaReturns(dataset, config.td_lambda) if config.td_lambda > 0 and method in BOOTSTRAP_METHODS else None
-    shards = tqdm(global_batches(len(dataset), B, config.critic_steps, seed, batch_blocks), total=config.critic_steps,
-                  desc=f"critic ({method})", unit="step", disable=not progress)
+    shards = progress_bar(global_batches(len(dataset), B, config.critic_steps, seed, batch_blocks),
+                          total=config.critic_steps, desc=f"critic ({method})", unit="step", disable=not progress)
     for shard in shards:
         batch = dataset.batch(dataset.indices[shard.my_positions], observations=table is None).to(device)
         feats = next_feats = None

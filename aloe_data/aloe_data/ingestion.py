@@ -482,8 +482,8 @@ def ingest_bags(paths: Iterable[str | os.PathLike], config: IngestionConfig | No
     report = IngestionReport(episodes=[])
     it = bags
     if progress:
-        from tqdm import tqdm
-        it = tqdm(bags, desc="ingest bags", unit="bag")
+        from aloe_data.progress import progress_bar
+        it = progress_bar(bags, desc="ingest bags", unit="bag")
     for bag in it:
         try:
             episode, from_cache = load_episode(bag, config)

@@ -111,8 +111,8 @@ def run_episodes(sim: PickCubeSim, seeds, policy=None, supervisor=None, replan_e
     summary = PhaseSummary()
     iterator = list(seeds)
     if progress:
-        from tqdm import tqdm
-        iterator = tqdm(iterator, desc=desc, unit="ep")
+        from aloe_data.progress import progress_bar
+        iterator = progress_bar(iterator, desc=desc, unit="ep")
     for i, seed in enumerate(iterator):
         ep, st = run_episode(sim, int(seed), policy, supervisor, replan_every, task, policy_seed=int(seed),
                              episode_id=f"{desc}-{i:03d}")
