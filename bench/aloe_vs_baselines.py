@@ -11,7 +11,7 @@ iteration:
   permutation test, swapping the two methods' episodes within each pair (10,000 draws).
 
     python bench/aloe_vs_baselines.py run --dir /tmp/avb --seeds 0 1 2 3 4 --jobs 2          # CPU-hours
-    python bench/aloe_vs_baselines.py status --dir /tmp/avb       # progress only: iterations done, running or not
+    python bench/aloe_vs_baselines.py status --dir /tmp/avb [more folders]  # progress only: iterations done, running or not
     python bench/aloe_vs_baselines.py archive --dir /tmp/avb --to bench/results/aloe_vs_baselines_runs/x  # keep them
     python bench/aloe_vs_baselines.py summary --dir /tmp/avb --out bench/results/aloe_vs_baselines.json
 
@@ -458,7 +458,7 @@ def main(argv=None) -> int:
                    help="a short legend label for a method spec in the plot (kept in the JSON's 'names'), e.g. "
                         "'aloe:operator_share=0.5=ALOE (S)': the label follows the last '='")
     t = sub.add_parser("status", help="each run's progress (iterations finished, running or not), not its results")
-    t.add_argument("--dir", required=True, help="study folder")
+    t.add_argument("--dir", required=True, nargs="+", help="study folder(s): a table each")
     t.add_argument("--iterations", type=int, default=5)
     t.add_argument("--seeds", nargs="+", type=int, default=None)
     c = sub.add_parser("archive", help="copy the finished runs (JSON, log) and the manifest into a folder kept in git")
@@ -475,7 +475,8 @@ def main(argv=None) -> int:
     if a.command == "run":
         return run_study(a)
     if a.command == "status":
-        print(status(Path(a.dir), a.iterations, a.seeds), end="")
+        print("\n".join((f"{d}\n\n" if len(a.dir) > 1 else "") + status(Path(d), a.iterations, a.seeds)
+                        for d in a.dir), end="")
         return 0
     runs = {}
     for d in a.dir:

@@ -271,6 +271,16 @@ def test_status_shows_each_runs_progress_and_not_its_results(tmp_path, capsys):
     assert rows == {("0", "skilled", "aloe", "2 / 2", "done"), ("0", "skilled", "dagger", "1 / 2", "resumable"),
                     ("0", "imperfect", "aloe", "1 / 2", "running"), ("0", "imperfect", "dagger", "0 / 2", "not started")}
 
+    # several folders (a queue spanning them): a table each, under the folder's name
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "study.json").write_text(json.dumps({avb.run_name("skilled", "bc", 3): {"operator": "skilled",
+                                                                                       "method": "bc", "seed": 3}}))
+    assert avb.main(["status", "--dir", str(tmp_path), str(other), "--iterations", "2"]) == 0
+    out = capsys.readouterr().out
+    assert out.index(str(tmp_path)) < out.index("| 0 | skilled | aloe | 2 / 2 | done |") < out.index(str(other))
+    assert out.endswith("| 3 | skilled | bc | 0 / 2 | not started |\n")
+
 
 def test_archive_keeps_finished_runs_and_never_overwrites_a_differing_copy(tmp_path, capsys):
     study, kept = tmp_path / "study", tmp_path / "kept"
