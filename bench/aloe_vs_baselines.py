@@ -403,7 +403,8 @@ def archive(root: Path, to: Path, iterations: int) -> tuple[list[str], list[str]
     is and reported, never overwritten. Returns (files copied, runs whose copies differ)."""
     to.mkdir(parents=True, exist_ok=True)
     copied, differing = [], []
-    for name in sorted(json.loads((root / "study.json").read_text())):
+    manifest = json.loads((root / "study.json").read_text())
+    for name in sorted(manifest):
         if not complete(root / f"{name}.json", iterations):
             continue
         for f in (root / f"{name}.json", root / f"{name}.log"):
@@ -415,7 +416,6 @@ def archive(root: Path, to: Path, iterations: int) -> tuple[list[str], list[str]
                 copied.append(f.name)
             elif dest.read_bytes() != f.read_bytes() and f.suffix == ".json":
                 differing.append(name)
-    manifest = json.loads((root / "study.json").read_text())
     kept = json.loads((to / "study.json").read_text()) if (to / "study.json").is_file() else {}
     if {**kept, **manifest} != kept:
         (to / "study.json").write_text(json.dumps({**kept, **manifest}, indent=1))

@@ -159,18 +159,17 @@ def phase_metrics(bag_dir: Path, cache_dir: Path, image_size: int) -> dict:
 # the ROS side: phases of node processes, hot reload
 # ---------------------------------------------------------------------------------------------
 
-
 class PhaseProgress:
     """A phase's episodes as a progress bar: on a terminal it redraws as time passes; written to a file (a log, a CI
     run) it is drawn again only when an episode ends, so a twenty-minute job logs a line per episode, not one per
     half second of waiting."""
 
     def __init__(self, total: int, desc: str, file=None):
-        from aloe_data.progress import progress_bar
+        from aloe_data.progress import is_terminal, progress_bar
 
-        self.file = sys.stderr if file is None else file
-        self.live = bool(getattr(self.file, "isatty", lambda: False)())
-        self.bar = progress_bar(total=total, desc=desc, unit="ep", file=self.file, mininterval=0.1 if self.live else 0.0)
+        file = sys.stderr if file is None else file
+        self.live = is_terminal(file)
+        self.bar = progress_bar(total=total, desc=desc, unit="ep", file=file, mininterval=0.1 if self.live else 0.0)
 
     def advance(self, done: int) -> None:
         """``done`` episodes have ended."""
@@ -182,6 +181,7 @@ class PhaseProgress:
 
     def __exit__(self, *exc) -> None:
         self.bar.close()
+
 
 class LoopNode:
     """The loop's own rclpy node: a client of policy_node's LoadPolicy service and a subscriber of

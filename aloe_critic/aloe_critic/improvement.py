@@ -89,8 +89,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from aloe_data.progress import progress_bar
 
+from aloe_data.progress import progress_bar
 from aloe_data.schema import SOURCE_HUMAN
 from aloe_policy.model import ADVANTAGE_NEGATIVE, ADVANTAGE_POSITIVE, ADVANTAGE_UNKNOWN
 

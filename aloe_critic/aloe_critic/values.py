@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+
 from aloe_data.progress import progress_bar
 
 from .critic import ChunkCritic, CriticConfig, PolicySampleBank, gradient_similarity

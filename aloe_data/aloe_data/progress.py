@@ -9,12 +9,16 @@ import sys
 LOG_INTERVAL_S = 30.0
 
 
+def is_terminal(file) -> bool:
+    """Whether ``file`` is a terminal (a bar there may redraw as time passes)."""
+    return bool(getattr(file, "isatty", lambda: False)())
+
+
 def progress_bar(iterable=None, file=None, **kwargs):
     """``tqdm(iterable, **kwargs)`` writing to ``file`` (stderr by default), throttled there unless it is a terminal."""
     from tqdm import tqdm
 
     file = sys.stderr if file is None else file
-    live = bool(getattr(file, "isatty", lambda: False)())
-    kwargs.setdefault("mininterval", 0.1 if live else LOG_INTERVAL_S)
+    kwargs.setdefault("mininterval", 0.1 if is_terminal(file) else LOG_INTERVAL_S)
     kwargs.setdefault("maxinterval", max(10.0, kwargs["mininterval"]))
     return tqdm(iterable, file=file, **kwargs)
