@@ -47,9 +47,10 @@ def jobs() -> list[tuple[Path, Path, int, str, str]]:
     out += [(STUDY / "s2_skilled", NATIVE, s, S2, "skilled") for s in (16, 17)]
     out += [(STUDY / "s2_imperfect", PINNED, s, S2, "imperfect") for s in (16, 17)]
     out += [(GRID, PINNED, s, "bc", op) for s in (19, 20) for op in OPS if REPRODUCED]
-    for s in (21, 22):
-        out += [(GRID, PINNED, s, m, op) for m in (S, "dagger", AWR, "bc") for op in OPS]
-        out += [(GRID, PINNED, s, S2, op) for op in OPS if passed]
+    # amendment 5 (PLAN_stage3.md, 08:09 UTC): the target's methods on 21-22 first, S2 there, then bc
+    out += [(GRID, PINNED, s, m, op) for s in (21, 22) for m in (S, "dagger", AWR) for op in OPS]
+    out += [(GRID, PINNED, s, S2, op) for s in (21, 22) for op in OPS if passed]
+    out += [(GRID, PINNED, s, "bc", op) for s in (21, 22) for op in OPS]
     out += [(GRID, PINNED, 23, m, op) for m in (S2, S, "dagger", AWR) for op in OPS if passed]
     out += [(GRID, PINNED, s, W2, op) for s in (18, 19, 20) for op in OPS if REPRODUCED]
     return out
