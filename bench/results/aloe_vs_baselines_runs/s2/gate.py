@@ -32,7 +32,8 @@ S = "aloe__advantage_pooling-option_trust_operator-true_w_max-1_sampling-weighte
 W2 = "aloe__advantage_pooling-option_trust_operator-true_w_max-1_sampling-weighted"
 SEEDS, OPS, ITERATION = (16, 17), ("skilled", "imperfect"), 5
 # where each comparison run of the tuning seeds lies (part 16: the imperfect S and W2 runs on session 16's caches)
-WHERE = {("S", "skilled"): RUNS / "share", ("S", "imperfect"): RUNS / "share",
+# amendment 1 (PLAN_S2.md, 09:02 UTC): the imperfect starts differ from share/'s, so S is rerun beside S2
+WHERE = {("S", "skilled"): RUNS / "share", ("S", "imperfect"): STUDY / "s2_imperfect",
          ("W2", "skilled"): RUNS / "grid", ("W2", "imperfect"): RUNS / "share",
          ("Dagger", "skilled"): RUNS / "grid", ("Dagger", "imperfect"): RUNS / "grid"}
 SPEC = {"S": S, "W2": W2, "Dagger": "dagger"}

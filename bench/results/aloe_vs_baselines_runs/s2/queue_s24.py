@@ -46,6 +46,7 @@ def jobs() -> list[tuple[Path, Path, int, str, str]]:
     out = [(GRID, PINNED, 19, "dagger", "skilled")] if REPRODUCED else []
     out += [(STUDY / "s2_skilled", NATIVE, s, S2, "skilled") for s in (16, 17)]
     out += [(STUDY / "s2_imperfect", PINNED, s, S2, "imperfect") for s in (16, 17)]
+    out += [(STUDY / "s2_imperfect", PINNED, s, S, "imperfect") for s in (16, 17)]  # PLAN_S2.md amendment 1
     out += [(GRID, PINNED, s, "bc", op) for s in (19, 20) for op in OPS if REPRODUCED]
     # amendment 5 (PLAN_stage3.md, 08:09 UTC): the target's methods on 21-22 first, S2 there, then bc
     out += [(GRID, PINNED, s, m, op) for s in (21, 22) for m in (S, "dagger", AWR) for op in OPS]
