@@ -51,8 +51,9 @@ def jobs() -> list[tuple[Path, Path, int, str, str]]:
     # amendment 5 (PLAN_stage3.md, 08:09 UTC): the target's methods on 21-22 first, S2 there, then bc
     out += [(GRID, PINNED, s, m, op) for s in (21, 22) for m in (S, "dagger", AWR) for op in OPS]
     out += [(GRID, PINNED, s, S2, op) for s in (21, 22) for op in OPS if passed]
-    out += [(GRID, PINNED, s, "bc", op) for s in (21, 22) for op in OPS]
+    # amendment 2 (PLAN_S2.md, 10:20 UTC): S2 passed its gate; seed 23 before bc, so S2's verdict is not behind bc
     out += [(GRID, PINNED, 23, m, op) for m in (S2, S, "dagger", AWR) for op in OPS if passed]
+    out += [(GRID, PINNED, s, "bc", op) for s in (21, 22) for op in OPS]
     out += [(GRID, PINNED, s, W2, op) for s in (18, 19, 20) for op in OPS if REPRODUCED]
     return out
 
