@@ -31,6 +31,17 @@ for f in "$HERE"/*__s*.json "$HERE"/*__s*.log "$HERE"/study.json "$HERE"/stage3_
   [[ -e "$GRID/$(basename "$f")" ]] || cp "$f" "$GRID/"
 done
 cp -n "$HERE"/init_s*.json "$HERE"/init_s*.log /work/study/archived_inits/
+# the starts of the seeds still being run (session 26): each seed's initial policy and its first phases (iteration 0's
+# episodes, zstd), so a new machine's runs of these seeds start where this machine's did and pair with them
+(cd "$HERE/starts" && sha256sum --quiet -c SHA256SUMS)
+mkdir -p "$GRID/first_phase"
+for d in "$HERE"/starts/init_s*/; do
+  [[ -e "$GRID/$(basename "$d")/config.json" ]] || cp -r "$d" "$GRID/"
+done
+for f in "$HERE"/starts/*.pkl.zst; do
+  out="$GRID/first_phase/$(basename "$f" .zst)"
+  [[ -e "$out" ]] || zstd -q -d --long=27 "$f" -o "$out"
+done
 # S2 (s2/PLAN_S2.md): its finished runs (archived in s2/skilled, s2/imperfect), the gate's verdict, the queue
 S2="$HERE/../s2"
 for op in skilled imperfect; do
