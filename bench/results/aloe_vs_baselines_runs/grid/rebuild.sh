@@ -13,6 +13,7 @@ if [[ ! -d /work/wt5 ]]; then
   git -C /work/wt5 -c user.name=study -c user.email=study@localhost cherry-pick a763971 d6dbed2
 fi
 (cd /work/wt5 && ALOE_VENV="$MAIN/.venv" bash scripts/setup.sh)
+mkdir -p /work/study
 cat > /work/study/env_wt5.sh <<ENV
 export ALOE_VENV=$MAIN/.venv
 source /work/wt5/scripts/env.sh
