@@ -12,6 +12,7 @@ Rerun: `setsid nohup python3 queue_s24.py >> queue_s24.out 2>&1 < /dev/null &` (
 """
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -50,9 +51,12 @@ def jobs() -> list[tuple[Path, Path, int, str, str]]:
     out += [(GRID, PINNED, s, "bc", op) for s in (19, 20) for op in OPS if REPRODUCED]
     # amendment 5 (PLAN_stage3.md, 08:09 UTC): the target's methods on 21-22 first, S2 there, then bc
     out += [(GRID, PINNED, s, m, op) for s in (21, 22) for m in (S, "dagger", AWR) for op in OPS]
+    # amendment 6 (PLAN_stage3.md, 15:48 UTC, session 27): seed 23's Dagger runs before S2 on 21-22, so seed 23's
+    # start is made early and kept in git (grid/starts/)
+    out += [(GRID, PINNED, 23, "dagger", op) for op in OPS if passed]
     out += [(GRID, PINNED, s, S2, op) for s in (21, 22) for op in OPS if passed]
     # amendment 2 (PLAN_S2.md, 10:20 UTC): S2 passed its gate; seed 23 before bc, so S2's verdict is not behind bc
-    out += [(GRID, PINNED, 23, m, op) for m in (S2, S, "dagger", AWR) for op in OPS if passed]
+    out += [(GRID, PINNED, 23, m, op) for m in (S2, S, AWR) for op in OPS if passed]
     out += [(GRID, PINNED, s, "bc", op) for s in (21, 22) for op in OPS]
     out += [(GRID, PINNED, s, W2, op) for s in (18, 19, 20) for op in OPS if REPRODUCED]
     return out
@@ -89,6 +93,15 @@ def launched(folder: Path) -> dict[str, tuple[int, str]]:
     return runs
 
 
+def first_phase_cached(folder: Path, seed: int, op: str) -> bool:
+    """Whether the (seed, operator)'s first phase is in the folder's cache, under the seed's initial policy id as
+    its runs' logs name it (amendment 6: the operator's lock is held only until then)."""
+    ids = set()
+    for log in folder.glob(f"*__s{seed}.log"):
+        ids.update(re.findall(r"initial policy ([0-9a-f]{16})", log.read_text(errors="replace")))
+    return any((folder / "first_phase" / f"{pid}_{op}_e40_n10_m100_r2_o40.pkl").is_file() for pid in ids)
+
+
 def busy(folder: Path, seed: int, op: str, name: str) -> str:
     """Why this run cannot start now ('' if it can)."""
     mine = launched(folder)
@@ -98,7 +111,8 @@ def busy(folder: Path, seed: int, op: str, name: str) -> str:
     same_seed = [ln for ln in lines if f"--seed {seed} " in ln]
     if same_seed and not (folder / f"init_s{seed}" / "config.json").is_file():
         return "init"
-    if any(f"--operator {op} " in ln for ln in same_seed) or (seed, op) in mine.values():
+    if (any(f"--operator {op} " in ln for ln in same_seed) or (seed, op) in mine.values()) \
+            and not first_phase_cached(folder, seed, op):
         return "operator"  # one run per (folder, seed, operator) at a time: its first phase may be being collected
     return ""
 
