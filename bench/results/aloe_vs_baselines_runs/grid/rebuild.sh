@@ -32,7 +32,7 @@ for f in "$HERE"/*__s*.json "$HERE"/*__s*.log "$HERE"/study.json "$HERE"/stage3_
   [[ -e "$GRID/$(basename "$f")" ]] || cp "$f" "$GRID/"
 done
 cp -n "$HERE"/init_s*.json "$HERE"/init_s*.log /work/study/archived_inits/
-# the starts of the seeds still being run (session 26): each seed's initial policy and its first phases (iteration 0's
+# the starts of the seeds still being run (sessions 26-27: seeds 21-23): each seed's initial policy and its first phases (iteration 0's
 # episodes, zstd), so a new machine's runs of these seeds start where this machine's did and pair with them
 (cd "$HERE/starts" && sha256sum --quiet -c SHA256SUMS)
 mkdir -p "$GRID/first_phase"
